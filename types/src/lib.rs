@@ -6,12 +6,14 @@
 //! that it stays at the bottom of the dependency graph and builds in seconds.
 
 pub mod batch;
+pub mod clock;
 pub mod config;
 pub mod ids;
 pub mod partitioner;
 pub mod reason;
 pub mod record;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{AckPolicy, CompactionMode, FsyncPolicy, LogConfig, Retention};
 pub use ids::{Epoch, LogId, LogIdError, LogOffset, PartitionId, TimestampMicros};
 pub use reason::Reason;
