@@ -1,0 +1,23 @@
+//! The hot tier: the recent part of each partition, on local disk.
+//!
+//! A [`PartitionLog`] is a directory of segments, each a `.log` file of batches (stored exactly
+//! as received, see `pyralog_types::batch`) plus a sparse `.index` (offset → file position) and a
+//! `.timeindex` (timestamp → offset), both memory-mapped. Segments are named by their base
+//! offset in 20 digits (`00000000000000001000.log`).
+//!
+//! All methods do blocking file I/O: async callers run them on `spawn_blocking`. A
+//! `PartitionLog` is `Send + Sync`; appends are serialised internally, reads run concurrently
+//! with appends and with each other.
+//!
+//! Durability: [`PartitionLog::append`] writes to the OS; [`PartitionLog::flush`] fsyncs (group
+//! commit: concurrent callers share one fsync). The log's [`FsyncPolicy`] tells callers which to
+//! call when; segments are always fsynced when they roll, so recovery after a crash only has to
+//! check the active segment.
+
+mod error;
+mod index;
+mod log;
+mod segment;
+
+pub use error::HotError;
+pub use log::{AppendInfo, PartitionLog, PartitionOptions, ReadResult, SegmentInfo};

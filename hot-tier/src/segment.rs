@@ -1,0 +1,1 @@
+//! One segment: a `.log` file and its two indexes.
