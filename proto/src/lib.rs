@@ -1,0 +1,18 @@
+//! Pyralog's wire API.
+//!
+//! The generated tonic/prost code lives in [`v1`]; domain crates never see it. Conversions
+//! between wire and domain types live in [`convert`], and the one mapping between a domain
+//! [`Reason`](pyralog_types::Reason) and a gRPC status lives in [`status`], so the gateway and
+//! the client library agree on it.
+
+#[allow(unreachable_pub, missing_debug_implementations, clippy::all)]
+pub mod v1 {
+    tonic::include_proto!("pyralog.v1");
+}
+
+pub mod convert;
+pub mod status;
+
+/// Encoded `FileDescriptorSet` of every Pyralog proto, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/pyralog_descriptor.bin"));
