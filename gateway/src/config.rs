@@ -1,0 +1,126 @@
+//! Node settings: plain data, read from TOML / `PYRALOG_*` environment / flags by the CLI and
+//! validated once at start (see `config/pyralog.toml` for the commented reference).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pyralog_types::LogConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id in the cluster (1 for a single node).
+    pub node_id: u64,
+    /// Where segments and metadata live.
+    pub data_dir: PathBuf,
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Defaults for every field a `CreateLog` request leaves unset.
+    pub log_defaults: LogConfig,
+    pub fetch: FetchSettings,
+    pub produce: ProduceSettings,
+    /// How often segment age (`segment_ms`) and interval fsyncs are checked.
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
+    /// How often retention is applied.
+    #[serde(with = "humantime_serde")]
+    pub retention_check_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FetchSettings {
+    /// Used when a fetch request leaves `max_bytes` at 0.
+    pub default_max_bytes: u32,
+    /// Upper bound on `max_bytes` (and on the gRPC response size).
+    pub max_bytes: u32,
+    /// Upper bound on a long-poll `wait_ms`.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProduceSettings {
+    /// Used when a produce request leaves `timeout_ms` at 0.
+    #[serde(with = "humantime_serde")]
+    pub default_timeout: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: 1,
+            data_dir: PathBuf::from("./pyralog-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7410)),
+            log_defaults: LogConfig::default(),
+            fetch: FetchSettings::default(),
+            produce: ProduceSettings::default(),
+            maintenance_interval: Duration::from_secs(1),
+            retention_check_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        FetchSettings {
+            default_max_bytes: 4 * 1024 * 1024,
+            max_bytes: 32 * 1024 * 1024,
+            max_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for ProduceSettings {
+    fn default() -> Self {
+        ProduceSettings {
+            default_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a node configuration is rejected at start.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid node config: {0}")]
+pub struct NodeConfigError(pub String);
+
+impl NodeConfig {
+    pub fn validate(&self) -> Result<(), NodeConfigError> {
+        self.log_defaults
+            .validate()
+            .map_err(|e| NodeConfigError(format!("log_defaults: {e}")))?;
+        if self.fetch.default_max_bytes == 0 || self.fetch.default_max_bytes > self.fetch.max_bytes
+        {
+            return Err(NodeConfigError(
+                "fetch.default_max_bytes must be 1..=fetch.max_bytes".into(),
+            ));
+        }
+        if self.maintenance_interval.is_zero() || self.retention_check_interval.is_zero() {
+            return Err(NodeConfigError(
+                "maintenance_interval and retention_check_interval must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_reference_config_parses_and_matches_defaults() {
+        let text = include_str!("../../config/pyralog.toml");
+        let parsed: NodeConfig = toml::from_str(text).expect("config/pyralog.toml parses");
+        parsed.validate().expect("valid");
+        assert_eq!(parsed, NodeConfig::default());
+    }
+
+    #[test]
+    fn typo_is_rejected() {
+        assert!(toml::from_str::<NodeConfig>("lisen = \"127.0.0.1:1\"").is_err());
+    }
+}

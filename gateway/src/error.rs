@@ -1,0 +1,146 @@
+//! Gateway errors and their one mapping to gRPC statuses.
+//!
+//! Internal failures (hot tier, metadata) are converted into a [`GatewayError`] that says
+//! what the caller can do; [`GatewayError::into_status`] is the only place a gRPC status is
+//! made.
+
+use pyralog_hot_tier::HotError;
+use pyralog_types::batch::BatchError;
+use pyralog_types::{LogId, LogIdError, LogOffset, PartitionId, Reason};
+use tonic::Status;
+
+use crate::metadata::MetadataError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("invalid log name {name:?}: {source}")]
+    InvalidLogName { name: String, source: LogIdError },
+    #[error("log {0} does not exist")]
+    LogNotFound(LogId),
+    #[error("log {0} already exists")]
+    LogAlreadyExists(LogId),
+    #[error("log {log} has {count} partitions; partition {partition} does not exist")]
+    PartitionNotFound {
+        log: LogId,
+        partition: PartitionId,
+        count: u32,
+    },
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("batch of {size} bytes exceeds max_batch_bytes {limit}")]
+    BatchTooLarge { size: usize, limit: u32 },
+    #[error("record of {size} bytes exceeds max_record_bytes {limit}")]
+    RecordTooLarge { size: usize, limit: usize },
+    #[error("batch rejected: {0}")]
+    CorruptBatch(BatchError),
+    #[error("offset {requested} is out of range: the log holds [{earliest}, {latest})")]
+    OffsetOutOfRange {
+        requested: u64,
+        earliest: LogOffset,
+        latest: LogOffset,
+    },
+    #[error("stored data is corrupt: {0}")]
+    CorruptData(String),
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error("not acknowledged within {0:?}; the write may or may not have happened")]
+    Timeout(std::time::Duration),
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn reason(&self) -> Reason {
+        match self {
+            GatewayError::InvalidLogName { .. } => Reason::InvalidLogName,
+            GatewayError::LogNotFound(_) => Reason::LogNotFound,
+            GatewayError::LogAlreadyExists(_) => Reason::LogAlreadyExists,
+            GatewayError::PartitionNotFound { .. } => Reason::PartitionNotFound,
+            GatewayError::InvalidConfig(_) => Reason::InvalidConfig,
+            GatewayError::InvalidRequest(_) => Reason::InvalidRequest,
+            GatewayError::BatchTooLarge { .. } => Reason::BatchTooLarge,
+            GatewayError::RecordTooLarge { .. } => Reason::RecordTooLarge,
+            GatewayError::CorruptBatch(_) => Reason::CorruptBatch,
+            GatewayError::OffsetOutOfRange { .. } => Reason::OffsetOutOfRange,
+            GatewayError::CorruptData(_) => Reason::CorruptData,
+            GatewayError::Storage(_) => Reason::StorageError,
+            GatewayError::Timeout(_) => Reason::Timeout,
+            GatewayError::ShuttingDown => Reason::ShuttingDown,
+            GatewayError::Internal(_) => Reason::Internal,
+        }
+    }
+
+    pub fn into_status(self) -> Status {
+        let meta: Vec<(&str, String)> = match &self {
+            GatewayError::OffsetOutOfRange {
+                earliest, latest, ..
+            } => vec![
+                ("earliest", earliest.0.to_string()),
+                ("latest", latest.0.to_string()),
+            ],
+            _ => vec![],
+        };
+        pyralog_proto::status::status(self.reason(), self.to_string(), &meta)
+    }
+
+    pub fn log_name(name: &str) -> Result<LogId, GatewayError> {
+        LogId::new(name).map_err(|source| GatewayError::InvalidLogName {
+            name: truncate_for_message(name),
+            source,
+        })
+    }
+}
+
+/// Keeps error messages bounded when users send huge names.
+fn truncate_for_message(s: &str) -> String {
+    if s.chars().count() > 64 {
+        let head: String = s.chars().take(64).collect();
+        format!("{head}…")
+    } else {
+        s.to_owned()
+    }
+}
+
+impl From<GatewayError> for Status {
+    fn from(e: GatewayError) -> Self {
+        e.into_status()
+    }
+}
+
+impl From<HotError> for GatewayError {
+    fn from(e: HotError) -> Self {
+        match e {
+            HotError::OffsetOutOfRange {
+                requested,
+                start,
+                end,
+            } => GatewayError::OffsetOutOfRange {
+                requested: requested.0,
+                earliest: start,
+                latest: end,
+            },
+            HotError::Corrupt { .. } => GatewayError::CorruptData(e.to_string()),
+            HotError::InvalidBatch(b) => GatewayError::CorruptBatch(b),
+            HotError::BatchTooLarge { size, limit } => GatewayError::BatchTooLarge {
+                size,
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            },
+            HotError::Closed => GatewayError::ShuttingDown,
+            HotError::Io { .. } => GatewayError::Storage(e.to_string()),
+        }
+    }
+}
+
+impl From<MetadataError> for GatewayError {
+    fn from(e: MetadataError) -> Self {
+        match e {
+            MetadataError::AlreadyExists(log) => GatewayError::LogAlreadyExists(log),
+            MetadataError::NotFound(log) => GatewayError::LogNotFound(log),
+            other => GatewayError::Storage(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! A Pyralog node's front door: the gRPC `Producer`, `Consumer` and `Admin` services over the
+//! hot tier, with routing to the right partition and the read rules (high watermark,
+//! long-poll, offset and timestamp lookup).
+//!
+//! Layers: [`node::Node`] holds the domain logic and owns the partition logs and background
+//! tasks; `services` adapts gRPC messages to it; [`server::serve`] wires the services, health
+//! and reflection into a tonic server with graceful shutdown.
+
+pub mod config;
+pub mod error;
+pub mod metadata;
+pub mod node;
+mod partition;
+pub mod server;
+mod services;
+
+pub use config::NodeConfig;
+pub use error::GatewayError;
+pub use node::{Node, NodeComponents, NodeError};
+pub use server::serve;

@@ -1,0 +1,643 @@
+//! The node core: open logs, produce, fetch, admin, background maintenance, shutdown.
+//!
+//! Everything here speaks domain types and returns [`GatewayError`]; the gRPC services in
+//! `services` are thin adapters around it, so the node can be driven directly in tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use pyralog_hot_tier::{PartitionLog, PartitionOptions};
+use pyralog_types::batch::{Batch, BatchBuilder, BatchError, Compression, NewRecord};
+use pyralog_types::{
+    AckPolicy, Clock, Epoch, FsyncPolicy, LogConfig, LogId, LogOffset, PartitionId,
+    TimestampMicros,
+};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::NodeConfig;
+use crate::error::GatewayError;
+use crate::metadata::{LocalMetadataStore, LogMeta, MetadataStore};
+use crate::partition::Partition;
+
+/// Why a node cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    Config(#[from] crate::config::NodeConfigError),
+    #[error("data directory {path}: {detail}")]
+    DataDir { path: PathBuf, detail: String },
+    #[error("metadata: {0}")]
+    Metadata(#[from] crate::metadata::MetadataError),
+    #[error("opening log {log} partition {partition}: {source}")]
+    OpenPartition {
+        log: LogId,
+        partition: PartitionId,
+        source: pyralog_hot_tier::HotError,
+    },
+}
+
+/// Swappable parts of a node (tests inject a manual clock or another metadata store).
+#[derive(Debug, Clone)]
+pub struct NodeComponents {
+    pub clock: Arc<dyn Clock>,
+    pub metadata: Option<Arc<dyn MetadataStore>>,
+}
+
+impl Default for NodeComponents {
+    fn default() -> Self {
+        NodeComponents {
+            clock: pyralog_types::clock::system(),
+            metadata: None,
+        }
+    }
+}
+
+/// What a produce request carries.
+#[derive(Debug, Clone)]
+pub enum ProducePayload {
+    /// An encoded batch (binary batch format).
+    Batch(Bytes),
+    /// Records for the node to encode.
+    Records(Vec<NewRecord>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    pub base_offset: LogOffset,
+    pub last_offset: LogOffset,
+    pub epoch: Epoch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchStart {
+    /// `u64::MAX` means "the current end" (tail the log).
+    Offset(u64),
+    Timestamp(TimestampMicros),
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchSpec {
+    pub log: String,
+    pub partition: PartitionId,
+    pub start: FetchStart,
+    /// 0 = the node's default.
+    pub max_bytes: u32,
+    pub wait: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The offset the fetch resolved to (after timestamp lookup / tail).
+    pub from: LogOffset,
+    pub batches: Bytes,
+    pub next_offset: LogOffset,
+    pub high_watermark: LogOffset,
+    pub log_start_offset: LogOffset,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub partition: PartitionId,
+    pub earliest: LogOffset,
+    pub latest: LogOffset,
+    pub for_timestamp: Option<LogOffset>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStatus {
+    pub partition: PartitionId,
+    pub start_offset: LogOffset,
+    pub high_watermark: LogOffset,
+    pub epoch: Epoch,
+    pub local_bytes: u64,
+    pub local_segments: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogStatus {
+    pub log: LogId,
+    pub config: LogConfig,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+#[derive(Debug)]
+struct OpenLog {
+    id: LogId,
+    config: LogConfig,
+    dir: PathBuf,
+    partitions: Vec<Arc<Partition>>,
+    /// Stops this log's background tasks when it is deleted.
+    cancel: CancellationToken,
+}
+
+/// One Pyralog node.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    clock: Arc<dyn Clock>,
+    metadata: Arc<dyn MetadataStore>,
+    logs: RwLock<HashMap<LogId, Arc<OpenLog>>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    _dir_lock: std::fs::File,
+}
+
+fn logs_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("logs")
+}
+
+impl Node {
+    /// Opens the data directory, recovers every log and starts background maintenance.
+    pub async fn open(
+        config: NodeConfig,
+        components: NodeComponents,
+    ) -> Result<Arc<Node>, NodeError> {
+        config.validate()?;
+        let data_dir = config.data_dir.clone();
+        let dir_err = |detail: String| NodeError::DataDir {
+            path: data_dir.clone(),
+            detail,
+        };
+        std::fs::create_dir_all(logs_dir(&data_dir)).map_err(|e| dir_err(e.to_string()))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join(".lock"))
+            .map_err(|e| dir_err(e.to_string()))?;
+        lock.try_lock()
+            .map_err(|_| dir_err("in use by another pyralog process (.lock is held)".into()))?;
+        let metadata: Arc<dyn MetadataStore> = match components.metadata {
+            Some(m) => m,
+            None => Arc::new(LocalMetadataStore::open(&data_dir.join("meta"))?),
+        };
+        let node = Arc::new(Node {
+            config,
+            clock: components.clock,
+            metadata,
+            logs: RwLock::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            _dir_lock: lock,
+        });
+        let known = node.metadata.list_logs().await?;
+        node.remove_orphan_dirs(&known);
+        for (id, meta) in known {
+            let open = node.open_log(id, meta).await?;
+            node.logs.write().insert(open.id.clone(), open);
+        }
+        node.spawn_maintenance();
+        Ok(node)
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Deletes directories of logs the metadata no longer knows (a delete interrupted by a
+    /// crash after the metadata commit).
+    fn remove_orphan_dirs(&self, known: &BTreeMap<LogId, LogMeta>) {
+        let Ok(entries) = std::fs::read_dir(logs_dir(&self.config.data_dir)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let keep = name
+                .to_str()
+                .and_then(|n| LogId::new(n).ok())
+                .is_some_and(|id| known.contains_key(&id));
+            if !keep {
+                warn!(dir = %entry.path().display(), "removing directory of a deleted log");
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    warn!(dir = %entry.path().display(), error = %e, "could not remove");
+                }
+            }
+        }
+    }
+
+    async fn open_log(&self, id: LogId, meta: LogMeta) -> Result<Arc<OpenLog>, NodeError> {
+        let dir = logs_dir(&self.config.data_dir).join(id.as_str());
+        let mut partitions = Vec::with_capacity(meta.config.partition_count as usize);
+        for p in 0..meta.config.partition_count {
+            let pdir = dir.join(p.to_string());
+            let options = PartitionOptions::from_config(&meta.config);
+            let clock = self.clock.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                let log = PartitionLog::open(&pdir, options, clock)?;
+                log.flush()?;
+                Ok(log)
+            })
+            .await
+            .map_err(|e| NodeError::DataDir {
+                path: dir.clone(),
+                detail: format!("open task failed: {e}"),
+            })?;
+            let log = opened.map_err(|source| NodeError::OpenPartition {
+                log: id.clone(),
+                partition: p,
+                source,
+            })?;
+            let epoch = meta.epochs.get(p as usize).copied().unwrap_or(Epoch(1));
+            partitions.push(Arc::new(Partition::new(log, meta.config.fsync, epoch)));
+        }
+        let open = Arc::new(OpenLog {
+            id,
+            config: meta.config,
+            dir,
+            partitions,
+            cancel: self.shutdown.child_token(),
+        });
+        self.spawn_log_tasks(&open);
+        Ok(open)
+    }
+
+    fn spawn_log_tasks(&self, log: &Arc<OpenLog>) {
+        if let FsyncPolicy::Interval(every) = log.config.fsync {
+            let log = log.clone();
+            self.tasks.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = log.cancel.cancelled() => break,
+                        _ = tick.tick() => {}
+                    }
+                    for p in &log.partitions {
+                        if let Err(e) = p.flush().await {
+                            warn!(log = %log.id, error = %e, "interval fsync failed");
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// One ticker for segment rolls by age and retention.
+    fn spawn_maintenance(self: &Arc<Self>) {
+        let node = Arc::downgrade(self);
+        let cancel = self.shutdown.clone();
+        let every = self.config.maintenance_interval;
+        let retention_every = self.config.retention_check_interval;
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_retention = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let Some(node) = node.upgrade() else { break };
+                let logs: Vec<_> = node.logs.read().values().cloned().collect();
+                let retention_due = last_retention.elapsed() >= retention_every;
+                if retention_due {
+                    last_retention = tokio::time::Instant::now();
+                }
+                for log in logs {
+                    for p in &log.partitions {
+                        if let Err(e) = p.roll_if_due().await {
+                            warn!(log = %log.id, error = %e, "roll by age failed");
+                        }
+                    }
+                    if retention_due {
+                        node.apply_retention(&log).await;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn apply_retention(&self, log: &OpenLog) {
+        for (i, p) in log.partitions.iter().enumerate() {
+            let hot = p.log().clone();
+            let retention = log.config.retention;
+            // Without a cold tier the hot tier holds everything: total retention applies.
+            let res = tokio::task::spawn_blocking(move || {
+                hot.enforce_retention(retention, LogOffset::MAX)
+            })
+            .await;
+            match res {
+                Ok(Ok(deleted)) if !deleted.is_empty() => {
+                    info!(log = %log.id, partition = i, segments = deleted.len(),
+                          new_start = %p.start_offset(), "retention deleted segments");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!(log = %log.id, partition = i, error = %e, "retention failed"),
+                Err(e) => warn!(log = %log.id, error = %e, "retention task failed"),
+            }
+        }
+    }
+
+    fn log(&self, name: &str) -> Result<Arc<OpenLog>, GatewayError> {
+        let id = GatewayError::log_name(name)?;
+        self.logs
+            .read()
+            .get(&id)
+            .cloned()
+            .ok_or(GatewayError::LogNotFound(id))
+    }
+
+    fn partition(&self, name: &str, p: PartitionId) -> Result<Arc<Partition>, GatewayError> {
+        let log = self.log(name)?;
+        log.partitions
+            .get(p as usize)
+            .cloned()
+            .ok_or(GatewayError::PartitionNotFound {
+                log: log.id.clone(),
+                partition: p,
+                count: log.config.partition_count,
+            })
+    }
+
+    // ------------------------------------------------------------------ admin
+
+    pub async fn create_log(&self, name: &str, config: LogConfig) -> Result<LogStatus, GatewayError> {
+        let id = GatewayError::log_name(name)?;
+        config
+            .validate()
+            .map_err(|e| GatewayError::InvalidConfig(e.to_string()))?;
+        if self.logs.read().contains_key(&id) {
+            return Err(GatewayError::LogAlreadyExists(id));
+        }
+        let meta = self.metadata.create_log(&id, &config).await?;
+        let open = self
+            .open_log(id.clone(), meta)
+            .await
+            .map_err(|e| GatewayError::Storage(e.to_string()))?;
+        self.logs.write().insert(id.clone(), open);
+        info!(log = %id, partitions = config.partition_count, "created log");
+        self.describe_log(name).await
+    }
+
+    pub async fn delete_log(&self, name: &str) -> Result<(), GatewayError> {
+        let log = self.log(name)?;
+        self.metadata.delete_log(&log.id).await?;
+        self.logs.write().remove(&log.id);
+        log.cancel.cancel();
+        let dir = log.dir.clone();
+        let parts: Vec<_> = log.partitions.iter().map(|p| p.log().clone()).collect();
+        tokio::task::spawn_blocking(move || {
+            for p in parts {
+                let _ = p.close();
+            }
+            std::fs::remove_dir_all(&dir)
+        })
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))?
+        .map_err(|e| GatewayError::Storage(format!("removing {}: {e}", log.dir.display())))?;
+        info!(log = %log.id, "deleted log");
+        Ok(())
+    }
+
+    pub async fn list_logs(&self) -> Vec<LogStatus> {
+        let mut logs: Vec<_> = self.logs.read().values().cloned().collect();
+        logs.sort_by(|a, b| a.id.cmp(&b.id));
+        logs.iter().map(|l| status_of(l)).collect()
+    }
+
+    pub async fn describe_log(&self, name: &str) -> Result<LogStatus, GatewayError> {
+        let log = self.log(name)?;
+        Ok(status_of(&log))
+    }
+
+    pub async fn roll(&self, name: &str, partitions: &[PartitionId]) -> Result<(), GatewayError> {
+        let log = self.log(name)?;
+        let targets: Vec<PartitionId> = if partitions.is_empty() {
+            (0..log.config.partition_count).collect()
+        } else {
+            partitions.to_vec()
+        };
+        for p in targets {
+            self.partition(name, p)?.roll().await?;
+        }
+        Ok(())
+    }
+
+    pub fn log_defaults(&self) -> &LogConfig {
+        &self.config.log_defaults
+    }
+
+    // ------------------------------------------------------------------ produce
+
+    pub async fn produce(
+        &self,
+        name: &str,
+        partition: PartitionId,
+        payload: ProducePayload,
+        acks: AckPolicy,
+        timeout: Option<Duration>,
+    ) -> Result<Produced, GatewayError> {
+        let log = self.log(name)?;
+        let p = self.partition(name, partition)?;
+        let batch = self.validate_payload(&log.config, payload)?;
+        let epoch = p.epoch();
+        if acks == AckPolicy::None {
+            let id = log.id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = p.append(batch).await {
+                    warn!(log = %id, partition, error = %e, "acks=none append failed");
+                }
+            });
+            return Ok(Produced {
+                base_offset: LogOffset::MAX,
+                last_offset: LogOffset::MAX,
+                epoch,
+            });
+        }
+        // Quorum/All equal Leader while every log has one replica (replication is a later
+        // issue); the acknowledgement is only sent once the batch is visible under the HW.
+        let timeout = timeout.unwrap_or(self.config.produce.default_timeout);
+        let info = tokio::time::timeout(timeout, p.append(batch))
+            .await
+            .map_err(|_| GatewayError::Timeout(timeout))??;
+        Ok(Produced {
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            epoch,
+        })
+    }
+
+    fn validate_payload(
+        &self,
+        config: &LogConfig,
+        payload: ProducePayload,
+    ) -> Result<Bytes, GatewayError> {
+        let max_batch = config.max_batch_bytes;
+        let max_record = config.max_record_bytes as usize;
+        match payload {
+            ProducePayload::Batch(bytes) => {
+                if bytes.len() > max_batch as usize {
+                    return Err(GatewayError::BatchTooLarge {
+                        size: bytes.len(),
+                        limit: max_batch,
+                    });
+                }
+                let batch = Batch::parse_verified(bytes).map_err(GatewayError::CorruptBatch)?;
+                batch
+                    .validate_records(max_record)
+                    .map_err(|e| match e {
+                        BatchError::RecordTooLarge { size, limit } => {
+                            GatewayError::RecordTooLarge { size, limit }
+                        }
+                        other => GatewayError::CorruptBatch(other),
+                    })?;
+                Ok(batch.into_bytes())
+            }
+            ProducePayload::Records(records) => {
+                if records.is_empty() {
+                    return Err(GatewayError::InvalidRequest(
+                        "produce request has no records".into(),
+                    ));
+                }
+                let now = self.clock.now_micros();
+                let mut builder = BatchBuilder::new(Compression::None);
+                for mut r in records {
+                    let size = r.key.as_ref().map_or(0, Bytes::len)
+                        + r.value.as_ref().map_or(0, Bytes::len)
+                        + r.headers.iter().map(|h| h.key.len() + h.value.len()).sum::<usize>();
+                    if size > max_record {
+                        return Err(GatewayError::RecordTooLarge {
+                            size,
+                            limit: max_record,
+                        });
+                    }
+                    if r.timestamp == 0 {
+                        r.timestamp = now;
+                    }
+                    builder.push(&r);
+                    if builder.estimated_size() > max_batch as usize {
+                        return Err(GatewayError::BatchTooLarge {
+                            size: builder.estimated_size(),
+                            limit: max_batch,
+                        });
+                    }
+                }
+                builder.build().map_err(GatewayError::CorruptBatch)
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ fetch
+
+    pub async fn fetch(&self, spec: FetchSpec) -> Result<Fetched, GatewayError> {
+        let p = self.partition(&spec.log, spec.partition)?;
+        let max_bytes = match spec.max_bytes {
+            0 => self.config.fetch.default_max_bytes,
+            n => n.min(self.config.fetch.max_bytes),
+        } as usize;
+        let wait = spec.wait.min(self.config.fetch.max_wait);
+        let mut hw = p.high_watermark();
+        let from = match spec.start {
+            FetchStart::Offset(u64::MAX) => hw,
+            FetchStart::Offset(o) => LogOffset(o),
+            FetchStart::Timestamp(ts) => p.offset_for_timestamp(ts).await?.unwrap_or(hw),
+        };
+        let start = p.start_offset();
+        if from < start || from > hw {
+            return Err(GatewayError::OffsetOutOfRange {
+                requested: from.0,
+                earliest: start,
+                latest: hw,
+            });
+        }
+        if from == hw && !wait.is_zero() {
+            hw = p.wait_beyond(from, wait).await;
+        }
+        if from >= hw {
+            return Ok(Fetched {
+                from,
+                batches: Bytes::new(),
+                next_offset: from,
+                high_watermark: hw,
+                log_start_offset: start,
+            });
+        }
+        let read = p.read(from, max_bytes).await?;
+        Ok(Fetched {
+            from,
+            batches: read.batches,
+            next_offset: read.next_offset,
+            high_watermark: p.high_watermark(),
+            log_start_offset: p.start_offset(),
+        })
+    }
+
+    pub async fn list_offsets(
+        &self,
+        name: &str,
+        partitions: &[PartitionId],
+        timestamp: Option<TimestampMicros>,
+    ) -> Result<Vec<PartitionOffsets>, GatewayError> {
+        let log = self.log(name)?;
+        let targets: Vec<PartitionId> = if partitions.is_empty() {
+            (0..log.config.partition_count).collect()
+        } else {
+            partitions.to_vec()
+        };
+        let mut out = Vec::with_capacity(targets.len());
+        for id in targets {
+            let p = self.partition(name, id)?;
+            let for_timestamp = match timestamp {
+                Some(ts) => p.offset_for_timestamp(ts).await?,
+                None => None,
+            };
+            out.push(PartitionOffsets {
+                partition: id,
+                earliest: p.start_offset(),
+                latest: p.high_watermark(),
+                for_timestamp,
+            });
+        }
+        Ok(out)
+    }
+
+    // ------------------------------------------------------------------ lifecycle
+
+    /// Stops background tasks and closes every log cleanly (the next start scans nothing).
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        let logs: Vec<_> = self.logs.read().values().cloned().collect();
+        for log in logs {
+            for (i, p) in log.partitions.iter().enumerate() {
+                let hot = p.log().clone();
+                match tokio::task::spawn_blocking(move || hot.close()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(log = %log.id, partition = i, error = %e, "close failed"),
+                    Err(e) => warn!(log = %log.id, error = %e, "close task failed"),
+                }
+            }
+        }
+        info!("all logs closed cleanly");
+    }
+}
+
+fn status_of(log: &OpenLog) -> LogStatus {
+    LogStatus {
+        log: log.id.clone(),
+        config: log.config.clone(),
+        partitions: log
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let segs = p.log().segments();
+                PartitionStatus {
+                    partition: i as PartitionId,
+                    start_offset: p.start_offset(),
+                    high_watermark: p.high_watermark(),
+                    epoch: p.epoch(),
+                    local_bytes: segs.iter().map(|s| s.size_bytes).sum(),
+                    local_segments: segs.len() as u32,
+                }
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,66 @@
+//! The gRPC server of a node: Pyralog services, gRPC health and server reflection.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use pyralog_proto::v1::{
+    admin_server::AdminServer, consumer_server::ConsumerServer, producer_server::ProducerServer,
+};
+use pyralog_types::config::limits::MAX_BATCH_BYTES;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::node::Node;
+use crate::services::Services;
+
+/// gRPC messages may carry the largest batch plus framing.
+const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES as usize + 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("gRPC server: {0}")]
+pub struct ServeError(String);
+
+/// Serves `node` on `listener` until `shutdown` resolves, then closes the node cleanly.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let services = Services::new(node.clone());
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ProducerServer<Services>>()
+        .await;
+    health_reporter
+        .set_serving::<ConsumerServer<Services>>()
+        .await;
+    health_reporter.set_serving::<AdminServer<Services>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pyralog_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
+    info!(%addr, "serving gRPC");
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            ProducerServer::new(services.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ConsumerServer::new(services.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(AdminServer::new(services))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| ServeError(e.to_string()))?;
+    node.shutdown().await;
+    Ok(())
+}

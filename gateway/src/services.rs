@@ -1,0 +1,222 @@
+//! gRPC adapters: wire messages in, domain calls on [`Node`], wire messages out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyralog_proto::v1::{
+    self, admin_server::Admin, consumer_server::Consumer, fetch_request, produce_request,
+    producer_server::Producer,
+};
+use pyralog_types::batch::split_batches;
+use pyralog_types::LogOffset;
+use tonic::{Request, Response, Status};
+
+use crate::error::GatewayError;
+use crate::node::{FetchSpec, FetchStart, LogStatus, Node, ProducePayload};
+
+/// Implements the `Producer`, `Consumer` and `Admin` services over one node.
+#[derive(Debug, Clone)]
+pub(crate) struct Services {
+    node: Arc<Node>,
+}
+
+impl Services {
+    pub(crate) fn new(node: Arc<Node>) -> Self {
+        Services { node }
+    }
+}
+
+fn describe(s: LogStatus) -> v1::LogDescription {
+    v1::LogDescription {
+        log: s.log.to_string(),
+        config: Some(v1::LogConfig::from(&s.config)),
+        partitions: s
+            .partitions
+            .into_iter()
+            .map(|p| v1::PartitionDescription {
+                partition: p.partition,
+                start_offset: p.start_offset.0,
+                high_watermark: p.high_watermark.0,
+                epoch: p.epoch.0,
+                leader_node: 1,
+                local_bytes: p.local_bytes,
+                local_segments: p.local_segments,
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl Producer for Services {
+    async fn produce(
+        &self,
+        request: Request<v1::ProduceRequest>,
+    ) -> Result<Response<v1::ProduceResponse>, Status> {
+        let req = request.into_inner();
+        let payload = match req.payload {
+            Some(produce_request::Payload::Batch(b)) => ProducePayload::Batch(b),
+            Some(produce_request::Payload::Records(list)) => {
+                ProducePayload::Records(list.records.into_iter().map(Into::into).collect())
+            }
+            None => {
+                return Err(GatewayError::InvalidRequest(
+                    "produce request carries neither `batch` nor `records`".into(),
+                )
+                .into())
+            }
+        };
+        let acks = v1::AckPolicy::try_from(req.acks)
+            .map_err(|_| GatewayError::InvalidRequest(format!("unknown ack policy {}", req.acks)))?
+            .into();
+        let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(u64::from(req.timeout_ms)));
+        let done = self
+            .node
+            .produce(&req.log, req.partition, payload, acks, timeout)
+            .await?;
+        Ok(Response::new(v1::ProduceResponse {
+            base_offset: done.base_offset.0,
+            last_offset: done.last_offset.0,
+            epoch: done.epoch.0,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Consumer for Services {
+    async fn fetch(
+        &self,
+        request: Request<v1::FetchRequest>,
+    ) -> Result<Response<v1::FetchResponse>, Status> {
+        let req = request.into_inner();
+        let start = match req.start {
+            Some(fetch_request::Start::Offset(o)) => FetchStart::Offset(o),
+            Some(fetch_request::Start::TimestampUs(t)) => FetchStart::Timestamp(t),
+            None => FetchStart::Offset(0),
+        };
+        let format = v1::FetchFormat::try_from(req.format)
+            .map_err(|_| GatewayError::InvalidRequest(format!("unknown format {}", req.format)))?;
+        let fetched = self
+            .node
+            .fetch(FetchSpec {
+                log: req.log,
+                partition: req.partition,
+                start,
+                max_bytes: req.max_bytes,
+                wait: Duration::from_millis(u64::from(req.wait_ms)),
+            })
+            .await?;
+        let mut resp = v1::FetchResponse {
+            batches: Default::default(),
+            records: vec![],
+            next_offset: fetched.next_offset.0,
+            high_watermark: fetched.high_watermark.0,
+            log_start_offset: fetched.log_start_offset.0,
+        };
+        match format {
+            v1::FetchFormat::Batches => resp.batches = fetched.batches,
+            v1::FetchFormat::Records => {
+                let limit = if req.max_records == 0 {
+                    usize::MAX
+                } else {
+                    req.max_records as usize
+                };
+                'outer: for batch in split_batches(fetched.batches) {
+                    let batch = batch.map_err(|e| GatewayError::CorruptData(e.to_string()))?;
+                    let records = batch
+                        .records()
+                        .map_err(|e| GatewayError::CorruptData(e.to_string()))?;
+                    for r in records {
+                        if r.offset < fetched.from {
+                            continue;
+                        }
+                        if resp.records.len() >= limit {
+                            break 'outer;
+                        }
+                        resp.next_offset = r.offset.0 + 1;
+                        resp.records.push(r.into());
+                    }
+                }
+            }
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<v1::ListOffsetsRequest>,
+    ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+        let req = request.into_inner();
+        let offsets = self
+            .node
+            .list_offsets(&req.log, &req.partitions, req.timestamp_us)
+            .await?;
+        Ok(Response::new(v1::ListOffsetsResponse {
+            partitions: offsets
+                .into_iter()
+                .map(|o| v1::PartitionOffsets {
+                    partition: o.partition,
+                    earliest: o.earliest.0,
+                    latest: o.latest.0,
+                    offset_for_timestamp: o.for_timestamp.map(|x: LogOffset| x.0),
+                })
+                .collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for Services {
+    async fn create_log(
+        &self,
+        request: Request<v1::CreateLogRequest>,
+    ) -> Result<Response<v1::CreateLogResponse>, Status> {
+        let req = request.into_inner();
+        GatewayError::log_name(&req.log)?;
+        let config = req
+            .config
+            .unwrap_or_default()
+            .into_domain(self.node.log_defaults())
+            .map_err(|e| GatewayError::InvalidConfig(e.to_string()))?;
+        let status = self.node.create_log(&req.log, config).await?;
+        Ok(Response::new(v1::CreateLogResponse {
+            log: Some(describe(status)),
+        }))
+    }
+
+    async fn list_logs(
+        &self,
+        _request: Request<v1::ListLogsRequest>,
+    ) -> Result<Response<v1::ListLogsResponse>, Status> {
+        let logs = self.node.list_logs().await;
+        Ok(Response::new(v1::ListLogsResponse {
+            logs: logs.into_iter().map(describe).collect(),
+        }))
+    }
+
+    async fn describe_log(
+        &self,
+        request: Request<v1::DescribeLogRequest>,
+    ) -> Result<Response<v1::DescribeLogResponse>, Status> {
+        let status = self.node.describe_log(&request.into_inner().log).await?;
+        Ok(Response::new(v1::DescribeLogResponse {
+            log: Some(describe(status)),
+        }))
+    }
+
+    async fn delete_log(
+        &self,
+        request: Request<v1::DeleteLogRequest>,
+    ) -> Result<Response<v1::DeleteLogResponse>, Status> {
+        self.node.delete_log(&request.into_inner().log).await?;
+        Ok(Response::new(v1::DeleteLogResponse {}))
+    }
+
+    async fn roll_segments(
+        &self,
+        request: Request<v1::RollSegmentsRequest>,
+    ) -> Result<Response<v1::RollSegmentsResponse>, Status> {
+        let req = request.into_inner();
+        self.node.roll(&req.log, &req.partitions).await?;
+        Ok(Response::new(v1::RollSegmentsResponse {}))
+    }
+}
