@@ -1,0 +1,20 @@
+//! The Rust client for Pyralog.
+//!
+//! - [`Client`]: a connection (one HTTP/2 channel) with admin calls and raw fetch.
+//! - [`Producer`]: batches records per partition by size and linger, routes keyed records by
+//!   the documented key hash (`pyralog_types::partitioner`), retries retriable errors, and
+//!   keeps per-partition order (one request in flight per partition).
+//! - [`PartitionConsumer`]: reads one partition from an offset or timestamp, long-polling at
+//!   the end.
+
+mod client;
+mod consumer;
+mod error;
+mod producer;
+
+pub use client::{Client, LogInfo, PartitionInfo};
+pub use consumer::{ConsumerConfig, PartitionConsumer};
+pub use error::ClientError;
+pub use producer::{Delivered, DeliveryFuture, ProduceRecord, Producer, ProducerConfig};
+pub use pyralog_types::batch::Compression;
+pub use pyralog_types::{AckPolicy, Header, LogConfig, LogOffset, Record, Retention};

@@ -1,0 +1,425 @@
+//! The batching producer.
+//!
+//! `send` hands a record to an accumulator task (a bounded channel gives backpressure). The
+//! accumulator appends it to the open batch of its partition and seals the batch when it
+//! reaches `batch_bytes` or has waited `linger`. Each partition has one sender task that sends
+//! sealed batches in order, one request in flight, retrying retriable errors with backoff, so
+//! records of a partition are stored in the order they were sent.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use pyralog_proto::v1;
+use pyralog_types::batch::{BatchBuilder, Compression, NewRecord};
+use pyralog_types::partitioner::partition_for_key;
+use pyralog_types::{AckPolicy, Clock, Header, LogOffset, PartitionId, TimestampMicros};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::client::Client;
+use crate::error::ClientError;
+
+/// Producer settings.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// Seal a partition's batch once its encoded size reaches this.
+    pub batch_bytes: usize,
+    /// Seal a non-empty batch after this long even if small.
+    pub linger: Duration,
+    pub compression: Compression,
+    pub acks: AckPolicy,
+    pub request_timeout: Duration,
+    /// Attempts after the first for retriable errors.
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    /// Records buffered before `send` waits.
+    pub buffer_records: usize,
+    /// Sealed batches queued per partition before the accumulator waits.
+    pub queued_batches_per_partition: usize,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            batch_bytes: 1024 * 1024,
+            linger: Duration::from_millis(5),
+            compression: Compression::None,
+            acks: AckPolicy::Leader,
+            request_timeout: Duration::from_secs(30),
+            retries: 10,
+            retry_backoff: Duration::from_millis(100),
+            buffer_records: 10_000,
+            queued_batches_per_partition: 4,
+        }
+    }
+}
+
+/// A record to send.
+#[derive(Debug, Clone, Default)]
+pub struct ProduceRecord {
+    pub key: Option<Bytes>,
+    /// `None` is a tombstone.
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+    /// Defaults to the producer's wall clock.
+    pub timestamp: Option<TimestampMicros>,
+    /// Overrides key-based partitioning.
+    pub partition: Option<PartitionId>,
+}
+
+impl ProduceRecord {
+    pub fn new(key: Option<impl Into<Bytes>>, value: impl Into<Bytes>) -> Self {
+        ProduceRecord {
+            key: key.map(Into::into),
+            value: Some(value.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Where a record was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: PartitionId,
+    pub offset: LogOffset,
+}
+
+/// Resolves when the record is acknowledged (or finally failed).
+#[derive(Debug)]
+pub struct DeliveryFuture(oneshot::Receiver<Result<Delivered, ClientError>>);
+
+impl Future for DeliveryFuture {
+    type Output = Result<Delivered, ClientError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+type Waiter = oneshot::Sender<Result<Delivered, ClientError>>;
+
+enum Msg {
+    Send {
+        log: String,
+        record: ProduceRecord,
+        done: Waiter,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+/// A batching, retrying producer. Dropping it without `close` abandons buffered records.
+#[derive(Debug)]
+pub struct Producer {
+    tx: mpsc::Sender<Msg>,
+    task: JoinHandle<()>,
+}
+
+impl Producer {
+    pub fn new(client: Client, config: ProducerConfig) -> Producer {
+        let (tx, rx) = mpsc::channel(config.buffer_records.max(1));
+        let task = tokio::spawn(Accumulator::new(client, config).run(rx));
+        Producer { tx, task }
+    }
+
+    /// Queues a record; waits only when the buffer is full. Await the returned future for the
+    /// acknowledgement.
+    pub async fn send(
+        &self,
+        log: &str,
+        record: ProduceRecord,
+    ) -> Result<DeliveryFuture, ClientError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Send {
+                log: log.to_owned(),
+                record,
+                done,
+            })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        Ok(DeliveryFuture(rx))
+    }
+
+    /// Sends everything buffered and waits until every record sent so far is acknowledged
+    /// or failed.
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Flush(tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Flushes and stops the background tasks.
+    pub async fn close(self) -> Result<(), ClientError> {
+        self.flush().await?;
+        drop(self.tx);
+        let _ = self.task.await;
+        Ok(())
+    }
+}
+
+struct Open {
+    builder: BatchBuilder,
+    waiters: Vec<Waiter>,
+    deadline: Instant,
+}
+
+struct Sealed {
+    batch: Bytes,
+    waiters: Vec<Waiter>,
+}
+
+enum Work {
+    Batch(Sealed),
+    Barrier(oneshot::Sender<()>),
+}
+
+struct Accumulator {
+    client: Client,
+    clock: Arc<dyn Clock>,
+    config: ProducerConfig,
+    partition_counts: HashMap<String, u32>,
+    /// Partition that keyless records of a log go to until its batch seals.
+    sticky: HashMap<String, PartitionId>,
+    open: HashMap<(String, PartitionId), Open>,
+    senders: HashMap<(String, PartitionId), mpsc::Sender<Work>>,
+}
+
+impl Accumulator {
+    fn new(client: Client, config: ProducerConfig) -> Self {
+        Accumulator {
+            client,
+            clock: pyralog_types::clock::system(),
+            config,
+            partition_counts: HashMap::new(),
+            sticky: HashMap::new(),
+            open: HashMap::new(),
+            senders: HashMap::new(),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        loop {
+            let next_deadline = self.open.values().map(|o| o.deadline).min();
+            let msg = match next_deadline {
+                Some(d) => tokio::select! {
+                    m = rx.recv() => m,
+                    _ = tokio::time::sleep_until(d) => { self.seal_expired().await; continue; }
+                },
+                None => rx.recv().await,
+            };
+            match msg {
+                Some(Msg::Send { log, record, done }) => self.add(log, record, done).await,
+                Some(Msg::Flush(done)) => self.flush(done).await,
+                None => break,
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        self.flush(tx).await;
+        let _ = rx.await;
+    }
+
+    async fn partition_count(&mut self, log: &str) -> Result<u32, ClientError> {
+        if let Some(n) = self.partition_counts.get(log) {
+            return Ok(*n);
+        }
+        let info = self.client.describe_log(log).await?;
+        let n = info.config.partition_count;
+        self.partition_counts.insert(log.to_owned(), n);
+        Ok(n)
+    }
+
+    async fn add(&mut self, log: String, record: ProduceRecord, done: Waiter) {
+        let count = match self.partition_count(&log).await {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = done.send(Err(e));
+                return;
+            }
+        };
+        let partition = match (record.partition, &record.key) {
+            (Some(p), _) if p < count => p,
+            (Some(p), _) => {
+                let _ = done.send(Err(ClientError::InvalidArgument(format!(
+                    "log {log} has {count} partitions; partition {p} does not exist"
+                ))));
+                return;
+            }
+            (None, Some(key)) => partition_for_key(key, count),
+            (None, None) => *self.sticky.entry(log.clone()).or_insert(0) % count,
+        };
+        let timestamp = record
+            .timestamp
+            .unwrap_or_else(|| self.clock.now_micros());
+        let new = NewRecord {
+            timestamp,
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+        };
+        let key = (log, partition);
+        let linger = self.config.linger;
+        let compression = self.config.compression;
+        let open = self.open.entry(key.clone()).or_insert_with(|| Open {
+            builder: BatchBuilder::new(compression),
+            waiters: Vec::new(),
+            deadline: Instant::now() + linger,
+        });
+        open.builder.push(&new);
+        open.waiters.push(done);
+        if open.builder.estimated_size() >= self.config.batch_bytes {
+            self.seal(key).await;
+        }
+    }
+
+    async fn seal_expired(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<_> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            self.seal(key).await;
+        }
+    }
+
+    async fn seal(&mut self, key: (String, PartitionId)) {
+        let Some(open) = self.open.remove(&key) else {
+            return;
+        };
+        if let Some(count) = self.partition_counts.get(&key.0).copied() {
+            let sticky = self.sticky.entry(key.0.clone()).or_insert(0);
+            if *sticky == key.1 {
+                *sticky = (key.1 + 1) % count.max(1);
+            }
+        }
+        let sealed = match open.builder.build() {
+            Ok(batch) => Sealed {
+                batch,
+                waiters: open.waiters,
+            },
+            Err(e) => {
+                for w in open.waiters {
+                    let _ = w.send(Err(ClientError::InvalidArgument(e.to_string())));
+                }
+                return;
+            }
+        };
+        let sender = self.sender(&key);
+        if let Err(mpsc::error::SendError(Work::Batch(s))) = sender.send(Work::Batch(sealed)).await
+        {
+            for w in s.waiters {
+                let _ = w.send(Err(ClientError::Closed));
+            }
+        }
+    }
+
+    fn sender(&mut self, key: &(String, PartitionId)) -> mpsc::Sender<Work> {
+        if let Some(s) = self.senders.get(key) {
+            return s.clone();
+        }
+        let (tx, rx) = mpsc::channel(self.config.queued_batches_per_partition.max(1));
+        tokio::spawn(partition_sender(
+            self.client.clone(),
+            self.config.clone(),
+            key.0.clone(),
+            key.1,
+            rx,
+        ));
+        self.senders.insert(key.clone(), tx.clone());
+        tx
+    }
+
+    async fn flush(&mut self, done: oneshot::Sender<()>) {
+        let keys: Vec<_> = self.open.keys().cloned().collect();
+        for key in keys {
+            self.seal(key).await;
+        }
+        let mut barriers = Vec::new();
+        for s in self.senders.values() {
+            let (tx, rx) = oneshot::channel();
+            if s.send(Work::Barrier(tx)).await.is_ok() {
+                barriers.push(rx);
+            }
+        }
+        tokio::spawn(async move {
+            for b in barriers {
+                let _ = b.await;
+            }
+            let _ = done.send(());
+        });
+    }
+}
+
+async fn partition_sender(
+    client: Client,
+    config: ProducerConfig,
+    log: String,
+    partition: PartitionId,
+    mut rx: mpsc::Receiver<Work>,
+) {
+    let mut rpc = client.producer_rpc();
+    while let Some(work) = rx.recv().await {
+        let sealed = match work {
+            Work::Batch(s) => s,
+            Work::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        let req = v1::ProduceRequest {
+            log: log.clone(),
+            partition,
+            payload: Some(v1::produce_request::Payload::Batch(sealed.batch)),
+            acks: v1::AckPolicy::from(config.acks) as i32,
+            timeout_ms: u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX),
+        };
+        let mut attempt = 0;
+        let result = loop {
+            let mut request = tonic::Request::new(req.clone());
+            request.set_timeout(config.request_timeout + Duration::from_secs(5));
+            match rpc.produce(request).await {
+                Ok(resp) => break Ok(resp.into_inner()),
+                Err(status) => {
+                    let err = ClientError::from(status);
+                    if err.is_retriable() && attempt < config.retries {
+                        attempt += 1;
+                        debug!(%log, partition, attempt, error = %err, "retrying produce");
+                        tokio::time::sleep(config.retry_backoff * attempt.min(10)).await;
+                        continue;
+                    }
+                    break Err(err);
+                }
+            }
+        };
+        match result {
+            Ok(resp) => {
+                for (i, w) in sealed.waiters.into_iter().enumerate() {
+                    let offset = if resp.base_offset == u64::MAX {
+                        LogOffset::MAX
+                    } else {
+                        LogOffset(resp.base_offset + i as u64)
+                    };
+                    let _ = w.send(Ok(Delivered { partition, offset }));
+                }
+            }
+            Err(e) => {
+                for w in sealed.waiters {
+                    let _ = w.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
