@@ -1,0 +1,200 @@
+//! Command-line arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "pyralog", version, about = "Pyralog: a partitioned, replicated, tiered-storage log")]
+pub(crate) struct Cli {
+    /// Server address for client commands.
+    #[arg(long, global = true, env = "PYRALOG_SERVER", default_value = "http://127.0.0.1:7410")]
+    pub server: String,
+    /// Log output format of `serve` and `dev` (filter with RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a node from a config file (plus PYRALOG_* environment and flags).
+    Serve(ServeArgs),
+    /// Run a single development node with local defaults; nothing to install.
+    Dev(DevArgs),
+    /// Create, list, describe, delete logs; roll segments.
+    Logs(LogsArgs),
+    /// Produce records read from stdin, one per line.
+    Produce(ProduceArgs),
+    /// Print records of a log.
+    Consume(ConsumeArgs),
+    /// Show earliest/latest offsets (and the offset for a timestamp) per partition.
+    Offsets(OffsetsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// TOML config file (see config/pyralog.toml for the reference).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeFlags,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    #[command(flatten)]
+    pub node: NodeFlags,
+}
+
+#[derive(Debug, Args, Default)]
+pub(crate) struct NodeFlags {
+    /// Data directory (default ./pyralog-data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address (default 127.0.0.1:7410; port 0 picks a free port).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    #[command(subcommand)]
+    pub command: LogsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LogsCommand {
+    /// Create a log.
+    Create(CreateArgs),
+    /// List logs.
+    List,
+    /// Show a log's config and partitions.
+    Describe { name: String },
+    /// Delete a log and all its data.
+    Delete { name: String },
+    /// Close the active segments now.
+    Roll {
+        name: String,
+        #[arg(long)]
+        partition: Vec<u32>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    pub name: String,
+    #[arg(long, short = 'p')]
+    pub partitions: Option<u32>,
+    #[arg(long)]
+    pub replication_factor: Option<u32>,
+    #[arg(long)]
+    pub min_in_sync_replicas: Option<u32>,
+    /// Total retention by age, e.g. "7days"; "infinite" for none.
+    #[arg(long)]
+    pub retention: Option<String>,
+    /// Total retention by size in bytes.
+    #[arg(long)]
+    pub retention_bytes: Option<u64>,
+    #[arg(long)]
+    pub segment_bytes: Option<u64>,
+    /// Roll segments at this age, e.g. "1h".
+    #[arg(long)]
+    pub segment_age: Option<String>,
+    /// "every_batch", "never", or an interval like "100ms".
+    #[arg(long)]
+    pub fsync: Option<String>,
+    #[arg(long)]
+    pub max_record_bytes: Option<u32>,
+    #[arg(long)]
+    pub max_batch_bytes: Option<u32>,
+    /// none | delete_markers | key_based | time_series
+    #[arg(long)]
+    pub compaction: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Acks {
+    None,
+    Leader,
+    Quorum,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProduceArgs {
+    pub log: String,
+    /// Key for every record.
+    #[arg(long, conflicts_with = "key_separator")]
+    pub key: Option<String>,
+    /// Split each line at the first SEP into key and value.
+    #[arg(long)]
+    pub key_separator: Option<String>,
+    /// Header `name=value` added to every record (repeatable).
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// Send everything to this partition instead of hashing keys.
+    #[arg(long)]
+    pub partition: Option<u32>,
+    #[arg(long, value_enum, default_value_t = Acks::Leader)]
+    pub acks: Acks,
+    /// Compress batches with zstd.
+    #[arg(long)]
+    pub zstd: bool,
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub batch_bytes: usize,
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// The value as text.
+    Text,
+    /// One JSON object per record.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConsumeArgs {
+    pub log: String,
+    /// Only this partition (default: all).
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// Start at this offset.
+    #[arg(long, conflicts_with_all = ["timestamp", "from_beginning"])]
+    pub offset: Option<u64>,
+    /// Start at the first record at or after this time (RFC 3339, or µs since the epoch).
+    #[arg(long, conflicts_with = "from_beginning")]
+    pub timestamp: Option<String>,
+    /// Start at the earliest retained record (default: the end).
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Keep waiting for new records instead of stopping at the end.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub max_records: Option<u64>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// In text format, print `partition:offset key<TAB>value`.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OffsetsArgs {
+    pub log: String,
+    /// Also find the first offset at or after this time (RFC 3339, or µs since the epoch).
+    #[arg(long)]
+    pub timestamp: Option<String>,
+}

@@ -1,0 +1,418 @@
+//! Client commands: logs, produce, consume, offsets.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+use pyralog_client::{
+    AckPolicy, Client, Compression, ConsumerConfig, DeliveryFuture, Header, LogInfo, LogOffset,
+    PartitionConsumer, ProduceRecord, Producer, ProducerConfig, Record,
+};
+use pyralog_proto::v1;
+use tokio::sync::mpsc;
+
+use crate::args::{
+    Acks, ConsumeArgs, CreateArgs, LogsArgs, LogsCommand, OffsetsArgs, OutputFormat, ProduceArgs,
+};
+use crate::error::{CliError, CliResult};
+
+async fn connect(server: &str) -> Result<Client, CliError> {
+    Client::connect(server)
+        .await
+        .map_err(|e| CliError::runtime(format!("{e} (is a node running? try `pyralog dev`)")))
+}
+
+fn parse_duration_ms(field: &str, s: &str) -> Result<u64, CliError> {
+    humantime::parse_duration(s)
+        .map(|d| d.as_millis() as u64)
+        .map_err(|e| CliError::usage(format!("--{field} {s:?}: {e}")))
+}
+
+/// RFC 3339 (`2026-11-24T10:00:00Z`) or microseconds since the Unix epoch.
+fn parse_timestamp(s: &str) -> Result<i64, CliError> {
+    if let Ok(us) = s.parse::<i64>() {
+        return Ok(us);
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+        CliError::usage(format!(
+            "timestamp {s:?}: {e} (use RFC 3339 or microseconds since the epoch)"
+        ))
+    })?;
+    let d = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| CliError::usage(format!("timestamp {s:?} is before 1970")))?;
+    Ok(d.as_micros() as i64)
+}
+
+pub(crate) async fn logs(server: &str, args: LogsArgs) -> CliResult {
+    match args.command {
+        LogsCommand::Create(c) => {
+            let config = create_config(&c)?;
+            let client = connect(server).await?;
+            let info = client.create_log(&c.name, config).await?;
+            println!(
+                "created log {} with {} partitions",
+                info.name, info.config.partition_count
+            );
+        }
+        LogsCommand::List => {
+            let client = connect(server).await?;
+            let logs = client.list_logs().await?;
+            println!("{:<40} {:>10} {:>16}", "LOG", "PARTITIONS", "RECORDS");
+            for l in logs {
+                let records: u64 = l
+                    .partitions
+                    .iter()
+                    .map(|p| p.high_watermark.0 - p.start_offset.0)
+                    .sum();
+                println!(
+                    "{:<40} {:>10} {:>16}",
+                    l.name, l.config.partition_count, records
+                );
+            }
+        }
+        LogsCommand::Describe { name } => {
+            let client = connect(server).await?;
+            print_description(&client.describe_log(&name).await?)?;
+        }
+        LogsCommand::Delete { name } => {
+            let client = connect(server).await?;
+            client.delete_log(&name).await?;
+            println!("deleted log {name}");
+        }
+        LogsCommand::Roll { name, partition } => {
+            let client = connect(server).await?;
+            client.roll_segments(&name, partition).await?;
+            println!("rolled segments of {name}");
+        }
+    }
+    Ok(())
+}
+
+fn create_config(c: &CreateArgs) -> Result<v1::LogConfig, CliError> {
+    let retention = match (&c.retention, c.retention_bytes) {
+        (None, None) => None,
+        (Some(r), bytes) if r == "infinite" => Some(v1::Retention {
+            max_age_ms: None,
+            max_bytes: bytes,
+        }),
+        (Some(r), bytes) => Some(v1::Retention {
+            max_age_ms: Some(parse_duration_ms("retention", r)?),
+            max_bytes: bytes,
+        }),
+        (None, Some(b)) => Some(v1::Retention {
+            max_age_ms: None,
+            max_bytes: Some(b),
+        }),
+    };
+    let compaction = match c.compaction.as_deref() {
+        None => v1::CompactionMode::Unspecified,
+        Some("none") => v1::CompactionMode::None,
+        Some("delete_markers") => v1::CompactionMode::DeleteMarkers,
+        Some("key_based") => v1::CompactionMode::KeyBased,
+        Some("time_series") => v1::CompactionMode::TimeSeries,
+        Some(other) => {
+            return Err(CliError::usage(format!(
+                "--compaction {other:?}: use none, delete_markers, key_based or time_series"
+            )))
+        }
+    };
+    Ok(v1::LogConfig {
+        partition_count: c.partitions,
+        replication_factor: c.replication_factor,
+        min_in_sync_replicas: c.min_in_sync_replicas,
+        retention,
+        compaction: compaction as i32,
+        segment_bytes: c.segment_bytes,
+        segment_ms: c
+            .segment_age
+            .as_deref()
+            .map(|s| parse_duration_ms("segment-age", s))
+            .transpose()?,
+        fsync: c.fsync.clone(),
+        max_record_bytes: c.max_record_bytes,
+        max_batch_bytes: c.max_batch_bytes,
+        ..Default::default()
+    })
+}
+
+fn print_description(info: &LogInfo) -> CliResult {
+    println!("log: {}", info.name);
+    let config = toml::to_string(&info.config).map_err(|e| CliError::runtime(e.to_string()))?;
+    println!("[config]\n{config}");
+    println!(
+        "{:>9} {:>20} {:>20} {:>6} {:>14} {:>8}",
+        "PARTITION", "START", "HIGH_WATERMARK", "EPOCH", "LOCAL_BYTES", "SEGMENTS"
+    );
+    for p in &info.partitions {
+        println!(
+            "{:>9} {:>20} {:>20} {:>6} {:>14} {:>8}",
+            p.partition,
+            p.start_offset.0,
+            p.high_watermark.0,
+            p.epoch.0,
+            p.local_bytes,
+            p.local_segments
+        );
+    }
+    Ok(())
+}
+
+fn parse_headers(raw: &[String]) -> Result<Vec<Header>, CliError> {
+    raw.iter()
+        .map(|h| {
+            let (k, v) = h
+                .split_once('=')
+                .ok_or_else(|| CliError::usage(format!("--header {h:?}: expected name=value")))?;
+            Ok(Header {
+                key: k.to_owned(),
+                value: Bytes::copy_from_slice(v.as_bytes()),
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn produce(server: &str, args: ProduceArgs) -> CliResult {
+    let headers = parse_headers(&args.headers)?;
+    let client = connect(server).await?;
+    // Fail early (exit 2) on an unknown or invalid log.
+    client.describe_log(&args.log).await?;
+    let producer = Producer::new(
+        client,
+        ProducerConfig {
+            batch_bytes: args.batch_bytes,
+            linger: Duration::from_millis(args.linger_ms),
+            compression: if args.zstd {
+                Compression::Zstd(1)
+            } else {
+                Compression::None
+            },
+            acks: match args.acks {
+                Acks::None => AckPolicy::None,
+                Acks::Leader => AckPolicy::Leader,
+                Acks::Quorum => AckPolicy::Quorum,
+                Acks::All => AckPolicy::All,
+            },
+            ..Default::default()
+        },
+    );
+    let (line_tx, mut line_rx) = mpsc::channel::<String>(10_000);
+    let reader = std::thread::spawn(move || -> std::io::Result<()> {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            if line_tx.blocking_send(line?).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    });
+    let fixed_key = args.key.map(|k| Bytes::from(k.into_bytes()));
+    let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
+    let mut sent = 0u64;
+    let mut failed: Option<CliError> = None;
+    while let Some(line) = line_rx.recv().await {
+        let (key, value) = match &args.key_separator {
+            Some(sep) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => (
+                    Some(Bytes::copy_from_slice(k.as_bytes())),
+                    Bytes::copy_from_slice(v.as_bytes()),
+                ),
+                None => (None, Bytes::from(line.into_bytes())),
+            },
+            None => (fixed_key.clone(), Bytes::from(line.into_bytes())),
+        };
+        let record = ProduceRecord {
+            key,
+            value: Some(value),
+            headers: headers.clone(),
+            timestamp: None,
+            partition: args.partition,
+        };
+        pending.push_back(producer.send(&args.log, record).await?);
+        sent += 1;
+        while pending.len() > 100_000 {
+            if let Some(f) = pending.pop_front() {
+                if let Err(e) = f.await {
+                    failed = Some(e.into());
+                }
+            }
+        }
+        if failed.is_some() {
+            break;
+        }
+    }
+    producer.flush().await?;
+    for f in pending {
+        if let Err(e) = f.await {
+            failed.get_or_insert(e.into());
+        }
+    }
+    if let Err(e) = producer.close().await {
+        failed.get_or_insert(e.into());
+    }
+    match reader.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(CliError::runtime(format!("reading stdin: {e}"))),
+        Err(_) => return Err(CliError::runtime("stdin reader panicked")),
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    eprintln!("produced {sent} records to {}", args.log);
+    Ok(())
+}
+
+pub(crate) async fn consume(server: &str, args: ConsumeArgs) -> CliResult {
+    let client = connect(server).await?;
+    let info = client.describe_log(&args.log).await?;
+    let partitions: Vec<u32> = match args.partition {
+        Some(p) if p < info.config.partition_count => vec![p],
+        Some(p) => {
+            return Err(CliError::usage(format!(
+                "log {} has {} partitions; partition {p} does not exist",
+                args.log, info.config.partition_count
+            )))
+        }
+        None => (0..info.config.partition_count).collect(),
+    };
+    let timestamp = args.timestamp.as_deref().map(parse_timestamp).transpose()?;
+    let (tx, mut rx) = mpsc::channel::<Result<(u32, Vec<Record>), CliError>>(64);
+    for p in partitions {
+        let desc = info.partitions.iter().find(|d| d.partition == p).cloned();
+        let end = desc.as_ref().map_or(LogOffset::ZERO, |d| d.high_watermark);
+        let start = if let Some(o) = args.offset {
+            LogOffset(o)
+        } else if args.from_beginning || timestamp.is_some() {
+            desc.as_ref().map_or(LogOffset::ZERO, |d| d.start_offset)
+        } else {
+            end
+        };
+        let mut consumer = PartitionConsumer::new(
+            client.clone(),
+            &args.log,
+            p,
+            start,
+            ConsumerConfig {
+                wait: if args.follow {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::ZERO
+                },
+                ..Default::default()
+            },
+        );
+        let tx = tx.clone();
+        let follow = args.follow;
+        tokio::spawn(async move {
+            if let Some(ts) = timestamp {
+                if let Err(e) = consumer.seek_to_timestamp(ts).await {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            }
+            loop {
+                if !follow && consumer.position() >= end {
+                    break;
+                }
+                match consumer.poll().await {
+                    Ok(records) if records.is_empty() && !follow => break,
+                    Ok(records) if records.is_empty() => {}
+                    Ok(records) => {
+                        if tx.send(Ok((p, records))).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut printed = 0u64;
+    let limit = args.max_records.unwrap_or(u64::MAX);
+    'outer: while let Some(msg) = rx.recv().await {
+        let (p, records) = msg?;
+        for r in records {
+            if printed >= limit {
+                break 'outer;
+            }
+            print_record(&mut out, p, &r, args.format, args.verbose)?;
+            printed += 1;
+        }
+        if args.follow {
+            out.flush()?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn print_record(
+    out: &mut impl Write,
+    partition: u32,
+    r: &Record,
+    format: OutputFormat,
+    verbose: bool,
+) -> CliResult {
+    let text = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+    match format {
+        OutputFormat::Text if verbose => writeln!(
+            out,
+            "{partition}:{}\t{}\t{}",
+            r.offset.0,
+            text(&r.key).unwrap_or_default(),
+            text(&r.value).unwrap_or_default()
+        )?,
+        OutputFormat::Text => writeln!(out, "{}", text(&r.value).unwrap_or_default())?,
+        OutputFormat::Json => {
+            let headers: serde_json::Map<String, serde_json::Value> = r
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.key.clone(),
+                        serde_json::Value::String(String::from_utf8_lossy(&h.value).into_owned()),
+                    )
+                })
+                .collect();
+            let v = serde_json::json!({
+                "partition": partition,
+                "offset": r.offset.0,
+                "epoch": r.epoch.0,
+                "timestamp_us": r.timestamp,
+                "key": text(&r.key),
+                "value": text(&r.value),
+                "headers": headers,
+            });
+            writeln!(out, "{v}")?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn offsets(server: &str, args: OffsetsArgs) -> CliResult {
+    let ts = args.timestamp.as_deref().map(parse_timestamp).transpose()?;
+    let client = connect(server).await?;
+    let offsets = client.list_offsets(&args.log, ts).await?;
+    println!(
+        "{:>9} {:>20} {:>20} {:>20}",
+        "PARTITION", "EARLIEST", "LATEST", "FOR_TIMESTAMP"
+    );
+    for o in offsets {
+        println!(
+            "{:>9} {:>20} {:>20} {:>20}",
+            o.partition,
+            o.earliest,
+            o.latest,
+            o.offset_for_timestamp
+                .map_or_else(|| "-".to_owned(), |x| x.to_string())
+        );
+    }
+    Ok(())
+}

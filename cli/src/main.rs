@@ -1,0 +1,44 @@
+//! `pyralog`: the one binary. `serve` and `dev` run a node; the other commands are clients.
+//!
+//! Exit codes: 0 success, 1 runtime failure (server unreachable, I/O), 2 bad input (usage,
+//! invalid names or configs, unknown logs, out-of-range offsets).
+
+mod args;
+mod client_cmds;
+mod error;
+mod node_cmds;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => node_cmds::serve(a, cli.log_format).await,
+            Command::Dev(a) => node_cmds::dev(a, cli.log_format).await,
+            Command::Logs(a) => client_cmds::logs(&cli.server, a).await,
+            Command::Produce(a) => client_cmds::produce(&cli.server, a).await,
+            Command::Consume(a) => client_cmds::consume(&cli.server, a).await,
+            Command::Offsets(a) => client_cmds::offsets(&cli.server, a).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(e.exit_code())
+        }
+    }
+}

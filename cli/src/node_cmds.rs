@@ -1,0 +1,124 @@
+//! `pyralog serve` and `pyralog dev`.
+
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use pyralog_gateway::{Node, NodeComponents, NodeConfig};
+use tracing_subscriber::EnvFilter;
+
+use crate::args::{DevArgs, LogFormat, NodeFlags, ServeArgs};
+use crate::error::{CliError, CliResult};
+
+/// Top-level config keys that `PYRALOG_*` variables may set (others, like
+/// `PYRALOG_SERVER` for client commands, are not node settings).
+const ENV_KEYS: &[&str] = &[
+    "node_id",
+    "data_dir",
+    "listen",
+    "log_defaults",
+    "fetch",
+    "produce",
+    "maintenance_interval",
+    "retention_check_interval",
+];
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Defaults ← file ← PYRALOG_* environment ← flags.
+pub(crate) fn load_config(file: Option<&Path>, flags: &NodeFlags) -> Result<NodeConfig, CliError> {
+    let mut fig = Figment::from(Serialized::defaults(NodeConfig::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(CliError::usage(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        fig = fig.merge(Toml::file_exact(path));
+    }
+    fig = fig.merge(
+        Env::prefixed("PYRALOG_")
+            .split("__")
+            .filter(|k| ENV_KEYS.iter().any(|known| k.as_str().starts_with(known))),
+    );
+    if let Some(d) = &flags.data_dir {
+        fig = fig.merge(Serialized::default("data_dir", d));
+    }
+    if let Some(l) = &flags.listen {
+        fig = fig.merge(Serialized::default("listen", l.to_string()));
+    }
+    let config: NodeConfig = fig
+        .extract()
+        .map_err(|e| CliError::usage(format!("invalid configuration: {e}")))?;
+    config
+        .validate()
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down");
+}
+
+async fn run(config: NodeConfig, banner: &str) -> CliResult {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::runtime(e.to_string()))?;
+    let data_dir = config.data_dir.clone();
+    let node = Node::open(config, NodeComponents::default())
+        .await
+        .map_err(|e| CliError::usage(format!("cannot start node: {e}")))?;
+    // The first stdout line is machine-readable: tests and scripts read the address from it.
+    println!(
+        "{banner} listening on http://{addr} (data dir {})",
+        data_dir.display()
+    );
+    pyralog_gateway::serve(node, listener, shutdown_signal())
+        .await
+        .map_err(|e| CliError::runtime(e.to_string()))
+}
+
+pub(crate) async fn serve(args: ServeArgs, format: LogFormat) -> CliResult {
+    init_tracing(format);
+    let config = load_config(args.config.as_deref(), &args.node)?;
+    run(config, "pyralog node").await
+}
+
+pub(crate) async fn dev(args: DevArgs, format: LogFormat) -> CliResult {
+    init_tracing(format);
+    let config = load_config(None, &args.node)?;
+    run(config, "pyralog dev").await
+}
