@@ -1,0 +1,272 @@
+//! Test harness: starts real `pyralog` processes on free loopback ports, kills and restarts
+//! them, and cleans up (processes are killed and temp dirs removed on drop).
+//!
+//! The binary is found through `PYRALOG_BIN`, or next to the test executable
+//! (`target/<profile>/pyralog`); the README test command builds it first.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub mod raw;
+
+/// Path of the `pyralog` binary under test.
+pub fn pyralog_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PYRALOG_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-exe> -> target/<profile>/pyralog
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .expect("target dir");
+    let bin = dir.join("pyralog");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build --bin pyralog` first or set PYRALOG_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A `pyralog dev` process with its own data directory.
+#[derive(Debug)]
+pub struct TestNode {
+    child: Option<Child>,
+    addr: String,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    extra_env: Vec<(String, String)>,
+    _root: Option<tempfile::TempDir>,
+}
+
+impl TestNode {
+    /// Starts a node on a fresh temp dir.
+    pub fn start() -> TestNode {
+        Self::start_with_env(&[])
+    }
+
+    /// Starts a node with extra `PYRALOG_*` settings.
+    pub fn start_with_env(env: &[(&str, &str)]) -> TestNode {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data_dir = root.path().join("data");
+        let log_path = root.path().join("node.log");
+        let mut node = TestNode {
+            child: None,
+            addr: String::new(),
+            data_dir,
+            log_path,
+            extra_env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            _root: Some(root),
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("node log file");
+        let mut cmd = Command::new(pyralog_bin());
+        cmd.arg("dev")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn pyralog");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the node never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "node did not report its address; log:\n{}",
+                    std::fs::read_to_string(&self.log_path).unwrap_or_default()
+                );
+            }
+        };
+        let addr = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("unexpected banner: {line}"))
+            .to_owned();
+        self.addr = addr;
+        self.child = Some(child);
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The node's stderr log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL: no chance to flush or close anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("node did not stop within 60s after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the node again on the same data dir (a new port); returns the start time.
+    pub fn restart(&mut self) -> Duration {
+        assert!(self.child.is_none(), "stop or kill the node first");
+        let t = Instant::now();
+        self.spawn();
+        t.elapsed()
+    }
+
+    /// Connects a client.
+    pub async fn client(&self) -> pyralog_client::Client {
+        pyralog_client::Client::connect(self.url())
+            .await
+            .expect("connect to node")
+    }
+
+    /// Runs a CLI command against this node.
+    pub fn cli(&self, args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
+        run_cli(self.url(), args, stdin)
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `pyralog --server URL ARGS...` with optional stdin.
+pub fn run_cli(url: &str, args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
+    use std::io::Write;
+    let mut child = Command::new(pyralog_bin())
+        .arg("--server")
+        .arg(url)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pyralog cli");
+    if let Some(input) = stdin {
+        let mut si = child.stdin.take().expect("stdin");
+        let data = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = si.write_all(&data);
+        });
+    }
+    let out = child.wait_with_output().expect("cli output");
+    CliOutput {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Deterministic pseudo-random payload of `len` bytes for record `i` (so tests can check
+/// values without keeping them in memory).
+pub fn payload(i: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    let mut state = xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes());
+    while out.len() < len {
+        out.extend_from_slice(&state.to_le_bytes());
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    }
+    out.truncate(len);
+    out
+}
+
+/// Raw sequential write + fsync throughput of the disk under `dir`, in MB/s: `total` bytes
+/// written in `chunk`-sized writes, each followed by `fdatasync` (the same pattern as a
+/// leader appending one batch per fsync). The baseline that produce figures are divided by.
+pub fn disk_baseline_mb_s(dir: &Path, total: usize, chunk: usize) -> f64 {
+    use std::io::Write;
+    let path = dir.join("disk-baseline.tmp");
+    let mut f = std::fs::File::create(&path).expect("baseline file");
+    let buf = payload(42, chunk);
+    let t = Instant::now();
+    let mut written = 0;
+    while written < total {
+        f.write_all(&buf).expect("baseline write");
+        f.sync_data().expect("baseline fsync");
+        written += chunk;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    written as f64 / 1e6 / secs
+}
+
+/// Reads a `usize` knob from the environment (lets CI run smaller and benchmarks larger).
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
