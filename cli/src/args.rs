@@ -6,10 +6,19 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "pyralog", version, about = "Pyralog: a partitioned, replicated, tiered-storage log")]
+#[command(
+    name = "pyralog",
+    version,
+    about = "Pyralog: a partitioned, replicated, tiered-storage log"
+)]
 pub(crate) struct Cli {
     /// Server address for client commands.
-    #[arg(long, global = true, env = "PYRALOG_SERVER", default_value = "http://127.0.0.1:7410")]
+    #[arg(
+        long,
+        global = true,
+        env = "PYRALOG_SERVER",
+        default_value = "http://127.0.0.1:7410"
+    )]
     pub server: String,
     /// Log output format of `serve` and `dev` (filter with RUST_LOG).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

@@ -258,9 +258,7 @@ impl Accumulator {
             (None, Some(key)) => partition_for_key(key, count),
             (None, None) => *self.sticky.entry(log.clone()).or_insert(0) % count,
         };
-        let timestamp = record
-            .timestamp
-            .unwrap_or_else(|| self.clock.now_micros());
+        let timestamp = record.timestamp.unwrap_or_else(|| self.clock.now_micros());
         let new = NewRecord {
             timestamp,
             key: record.key,

@@ -13,8 +13,7 @@ use parking_lot::RwLock;
 use pyralog_hot_tier::{PartitionLog, PartitionOptions};
 use pyralog_types::batch::{Batch, BatchBuilder, BatchError, Compression, NewRecord};
 use pyralog_types::{
-    AckPolicy, Clock, Epoch, FsyncPolicy, LogConfig, LogId, LogOffset, PartitionId,
-    TimestampMicros,
+    AckPolicy, Clock, Epoch, FsyncPolicy, LogConfig, LogId, LogOffset, PartitionId, TimestampMicros,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -357,7 +356,11 @@ impl Node {
 
     // ------------------------------------------------------------------ admin
 
-    pub async fn create_log(&self, name: &str, config: LogConfig) -> Result<LogStatus, GatewayError> {
+    pub async fn create_log(
+        &self,
+        name: &str,
+        config: LogConfig,
+    ) -> Result<LogStatus, GatewayError> {
         let id = GatewayError::log_name(name)?;
         config
             .validate()
@@ -479,14 +482,12 @@ impl Node {
                     });
                 }
                 let batch = Batch::parse_verified(bytes).map_err(GatewayError::CorruptBatch)?;
-                batch
-                    .validate_records(max_record)
-                    .map_err(|e| match e {
-                        BatchError::RecordTooLarge { size, limit } => {
-                            GatewayError::RecordTooLarge { size, limit }
-                        }
-                        other => GatewayError::CorruptBatch(other),
-                    })?;
+                batch.validate_records(max_record).map_err(|e| match e {
+                    BatchError::RecordTooLarge { size, limit } => {
+                        GatewayError::RecordTooLarge { size, limit }
+                    }
+                    other => GatewayError::CorruptBatch(other),
+                })?;
                 Ok(batch.into_bytes())
             }
             ProducePayload::Records(records) => {
@@ -500,7 +501,10 @@ impl Node {
                 for mut r in records {
                     let size = r.key.as_ref().map_or(0, Bytes::len)
                         + r.value.as_ref().map_or(0, Bytes::len)
-                        + r.headers.iter().map(|h| h.key.len() + h.value.len()).sum::<usize>();
+                        + r.headers
+                            .iter()
+                            .map(|h| h.key.len() + h.value.len())
+                            .sum::<usize>();
                     if size > max_record {
                         return Err(GatewayError::RecordTooLarge {
                             size,

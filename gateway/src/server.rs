@@ -41,7 +41,9 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServeError(e.to_string()))?;
-    let addr = listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServeError(e.to_string()))?;
     info!(%addr, "serving gRPC");
     tonic::transport::Server::builder()
         .tcp_nodelay(true)

@@ -68,7 +68,8 @@ impl Producer for Services {
         let acks = v1::AckPolicy::try_from(req.acks)
             .map_err(|_| GatewayError::InvalidRequest(format!("unknown ack policy {}", req.acks)))?
             .into();
-        let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(u64::from(req.timeout_ms)));
+        let timeout =
+            (req.timeout_ms > 0).then(|| Duration::from_millis(u64::from(req.timeout_ms)));
         let done = self
             .node
             .produce(&req.log, req.partition, payload, acks, timeout)

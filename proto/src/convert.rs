@@ -5,8 +5,7 @@ use std::time::Duration;
 use pyralog_types::batch::NewRecord;
 use pyralog_types::config::ConfigError;
 use pyralog_types::{
-    AckPolicy, CompactionMode, Epoch, FsyncPolicy, Header, LogConfig, LogOffset, Record,
-    Retention,
+    AckPolicy, CompactionMode, Epoch, FsyncPolicy, Header, LogConfig, LogOffset, Record, Retention,
 };
 
 use crate::v1;

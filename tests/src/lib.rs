@@ -23,7 +23,13 @@ pub fn pyralog_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
         .parent()
-        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
         .expect("target dir");
     let bin = dir.join("pyralog");
     assert!(
@@ -236,7 +242,9 @@ pub fn payload(i: u64, len: usize) -> Vec<u8> {
     let mut state = xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes());
     while out.len() < len {
         out.extend_from_slice(&state.to_le_bytes());
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
     }
     out.truncate(len);
     out

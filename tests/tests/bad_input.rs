@@ -63,21 +63,39 @@ async fn bad_input_catalogue() {
             .create_log(name, v1::LogConfig::default())
             .await
             .expect_err("bad name must be rejected");
-        assert_eq!(reason(&e), Some(Reason::InvalidLogName), "create {name:?}: {e}");
+        assert_eq!(
+            reason(&e),
+            Some(Reason::InvalidLogName),
+            "create {name:?}: {e}"
+        );
         let e = client
             .produce_raw(records_req(name, 0, vec![b"v".to_vec()]))
             .await
             .expect_err("bad name");
-        assert_eq!(reason(&e), Some(Reason::InvalidLogName), "produce {name:?}: {e}");
-        let e = client.fetch(fetch_req(name, 0, 0)).await.expect_err("bad name");
-        assert_eq!(reason(&e), Some(Reason::InvalidLogName), "fetch {name:?}: {e}");
+        assert_eq!(
+            reason(&e),
+            Some(Reason::InvalidLogName),
+            "produce {name:?}: {e}"
+        );
+        let e = client
+            .fetch(fetch_req(name, 0, 0))
+            .await
+            .expect_err("bad name");
+        assert_eq!(
+            reason(&e),
+            Some(Reason::InvalidLogName),
+            "fetch {name:?}: {e}"
+        );
         assert!(e.to_string().len() < 400, "message stays bounded: {e}");
     }
 
     // Unknown log.
     let e = client.describe_log("nope").await.expect_err("unknown");
     assert_eq!(reason(&e), Some(Reason::LogNotFound));
-    let e = client.fetch(fetch_req("nope", 0, 0)).await.expect_err("unknown");
+    let e = client
+        .fetch(fetch_req("nope", 0, 0))
+        .await
+        .expect_err("unknown");
     assert_eq!(reason(&e), Some(Reason::LogNotFound));
 
     // Zero partitions and other invalid configs.
@@ -134,7 +152,9 @@ async fn bad_input_catalogue() {
         .produce_raw(v1::ProduceRequest {
             log: "orders".into(),
             partition: 0,
-            payload: Some(v1::produce_request::Payload::Batch(b.build().expect("build"))),
+            payload: Some(v1::produce_request::Payload::Batch(
+                b.build().expect("build"),
+            )),
             ..Default::default()
         })
         .await
@@ -158,7 +178,10 @@ async fn bad_input_catalogue() {
     let mut bytes = b.build().expect("build").to_vec();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
-    for payload in [Bytes::from(bytes), Bytes::from_static(b"definitely not a batch")] {
+    for payload in [
+        Bytes::from(bytes),
+        Bytes::from_static(b"definitely not a batch"),
+    ] {
         let e = client
             .produce_raw(v1::ProduceRequest {
                 log: "orders".into(),
@@ -187,12 +210,18 @@ async fn bad_input_catalogue() {
         .await
         .expect("good produce");
     assert_eq!((ok.base_offset, ok.last_offset), (0, 1));
-    let e = client.fetch(fetch_req("orders", 0, 3)).await.expect_err("beyond end");
+    let e = client
+        .fetch(fetch_req("orders", 0, 3))
+        .await
+        .expect_err("beyond end");
     assert_eq!(reason(&e), Some(Reason::OffsetOutOfRange));
     assert_eq!(e.metadata("latest"), Some("2"));
     assert_eq!(e.metadata("earliest"), Some("0"));
     // At the end (not beyond) is fine: empty.
-    let at_end = client.fetch(fetch_req("orders", 0, 2)).await.expect("at end");
+    let at_end = client
+        .fetch(fetch_req("orders", 0, 2))
+        .await
+        .expect("at end");
     assert!(at_end.batches.is_empty());
 
     // A batch whose header claims offsets the producer should not set is simply reassigned.
@@ -220,11 +249,18 @@ async fn bad_input_catalogue() {
         "/pyralog.v1.Consumer/Fetch",
         "/pyralog.v1.Admin/CreateLog",
     ] {
-        let err = raw::call(node.url(), path, Bytes::from_static(&[0xff, 0xff, 0xff, 0x07, 0x01]))
-            .await
-            .expect_err("malformed protobuf must fail");
+        let err = raw::call(
+            node.url(),
+            path,
+            Bytes::from_static(&[0xff, 0xff, 0xff, 0x07, 0x01]),
+        )
+        .await
+        .expect_err("malformed protobuf must fail");
         assert!(
-            matches!(err.code(), tonic::Code::Internal | tonic::Code::InvalidArgument),
+            matches!(
+                err.code(),
+                tonic::Code::Internal | tonic::Code::InvalidArgument
+            ),
             "{path}: {err:?}"
         );
     }
@@ -243,7 +279,11 @@ async fn bad_input_catalogue() {
         .map(|r| r.value.clone().unwrap_or_default())
         .collect();
     assert_eq!(values, vec![&b"a"[..], b"b", b"c"]);
-    assert!(!node.log().contains("panicked"), "node log:\n{}", node.log());
+    assert!(
+        !node.log().contains("panicked"),
+        "node log:\n{}",
+        node.log()
+    );
 }
 
 #[test]

@@ -18,13 +18,23 @@ fn sixty_second_tour() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{out:?}");
     // Same key, same partition, in order.
-    let user1: Vec<&str> = lines.iter().filter(|l| l.contains("user-1")).copied().collect();
+    let user1: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.contains("user-1"))
+        .copied()
+        .collect();
     assert_eq!(user1.len(), 2);
-    assert!(user1[0].ends_with("hello") && user1[1].ends_with("again"), "{user1:?}");
+    assert!(
+        user1[0].ends_with("hello") && user1[1].ends_with("again"),
+        "{user1:?}"
+    );
     let p = |l: &str| l.split(':').next().map(str::to_owned);
     assert_eq!(p(user1[0]), p(user1[1]));
 
-    let out = node.cli(&["consume", "tour", "--from-beginning", "--format", "json"], None);
+    let out = node.cli(
+        &["consume", "tour", "--from-beginning", "--format", "json"],
+        None,
+    );
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("\"key\":\"user-2\""), "{out:?}");
 

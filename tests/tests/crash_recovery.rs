@@ -91,7 +91,10 @@ async fn kill9_during_produce_loses_nothing_acknowledged() {
                 let mut failed = false;
                 for (i, f) in futs.drain(..) {
                     match f.await {
-                        Ok(d) => acked_w.lock().expect("lock").push((d.partition, d.offset, i)),
+                        Ok(d) => acked_w
+                            .lock()
+                            .expect("lock")
+                            .push((d.partition, d.offset, i)),
                         Err(_) => failed = true,
                     }
                 }
@@ -119,7 +122,11 @@ async fn kill9_during_produce_loses_nothing_acknowledged() {
     for p in 0..PARTITIONS {
         let records = read_all(&client, "crash", p).await;
         for (j, r) in records.iter().enumerate() {
-            assert_eq!(r.offset, LogOffset(j as u64), "dense offsets after recovery");
+            assert_eq!(
+                r.offset,
+                LogOffset(j as u64),
+                "dense offsets after recovery"
+            );
         }
         for &(ap, off, i) in acked.iter().filter(|a| a.0 == p) {
             let r = records
@@ -152,7 +159,9 @@ async fn kill9_during_produce_loses_nothing_acknowledged() {
     let client = node.client().await;
     let records = read_all(&client, "crash", 0).await;
     assert_eq!(records.len() as u64, ends[&0], "torn tail is not served");
-    assert!(records.iter().all(|r| r.value.as_deref() != Some(&[9u8; 500][..])));
+    assert!(records
+        .iter()
+        .all(|r| r.value.as_deref() != Some(&[9u8; 500][..])));
 
     // The log accepts writes and offsets continue densely.
     let r = client
@@ -171,6 +180,13 @@ async fn kill9_during_produce_loses_nothing_acknowledged() {
         .expect("write after recovery");
     assert_eq!(r.base_offset, ends[&0]);
     let records = read_all(&client, "crash", 0).await;
-    assert_eq!(records.last().and_then(|r| r.value.clone()).as_deref(), Some(&b"after"[..]));
-    assert!(node.log().contains("truncat"), "recovery logs the truncation:\n{}", node.log());
+    assert_eq!(
+        records.last().and_then(|r| r.value.clone()).as_deref(),
+        Some(&b"after"[..])
+    );
+    assert!(
+        node.log().contains("truncat"),
+        "recovery logs the truncation:\n{}",
+        node.log()
+    );
 }

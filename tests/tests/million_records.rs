@@ -78,13 +78,24 @@ async fn million_records_round_trip() {
         let mut j = 0usize;
         while j < want.len() {
             let records = c.poll().await.expect("poll");
-            assert!(!records.is_empty(), "partition {p} stalled at {j}/{}", want.len());
+            assert!(
+                !records.is_empty(),
+                "partition {p} stalled at {j}/{}",
+                want.len()
+            );
             for r in records {
                 let i = want[j];
-                assert_eq!(r.offset, LogOffset(j as u64), "dense offsets in partition {p}");
+                assert_eq!(
+                    r.offset,
+                    LogOffset(j as u64),
+                    "dense offsets in partition {p}"
+                );
                 assert_eq!(r.key.as_deref(), Some(format!("key-{i}").as_bytes()));
                 let value = r.value.as_deref().expect("value");
-                assert!(value == payload(i, VALUE_BYTES).as_slice(), "value of record {i}");
+                assert!(
+                    value == payload(i, VALUE_BYTES).as_slice(),
+                    "value of record {i}"
+                );
                 assert_eq!(r.headers.len(), 1);
                 assert_eq!(r.headers[0].key, "i");
                 assert_eq!(&r.headers[0].value[..], &i.to_le_bytes());
@@ -123,5 +134,9 @@ async fn check_ack(
     let pos = expected[p as usize]
         .binary_search(&i)
         .expect("record expected in partition");
-    assert_eq!(d.offset, LogOffset(pos as u64), "record {i} stored in send order");
+    assert_eq!(
+        d.offset,
+        LogOffset(pos as u64),
+        "record {i} stored in send order"
+    );
 }

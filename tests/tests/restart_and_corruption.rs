@@ -118,7 +118,9 @@ async fn clean_restart_and_corrupt_closed_segment() {
         match c.poll().await {
             Ok(records) => {
                 for r in &records {
-                    assert!(r.value.as_deref() == Some(payload(r.offset.0 * 2, per_record).as_slice()));
+                    assert!(
+                        r.value.as_deref() == Some(payload(r.offset.0 * 2, per_record).as_slice())
+                    );
                 }
                 assert!(!records.is_empty());
             }

@@ -195,7 +195,12 @@ impl BatchBuilder {
         buf.put_u64_le(0);
         buf.put_u8(MAGIC);
         buf.put_u32_le(0); // crc, patched below
-        let attributes = codec | if self.has_tombstones { ATTR_HAS_TOMBSTONES } else { 0 };
+        let attributes = codec
+            | if self.has_tombstones {
+                ATTR_HAS_TOMBSTONES
+            } else {
+                0
+            };
         buf.put_u16_le(attributes);
         buf.put_u32_le(self.count - 1);
         buf.put_u32_le(self.count);
@@ -371,7 +376,10 @@ impl Batch {
     }
 
     pub fn producer_epoch(&self) -> i16 {
-        i16::from_le_bytes([self.bytes[OFF_PRODUCER_EPOCH], self.bytes[OFF_PRODUCER_EPOCH + 1]])
+        i16::from_le_bytes([
+            self.bytes[OFF_PRODUCER_EPOCH],
+            self.bytes[OFF_PRODUCER_EPOCH + 1],
+        ])
     }
 
     pub fn base_sequence(&self) -> i32 {

@@ -27,7 +27,11 @@ pub enum Retention {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RetentionSpec {
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     max_age: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_bytes: Option<u64>,
@@ -270,13 +274,19 @@ impl LogConfig {
         }
         if let FsyncPolicy::Interval(d) = self.fsync {
             if d.is_zero() {
-                return bad("fsync", "interval must be positive (or use \"every_batch\")");
+                return bad(
+                    "fsync",
+                    "interval must be positive (or use \"every_batch\")",
+                );
             }
         }
         if self.max_batch_bytes == 0 || self.max_batch_bytes > MAX_BATCH_BYTES {
             return bad(
                 "max_batch_bytes",
-                format!("must be 1..={MAX_BATCH_BYTES}, got {}", self.max_batch_bytes),
+                format!(
+                    "must be 1..={MAX_BATCH_BYTES}, got {}",
+                    self.max_batch_bytes
+                ),
             );
         }
         if self.max_record_bytes == 0 || self.max_record_bytes > self.max_batch_bytes {
@@ -307,7 +317,9 @@ mod tests {
 
     #[test]
     fn default_is_valid() {
-        LogConfig::default().validate().expect("default config valid");
+        LogConfig::default()
+            .validate()
+            .expect("default config valid");
     }
 
     #[test]

@@ -105,9 +105,7 @@ pub type PartitionId = u32;
 pub type TimestampMicros = i64;
 
 /// A dense, gap-free position inside a partition, assigned by the leader.
-#[derive(
-    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct LogOffset(pub u64);
 

@@ -73,7 +73,10 @@ fn arb_record() -> impl Strategy<Value = NewRecord> {
         any::<i64>(),
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
-        proptest::collection::vec(("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..16)), 0..3),
+        proptest::collection::vec(
+            ("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..16)),
+            0..3,
+        ),
     )
         .prop_map(|(ts, k, v, h)| NewRecord {
             timestamp: ts,
