@@ -645,3 +645,6 @@ fn status_of(log: &OpenLog) -> LogStatus {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests;
