@@ -113,6 +113,8 @@ pub struct BatchBuilder {
     max_ts: TimestampMicros,
     has_tombstones: bool,
     producer: Option<(i64, i16, i32)>,
+    /// Offset delta of the last pushed record (`None` before the first).
+    last_delta: Option<u32>,
 }
 
 impl BatchBuilder {
@@ -125,6 +127,7 @@ impl BatchBuilder {
             max_ts: i64::MIN,
             has_tombstones: false,
             producer: None,
+            last_delta: None,
         }
     }
 
@@ -149,6 +152,22 @@ impl BatchBuilder {
 
     /// Appends one record; its offset is the next in the batch.
     pub fn push(&mut self, r: &NewRecord) {
+        let delta = self.last_delta.map_or(0, |d| d.saturating_add(1));
+        self.push_record(delta, r);
+    }
+
+    /// Appends one record at an explicit offset delta (relative to the batch's base offset),
+    /// for rebuilding batches whose offsets have gaps (compacted data read back from the cold
+    /// tier). Deltas must increase; a delta not above the previous one is an error.
+    pub fn push_at(&mut self, offset_delta: u32, r: &NewRecord) -> Result<(), BatchError> {
+        if self.last_delta.is_some_and(|d| offset_delta <= d) {
+            return Err(BatchError::Malformed("record offsets out of order"));
+        }
+        self.push_record(offset_delta, r);
+        Ok(())
+    }
+
+    fn push_record(&mut self, offset_delta: u32, r: &NewRecord) {
         if self.count == 0 {
             self.first_ts = r.timestamp;
         }
@@ -157,7 +176,7 @@ impl BatchBuilder {
         let mut body = Vec::with_capacity(16 + r_len(r));
         body.put_u8(0);
         put_varint_i64(&mut body, r.timestamp.wrapping_sub(self.first_ts));
-        put_varint_u64(&mut body, u64::from(self.count));
+        put_varint_u64(&mut body, u64::from(offset_delta));
         put_opt_bytes(&mut body, r.key.as_deref());
         put_opt_bytes(&mut body, r.value.as_deref());
         put_varint_u64(&mut body, r.headers.len() as u64);
@@ -170,6 +189,7 @@ impl BatchBuilder {
         put_varint_u64(&mut self.records, body.len() as u64);
         self.records.extend_from_slice(&body);
         self.count += 1;
+        self.last_delta = Some(offset_delta);
     }
 
     /// Encodes the batch with `base_offset = 0` and `epoch = 0` (the leader assigns both).
@@ -202,7 +222,7 @@ impl BatchBuilder {
                 0
             };
         buf.put_u16_le(attributes);
-        buf.put_u32_le(self.count - 1);
+        buf.put_u32_le(self.last_delta.unwrap_or(0));
         buf.put_u32_le(self.count);
         buf.put_i64_le(self.first_ts);
         buf.put_i64_le(self.max_ts);
