@@ -47,6 +47,52 @@ pub(crate) enum Command {
     Consume(ConsumeArgs),
     /// Show earliest/latest offsets (and the offset for a timestamp) per partition.
     Offsets(OffsetsArgs),
+    /// Load generator and same-run baselines (see bench/README.md).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    pub workload: BenchWorkload,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchWorkload {
+    /// Raw append+fsync of a directory and loopback TCP: the physical baselines.
+    Baseline {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Every workload plus baselines against a running node; writes JSON and Markdown.
+    Suite(SuiteArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SuiteArgs {
+    /// The node's data directory (the disk baseline runs there).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The node's pid (for server CPU seconds and peak RSS).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
+    /// Partition counts to run W1 with.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub partitions: Vec<u32>,
+    /// Length of the open-loop latency run.
+    #[arg(long, default_value_t = 20)]
+    pub latency_seconds: u64,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 //! invalid names or configs, unknown logs, out-of-range offsets).
 
 mod args;
+mod bench_cmd;
 mod client_cmds;
 mod error;
 mod node_cmds;
@@ -32,6 +33,7 @@ fn main() -> std::process::ExitCode {
             Command::Produce(a) => client_cmds::produce(&cli.server, a).await,
             Command::Consume(a) => client_cmds::consume(&cli.server, a).await,
             Command::Offsets(a) => client_cmds::offsets(&cli.server, a).await,
+            Command::Bench(a) => bench_cmd::bench(&cli.server, a).await,
         }
     });
     match result {
