@@ -166,7 +166,10 @@ async fn time_retention_moves_the_start_offset() {
         if start == LogOffset(2) {
             break;
         }
-        assert!(Instant::now() < deadline, "retention did not run (start {start:?})");
+        assert!(
+            Instant::now() < deadline,
+            "retention did not run (start {start:?})"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let err = node

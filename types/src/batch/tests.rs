@@ -157,14 +157,23 @@ proptest! {
 #[test]
 fn explicit_offsets_with_gaps_round_trip() {
     let mut b = BatchBuilder::new(Compression::None);
-    b.push_at(0, &rec(1, Some(b"a"), Some(b"1"))).expect("first");
+    b.push_at(0, &rec(1, Some(b"a"), Some(b"1")))
+        .expect("first");
     b.push_at(10, &rec(2, Some(b"b"), Some(b"2"))).expect("gap");
-    assert!(b.push_at(10, &rec(3, None, None)).is_err(), "not increasing");
+    assert!(
+        b.push_at(10, &rec(3, None, None)).is_err(),
+        "not increasing"
+    );
     let mut bytes = b.build().expect("build").to_vec();
     assign(&mut bytes, LogOffset(30), Epoch(1));
     let batch = Batch::parse_verified(Bytes::from(bytes)).expect("valid");
     assert_eq!(batch.record_count(), 2);
     assert_eq!(batch.last_offset(), LogOffset(40));
-    let offsets: Vec<_> = batch.records().expect("decode").iter().map(|r| r.offset).collect();
+    let offsets: Vec<_> = batch
+        .records()
+        .expect("decode")
+        .iter()
+        .map(|r| r.offset)
+        .collect();
     assert_eq!(offsets, vec![LogOffset(30), LogOffset(40)]);
 }
