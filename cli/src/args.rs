@@ -118,6 +118,9 @@ pub(crate) struct NodeFlags {
     /// gRPC listen address (default 127.0.0.1:7410; port 0 picks a free port).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Prometheus metrics listen address (default 127.0.0.1:7411).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]

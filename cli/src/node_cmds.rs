@@ -4,7 +4,9 @@ use std::path::Path;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use pyralog_gateway::metrics::serve_metrics;
 use pyralog_gateway::{Node, NodeComponents, NodeConfig};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::args::{DevArgs, LogFormat, NodeFlags, ServeArgs};
@@ -16,6 +18,7 @@ const ENV_KEYS: &[&str] = &[
     "node_id",
     "data_dir",
     "listen",
+    "metrics_listen",
     "log_defaults",
     "fetch",
     "produce",
@@ -57,6 +60,9 @@ pub(crate) fn load_config(file: Option<&Path>, flags: &NodeFlags) -> Result<Node
     if let Some(l) = &flags.listen {
         fig = fig.merge(Serialized::default("listen", l.to_string()));
     }
+    if let Some(l) = &flags.metrics_listen {
+        fig = fig.merge(Serialized::default("metrics_listen", l.to_string()));
+    }
     let config: NodeConfig = fig
         .extract()
         .map_err(|e| CliError::usage(format!("invalid configuration: {e}")))?;
@@ -97,18 +103,45 @@ async fn run(config: NodeConfig, banner: &str) -> CliResult {
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::runtime(e.to_string()))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| CliError::usage(format!("cannot listen on {a} for metrics: {e}")))?,
+        ),
+        None => None,
+    };
     let data_dir = config.data_dir.clone();
     let node = Node::open(config, NodeComponents::default())
         .await
         .map_err(|e| CliError::usage(format!("cannot start node: {e}")))?;
+    let stop = CancellationToken::new();
+    let metrics_addr = match metrics_listener {
+        Some(l) => {
+            let addr = l.local_addr().ok();
+            let metrics = node.metrics().clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let shutdown = async move { stop.cancelled().await };
+                if let Err(e) = serve_metrics(metrics, l, shutdown).await {
+                    tracing::warn!(error = %e, "metrics endpoint stopped");
+                }
+            });
+            addr.map(|a| format!(", metrics on http://{a}/metrics"))
+        }
+        None => None,
+    };
     // The first stdout line is machine-readable: tests and scripts read the address from it.
     println!(
-        "{banner} listening on http://{addr} (data dir {})",
-        data_dir.display()
+        "{banner} listening on http://{addr} (data dir {}{})",
+        data_dir.display(),
+        metrics_addr.unwrap_or_default()
     );
-    pyralog_gateway::serve(node, listener, shutdown_signal())
+    let result = pyralog_gateway::serve(node, listener, shutdown_signal())
         .await
-        .map_err(|e| CliError::runtime(e.to_string()))
+        .map_err(|e| CliError::runtime(e.to_string()));
+    stop.cancel();
+    result
 }
 
 pub(crate) async fn serve(args: ServeArgs, format: LogFormat) -> CliResult {

@@ -17,6 +17,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// gRPC listen address.
     pub listen: SocketAddr,
+    /// Prometheus `/metrics` listen address; absent = no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
     /// Defaults for every field a `CreateLog` request leaves unset.
     pub log_defaults: LogConfig,
     pub fetch: FetchSettings,
@@ -55,6 +57,7 @@ impl Default for NodeConfig {
             node_id: 1,
             data_dir: PathBuf::from("./pyralog-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7410)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7411))),
             log_defaults: LogConfig::default(),
             fetch: FetchSettings::default(),
             produce: ProduceSettings::default(),

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod error;
 pub mod metadata;
+pub mod metrics;
 pub mod node;
 mod partition;
 pub mod server;

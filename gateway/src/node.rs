@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use crate::config::NodeConfig;
 use crate::error::GatewayError;
 use crate::metadata::{LocalMetadataStore, LogMeta, MetadataStore};
+use crate::metrics::{LogLabels, Metrics};
 use crate::partition::Partition;
 
 /// Why a node cannot start.
@@ -144,6 +145,7 @@ pub struct Node {
     logs: RwLock<HashMap<LogId, Arc<OpenLog>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    metrics: Arc<Metrics>,
     _dir_lock: std::fs::File,
 }
 
@@ -183,6 +185,7 @@ impl Node {
             logs: RwLock::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            metrics: Metrics::new(),
             _dir_lock: lock,
         });
         let known = node.metadata.list_logs().await?;
@@ -197,6 +200,10 @@ impl Node {
 
     pub fn config(&self) -> &NodeConfig {
         &self.config
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Deletes directories of logs the metadata no longer knows (a delete interrupted by a
@@ -323,6 +330,7 @@ impl Node {
             .await;
             match res {
                 Ok(Ok(deleted)) if !deleted.is_empty() => {
+                    self.metrics.segments_deleted.inc_by(deleted.len() as u64);
                     info!(log = %log.id, partition = i, segments = deleted.len(),
                           new_start = %p.start_offset(), "retention deleted segments");
                 }
@@ -438,7 +446,11 @@ impl Node {
     ) -> Result<Produced, GatewayError> {
         let log = self.log(name)?;
         let p = self.partition(name, partition)?;
-        let batch = self.validate_payload(&log.config, payload)?;
+        let (batch, records) = self.validate_payload(&log.config, payload)?;
+        let labels = LogLabels {
+            log: log.id.to_string(),
+        };
+        let bytes = batch.len() as u64;
         let epoch = p.epoch();
         if acks == AckPolicy::None {
             let id = log.id.clone();
@@ -456,9 +468,21 @@ impl Node {
         // Quorum/All equal Leader while every log has one replica (replication is a later
         // issue); the acknowledgement is only sent once the batch is visible under the HW.
         let timeout = timeout.unwrap_or(self.config.produce.default_timeout);
+        let started = std::time::Instant::now();
         let info = tokio::time::timeout(timeout, p.append(batch))
             .await
             .map_err(|_| GatewayError::Timeout(timeout))??;
+        self.metrics
+            .produce_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .produced_records
+            .get_or_create(&labels)
+            .inc_by(u64::from(records));
+        self.metrics
+            .produced_bytes
+            .get_or_create(&labels)
+            .inc_by(bytes);
         Ok(Produced {
             base_offset: info.base_offset,
             last_offset: info.last_offset,
@@ -470,7 +494,7 @@ impl Node {
         &self,
         config: &LogConfig,
         payload: ProducePayload,
-    ) -> Result<Bytes, GatewayError> {
+    ) -> Result<(Bytes, u32), GatewayError> {
         let max_batch = config.max_batch_bytes;
         let max_record = config.max_record_bytes as usize;
         match payload {
@@ -488,7 +512,8 @@ impl Node {
                     }
                     other => GatewayError::CorruptBatch(other),
                 })?;
-                Ok(batch.into_bytes())
+                let count = batch.record_count();
+                Ok((batch.into_bytes(), count))
             }
             ProducePayload::Records(records) => {
                 if records.is_empty() {
@@ -522,7 +547,8 @@ impl Node {
                         });
                     }
                 }
-                builder.build().map_err(GatewayError::CorruptBatch)
+                let count = builder.record_count();
+                Ok((builder.build().map_err(GatewayError::CorruptBatch)?, count))
             }
         }
     }
@@ -563,6 +589,12 @@ impl Node {
             });
         }
         let read = p.read(from, max_bytes).await?;
+        self.metrics
+            .fetched_bytes
+            .get_or_create(&LogLabels {
+                log: spec.log.clone(),
+            })
+            .inc_by(read.batches.len() as u64);
         Ok(Fetched {
             from,
             batches: read.batches,

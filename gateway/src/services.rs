@@ -24,6 +24,19 @@ impl Services {
     pub(crate) fn new(node: Arc<Node>) -> Self {
         Services { node }
     }
+
+    /// Counts the error by RPC and reason, then turns it into a status.
+    fn fail(&self, rpc: &str, e: GatewayError) -> Status {
+        self.node
+            .metrics()
+            .errors
+            .get_or_create(&crate::metrics::ErrorLabels {
+                rpc: rpc.to_owned(),
+                reason: e.reason().as_str().to_owned(),
+            })
+            .inc();
+        e.into_status()
+    }
 }
 
 fn describe(s: LogStatus) -> v1::LogDescription {
@@ -73,7 +86,8 @@ impl Producer for Services {
         let done = self
             .node
             .produce(&req.log, req.partition, payload, acks, timeout)
-            .await?;
+            .await
+            .map_err(|e| self.fail("produce", e))?;
         Ok(Response::new(v1::ProduceResponse {
             base_offset: done.base_offset.0,
             last_offset: done.last_offset.0,
@@ -105,7 +119,8 @@ impl Consumer for Services {
                 max_bytes: req.max_bytes,
                 wait: Duration::from_millis(u64::from(req.wait_ms)),
             })
-            .await?;
+            .await
+            .map_err(|e| self.fail("fetch", e))?;
         let mut resp = v1::FetchResponse {
             batches: Default::default(),
             records: vec![],

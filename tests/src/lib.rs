@@ -45,6 +45,7 @@ pub fn pyralog_bin() -> PathBuf {
 pub struct TestNode {
     child: Option<Child>,
     addr: String,
+    metrics_url: Option<String>,
     data_dir: PathBuf,
     log_path: PathBuf,
     extra_env: Vec<(String, String)>,
@@ -65,6 +66,7 @@ impl TestNode {
         let mut node = TestNode {
             child: None,
             addr: String::new(),
+            metrics_url: None,
             data_dir,
             log_path,
             extra_env: env
@@ -89,6 +91,8 @@ impl TestNode {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .arg("--metrics-listen")
+            .arg("127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -117,18 +121,23 @@ impl TestNode {
                 );
             }
         };
-        let addr = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+        let mut urls = line.split_whitespace().filter(|w| w.starts_with("http://"));
+        self.addr = urls
+            .next()
             .unwrap_or_else(|| panic!("unexpected banner: {line}"))
             .to_owned();
-        self.addr = addr;
+        self.metrics_url = urls.next().map(str::to_owned);
         self.child = Some(child);
     }
 
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> &str {
         &self.addr
+    }
+
+    /// `http://127.0.0.1:PORT/metrics`
+    pub fn metrics_url(&self) -> Option<&str> {
+        self.metrics_url.as_deref()
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -1,0 +1,112 @@
+//! Prometheus metrics of a node, in an explicit registry owned by the node (no global
+//! recorder), served as text on `GET /metrics` of the metrics listener.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LogLabels {
+    pub log: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub rpc: String,
+    pub reason: String,
+}
+
+/// Every metric the node records.
+#[derive(Debug)]
+pub struct Metrics {
+    pub produced_records: Family<LogLabels, Counter>,
+    pub produced_bytes: Family<LogLabels, Counter>,
+    pub fetched_bytes: Family<LogLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    /// Produce request latency (validation + append + fsync), seconds.
+    pub produce_seconds: Histogram,
+    pub segments_deleted: Counter,
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("pyralog");
+        let produced_records = Family::<LogLabels, Counter>::default();
+        let produced_bytes = Family::<LogLabels, Counter>::default();
+        let fetched_bytes = Family::<LogLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let produce_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        let segments_deleted = Counter::default();
+        registry.register(
+            "produced_records",
+            "Records appended",
+            produced_records.clone(),
+        );
+        registry.register(
+            "produced_bytes",
+            "Batch bytes appended",
+            produced_bytes.clone(),
+        );
+        registry.register("fetched_bytes", "Batch bytes served", fetched_bytes.clone());
+        registry.register("errors", "Requests answered with an error", errors.clone());
+        registry.register(
+            "produce_seconds",
+            "Produce request latency",
+            produce_seconds.clone(),
+        );
+        registry.register(
+            "retention_deleted_segments",
+            "Segments deleted by retention",
+            segments_deleted.clone(),
+        );
+        Arc::new(Metrics {
+            produced_records,
+            produced_bytes,
+            fetched_bytes,
+            errors,
+            produce_seconds,
+            segments_deleted,
+            registry,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+pub async fn serve_metrics(
+    metrics: Arc<Metrics>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
