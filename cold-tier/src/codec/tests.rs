@@ -1,0 +1,239 @@
+use super::*;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+use parquet::file::statistics::Statistics;
+use proptest::prelude::*;
+
+pub(crate) fn record(offset: u64, epoch: u64, ts: i64, value: &[u8]) -> Record {
+    Record {
+        offset: LogOffset(offset),
+        epoch: Epoch(epoch),
+        timestamp: ts,
+        key: Some(Bytes::from(format!("k{}", offset % 7))),
+        value: Some(Bytes::copy_from_slice(value)),
+        headers: vec![Header {
+            key: "h".into(),
+            value: Bytes::from_static(b"v"),
+        }],
+    }
+}
+
+fn batches_of(records: &[Record], max: usize) -> Vec<Batch> {
+    records_to_batches(records, max)
+        .expect("rebuild")
+        .into_iter()
+        .map(|b| Batch::parse_verified(b).expect("valid batch"))
+        .collect()
+}
+
+fn parse_meta(bytes: &Bytes) -> ParquetMetaData {
+    ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Required)
+        .parse_and_finish(bytes)
+        .expect("metadata")
+}
+
+#[test]
+fn schema_metadata_and_statistics() {
+    let records: Vec<Record> = (0..2000)
+        .map(|i| {
+            record(
+                100 + i,
+                1 + i / 1000,
+                1_700_000_000_000_000 + i as i64,
+                &[7u8; 100],
+            )
+        })
+        .collect();
+    let opts = EncodeOptions {
+        row_group_bytes: 32 * 1024,
+        ..EncodeOptions::default()
+    };
+    let enc = encode_segment(&batches_of(&records, 16 * 1024), &opts).expect("encode");
+    assert_eq!(&enc.bytes[..4], b"PAR1");
+    let meta = parse_meta(&enc.bytes);
+
+    // The schema of the design page.
+    let schema = meta.file_metadata().schema_descr();
+    let names: Vec<_> = schema.columns().iter().map(|c| c.path().string()).collect();
+    assert_eq!(
+        names,
+        [
+            "offset",
+            "epoch",
+            "timestamp",
+            "key",
+            "value",
+            "headers.list.element.key",
+            "headers.list.element.value"
+        ]
+    );
+    let printed = format!("{:?}", schema.root_schema());
+    assert!(
+        printed.contains("Integer") && printed.contains("is_signed: false"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("Timestamp") && printed.contains("is_adjusted_to_u_t_c: true"),
+        "{printed}"
+    );
+
+    // Key-value metadata.
+    let back = segment_meta_from_parquet(&meta).expect("segment meta");
+    assert_eq!(back, enc.meta);
+    assert_eq!(back.base_offset, LogOffset(100));
+    assert_eq!(back.last_offset, LogOffset(2099));
+    assert_eq!(back.record_count, 2000);
+    assert_eq!(back.epochs.len(), 2);
+    assert_eq!(back.epochs[1].start_offset, LogOffset(1100));
+
+    // Several row groups, each with offset/timestamp statistics, compressed with zstd.
+    assert!(
+        meta.num_row_groups() > 4,
+        "{} row groups",
+        meta.num_row_groups()
+    );
+    let mut prev_max = None;
+    for rg in meta.row_groups() {
+        let Some(Statistics::Int64(s)) = rg.column(COL_OFFSET).statistics() else {
+            panic!("offset statistics missing")
+        };
+        let (min, max) = (
+            *s.min_opt().expect("min") as u64,
+            *s.max_opt().expect("max") as u64,
+        );
+        assert!(prev_max.is_none_or(|p| p < min));
+        prev_max = Some(max);
+        assert!(rg.column(COL_TIMESTAMP).statistics().is_some());
+        assert!(rg.column(4).statistics().is_none(), "no stats on payload");
+        assert!(matches!(rg.column(4).compression(), Compression::ZSTD(_)));
+    }
+    // Page index (column index + offset index) on offset and timestamp.
+    for rg in meta.row_groups() {
+        for col in [COL_OFFSET, COL_TIMESTAMP] {
+            assert!(
+                rg.column(col).column_index_range().is_some(),
+                "column index"
+            );
+            assert!(
+                rg.column(col).offset_index_range().is_some(),
+                "offset index"
+            );
+        }
+    }
+}
+
+#[test]
+fn round_trip_keeps_everything() {
+    let mut records: Vec<Record> = (0..50)
+        .map(|i| record(i * 3, 5, -(i as i64), b"x"))
+        .collect();
+    records[3].key = None;
+    records[4].value = None; // tombstone
+    records[5].headers.clear();
+    records[6].value = Some(Bytes::new()); // empty, not null
+    let enc = encode_records(&records, &EncodeOptions::default()).expect("encode");
+    let back = decode_rows(enc.bytes).expect("decode");
+    assert_eq!(back, records);
+}
+
+#[test]
+fn rejects_bad_input_and_bad_files() {
+    assert!(matches!(
+        encode_records(&[], &EncodeOptions::default()),
+        Err(ColdError::InvalidInput(_))
+    ));
+    let unordered = [record(5, 1, 0, b"a"), record(5, 1, 0, b"b")];
+    assert!(encode_records(&unordered, &EncodeOptions::default()).is_err());
+    let epoch_back = [record(5, 2, 0, b"a"), record(6, 1, 0, b"b")];
+    assert!(encode_records(&epoch_back, &EncodeOptions::default()).is_err());
+    assert!(records_to_batches(&unordered, 1024).is_err());
+
+    let enc = encode_records(&[record(1, 1, 1, b"a")], &EncodeOptions::default()).expect("encode");
+    let mut bad = enc.bytes.to_vec();
+    let mid = bad.len() / 2;
+    bad.truncate(mid);
+    let err = decode_rows(Bytes::from(bad)).expect_err("truncated file");
+    assert!(matches!(err, ColdError::Corrupt { .. }) && !err.is_retriable());
+    assert!(decode_rows(Bytes::from_static(b"not parquet at all")).is_err());
+}
+
+#[test]
+fn rebuilt_batches_split_by_epoch_size_and_huge_gaps() {
+    let records = vec![
+        record(0, 1, 0, b"a"),
+        record(2, 1, 0, b"b"),
+        record(3, 2, 0, b"c"),
+        record(3 + (1u64 << 33), 2, 0, b"d"),
+    ];
+    let batches = batches_of(&records, 1 << 20);
+    assert_eq!(batches.len(), 3);
+    assert_eq!(batches[0].last_offset(), LogOffset(2));
+    assert_eq!(batches[0].record_count(), 2);
+    assert_eq!(batches[1].epoch(), Epoch(2));
+    let all: Vec<Record> = batches
+        .iter()
+        .flat_map(|b| b.records().expect("records"))
+        .collect();
+    assert_eq!(all, records);
+    // Small limit: one record per batch, still valid.
+    assert_eq!(batches_of(&records, 1).len(), 4);
+}
+
+/// (offset gap, epoch bump, timestamp, key, value, headers) of one generated record.
+type RecordParts = (
+    u64,
+    bool,
+    i64,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(String, Vec<u8>)>,
+);
+
+fn arb_record_parts() -> impl Strategy<Value = RecordParts> {
+    (
+        prop_oneof![8 => Just(1u64), 2 => 2u64..1000, 1 => Just(1u64 << 32)],
+        prop::bool::weighted(0.1),
+        any::<i64>(),
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..40)),
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..200)),
+        prop::collection::vec((".{0,8}", prop::collection::vec(any::<u8>(), 0..16)), 0..3),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// records -> hot batches -> Parquet -> records -> hot batches: nothing changes.
+    #[test]
+    fn records_batches_parquet_round_trip(
+        start in 0u64..1_000_000_000_000,
+        parts in prop::collection::vec(arb_record_parts(), 1..120),
+        rg_bytes in 64usize..4096,
+        batch_bytes in 100usize..3000,
+    ) {
+        let mut offset = start;
+        let mut epoch = 1u64;
+        let mut records = Vec::new();
+        for (i, (gap, bump, ts, key, value, headers)) in parts.into_iter().enumerate() {
+            if i > 0 { offset += gap; }
+            if bump { epoch += 1; }
+            records.push(Record {
+                offset: LogOffset(offset),
+                epoch: Epoch(epoch),
+                timestamp: ts,
+                key: key.map(Bytes::from),
+                value: value.map(Bytes::from),
+                headers: headers.into_iter().map(|(k, v)| Header { key: k, value: Bytes::from(v) }).collect(),
+            });
+        }
+        let batches = batches_of(&records, batch_bytes);
+        let opts = EncodeOptions { row_group_bytes: rg_bytes, ..EncodeOptions::default() };
+        let enc = encode_segment(&batches, &opts).expect("encode");
+        prop_assert_eq!(enc.meta.record_count, records.len() as u64);
+        let back = decode_rows(enc.bytes).expect("decode");
+        prop_assert_eq!(&back, &records);
+        let again = records_to_batches(&back, batch_bytes).expect("rebuild");
+        let originals: Vec<Bytes> = batches.iter().map(|b| b.as_bytes().clone()).collect();
+        prop_assert_eq!(again, originals);
+    }
+}

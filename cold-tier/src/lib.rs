@@ -1,0 +1,37 @@
+//! Pyralog's cold tier: closed segments as Parquet on object storage.
+//!
+//! The pieces, bottom up:
+//! - [`store`]: open an object store by URL (S3, GCS, Azure, local folder, memory) and probe
+//!   it at startup;
+//! - [`layout`]: where segments and manifests live in the bucket (hive layout for SQL engines);
+//! - [`codec`]: the Parquet schema, encoding a segment, and rebuilding hot-format batches;
+//! - [`manifest`]: the per-partition list of cold segments, committed with conditional PUTs;
+//! - [`upload`]: idempotent segment upload with retries, and garbage collection of orphans;
+//! - [`reader`]: ranged reads of only the row groups a fetch needs;
+//! - [`fault`]: an object-store wrapper that injects failures, for tests here and end to end.
+//!
+//! A write is: [`encode_segment`] → [`upload_segment`] → [`ManifestStore::commit`]. An object
+//! becomes visible to readers only through a committed manifest, so a crash between any two
+//! steps leaves at worst an unreferenced object, which [`gc_orphans`] removes later.
+
+pub mod codec;
+pub mod error;
+pub mod fault;
+pub mod layout;
+mod lru;
+pub mod manifest;
+pub mod reader;
+pub mod store;
+pub mod upload;
+
+pub use codec::{
+    decode_rows, encode_records, encode_segment, records_to_batches, EncodeOptions, EncodedSegment,
+    SegmentMeta,
+};
+pub use error::{AccessProblem, ColdError};
+pub use fault::{Fault, FaultPlan, FaultyStore, OpKind};
+pub use layout::{Layout, SegmentKey};
+pub use manifest::{ColdSegment, CommitOutcome, Manifest, ManifestStore, ManifestVersion};
+pub use reader::{ColdRead, ColdReader};
+pub use store::{check_access, open_store, ObjectStoreConfig};
+pub use upload::{gc_orphans, upload_segment, RetryPolicy, UploadOptions};

@@ -1,0 +1,361 @@
+//! The per-partition manifest: the only way a cold object becomes visible.
+//!
+//! A manifest lists a partition's cold segments in offset order. Readers never list the
+//! bucket to find data; they read the manifest, so an uploaded-but-uncommitted object is
+//! invisible and a half-finished upload can never be served.
+//!
+//! # Storage: one immutable object per version
+//!
+//! Version `n` is stored as `{prefix}/_manifests/log={log}/partition={p}/{n:020}.json` and is
+//! written with `PutMode::Create` (`If-None-Match: *` on S3 and Azure, generation-match 0 on
+//! GCS, a no-clobber link on a local folder). A commit of version `n + 1` therefore succeeds
+//! for exactly one writer; the others get [`ColdError::ManifestConflict`]. The latest
+//! manifest is the highest version listed. We chose this over overwriting one
+//! `manifest.json` with `PutMode::Update` (If-Match) because create-only works on every
+//! backend, including the local folder of `pyralog dev` (which has no `Update`), and because
+//! it makes "the PUT succeeded but reported failure" decidable: the retry finds an object
+//! with exactly our bytes and reports [`CommitOutcome::AlreadyCommitted`].
+//!
+//! Old versions are removed by [`ManifestStore::prune`], which always keeps the newest. A
+//! writer whose expected version was pruned could re-create it, so every commit checks after
+//! its PUT that no newer version exists, and reports a conflict if one does.
+//!
+//! # Invariants (checked on load and before commit)
+//!
+//! Segments are sorted by offset and do not overlap; each has `base <= last`, a positive
+//! record count that fits its range, and `min_timestamp <= max_timestamp`. **Gaps between
+//! segments are allowed**: key-based compaction and retention remove records, and readers
+//! skip to the next segment.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use pyralog_types::{LogId, LogOffset, PartitionId, TimestampMicros};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ColdError;
+use crate::layout::Layout;
+
+/// Version of the manifest JSON format.
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+
+/// One segment in the cold tier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColdSegment {
+    pub base_offset: LogOffset,
+    pub last_offset: LogOffset,
+    pub min_timestamp: TimestampMicros,
+    pub max_timestamp: TimestampMicros,
+    /// Object key in the bucket (full path, prefix included).
+    pub key: String,
+    pub size_bytes: u64,
+    pub record_count: u64,
+    /// Compaction generation: 0 as first uploaded, bumped by each rewrite of the range.
+    pub generation: u64,
+}
+
+impl ColdSegment {
+    pub fn contains(&self, offset: LogOffset) -> bool {
+        self.base_offset <= offset && offset <= self.last_offset
+    }
+
+    pub fn path(&self) -> Path {
+        Path::from(self.key.as_str())
+    }
+}
+
+/// The cold segments of one partition at one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub log: LogId,
+    pub partition: PartitionId,
+    /// 1 for the first committed manifest, +1 for each commit (0: never committed).
+    pub version: u64,
+    pub segments: Vec<ColdSegment>,
+}
+
+impl Manifest {
+    /// The empty manifest of a partition never archived: version 0, which is never stored.
+    /// Edit it with [`Manifest::with_segment`] (or [`Manifest::next_version`]) and commit the
+    /// result, version 1, with `expected = None`.
+    pub fn new(log: LogId, partition: PartitionId) -> Self {
+        Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            log,
+            partition,
+            version: 0,
+            segments: Vec::new(),
+        }
+    }
+
+    /// The next version of this manifest with `segment` appended after the last one.
+    pub fn with_segment(&self, segment: ColdSegment) -> Result<Manifest, ColdError> {
+        let mut next = self.next_version();
+        next.segments.push(segment);
+        next.validate().map_err(ColdError::InvalidInput)?;
+        Ok(next)
+    }
+
+    /// A copy with `version + 1`, to edit and commit.
+    pub fn next_version(&self) -> Manifest {
+        Manifest {
+            version: self.version + 1,
+            ..self.clone()
+        }
+    }
+
+    /// One past the last archived offset (`None` when empty).
+    pub fn end_offset(&self) -> Option<LogOffset> {
+        self.segments.last().map(|s| LogOffset(s.last_offset.0 + 1))
+    }
+
+    pub fn start_offset(&self) -> Option<LogOffset> {
+        self.segments.first().map(|s| s.base_offset)
+    }
+
+    /// The segment to read for `offset`: the one containing it, or, when `offset` falls in a
+    /// gap (compaction, retention), the first segment after it. Binary search.
+    pub fn segment_for_offset(&self, offset: LogOffset) -> Option<&ColdSegment> {
+        let i = self.segments.partition_point(|s| s.last_offset < offset);
+        self.segments.get(i)
+    }
+
+    /// The first segment that may hold a record with `timestamp >= ts` (the offset-for-time
+    /// lookup). Record timestamps are not monotonic, so this is the first segment whose
+    /// `max_timestamp >= ts`; a binary search over the running maximum.
+    pub fn segment_for_timestamp(&self, ts: TimestampMicros) -> Option<&ColdSegment> {
+        let mut running = Vec::with_capacity(self.segments.len());
+        let mut max = TimestampMicros::MIN;
+        for s in &self.segments {
+            max = max.max(s.max_timestamp);
+            running.push(max);
+        }
+        let i = running.partition_point(|&m| m < ts);
+        self.segments.get(i)
+    }
+
+    /// Checks the invariants of the module doc; `Err` says which one broke.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format_version != MANIFEST_FORMAT_VERSION {
+            return Err(format!(
+                "unsupported manifest format {}",
+                self.format_version
+            ));
+        }
+        for (i, s) in self.segments.iter().enumerate() {
+            if s.base_offset > s.last_offset {
+                return Err(format!("segment {i} ({}) has base > last", s.key));
+            }
+            let span = s.last_offset.0 - s.base_offset.0;
+            if s.record_count == 0 || s.record_count - 1 > span {
+                return Err(format!(
+                    "segment {i} ({}) has {} records for its range",
+                    s.key, s.record_count
+                ));
+            }
+            if s.min_timestamp > s.max_timestamp {
+                return Err(format!(
+                    "segment {i} ({}) has min_timestamp > max_timestamp",
+                    s.key
+                ));
+            }
+            if let Some(prev) = i.checked_sub(1).and_then(|p| self.segments.get(p)) {
+                if prev.last_offset >= s.base_offset {
+                    return Err(format!(
+                        "segments {} and {} overlap or are out of order",
+                        prev.key, s.key
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which committed manifest object a [`Manifest`] was loaded from (its version number); the
+/// `expected` argument of the next [`ManifestStore::commit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ManifestVersion(pub u64);
+
+/// How a commit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// This call wrote the new version.
+    Committed(ManifestVersion),
+    /// An earlier attempt of this same commit had already written it (its success was lost).
+    AlreadyCommitted(ManifestVersion),
+}
+
+impl CommitOutcome {
+    pub fn version(&self) -> ManifestVersion {
+        match *self {
+            CommitOutcome::Committed(v) | CommitOutcome::AlreadyCommitted(v) => v,
+        }
+    }
+}
+
+/// Loads and commits manifests in the bucket.
+#[derive(Debug, Clone)]
+pub struct ManifestStore {
+    store: Arc<dyn ObjectStore>,
+    layout: Layout,
+}
+
+impl ManifestStore {
+    pub fn new(store: Arc<dyn ObjectStore>, layout: Layout) -> Self {
+        ManifestStore { store, layout }
+    }
+
+    /// Committed versions of a partition's manifest, ascending.
+    pub async fn versions(
+        &self,
+        log: &LogId,
+        partition: PartitionId,
+    ) -> Result<Vec<u64>, ColdError> {
+        let dir = self.layout.manifest_dir(log, partition);
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| ColdError::store("list", &dir, e))?;
+        let mut v: Vec<u64> = metas
+            .iter()
+            .filter_map(|m| Layout::parse_manifest_version(&m.location))
+            .collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+
+    /// The latest committed manifest, or `None` if the partition has never been archived.
+    pub async fn load(
+        &self,
+        log: &LogId,
+        partition: PartitionId,
+    ) -> Result<Option<(Manifest, ManifestVersion)>, ColdError> {
+        let Some(&latest) = self.versions(log, partition).await?.last() else {
+            return Ok(None);
+        };
+        let m = self.load_version(log, partition, latest).await?;
+        Ok(Some((m, ManifestVersion(latest))))
+    }
+
+    async fn load_version(
+        &self,
+        log: &LogId,
+        partition: PartitionId,
+        version: u64,
+    ) -> Result<Manifest, ColdError> {
+        let key = self.layout.manifest_key(log, partition, version);
+        let bytes = self.get(&key).await?;
+        let m: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| ColdError::corrupt(&key, e))?;
+        m.validate()
+            .map_err(|reason| ColdError::corrupt(&key, reason))?;
+        if m.version != version || m.log != *log || m.partition != partition {
+            return Err(ColdError::corrupt(
+                &key,
+                "manifest names another log, partition or version",
+            ));
+        }
+        Ok(m)
+    }
+
+    async fn get(&self, key: &Path) -> Result<bytes::Bytes, ColdError> {
+        let res = self
+            .store
+            .get(key)
+            .await
+            .map_err(|e| ColdError::store("get", key, e))?;
+        res.bytes()
+            .await
+            .map_err(|e| ColdError::store("get", key, e))
+    }
+
+    /// Commits `new` as the version after `expected` (`None`: the first version). Exactly one
+    /// of several racing writers succeeds; the others get [`ColdError::ManifestConflict`] and
+    /// should reload. Repeating a commit whose answer was lost is safe.
+    pub async fn commit(
+        &self,
+        log: &LogId,
+        partition: PartitionId,
+        new: &Manifest,
+        expected: Option<ManifestVersion>,
+    ) -> Result<CommitOutcome, ColdError> {
+        let want = expected.map_or(1, |v| v.0 + 1);
+        if new.version != want {
+            return Err(ColdError::InvalidInput(format!(
+                "manifest version {} does not follow expected {expected:?}",
+                new.version
+            )));
+        }
+        if new.log != *log || new.partition != partition {
+            return Err(ColdError::InvalidInput(
+                "manifest is for another partition".into(),
+            ));
+        }
+        new.validate().map_err(ColdError::InvalidInput)?;
+        let body =
+            serde_json::to_vec_pretty(new).map_err(|e| ColdError::InvalidInput(e.to_string()))?;
+        let key = self.layout.manifest_key(log, partition, new.version);
+        let conflict = || ColdError::ManifestConflict {
+            log: log.clone(),
+            partition,
+            attempted: new.version,
+        };
+        let opts = PutOptions::from(PutMode::Create);
+        let outcome = match self
+            .store
+            .put_opts(&key, PutPayload::from(body.clone()), opts)
+            .await
+        {
+            Ok(_) => CommitOutcome::Committed(ManifestVersion(new.version)),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => {
+                let existing = self.get(&key).await?;
+                if existing.as_ref() != body.as_slice() {
+                    return Err(conflict());
+                }
+                CommitOutcome::AlreadyCommitted(ManifestVersion(new.version))
+            }
+            Err(e) => return Err(ColdError::store("put", &key, e)),
+        };
+        // A version above ours means ours re-created a pruned one: it is not the latest.
+        if self
+            .versions(log, partition)
+            .await?
+            .last()
+            .is_some_and(|&v| v > new.version)
+        {
+            return Err(conflict());
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes all but the newest `keep` (at least 1) versions; returns how many went.
+    pub async fn prune(
+        &self,
+        log: &LogId,
+        partition: PartitionId,
+        keep: usize,
+    ) -> Result<usize, ColdError> {
+        let versions = self.versions(log, partition).await?;
+        let drop = versions.len().saturating_sub(keep.max(1));
+        for &v in &versions[..drop] {
+            let key = self.layout.manifest_key(log, partition, v);
+            match self.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(ColdError::store("delete", &key, e)),
+            }
+        }
+        Ok(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests;

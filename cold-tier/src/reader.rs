@@ -1,0 +1,357 @@
+//! Reading a cold segment with ranged GETs.
+//!
+//! A fetch at offset `o` must not download a whole segment. [`ColdReader`] reads the Parquet
+//! footer once per object (suffix GET, then cached in a bounded LRU), uses the `offset`
+//! min/max statistics of each row group to find the first one that can hold `o`, and fetches
+//! only the byte ranges of the row groups needed to fill `max_bytes` (one `get_ranges` call).
+//! The rows are turned back into hot-format batches ([`crate::codec::records_to_batches`]),
+//! so the gateway serves cold and hot data in the same wire format.
+//!
+//! Failure policy: a store failure is returned as a retriable [`ColdError::Store`]; content
+//! that contradicts the footer or the manifest (rows outside the segment or row-group range,
+//! offsets not increasing, an unknown schema) is [`ColdError::Corrupt`]. Wrong data is never
+//! returned.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use object_store::{ObjectStore, ObjectStoreExt};
+use parking_lot::Mutex;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::statistics::Statistics;
+use pyralog_types::batch::Batch;
+use pyralog_types::{LogOffset, Record, TimestampMicros};
+
+use crate::codec::{
+    check_schema_version, decode_row_groups, records_to_batches, COL_OFFSET, COL_TIMESTAMP,
+};
+use crate::error::ColdError;
+use crate::lru::Lru;
+use crate::manifest::ColdSegment;
+
+/// First guess of the footer size; one more GET if the footer is larger.
+const FOOTER_GUESS: u64 = 64 * 1024;
+
+/// The answer to a cold read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColdRead {
+    /// Whole batches back to back, in the hot tier's format.
+    pub batches: Bytes,
+    /// The offset to read next (past the last returned record, or past the segment).
+    pub next_offset: LogOffset,
+    pub record_count: usize,
+}
+
+/// What the footer of one object tells the reader.
+#[derive(Debug)]
+struct Footer {
+    meta: ArrowReaderMetadata,
+    groups: Vec<Group>,
+}
+
+#[derive(Debug, Clone)]
+struct Group {
+    offsets: Range<u64>, // min..=max as min..max+1
+    max_timestamp: Option<TimestampMicros>,
+    bytes: Range<u64>,
+    uncompressed: u64,
+}
+
+/// Reads cold segments; shareable across tasks.
+#[derive(Debug)]
+pub struct ColdReader {
+    store: Arc<dyn ObjectStore>,
+    footers: Mutex<Lru<(String, u64), Arc<Footer>>>,
+    max_batch_bytes: usize,
+}
+
+impl ColdReader {
+    /// A reader caching up to 256 footers and rebuilding batches of up to 256 KiB.
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        ColdReader {
+            store,
+            footers: Mutex::new(Lru::new(256)),
+            max_batch_bytes: 256 * 1024,
+        }
+    }
+
+    pub fn with_footer_cache(mut self, entries: usize) -> Self {
+        self.footers = Mutex::new(Lru::new(entries));
+        self
+    }
+
+    pub fn with_max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes.max(1);
+        self
+    }
+
+    /// Reads records from `start` on, up to about `max_bytes` of batches (at least one batch
+    /// when any record is left, so a consumer always makes progress).
+    pub async fn read(
+        &self,
+        seg: &ColdSegment,
+        start: LogOffset,
+        max_bytes: usize,
+    ) -> Result<ColdRead, ColdError> {
+        let past_segment = LogOffset(seg.last_offset.0.saturating_add(1).max(start.0));
+        let empty = ColdRead {
+            batches: Bytes::new(),
+            next_offset: past_segment,
+            record_count: 0,
+        };
+        if start > seg.last_offset {
+            return Ok(empty);
+        }
+        let footer = self.footer(seg).await?;
+        let Some(first) = footer.groups.iter().position(|g| g.offsets.end > start.0) else {
+            return Ok(empty);
+        };
+        // Row groups to fetch: enough uncompressed bytes to fill max_bytes, at least one.
+        let mut chosen = vec![first];
+        let mut planned = footer.groups[first].uncompressed;
+        for (i, g) in footer.groups.iter().enumerate().skip(first + 1) {
+            if planned >= max_bytes as u64 {
+                break;
+            }
+            planned += g.uncompressed;
+            chosen.push(i);
+        }
+        let records = self.fetch_groups(seg, &footer, &chosen).await?;
+        let records: Vec<Record> = records.into_iter().filter(|r| r.offset >= start).collect();
+        let mut out = BytesMut::new();
+        let mut next = past_segment;
+        let mut count = 0;
+        let read_all = chosen.last() == Some(&(footer.groups.len() - 1));
+        let mut trimmed = false;
+        for b in records_to_batches(&records, self.max_batch_bytes.min(max_bytes.max(1)))? {
+            if !out.is_empty() && out.len() + b.len() > max_bytes {
+                trimmed = true;
+                break;
+            }
+            let batch = Batch::parse(b.clone()).map_err(|e| ColdError::corrupt(&seg.key, e))?;
+            next = LogOffset(batch.last_offset().0 + 1);
+            count += batch.record_count() as usize;
+            out.extend_from_slice(&b);
+        }
+        if read_all && !trimmed {
+            next = past_segment;
+        }
+        Ok(ColdRead {
+            batches: out.freeze(),
+            next_offset: next,
+            record_count: count,
+        })
+    }
+
+    /// The first offset in the segment whose timestamp is `>= ts`, reading one row group.
+    pub async fn offset_for_timestamp(
+        &self,
+        seg: &ColdSegment,
+        ts: TimestampMicros,
+    ) -> Result<Option<LogOffset>, ColdError> {
+        let footer = self.footer(seg).await?;
+        for (i, g) in footer.groups.iter().enumerate() {
+            if g.max_timestamp.is_some_and(|m| m < ts) {
+                continue;
+            }
+            let records = self.fetch_groups(seg, &footer, &[i]).await?;
+            if let Some(r) = records.iter().find(|r| r.timestamp >= ts) {
+                return Ok(Some(r.offset));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Fetches and decodes row groups, checking rows against the footer and the manifest.
+    async fn fetch_groups(
+        &self,
+        seg: &ColdSegment,
+        footer: &Footer,
+        chosen: &[usize],
+    ) -> Result<Vec<Record>, ColdError> {
+        let path = seg.path();
+        let ranges: Vec<Range<u64>> = chosen
+            .iter()
+            .map(|&i| footer.groups[i].bytes.clone())
+            .collect();
+        let pieces = self
+            .store
+            .get_ranges(&path, &ranges)
+            .await
+            .map_err(|e| ColdError::store("get", &path, e))?;
+        if pieces.len() != ranges.len()
+            || pieces
+                .iter()
+                .zip(&ranges)
+                .any(|(p, r)| p.len() as u64 != r.end - r.start)
+        {
+            return Err(ColdError::store(
+                "get",
+                &path,
+                object_store::Error::Generic {
+                    store: "cold-reader",
+                    source: "short ranged read".into(),
+                },
+            ));
+        }
+        let window = Window {
+            file_len: seg.size_bytes,
+            pieces: ranges.iter().map(|r| r.start).zip(pieces).collect(),
+        };
+        let records = decode_row_groups(window, &footer.meta, chosen.to_vec(), &seg.key)?;
+        check_rows(seg, footer, chosen, &records)?;
+        Ok(records)
+    }
+
+    async fn footer(&self, seg: &ColdSegment) -> Result<Arc<Footer>, ColdError> {
+        let cache_key = (seg.key.clone(), seg.size_bytes);
+        if let Some(f) = self.footers.lock().get(&cache_key) {
+            return Ok(f);
+        }
+        let f = Arc::new(self.load_footer(seg).await?);
+        self.footers.lock().insert(cache_key, Arc::clone(&f));
+        Ok(f)
+    }
+
+    async fn load_footer(&self, seg: &ColdSegment) -> Result<Footer, ColdError> {
+        let path = seg.path();
+        let size = seg.size_bytes;
+        let corrupt = |e: &dyn std::fmt::Display| ColdError::corrupt(&seg.key, e);
+        let mut want = size.min(FOOTER_GUESS);
+        let meta = loop {
+            let tail = self
+                .store
+                .get_range(&path, size - want..size)
+                .await
+                .map_err(|e| ColdError::store("get", &path, e))?;
+            let mut parser =
+                ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip);
+            match parser.try_parse_sized(&tail, size) {
+                Ok(()) => break parser.finish().map_err(|e| corrupt(&e))?,
+                Err(ParquetError::NeedMoreData(n)) if (n as u64) > want && (n as u64) <= size => {
+                    want = n as u64
+                }
+                Err(e) => return Err(corrupt(&e)),
+            }
+        };
+        check_schema_version(&meta, &seg.key)?;
+        let meta = ArrowReaderMetadata::try_new(Arc::new(meta), ArrowReaderOptions::new())
+            .map_err(|e| corrupt(&e))?;
+        let mut groups = Vec::with_capacity(meta.metadata().num_row_groups());
+        for (i, rg) in meta.metadata().row_groups().iter().enumerate() {
+            let Some(Statistics::Int64(s)) = rg.column(COL_OFFSET).statistics() else {
+                return Err(corrupt(&format!("row group {i} has no offset statistics")));
+            };
+            let (Some(&min), Some(&max)) = (s.min_opt(), s.max_opt()) else {
+                return Err(corrupt(&format!("row group {i} has no offset min/max")));
+            };
+            let max_timestamp = match rg.column(COL_TIMESTAMP).statistics() {
+                Some(Statistics::Int64(t)) => t.max_opt().copied(),
+                _ => None,
+            };
+            let (mut lo, mut hi) = (u64::MAX, 0u64);
+            for c in rg.columns() {
+                let (start, len) = c.byte_range();
+                lo = lo.min(start);
+                hi = hi.max(start.saturating_add(len));
+            }
+            let (min, max) = (min as u64, max as u64);
+            let sane = min <= max
+                && lo < hi
+                && hi <= size
+                && groups.last().is_none_or(|p: &Group| p.offsets.end <= min);
+            if !sane {
+                return Err(corrupt(&format!(
+                    "row group {i} has inconsistent statistics or byte range"
+                )));
+            }
+            groups.push(Group {
+                offsets: min..max.saturating_add(1),
+                max_timestamp,
+                bytes: lo..hi,
+                uncompressed: u64::try_from(rg.total_byte_size()).unwrap_or(0),
+            });
+        }
+        Ok(Footer { meta, groups })
+    }
+}
+
+/// Rows must lie inside their row group's statistics and the manifest's range, in order.
+fn check_rows(
+    seg: &ColdSegment,
+    footer: &Footer,
+    chosen: &[usize],
+    records: &[Record],
+) -> Result<(), ColdError> {
+    let lo = chosen
+        .first()
+        .map_or(0, |&i| footer.groups[i].offsets.start);
+    let hi = chosen.last().map_or(0, |&i| footer.groups[i].offsets.end);
+    let mut prev: Option<LogOffset> = None;
+    for r in records {
+        let o = r.offset;
+        if !seg.contains(o) || o.0 < lo || o.0 >= hi || prev.is_some_and(|p| p >= o) {
+            return Err(ColdError::corrupt(
+                &seg.key,
+                format!("row with offset {o} is out of place"),
+            ));
+        }
+        prev = Some(o);
+    }
+    Ok(())
+}
+
+/// The parts of a file fetched by ranged GETs, addressed by file offsets.
+struct Window {
+    file_len: u64,
+    pieces: Vec<(u64, Bytes)>,
+}
+
+impl Window {
+    fn slice(&self, start: u64, len: Option<usize>) -> parquet::errors::Result<Bytes> {
+        for (at, b) in &self.pieces {
+            let end = at + b.len() as u64;
+            // The piece must hold at least one byte at `start` (or the whole requested
+            // length), so a range ending exactly where the next begins is never picked.
+            let need = len.map_or(1, |n| n as u64);
+            if *at <= start && start.saturating_add(need) <= end {
+                let from = (start - at) as usize;
+                let to = match len {
+                    Some(n) => from.checked_add(n).filter(|&t| t <= b.len()),
+                    None => Some(b.len()),
+                };
+                if let Some(to) = to {
+                    return Ok(b.slice(from..to));
+                }
+            }
+        }
+        Err(ParquetError::General(format!(
+            "bytes at {start} (+{len:?}) were not fetched"
+        )))
+    }
+}
+
+impl Length for Window {
+    fn len(&self) -> u64 {
+        self.file_len
+    }
+}
+
+impl ChunkReader for Window {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(self.slice(start, None)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.slice(start, Some(length))
+    }
+}
+
+#[cfg(test)]
+mod tests;

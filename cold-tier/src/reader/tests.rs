@@ -1,0 +1,207 @@
+use object_store::memory::InMemory;
+use object_store::PutPayload;
+use pyralog_types::batch::split_batches;
+use pyralog_types::LogId;
+
+use super::*;
+use crate::codec::tests::record;
+use crate::codec::{encode_records, EncodeOptions};
+use crate::fault::{Fault, FaultyStore, OpKind};
+use crate::layout::Layout;
+use crate::upload::{upload_segment, UploadOptions};
+
+/// 3000 records at even offsets (gaps, as after compaction), ~100 row groups.
+fn records() -> Vec<Record> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..3000u64)
+        .map(|i| {
+            // Incompressible payload, so the file is as big as the data.
+            let value: Vec<u8> = (0..150)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            record(
+                1000 + 2 * i,
+                1 + i / 1000,
+                1_000_000 + i as i64 * 10,
+                &value,
+            )
+        })
+        .collect()
+}
+
+async fn setup() -> (FaultyStore, ColdSegment, Vec<Record>) {
+    let store = FaultyStore::new(Arc::new(InMemory::new()));
+    let recs = records();
+    let opts = EncodeOptions {
+        row_group_bytes: 6 * 1024,
+        ..EncodeOptions::default()
+    };
+    let enc = encode_records(&recs, &opts).expect("encode");
+    let log = LogId::new("t").expect("log");
+    let seg = upload_segment(
+        &store,
+        &Layout::new("c").expect("layout"),
+        &log,
+        0,
+        &enc,
+        &UploadOptions::default(),
+    )
+    .await
+    .expect("upload");
+    store.plan().reset_stats();
+    (store, seg, recs)
+}
+
+fn decode(read: &ColdRead) -> Vec<Record> {
+    split_batches(read.batches.clone())
+        .flat_map(|b| {
+            let b = b.expect("batch");
+            b.verify_crc().expect("crc");
+            b.records().expect("records")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn late_offset_reads_only_a_few_ranges() {
+    let (store, seg, recs) = setup().await;
+    let reader = ColdReader::new(Arc::new(store.clone()));
+    let start = LogOffset(1000 + 2 * 2900);
+    let read = reader.read(&seg, start, 4096).await.expect("read");
+    let got = decode(&read);
+    assert!(!got.is_empty());
+    assert_eq!(got[0].offset, start);
+    assert_eq!(got[..], recs[2900..2900 + got.len()]);
+    assert_eq!(read.next_offset, LogOffset(got[got.len() - 1].offset.0 + 1));
+    assert_eq!(read.record_count, got.len());
+
+    let stats = store.plan().stats();
+    assert_eq!(stats.gets, 2, "footer + one ranged read");
+    assert!(
+        stats.get_bytes * 4 < seg.size_bytes,
+        "fetched {} of {} bytes",
+        stats.get_bytes,
+        seg.size_bytes
+    );
+
+    // The footer is cached: the next read is a single ranged GET.
+    store.plan().reset_stats();
+    reader
+        .read(&seg, read.next_offset, 4096)
+        .await
+        .expect("read");
+    assert_eq!(store.plan().stats().gets, 1);
+}
+
+#[tokio::test]
+async fn sequential_reads_return_every_record_once() {
+    let (store, seg, recs) = setup().await;
+    let reader = ColdReader::new(Arc::new(store)).with_max_batch_bytes(2000);
+    let mut at = seg.base_offset;
+    let mut all = Vec::new();
+    let mut reads = 0;
+    while at <= seg.last_offset {
+        let r = reader.read(&seg, at, 20_000).await.expect("read");
+        assert!(r.batches.len() <= 20_000 || r.record_count == 1);
+        all.extend(decode(&r));
+        assert!(r.next_offset > at, "progress");
+        at = r.next_offset;
+        reads += 1;
+    }
+    assert_eq!(all, recs);
+    assert!(reads > 10);
+    assert_eq!(at, LogOffset(seg.last_offset.0 + 1));
+
+    // An offset in a gap starts at the next record; one past the end reads nothing.
+    let gap = reader.read(&seg, LogOffset(1001), 100).await.expect("gap");
+    assert_eq!(decode(&gap)[0].offset, LogOffset(1002));
+    let past = reader
+        .read(&seg, LogOffset(seg.last_offset.0 + 1), 100)
+        .await
+        .expect("past");
+    assert!(past.batches.is_empty());
+}
+
+#[tokio::test]
+async fn offset_for_timestamp_uses_statistics() {
+    let (store, seg, _) = setup().await;
+    let reader = ColdReader::new(Arc::new(store));
+    assert_eq!(
+        reader.offset_for_timestamp(&seg, 0).await.expect("ts"),
+        Some(LogOffset(1000))
+    );
+    let ts = 1_000_000 + 1234 * 10 + 5;
+    assert_eq!(
+        reader.offset_for_timestamp(&seg, ts).await.expect("ts"),
+        Some(LogOffset(1000 + 2 * 1235))
+    );
+    assert_eq!(
+        reader
+            .offset_for_timestamp(&seg, i64::MAX)
+            .await
+            .expect("ts"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn store_faults_are_retriable_and_bad_bytes_are_corrupt() {
+    let (store, seg, _) = setup().await;
+    let reader = ColdReader::new(Arc::new(store.clone()));
+    store.plan().inject(OpKind::Get, Fault::Error, 1);
+    let err = reader
+        .read(&seg, seg.base_offset, 1000)
+        .await
+        .expect_err("fault");
+    assert!(
+        matches!(err, ColdError::Store { .. }) && err.is_retriable(),
+        "{err}"
+    );
+    store.plan().inject(
+        OpKind::Get,
+        Fault::Timeout(std::time::Duration::from_millis(5)),
+        1,
+    );
+    let err = reader
+        .read(&seg, seg.base_offset, 1000)
+        .await
+        .expect_err("timeout");
+    assert!(err.is_retriable(), "{err}");
+    reader
+        .read(&seg, seg.base_offset, 1000)
+        .await
+        .expect("works after the faults");
+
+    // Same size, garbage content: corrupt, never data.
+    let garbage = vec![0x5au8; seg.size_bytes as usize];
+    store
+        .put(&seg.path(), PutPayload::from(garbage))
+        .await
+        .expect("overwrite");
+    let fresh = ColdReader::new(Arc::new(store.clone()));
+    let err = fresh
+        .read(&seg, seg.base_offset, 1000)
+        .await
+        .expect_err("corrupt");
+    assert!(
+        matches!(err, ColdError::Corrupt { .. }) && !err.is_retriable(),
+        "{err}"
+    );
+
+    // A manifest entry that disagrees with the object's rows is caught too.
+    let (store, seg, _) = setup().await;
+    let lying = ColdSegment {
+        base_offset: LogOffset(5000),
+        ..seg.clone()
+    };
+    let err = ColdReader::new(Arc::new(store))
+        .read(&lying, LogOffset(5000), 100_000)
+        .await
+        .expect_err("lie");
+    assert!(matches!(err, ColdError::Corrupt { .. }), "{err}");
+}
