@@ -17,24 +17,29 @@
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, ListArray, RecordBatch, StringArray, StructArray,
+    ArrayRef, BinaryArray, ListArray, RecordBatch, StringArray, StructArray,
     TimestampMicrosecondArray, UInt64Array,
 };
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
-use bytes::{Bytes, BytesMut};
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::{KeyValue, ParquetMetaData};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::file::reader::ChunkReader;
 use parquet::schema::types::ColumnPath;
-use pyralog_types::batch::{self, Batch, BatchBuilder, NewRecord};
-use pyralog_types::{Epoch, Header, LogOffset, Record, TimestampMicros};
+use pyralog_types::batch::Batch;
+use pyralog_types::{Epoch, LogOffset, Record, TimestampMicros};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ColdError;
+
+mod decode;
+mod rebuild;
+
+pub(crate) use decode::{check_schema_version, decode_row_groups};
+pub use decode::{decode_rows, segment_meta_from_parquet};
+pub use rebuild::records_to_batches;
 
 /// Version of the Parquet schema written by this crate (`pyralog.schema_version`).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -331,229 +336,6 @@ fn to_record_batch(records: &[Record]) -> Result<RecordBatch, ColdError> {
         ],
     )
     .map_err(|e| ColdError::InvalidInput(format!("record batch: {e}")))
-}
-
-/// Decodes every record of a whole Parquet segment file held in memory.
-pub fn decode_rows(file: Bytes) -> Result<Vec<Record>, ColdError> {
-    let what = "parquet segment";
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| ColdError::corrupt(what, e))?;
-    check_schema_version(builder.metadata(), what)?;
-    let reader = builder.build().map_err(|e| ColdError::corrupt(what, e))?;
-    collect_records(reader, what)
-}
-
-/// Decodes the given row groups of a file whose metadata is already parsed. `reader` needs
-/// to hold only those row groups' bytes (see [`crate::reader`]).
-pub(crate) fn decode_row_groups<R: ChunkReader + 'static>(
-    reader: R,
-    meta: &ArrowReaderMetadata,
-    row_groups: Vec<usize>,
-    what: &str,
-) -> Result<Vec<Record>, ColdError> {
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, meta.clone())
-        .with_row_groups(row_groups)
-        .build()
-        .map_err(|e| ColdError::corrupt(what, e))?;
-    collect_records(reader, what)
-}
-
-fn collect_records(
-    reader: impl Iterator<Item = Result<RecordBatch, arrow_schema::ArrowError>>,
-    what: &str,
-) -> Result<Vec<Record>, ColdError> {
-    let mut out = Vec::new();
-    for rb in reader {
-        let rb = rb.map_err(|e| ColdError::corrupt(what, e))?;
-        records_from_batch(&rb, &mut out).map_err(|reason| ColdError::corrupt(what, reason))?;
-    }
-    Ok(out)
-}
-
-/// Rejects files written with a schema version this build does not know.
-pub(crate) fn check_schema_version(meta: &ParquetMetaData, what: &str) -> Result<(), ColdError> {
-    match kv(meta, meta_keys::SCHEMA_VERSION) {
-        Some(v) if v == SCHEMA_VERSION.to_string() => Ok(()),
-        Some(v) => Err(ColdError::corrupt(
-            what,
-            format!("unsupported schema version {v}"),
-        )),
-        None => Err(ColdError::corrupt(
-            what,
-            "no pyralog.schema_version metadata",
-        )),
-    }
-}
-
-fn kv<'a>(meta: &'a ParquetMetaData, key: &str) -> Option<&'a str> {
-    meta.file_metadata()
-        .key_value_metadata()?
-        .iter()
-        .find(|k| k.key == key)?
-        .value
-        .as_deref()
-}
-
-/// Reads the [`SegmentMeta`] back from a file's key-value metadata.
-pub fn segment_meta_from_parquet(meta: &ParquetMetaData) -> Result<SegmentMeta, ColdError> {
-    let what = "parquet metadata";
-    check_schema_version(meta, what)?;
-    let num = |key: &str| -> Result<i128, ColdError> {
-        kv(meta, key)
-            .ok_or_else(|| ColdError::corrupt(what, format!("missing {key}")))?
-            .parse::<i128>()
-            .map_err(|e| ColdError::corrupt(what, format!("{key}: {e}")))
-    };
-    let u = |key: &str| {
-        num(key).and_then(|v| {
-            u64::try_from(v).map_err(|e| ColdError::corrupt(what, format!("{key}: {e}")))
-        })
-    };
-    let i = |key: &str| {
-        num(key).and_then(|v| {
-            i64::try_from(v).map_err(|e| ColdError::corrupt(what, format!("{key}: {e}")))
-        })
-    };
-    let epochs = kv(meta, meta_keys::EPOCHS)
-        .ok_or_else(|| ColdError::corrupt(what, "missing pyralog.epochs"))
-        .and_then(|s| {
-            serde_json::from_str(s).map_err(|e| ColdError::corrupt(what, format!("epochs: {e}")))
-        })?;
-    Ok(SegmentMeta {
-        base_offset: LogOffset(u(meta_keys::BASE_OFFSET)?),
-        last_offset: LogOffset(u(meta_keys::LAST_OFFSET)?),
-        min_timestamp: i(meta_keys::MIN_TIMESTAMP)?,
-        max_timestamp: i(meta_keys::MAX_TIMESTAMP)?,
-        record_count: u(meta_keys::RECORD_COUNT)?,
-        epochs,
-    })
-}
-
-fn column<'a, T: 'static>(rb: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
-    rb.column_by_name(name)
-        .ok_or_else(|| format!("missing column {name}"))?
-        .as_any()
-        .downcast_ref::<T>()
-        .ok_or_else(|| format!("column {name} has an unexpected type"))
-}
-
-/// Appends the rows of one Arrow batch as records; `Err` names what is wrong.
-fn records_from_batch(rb: &RecordBatch, out: &mut Vec<Record>) -> Result<(), String> {
-    let offsets = column::<UInt64Array>(rb, "offset")?;
-    let epochs = column::<UInt64Array>(rb, "epoch")?;
-    let ts = column::<TimestampMicrosecondArray>(rb, "timestamp")?;
-    let keys = column::<BinaryArray>(rb, "key")?;
-    let values = column::<BinaryArray>(rb, "value")?;
-    let headers = column::<ListArray>(rb, "headers")?;
-    let items = headers
-        .values()
-        .as_any()
-        .downcast_ref::<StructArray>()
-        .ok_or("headers are not a list of structs")?;
-    let hkeys = items
-        .column_by_name("key")
-        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-        .ok_or("header key column missing or mistyped")?;
-    let hvalues = items
-        .column_by_name("value")
-        .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
-        .ok_or("header value column missing or mistyped")?;
-    if offsets.null_count() + epochs.null_count() + ts.null_count() + headers.null_count() > 0
-        || hkeys.null_count() + hvalues.null_count() > 0
-    {
-        return Err("null in a non-nullable column".into());
-    }
-    let list_offsets = headers.value_offsets();
-    let opt =
-        |a: &BinaryArray, i: usize| (!a.is_null(i)).then(|| Bytes::copy_from_slice(a.value(i)));
-    for i in 0..rb.num_rows() {
-        let (from, to) = (list_offsets[i], list_offsets[i + 1]);
-        let range = usize::try_from(from).ok().zip(usize::try_from(to).ok());
-        let (from, to) = range
-            .filter(|(f, t)| f <= t && *t <= hkeys.len())
-            .ok_or("bad header list offsets")?;
-        out.push(Record {
-            offset: LogOffset(offsets.value(i)),
-            epoch: Epoch(epochs.value(i)),
-            timestamp: ts.value(i),
-            key: opt(keys, i),
-            value: opt(values, i),
-            headers: (from..to)
-                .map(|j| Header {
-                    key: hkeys.value(j).to_owned(),
-                    value: Bytes::copy_from_slice(hvalues.value(j)),
-                })
-                .collect(),
-        });
-    }
-    Ok(())
-}
-
-/// Rebuilds hot-format batches from records (in offset order): consecutive records of the
-/// same epoch share a batch of at most about `max_batch_bytes`; offset gaps are kept with
-/// [`BatchBuilder::push_at`]. Batches are uncompressed, carry no producer id, and have their
-/// base offset and epoch assigned, exactly like batches read from a hot segment.
-pub fn records_to_batches(
-    records: &[Record],
-    max_batch_bytes: usize,
-) -> Result<Vec<Bytes>, ColdError> {
-    let mut out = Vec::new();
-    let mut cur: Option<(LogOffset, Epoch, BatchBuilder)> = None;
-    for (i, r) in records.iter().enumerate() {
-        if i > 0 && records[i - 1].offset >= r.offset {
-            return Err(ColdError::InvalidInput(format!(
-                "offsets must increase: {} then {}",
-                records[i - 1].offset,
-                r.offset
-            )));
-        }
-        let fits = cur.as_ref().and_then(|(base, epoch, b)| {
-            let delta = r
-                .offset
-                .0
-                .checked_sub(base.0)
-                .and_then(|d| u32::try_from(d).ok())?;
-            let room = b.estimated_size() + r.payload_len() + 32 <= max_batch_bytes;
-            (*epoch == r.epoch && room).then_some(delta)
-        });
-        let delta = match fits {
-            Some(d) => d,
-            None => {
-                if let Some(done) = cur.take() {
-                    out.push(finish(done)?);
-                }
-                cur = Some((
-                    r.offset,
-                    r.epoch,
-                    BatchBuilder::new(batch::Compression::None),
-                ));
-                0
-            }
-        };
-        if let Some((_, _, b)) = cur.as_mut() {
-            let nr = NewRecord {
-                timestamp: r.timestamp,
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers: r.headers.clone(),
-            };
-            b.push_at(delta, &nr)
-                .map_err(|e| ColdError::InvalidInput(format!("record {}: {e}", r.offset)))?;
-        }
-    }
-    if let Some(done) = cur {
-        out.push(finish(done)?);
-    }
-    Ok(out)
-}
-
-fn finish((base, epoch, builder): (LogOffset, Epoch, BatchBuilder)) -> Result<Bytes, ColdError> {
-    let bytes = builder
-        .build()
-        .map_err(|e| ColdError::InvalidInput(format!("batch at {base}: {e}")))?;
-    let mut buf = BytesMut::from(bytes.as_ref());
-    batch::assign(&mut buf, base, epoch);
-    Ok(buf.freeze())
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 use super::*;
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
 use proptest::prelude::*;
+use pyralog_types::Header;
 
 pub(crate) fn record(offset: u64, epoch: u64, ts: i64, value: &[u8]) -> Record {
     Record {
