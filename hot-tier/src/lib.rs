@@ -14,10 +14,19 @@
 //! call when; segments are always fsynced when they roll, so recovery after a crash only has to
 //! check the active segment.
 
+mod active;
+mod epochs;
 mod error;
+mod header;
 mod index;
 mod log;
+mod read;
+mod recovery;
+mod retention;
+mod scan;
 mod segment;
+#[cfg(test)]
+mod tests;
 
 pub use error::HotError;
 pub use log::{AppendInfo, PartitionLog, PartitionOptions, ReadResult, SegmentInfo};

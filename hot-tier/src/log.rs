@@ -1,14 +1,30 @@
 //! The partition log: segments, appends, reads, rolling, retention, recovery.
+//!
+//! This module is the coordinator; the work lives beside it (`active` writes, `read` reads,
+//! `recovery` opens, `retention` decides, `epochs` remembers leaders). Locking, in the order
+//! taken: `inner` (the append lock: one writer at a time, held for a `write` syscall, never
+//! for an fsync of appended data), then `flush_lock` (group commit), then `segments` (a map of
+//! `Arc<Segment>`, held only to look up or swap entries). Readers take only the last, briefly.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use parking_lot::{Mutex, RwLock};
+use pyralog_types::batch::{assign, Batch};
 use pyralog_types::{Clock, Epoch, FsyncPolicy, LogConfig, LogOffset, Retention, TimestampMicros};
 use tokio::sync::watch;
 
+use crate::active::Active;
+use crate::epochs::{sync_dir, EpochCache};
 use crate::error::HotError;
+use crate::header::BatchHeader;
+use crate::recovery::{open_dir, write_marker, Marker};
+use crate::retention::{Candidate, Rule};
+use crate::segment::{io_err, Segment};
 
 /// Settings of one partition log (derived from the log's `LogConfig`).
 #[derive(Debug, Clone, PartialEq)]
@@ -67,16 +83,40 @@ pub struct SegmentInfo {
 
 /// One partition's local log.
 pub struct PartitionLog {
-    _private: (),
+    dir: PathBuf,
+    options: PartitionOptions,
+    clock: Arc<dyn Clock>,
+    /// The append lock; `None` once closed.
+    inner: Mutex<Option<Active>>,
+    flush_lock: Mutex<()>,
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    start: AtomicU64,
+    end: AtomicU64,
+    durable: AtomicU64,
+    end_tx: watch::Sender<LogOffset>,
+    epochs: Mutex<EpochCache>,
 }
 
 impl std::fmt::Debug for PartitionLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PartitionLog").finish_non_exhaustive()
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.dir)
+            .field("start", &self.start_offset())
+            .field("end", &self.end_offset())
+            .finish_non_exhaustive()
     }
 }
 
-#[allow(unused_variables)]
+fn header_of(b: &Batch) -> BatchHeader {
+    BatchHeader {
+        base_offset: b.base_offset().0,
+        size: b.size() as u64,
+        last_offset_delta: b.last_offset_delta(),
+        epoch: b.epoch().0,
+        max_timestamp: b.max_timestamp(),
+    }
+}
+
 impl PartitionLog {
     /// Opens the log in `dir` (creating it if missing). After a clean shutdown nothing is
     /// scanned; after a crash the active segment is scanned, a torn tail truncated, and its
@@ -86,25 +126,132 @@ impl PartitionLog {
         options: PartitionOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<PartitionLog, HotError> {
-        todo!()
+        let dir = dir.as_ref().to_owned();
+        let opened = open_dir(&dir, &options, clock.now_micros())?;
+        let start = opened.segments.keys().next().copied().unwrap_or(0);
+        let end = opened.active.next_offset();
+        // Closed segments were fsynced when they rolled; after a clean shutdown all was.
+        let durable = if opened.clean {
+            end
+        } else {
+            opened.active.seg.base()
+        };
+        Ok(PartitionLog {
+            dir,
+            options,
+            clock,
+            inner: Mutex::new(Some(opened.active)),
+            flush_lock: Mutex::new(()),
+            segments: RwLock::new(opened.segments),
+            start: AtomicU64::new(start),
+            end: AtomicU64::new(end),
+            durable: AtomicU64::new(durable),
+            end_tx: watch::Sender::new(LogOffset(end)),
+            epochs: Mutex::new(opened.epochs),
+        })
     }
 
     /// Appends a validated batch (as received from a producer or leader), assigning offsets
     /// from the log end and stamping `epoch`. Rolls first if the active segment is full or old.
     pub fn append(&self, batch: Bytes, epoch: Epoch) -> Result<AppendInfo, HotError> {
-        todo!()
+        self.append_inner(batch, Some(epoch))
     }
 
     /// Appends a batch that already carries its offsets and epoch (a follower copying its
     /// leader). Its base offset must equal the log end offset.
     pub fn append_replicated(&self, batch: Bytes) -> Result<AppendInfo, HotError> {
-        todo!()
+        self.append_inner(batch, None)
+    }
+
+    fn append_inner(
+        &self,
+        batch: Bytes,
+        assign_epoch: Option<Epoch>,
+    ) -> Result<AppendInfo, HotError> {
+        // Framing only: the gateway verified CRC and record limits.
+        let parsed = Batch::parse(batch)?;
+        let mut h = header_of(&parsed);
+        let limit = self.options.segment_bytes.min(u64::from(u32::MAX));
+        if h.size > limit {
+            return Err(HotError::BatchTooLarge {
+                size: parsed.size(),
+                limit,
+            });
+        }
+        let mut guard = self.inner.lock();
+        let end = guard.as_ref().ok_or(HotError::Closed)?.next_offset();
+        let epoch = match assign_epoch {
+            Some(e) => e,
+            None if h.base_offset != end => {
+                return Err(HotError::OffsetOutOfRange {
+                    requested: LogOffset(h.base_offset),
+                    start: self.start_offset(),
+                    end: LogOffset(end),
+                })
+            }
+            None => Epoch(h.epoch),
+        };
+        h.base_offset = end;
+        h.epoch = epoch.0;
+        let now = self.clock.now_micros();
+        if guard
+            .as_ref()
+            .is_some_and(|a| a.needs_roll(h.size, h.last_offset(), &self.options, now))
+        {
+            self.roll_locked(&mut guard)?;
+        }
+        {
+            let mut epochs = self.epochs.lock();
+            if epochs.assign(epoch, LogOffset(end)) {
+                epochs.persist()?;
+            }
+        }
+        let mut bytes = match parsed.into_bytes().try_into_mut() {
+            Ok(b) => b,
+            Err(shared) => BytesMut::from(&shared[..]),
+        };
+        if assign_epoch.is_some() {
+            assign(&mut bytes, LogOffset(end), epoch);
+        }
+        let active = guard.as_mut().ok_or(HotError::Closed)?;
+        active.append(&bytes, &h, now)?;
+        let new_end = active.next_offset();
+        self.end.store(new_end, Ordering::Release);
+        drop(guard);
+        self.end_tx.send_replace(LogOffset(new_end));
+        Ok(AppendInfo {
+            base_offset: LogOffset(end),
+            last_offset: LogOffset(h.last_offset()),
+            end_offset: LogOffset(new_end),
+            max_timestamp: h.max_timestamp,
+        })
     }
 
     /// fsyncs everything appended so far; returns the durable end offset. Concurrent callers
     /// share one fsync.
     pub fn flush(&self) -> Result<LogOffset, HotError> {
-        todo!()
+        let target = self.end.load(Ordering::Acquire);
+        let durable = self.durable.load(Ordering::Acquire);
+        if durable >= target {
+            return Ok(LogOffset(durable));
+        }
+        let _one_at_a_time = self.flush_lock.lock();
+        let durable = self.durable.load(Ordering::Acquire);
+        if durable >= target {
+            // Someone else's fsync covered us while we waited.
+            return Ok(LogOffset(durable));
+        }
+        // Read the end before picking the segment: anything below it is in that segment or
+        // in an older one, and older ones were fsynced when they rolled.
+        let end = self.end.load(Ordering::Acquire);
+        let active = self.segments.read().values().next_back().cloned();
+        if let Some(seg) = active {
+            seg.file()?
+                .sync_data()
+                .map_err(io_err("fsync", seg.log_path()))?;
+        }
+        let durable = self.durable.fetch_max(end, Ordering::AcqRel).max(end);
+        Ok(LogOffset(durable))
     }
 
     /// Reads whole batches from the one containing `from`, up to `max_bytes` (always at least
@@ -117,42 +264,104 @@ impl PartitionLog {
         max_bytes: usize,
         limit: LogOffset,
     ) -> Result<ReadResult, HotError> {
-        todo!()
+        let end = self.end_offset();
+        let out_of_range = || HotError::OffsetOutOfRange {
+            requested: from,
+            start: self.start_offset(),
+            end: self.end_offset(),
+        };
+        if from < self.start_offset() || from > end {
+            return Err(out_of_range());
+        }
+        if from == end || from >= limit {
+            return Ok(ReadResult {
+                batches: Bytes::new(),
+                next_offset: from,
+            });
+        }
+        let first = self
+            .segments
+            .read()
+            .range(..=from.0)
+            .next_back()
+            .map(|(_, s)| s.clone());
+        let Some(first) = first else {
+            return Err(out_of_range());
+        };
+        let next = |base: u64| {
+            let map = self.segments.read();
+            map.range(base + 1..).next().map(|(_, s)| s.clone())
+        };
+        let first_seg = first.clone();
+        crate::read::read(first, next, from.0, max_bytes, limit.0.min(end.0)).map_err(|e| {
+            // Retention removed the segment under the read: the data is gone, not corrupt.
+            if first_seg.is_deleted() {
+                out_of_range()
+            } else {
+                e
+            }
+        })
     }
 
     /// The first offset whose record timestamp is `>= ts`, or `None` if every record is older.
     pub fn offset_for_timestamp(&self, ts: TimestampMicros) -> Result<Option<LogOffset>, HotError> {
-        todo!()
+        let segments: Vec<_> = self.segments.read().values().cloned().collect();
+        crate::read::offset_for_timestamp(&segments, ts)
     }
 
     /// First offset still stored locally.
     pub fn start_offset(&self) -> LogOffset {
-        todo!()
+        LogOffset(self.start.load(Ordering::Acquire))
     }
 
     /// Next offset to be assigned.
     pub fn end_offset(&self) -> LogOffset {
-        todo!()
+        LogOffset(self.end.load(Ordering::Acquire))
     }
 
     /// End offset that has been fsynced.
     pub fn durable_offset(&self) -> LogOffset {
-        todo!()
+        LogOffset(self.durable.load(Ordering::Acquire))
     }
 
     /// Receives the log end offset after each append/truncation (for long-polling readers).
     pub fn subscribe_end(&self) -> watch::Receiver<LogOffset> {
-        todo!()
+        self.end_tx.subscribe()
     }
 
     /// Closes the active segment and starts a new one (no-op if the active one is empty).
     pub fn roll(&self) -> Result<(), HotError> {
-        todo!()
+        let mut guard = self.inner.lock();
+        self.roll_locked(&mut guard)
     }
 
     /// Rolls if the active segment's first batch is older than `segment_ms`.
     pub fn roll_if_due(&self) -> Result<bool, HotError> {
-        todo!()
+        let mut guard = self.inner.lock();
+        let now = self.clock.now_micros();
+        let due = guard
+            .as_ref()
+            .is_some_and(|a| !a.is_empty() && a.is_due(now, &self.options));
+        if due {
+            self.roll_locked(&mut guard)?;
+        }
+        Ok(due)
+    }
+
+    /// Seals the active segment (fsync, final index entries, trim) and opens the next one.
+    fn roll_locked(&self, guard: &mut Option<Active>) -> Result<(), HotError> {
+        let active = guard.as_mut().ok_or(HotError::Closed)?;
+        if active.is_empty() {
+            return Ok(());
+        }
+        active.finish()?;
+        let end = active.next_offset();
+        let next = Active::create(&self.dir, end, &self.options)?;
+        self.segments.write().insert(end, next.seg.clone());
+        // Everything below `end` is in fsynced segments now.
+        self.durable.fetch_max(end, Ordering::AcqRel);
+        *guard = Some(next);
+        Ok(())
     }
 
     /// Applies `retention` in whole closed segments, oldest first, only to segments whose
@@ -163,37 +372,168 @@ impl PartitionLog {
         retention: Retention,
         deletable_below: LogOffset,
     ) -> Result<Vec<SegmentInfo>, HotError> {
-        todo!()
+        if retention == Retention::Infinite {
+            return Ok(Vec::new());
+        }
+        let _appends = self.inner.lock();
+        let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
+        let mut total: u64 = segments.iter().map(|s| s.size()).sum();
+        let rule = Rule {
+            retention,
+            deletable_below,
+            now: self.clock.now_micros(),
+        };
+        let mut deleted = Vec::new();
+        // Never the active (last) segment.
+        for seg in segments.iter().take(segments.len().saturating_sub(1)) {
+            let info = seg.info(false);
+            let candidate = Candidate {
+                size: info.size_bytes,
+                max_timestamp: seg.max_timestamp()?,
+                last_offset: info.last_offset,
+            };
+            if !rule.deletes(&candidate, total) {
+                break;
+            }
+            self.remove_segment(seg)?;
+            self.start.store(seg.end(), Ordering::Release);
+            total -= candidate.size;
+            deleted.push(info);
+        }
+        if !deleted.is_empty() {
+            sync_dir(&self.dir)?;
+            let mut epochs = self.epochs.lock();
+            if epochs.truncate_from_start(self.start_offset()) {
+                epochs.persist()?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Takes a segment out of the map and unlinks its files. Readers that already hold it
+    /// keep reading: its descriptor and index maps stay valid after the unlink.
+    fn remove_segment(&self, seg: &Arc<Segment>) -> Result<(), HotError> {
+        self.segments.write().remove(&seg.base());
+        // Our caller holds one handle; any other is an in-flight reader (or the writer).
+        if Arc::strong_count(seg) > 1 {
+            let _ = seg.file();
+            let _ = seg.with_indexes(|_| ());
+        }
+        seg.delete_files()
     }
 
     /// All segments, oldest first; the last one is the active segment.
     pub fn segments(&self) -> Vec<SegmentInfo> {
-        todo!()
+        let segments: Vec<_> = self.segments.read().values().cloned().collect();
+        let n = segments.len();
+        segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.info(i + 1 == n))
+            .collect()
     }
 
     /// Removes every record at or after `offset` (a follower truncating a divergent suffix).
+    ///
+    /// The log is cut at a batch boundary: if `offset` falls inside a batch, that whole batch
+    /// goes too (the new end is the batch's base offset). An `offset` at or beyond the end
+    /// changes nothing; one below the start empties the log, which then continues at `offset`.
     pub fn truncate_to(&self, offset: LogOffset) -> Result<(), HotError> {
-        todo!()
+        let mut guard = self.inner.lock();
+        if guard.is_none() {
+            return Err(HotError::Closed);
+        }
+        let _no_flush = self.flush_lock.lock();
+        if offset >= self.end_offset() {
+            return Ok(());
+        }
+        let all: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
+        let keep = all.iter().rev().find(|s| s.base() <= offset.0).cloned();
+        let new_end = match keep {
+            None => {
+                // Below the start: nothing survives.
+                *guard = None;
+                for s in &all {
+                    self.remove_segment(s)?;
+                }
+                let active = Active::create(&self.dir, offset.0, &self.options)?;
+                self.segments.write().insert(offset.0, active.seg.clone());
+                self.start.store(offset.0, Ordering::Release);
+                *guard = Some(active);
+                offset.0
+            }
+            Some(keep) => {
+                let (pos, new_end) = match keep.locate(offset.0)? {
+                    Some((pos, h)) => (pos, h.base_offset),
+                    None => (keep.size(), keep.end()),
+                };
+                for s in all.iter().filter(|s| s.base() > keep.base()) {
+                    self.remove_segment(s)?;
+                }
+                let same = guard.as_ref().is_some_and(|a| Arc::ptr_eq(&a.seg, &keep));
+                if !same {
+                    // A closed segment becomes the active one again.
+                    *guard = None;
+                    let (mut active, _, _) = Active::open(keep.clone(), &self.options, false)?;
+                    active.first_append = Some(self.clock.now_micros());
+                    *guard = Some(active);
+                }
+                let active = guard.as_mut().ok_or(HotError::Closed)?;
+                active.truncate(pos, new_end)?;
+                if active.is_empty() {
+                    active.first_append = None;
+                }
+                new_end
+            }
+        };
+        sync_dir(&self.dir)?;
+        self.end.store(new_end, Ordering::Release);
+        self.durable.fetch_min(new_end, Ordering::AcqRel);
+        {
+            let mut epochs = self.epochs.lock();
+            if epochs.truncate_from_end(LogOffset(new_end)) {
+                epochs.persist()?;
+            }
+        }
+        drop(guard);
+        self.end_tx.send_replace(LogOffset(new_end));
+        Ok(())
     }
 
     /// `(epoch, start offset)` pairs: the first offset each epoch wrote, oldest first.
     pub fn epochs(&self) -> Vec<(Epoch, LogOffset)> {
-        todo!()
+        self.epochs.lock().entries().to_vec()
     }
 
     /// The end offset of `epoch` on this log: the start of the next newer epoch, or the log
     /// end if `epoch` is the latest (the answer a leader gives a rejoining follower).
     pub fn end_offset_for_epoch(&self, epoch: Epoch) -> Option<LogOffset> {
-        todo!()
+        self.epochs.lock().end_offset_for(epoch, self.end_offset())
     }
 
     /// Flushes, trims the indexes and marks the shutdown clean so the next open scans nothing.
     pub fn close(&self) -> Result<(), HotError> {
-        todo!()
+        let mut guard = self.inner.lock();
+        let Some(active) = guard.as_mut() else {
+            return Ok(());
+        };
+        active.finish()?;
+        let end = active.next_offset();
+        let marker = Marker {
+            end,
+            first_append: active.first_append,
+        };
+        self.durable.fetch_max(end, Ordering::AcqRel);
+        write_marker(&self.dir, marker)?;
+        *guard = None;
+        Ok(())
     }
 
     /// Closes and removes the whole directory.
     pub fn delete(self) -> Result<(), HotError> {
-        todo!()
+        if let Err(e) = self.close() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "close before delete failed");
+        }
+        std::fs::remove_dir_all(&self.dir).map_err(io_err("delete directory", &self.dir))
     }
 }

@@ -211,7 +211,11 @@ impl v1::LogConfig {
             segment_ms: dur(self.segment_ms, d.segment_ms),
             index_interval_bytes: self.index_interval_bytes.unwrap_or(d.index_interval_bytes),
             fsync,
-            max_record_bytes: self.max_record_bytes.unwrap_or(d.max_record_bytes),
+            // A smaller batch limit alone lowers the default record limit with it.
+            max_record_bytes: self.max_record_bytes.unwrap_or_else(|| {
+                d.max_record_bytes
+                    .min(self.max_batch_bytes.unwrap_or(u32::MAX))
+            }),
             max_batch_bytes: self.max_batch_bytes.unwrap_or(d.max_batch_bytes),
             unclean_leader_election: self
                 .unclean_leader_election

@@ -1,0 +1,148 @@
+//! The read path: fetching whole batches by offset, and finding an offset by timestamp.
+//!
+//! Reads never hold the partition's locks while touching the disk: the caller hands over
+//! `Arc<Segment>` snapshots taken under a short lock, and everything here is positional reads
+//! of bytes below each segment's published size. Every batch returned is CRC-checked first;
+//! bad bytes become [`HotError::Corrupt`] naming the file and position, never a payload.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pyralog_types::batch::{peek_size, Batch, LOG_OVERHEAD};
+use pyralog_types::{LogOffset, TimestampMicros};
+
+use crate::error::HotError;
+use crate::log::ReadResult;
+use crate::segment::Segment;
+
+/// Reads from the batch holding `from` (in `first`), continuing into the segments that
+/// `next(base)` yields while `max_bytes` allows. Batches at or beyond `limit` are left out.
+pub(crate) fn read(
+    first: Arc<Segment>,
+    next: impl Fn(u64) -> Option<Arc<Segment>>,
+    from: u64,
+    max_bytes: usize,
+    limit: u64,
+) -> Result<ReadResult, HotError> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total: u64 = 0;
+    let budget = u64::try_from(max_bytes).unwrap_or(u64::MAX);
+    let mut next_offset = from;
+    let mut expect: Option<u64> = None;
+    let mut seg = Some(first);
+    let mut is_first = true;
+    while let Some(s) = seg.take() {
+        let size = s.size();
+        let start = if is_first {
+            s.locate(from)?.map_or(size, |(pos, _)| pos)
+        } else {
+            0
+        };
+        is_first = false;
+        if start < size {
+            let mut want = (size - start).min(budget.saturating_sub(total));
+            if total == 0 {
+                // Always at least one batch, however large.
+                want = want.max(s.header_at(start, size)?.size);
+            }
+            if want == 0 {
+                break;
+            }
+            let to_end = want == size - start;
+            let buf = Bytes::from(s.read_at(start, usize::try_from(want).unwrap_or(usize::MAX))?);
+            let mut used = 0usize;
+            let mut at_limit = false;
+            while used < buf.len() {
+                let pos = start + used as u64;
+                if buf.len() - used < LOG_OVERHEAD {
+                    if to_end {
+                        return Err(s.corrupt(pos, "torn batch header"));
+                    }
+                    break;
+                }
+                let batch_size =
+                    peek_size(&buf[used..]).map_err(|e| s.corrupt(pos, e.to_string()))?;
+                if used + batch_size > buf.len() {
+                    if to_end {
+                        return Err(s.corrupt(pos, "batch runs past the end of the segment"));
+                    }
+                    break;
+                }
+                let batch = Batch::parse_verified(buf.slice(used..used + batch_size))
+                    .map_err(|e| s.corrupt(pos, e.to_string()))?;
+                let base = batch.base_offset().0;
+                if expect.is_some_and(|e| e != base) {
+                    return Err(
+                        s.corrupt(pos, format!("batch at offset {base}, expected {expect:?}"))
+                    );
+                }
+                if base >= limit {
+                    at_limit = true;
+                    break;
+                }
+                used += batch_size;
+                next_offset = batch.last_offset().0.saturating_add(1);
+                expect = Some(next_offset);
+            }
+            if used > 0 {
+                chunks.push(buf.slice(..used));
+                total += used as u64;
+            }
+            if at_limit || start + (used as u64) < size {
+                break;
+            }
+        }
+        if total >= budget {
+            break;
+        }
+        seg = next(s.base());
+    }
+    let batches = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut out = BytesMut::with_capacity(usize::try_from(total).unwrap_or(0));
+            for c in &chunks {
+                out.extend_from_slice(c);
+            }
+            out.freeze()
+        }
+    };
+    Ok(ReadResult {
+        batches,
+        next_offset: LogOffset(next_offset),
+    })
+}
+
+/// The first offset whose record timestamp is `>= ts`, searching `segments` oldest first.
+pub(crate) fn offset_for_timestamp(
+    segments: &[Arc<Segment>],
+    ts: TimestampMicros,
+) -> Result<Option<LogOffset>, HotError> {
+    for s in segments {
+        if s.max_timestamp()?.is_none_or(|m| m < ts) {
+            continue;
+        }
+        let size = s.size();
+        let from = s.with_indexes(|ix| ix.times.last_before(ts))?;
+        let mut pos = match from {
+            Some((_, rel)) => s.locate(s.base() + u64::from(rel))?.map_or(0, |(p, _)| p),
+            None => 0,
+        };
+        while pos < size {
+            let h = s.header_at(pos, size)?;
+            if h.max_timestamp >= ts {
+                let bytes =
+                    Bytes::from(s.read_at(pos, usize::try_from(h.size).unwrap_or(usize::MAX))?);
+                let batch =
+                    Batch::parse_verified(bytes).map_err(|e| s.corrupt(pos, e.to_string()))?;
+                let records = batch.records().map_err(|e| s.corrupt(pos, e.to_string()))?;
+                if let Some(r) = records.iter().find(|r| r.timestamp >= ts) {
+                    return Ok(Some(r.offset));
+                }
+            }
+            pos += h.size;
+        }
+    }
+    Ok(None)
+}
