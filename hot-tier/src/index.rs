@@ -171,7 +171,7 @@ fn i64_at(b: &[u8], at: usize) -> i64 {
 
 /// Number of entries a file of `bytes` holds, or why it cannot be an index.
 fn entries_in(bytes: usize, entry: usize) -> Result<usize, String> {
-    if bytes % entry != 0 {
+    if !bytes.is_multiple_of(entry) {
         return Err(format!("size {bytes} is not a multiple of {entry}"));
     }
     Ok(bytes / entry)

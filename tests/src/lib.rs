@@ -121,7 +121,10 @@ impl TestNode {
                 );
             }
         };
-        let mut urls = line.split_whitespace().filter(|w| w.starts_with("http://"));
+        let mut urls = line
+            .split_whitespace()
+            .filter(|w| w.starts_with("http://"))
+            .map(|w| w.trim_end_matches([')', ',', ';']));
         self.addr = urls
             .next()
             .unwrap_or_else(|| panic!("unexpected banner: {line}"))
