@@ -96,6 +96,16 @@ impl Layout {
         digits.parse().ok()
     }
 
+    /// `{prefix}/_pyralog/logs`: the bucket's copy of every archived log's configuration.
+    pub fn registry_dir(&self) -> Path {
+        self.prefix.clone().join(INTERNAL).join("logs")
+    }
+
+    /// `{registry_dir}/{log}.json`.
+    pub fn registry_key(&self, log: &LogId) -> Path {
+        self.registry_dir().join(format!("{log}.json").as_str())
+    }
+
     /// A key for the startup probe object.
     pub fn probe_key(&self, nonce: &str) -> Path {
         self.prefix

@@ -7,23 +7,29 @@
 //! - [`codec`]: the Parquet schema, encoding a segment, and rebuilding hot-format batches;
 //! - [`manifest`]: the per-partition list of cold segments, committed with conditional PUTs;
 //! - [`upload`]: idempotent segment upload with retries, and garbage collection of orphans;
-//! - [`reader`]: ranged reads of only the row groups a fetch needs;
+//! - [`reader`]: ranged reads of only the row groups a fetch needs, through the [`cache`];
+//! - [`partition`]: one partition's committed manifest held in memory, with reads through it;
+//! - [`registry`]: the bucket's copy of each log's configuration, for restores;
 //! - [`fault`]: an object-store wrapper that injects failures, for tests here and end to end.
 //!
 //! A write is: [`encode_segment`] → [`upload_segment`] → [`ManifestStore::commit`]. An object
 //! becomes visible to readers only through a committed manifest, so a crash between any two
 //! steps leaves at worst an unreferenced object, which [`gc_orphans`] removes later.
 
+pub mod cache;
 pub mod codec;
 pub mod error;
 pub mod fault;
 pub mod layout;
 mod lru;
 pub mod manifest;
+pub mod partition;
 pub mod reader;
+pub mod registry;
 pub mod store;
 pub mod upload;
 
+pub use cache::{CacheSettings, CacheStats, ChunkCache};
 pub use codec::{
     decode_rows, encode_records, encode_segment, records_to_batches, EncodeOptions, EncodedSegment,
     SegmentMeta,
@@ -32,6 +38,8 @@ pub use error::{AccessProblem, ColdError};
 pub use fault::{Fault, FaultPlan, FaultyStore, OpKind};
 pub use layout::{Layout, SegmentKey};
 pub use manifest::{ColdSegment, CommitOutcome, Manifest, ManifestStore, ManifestVersion};
+pub use partition::ColdPartition;
 pub use reader::{ColdRead, ColdReader};
+pub use registry::LogRegistry;
 pub use store::{check_access, open_store, ObjectStoreConfig};
 pub use upload::{gc_orphans, upload_segment, RetryPolicy, UploadOptions};

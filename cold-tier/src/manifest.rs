@@ -54,6 +54,10 @@ pub struct ColdSegment {
     pub record_count: u64,
     /// Compaction generation: 0 as first uploaded, bumped by each rewrite of the range.
     pub generation: u64,
+    /// Epoch of the segment's last record (0 in manifests written before this field). A node
+    /// restored from the bucket starts above it, so new records never reuse an old epoch.
+    #[serde(default)]
+    pub last_epoch: u64,
 }
 
 impl ColdSegment {

@@ -26,6 +26,9 @@ use parquet::file::statistics::Statistics;
 use pyralog_types::batch::Batch;
 use pyralog_types::{LogOffset, Record, TimestampMicros};
 
+use tracing::debug;
+
+use crate::cache::ChunkCache;
 use crate::codec::{
     check_schema_version, decode_row_groups, records_to_batches, COL_OFFSET, COL_TIMESTAMP,
 };
@@ -67,6 +70,8 @@ pub struct ColdReader {
     store: Arc<dyn ObjectStore>,
     footers: Mutex<Lru<(String, u64), Arc<Footer>>>,
     max_batch_bytes: usize,
+    cache: Option<Arc<ChunkCache>>,
+    readahead: usize,
 }
 
 impl ColdReader {
@@ -76,7 +81,17 @@ impl ColdReader {
             store,
             footers: Mutex::new(Lru::new(256)),
             max_batch_bytes: 256 * 1024,
+            cache: None,
+            readahead: 0,
         }
+    }
+
+    /// Serves row groups from `cache` when it has them, and fetches `readahead` row groups
+    /// past every read into it in the background.
+    pub fn with_cache(mut self, cache: Arc<ChunkCache>, readahead: usize) -> Self {
+        self.cache = Some(cache);
+        self.readahead = readahead;
+        self
     }
 
     pub fn with_footer_cache(mut self, entries: usize) -> Self {
@@ -121,6 +136,7 @@ impl ColdReader {
             chosen.push(i);
         }
         let records = self.fetch_groups(seg, &footer, &chosen).await?;
+        self.read_ahead(seg, &footer, chosen.last().map_or(0, |&l| l + 1));
         let records: Vec<Record> = records.into_iter().filter(|r| r.offset >= start).collect();
         let mut out = BytesMut::new();
         let mut next = past_segment;
@@ -173,31 +189,11 @@ impl ColdReader {
         footer: &Footer,
         chosen: &[usize],
     ) -> Result<Vec<Record>, ColdError> {
-        let path = seg.path();
         let ranges: Vec<Range<u64>> = chosen
             .iter()
             .map(|&i| footer.groups[i].bytes.clone())
             .collect();
-        let pieces = self
-            .store
-            .get_ranges(&path, &ranges)
-            .await
-            .map_err(|e| ColdError::store("get", &path, e))?;
-        if pieces.len() != ranges.len()
-            || pieces
-                .iter()
-                .zip(&ranges)
-                .any(|(p, r)| p.len() as u64 != r.end - r.start)
-        {
-            return Err(ColdError::store(
-                "get",
-                &path,
-                object_store::Error::Generic {
-                    store: "cold-reader",
-                    source: "short ranged read".into(),
-                },
-            ));
-        }
+        let pieces = self.get_ranges(seg, &ranges).await?;
         let window = Window {
             file_len: seg.size_bytes,
             pieces: ranges.iter().map(|r| r.start).zip(pieces).collect(),
@@ -205,6 +201,76 @@ impl ColdReader {
         let records = decode_row_groups(window, &footer.meta, chosen.to_vec(), &seg.key)?;
         check_rows(seg, footer, chosen, &records)?;
         Ok(records)
+    }
+
+    /// The bytes of `ranges` of the segment's object: from the cache where it has them, the
+    /// rest with one ranged-GET call (whose answers then go into the cache).
+    async fn get_ranges(
+        &self,
+        seg: &ColdSegment,
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<Bytes>, ColdError> {
+        let mut pieces: Vec<Option<Bytes>> = vec![None; ranges.len()];
+        if let Some(cache) = &self.cache {
+            for (piece, r) in pieces.iter_mut().zip(ranges) {
+                *piece = cache
+                    .get(&ChunkCache::key(&seg.key, seg.size_bytes, r.start, r.end))
+                    .await;
+            }
+        }
+        let missing: Vec<Range<u64>> = ranges
+            .iter()
+            .zip(&pieces)
+            .filter(|(_, p)| p.is_none())
+            .map(|(r, _)| r.clone())
+            .collect();
+        if !missing.is_empty() {
+            let fetched = fetch_exact(self.store.as_ref(), seg, &missing).await?;
+            let mut fetched = fetched.into_iter();
+            for (piece, r) in pieces.iter_mut().zip(ranges) {
+                if piece.is_none() {
+                    let b = fetched.next().unwrap_or_default();
+                    if let Some(cache) = &self.cache {
+                        let key = ChunkCache::key(&seg.key, seg.size_bytes, r.start, r.end);
+                        cache.insert(key, b.clone());
+                    }
+                    *piece = Some(b);
+                }
+            }
+        }
+        Ok(pieces.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// Fetches up to `readahead` row groups from `first` on into the cache, in the background.
+    fn read_ahead(&self, seg: &ColdSegment, footer: &Footer, first: usize) {
+        let Some(cache) = self.cache.clone() else {
+            return;
+        };
+        let ranges: Vec<Range<u64>> = footer
+            .groups
+            .iter()
+            .skip(first)
+            .take(self.readahead)
+            .map(|g| g.bytes.clone())
+            .filter(|r| {
+                !cache.may_contain(&ChunkCache::key(&seg.key, seg.size_bytes, r.start, r.end))
+            })
+            .collect();
+        if ranges.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let seg = seg.clone();
+        tokio::spawn(async move {
+            match fetch_exact(store.as_ref(), &seg, &ranges).await {
+                Ok(pieces) => {
+                    for (r, b) in ranges.iter().zip(pieces) {
+                        cache.insert(ChunkCache::key(&seg.key, seg.size_bytes, r.start, r.end), b);
+                    }
+                }
+                Err(e) => debug!(key = %seg.key, error = %e, "read-ahead failed"),
+            }
+        });
     }
 
     async fn footer(&self, seg: &ColdSegment) -> Result<Arc<Footer>, ColdError> {
@@ -278,6 +344,35 @@ impl ColdReader {
         }
         Ok(Footer { meta, groups })
     }
+}
+
+/// One ranged-GET call for `ranges`; every answer must have exactly the asked length.
+async fn fetch_exact(
+    store: &dyn ObjectStore,
+    seg: &ColdSegment,
+    ranges: &[Range<u64>],
+) -> Result<Vec<Bytes>, ColdError> {
+    let path = seg.path();
+    let pieces = store
+        .get_ranges(&path, ranges)
+        .await
+        .map_err(|e| ColdError::store("get", &path, e))?;
+    if pieces.len() != ranges.len()
+        || pieces
+            .iter()
+            .zip(ranges)
+            .any(|(p, r)| p.len() as u64 != r.end - r.start)
+    {
+        return Err(ColdError::store(
+            "get",
+            &path,
+            object_store::Error::Generic {
+                store: "cold-reader",
+                source: "short ranged read".into(),
+            },
+        ));
+    }
+    Ok(pieces)
 }
 
 /// Rows must lie inside their row group's statistics and the manifest's range, in order.

@@ -120,6 +120,7 @@ pub async fn upload_segment(
         size_bytes: encoded.bytes.len() as u64,
         record_count: meta.record_count,
         generation: opts.generation,
+        last_epoch: meta.epochs.last().map_or(0, |e| e.epoch.0),
     })
 }
 

@@ -16,6 +16,7 @@ pub(crate) fn seg(base: u64, last: u64) -> ColdSegment {
         size_bytes: 100,
         record_count: last - base + 1,
         generation: 0,
+        last_epoch: 0,
     }
 }
 

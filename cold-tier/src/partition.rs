@@ -1,0 +1,302 @@
+//! One partition's cold tier as a node holds it: the committed manifest plus reads through it.
+//!
+//! [`ColdPartition`] keeps the latest committed manifest in memory, so a fetch finds its
+//! segment with a binary search and no bucket round trip; every change goes through
+//! [`ManifestStore::commit`] first and is adopted only once committed (readers never see an
+//! object that a crash could leave unreferenced). The node leading a partition is its only
+//! writer; a commit conflict (another writer, or a commit whose answer was lost) reloads the
+//! manifest and re-applies the change when it still makes sense.
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use pyralog_types::{LogId, LogOffset, PartitionId, TimestampMicros};
+use tracing::info;
+
+use crate::error::ColdError;
+use crate::manifest::{ColdSegment, Manifest, ManifestStore, ManifestVersion};
+use crate::reader::{ColdRead, ColdReader};
+
+/// Commit attempts of one change before giving up (each conflict reloads first).
+const COMMIT_ATTEMPTS: u32 = 5;
+
+/// The committed cold state of one partition.
+#[derive(Debug)]
+pub struct ColdPartition {
+    log: LogId,
+    partition: PartitionId,
+    manifests: ManifestStore,
+    reader: Arc<ColdReader>,
+    current: RwLock<(Manifest, Option<ManifestVersion>)>,
+}
+
+impl ColdPartition {
+    /// Loads the latest committed manifest (an empty one if the partition was never archived).
+    pub async fn open(
+        log: LogId,
+        partition: PartitionId,
+        manifests: ManifestStore,
+        reader: Arc<ColdReader>,
+    ) -> Result<ColdPartition, ColdError> {
+        let current = load(&manifests, &log, partition).await?;
+        Ok(ColdPartition {
+            log,
+            partition,
+            manifests,
+            reader,
+            current: RwLock::new(current),
+        })
+    }
+
+    /// A copy of the committed manifest.
+    pub fn manifest(&self) -> Manifest {
+        self.current.read().0.clone()
+    }
+
+    /// First archived offset (`None`: nothing archived).
+    pub fn start_offset(&self) -> Option<LogOffset> {
+        self.current.read().0.start_offset()
+    }
+
+    /// One past the last archived offset (`None`: nothing archived).
+    pub fn end_offset(&self) -> Option<LogOffset> {
+        self.current.read().0.end_offset()
+    }
+
+    /// Epoch of the newest archived record (0 when unknown or nothing is archived).
+    pub fn last_epoch(&self) -> u64 {
+        self.current
+            .read()
+            .0
+            .segments
+            .iter()
+            .map(|s| s.last_epoch)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Commits `segment` after the archived ones. Idempotent: a segment already covered by
+    /// the manifest (a retry after a lost answer) is accepted without a new version.
+    pub async fn append_segment(&self, segment: ColdSegment) -> Result<(), ColdError> {
+        self.change(|m| {
+            if m.end_offset().is_some_and(|end| end > segment.last_offset) {
+                return Ok(None);
+            }
+            m.with_segment(segment.clone()).map(Some)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes the oldest segments that `drop(segment, index)` selects, stopping at the first
+    /// it keeps. Returns the removed segments (their objects become orphans for GC).
+    pub async fn remove_oldest(
+        &self,
+        mut drop: impl FnMut(&ColdSegment, &Manifest) -> bool,
+    ) -> Result<Vec<ColdSegment>, ColdError> {
+        let mut removed = Vec::new();
+        self.change(|m| {
+            let n = m.segments.iter().take_while(|s| drop(s, m)).count();
+            if n == 0 {
+                return Ok(None);
+            }
+            let mut next = m.next_version();
+            removed = next.segments.drain(..n).collect();
+            Ok(Some(next))
+        })
+        .await?;
+        Ok(removed)
+    }
+
+    /// Applies `edit` to the committed manifest and commits the result; `Ok(None)` from
+    /// `edit` means nothing to do. On a conflict the manifest is reloaded and `edit` re-run.
+    async fn change(
+        &self,
+        mut edit: impl FnMut(&Manifest) -> Result<Option<Manifest>, ColdError>,
+    ) -> Result<bool, ColdError> {
+        let mut attempt = 0;
+        loop {
+            let (base, version) = self.current.read().clone();
+            let Some(next) = edit(&base)? else {
+                return Ok(false);
+            };
+            match self
+                .manifests
+                .commit(&self.log, self.partition, &next, version)
+                .await
+            {
+                Ok(outcome) => {
+                    *self.current.write() = (next, Some(outcome.version()));
+                    return Ok(true);
+                }
+                Err(e @ ColdError::ManifestConflict { .. }) if attempt + 1 < COMMIT_ATTEMPTS => {
+                    attempt += 1;
+                    info!(log = %self.log, partition = self.partition, error = %e,
+                        "manifest changed under us; reloading");
+                    let reloaded = load(&self.manifests, &self.log, self.partition).await?;
+                    *self.current.write() = reloaded;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reloads the committed manifest from the bucket.
+    pub async fn refresh(&self) -> Result<(), ColdError> {
+        let loaded = load(&self.manifests, &self.log, self.partition).await?;
+        *self.current.write() = loaded;
+        Ok(())
+    }
+
+    /// Reads from `from` on (or from the next archived offset after it, when `from` falls in
+    /// a gap). `None` when nothing at or after `from` is archived.
+    pub async fn read(
+        &self,
+        from: LogOffset,
+        max_bytes: usize,
+    ) -> Result<Option<ColdRead>, ColdError> {
+        let seg = self.current.read().0.segment_for_offset(from).cloned();
+        let Some(seg) = seg else {
+            return Ok(None);
+        };
+        let start = from.max(seg.base_offset);
+        self.reader.read(&seg, start, max_bytes).await.map(Some)
+    }
+
+    /// The first archived offset with a record timestamp `>= ts`.
+    pub async fn offset_for_timestamp(
+        &self,
+        ts: TimestampMicros,
+    ) -> Result<Option<LogOffset>, ColdError> {
+        let candidates: Vec<ColdSegment> = {
+            let m = &self.current.read().0;
+            let Some(first) = m.segment_for_timestamp(ts) else {
+                return Ok(None);
+            };
+            m.segments
+                .iter()
+                .skip_while(|s| s.base_offset < first.base_offset)
+                .filter(|s| s.max_timestamp >= ts)
+                .cloned()
+                .collect()
+        };
+        for seg in candidates {
+            if let Some(o) = self.reader.offset_for_timestamp(&seg, ts).await? {
+                return Ok(Some(o));
+            }
+        }
+        Ok(None)
+    }
+}
+
+async fn load(
+    manifests: &ManifestStore,
+    log: &LogId,
+    partition: PartitionId,
+) -> Result<(Manifest, Option<ManifestVersion>), ColdError> {
+    Ok(match manifests.load(log, partition).await? {
+        Some((m, v)) => (m, Some(v)),
+        None => (Manifest::new(log.clone(), partition), None),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{encode_records, EncodeOptions};
+    use crate::layout::Layout;
+    use crate::upload::{upload_segment, UploadOptions};
+    use bytes::Bytes;
+    use object_store::memory::InMemory;
+    use object_store::ObjectStore;
+    use pyralog_types::batch::split_batches;
+    use pyralog_types::{Epoch, Record};
+
+    fn rec(o: u64) -> Record {
+        Record {
+            offset: LogOffset(o),
+            epoch: Epoch(2),
+            timestamp: 1_000 + o as i64 * 10,
+            key: Some(Bytes::from(format!("k{o}"))),
+            value: Some(Bytes::from(vec![7u8; 100])),
+            headers: Vec::new(),
+        }
+    }
+
+    async fn archive(
+        store: &Arc<dyn ObjectStore>,
+        layout: &Layout,
+        cold: &ColdPartition,
+        range: std::ops::Range<u64>,
+    ) -> ColdSegment {
+        let recs: Vec<Record> = range.map(rec).collect();
+        let enc = encode_records(&recs, &EncodeOptions::default()).expect("encode");
+        let log = LogId::new("l").expect("id");
+        let seg = upload_segment(
+            store.as_ref(),
+            layout,
+            &log,
+            0,
+            &enc,
+            &UploadOptions::default(),
+        )
+        .await
+        .expect("upload");
+        cold.append_segment(seg.clone()).await.expect("commit");
+        seg
+    }
+
+    #[tokio::test]
+    async fn commits_are_adopted_reads_follow_them_and_retries_are_idempotent() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let layout = Layout::new("t").expect("layout");
+        let manifests = ManifestStore::new(store.clone(), layout.clone());
+        let reader = Arc::new(ColdReader::new(store.clone()));
+        let log = LogId::new("l").expect("id");
+        let cold = ColdPartition::open(log.clone(), 0, manifests.clone(), reader.clone())
+            .await
+            .expect("open");
+        assert_eq!(cold.end_offset(), None);
+        let first = archive(&store, &layout, &cold, 0..50).await;
+        archive(&store, &layout, &cold, 50..80).await;
+        cold.append_segment(first)
+            .await
+            .expect("a retried commit is a no-op");
+        assert_eq!(cold.end_offset(), Some(LogOffset(80)));
+        assert_eq!(cold.last_epoch(), 2);
+
+        // A second holder of the same partition sees the commits after loading.
+        let other = ColdPartition::open(log, 0, manifests, reader)
+            .await
+            .expect("open");
+        assert_eq!(other.manifest(), cold.manifest());
+
+        let read = cold
+            .read(LogOffset(60), 1 << 20)
+            .await
+            .expect("read")
+            .expect("some");
+        let got: Vec<u64> = split_batches(read.batches)
+            .flat_map(|b| b.expect("batch").records().expect("records"))
+            .map(|r| r.offset.0)
+            .collect();
+        assert_eq!(got, (60..80).collect::<Vec<_>>());
+        assert_eq!(cold.read(LogOffset(80), 100).await.expect("read"), None);
+        assert_eq!(
+            cold.offset_for_timestamp(1_000 + 555)
+                .await
+                .expect("lookup"),
+            Some(LogOffset(56))
+        );
+
+        let removed = cold
+            .remove_oldest(|s, _| s.last_offset < LogOffset(60))
+            .await
+            .expect("retention");
+        assert_eq!(removed.len(), 1);
+        assert_eq!(cold.start_offset(), Some(LogOffset(50)));
+        // The stale holder conflicts, reloads, and its change still applies on the new base.
+        other.refresh().await.expect("refresh");
+        assert_eq!(other.start_offset(), Some(LogOffset(50)));
+    }
+}
