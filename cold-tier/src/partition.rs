@@ -88,15 +88,15 @@ impl ColdPartition {
         .map(|_| ())
     }
 
-    /// Removes the oldest segments that `drop(segment, index)` selects, stopping at the first
-    /// it keeps. Returns the removed segments (their objects become orphans for GC).
+    /// Removes the `count(manifest)` oldest segments (re-evaluated on the manifest a conflict
+    /// reloads). Returns the removed segments; their objects become orphans for GC.
     pub async fn remove_oldest(
         &self,
-        mut drop: impl FnMut(&ColdSegment, &Manifest) -> bool,
+        count: impl Fn(&Manifest) -> usize,
     ) -> Result<Vec<ColdSegment>, ColdError> {
         let mut removed = Vec::new();
         self.change(|m| {
-            let n = m.segments.iter().take_while(|s| drop(s, m)).count();
+            let n = count(m).min(m.segments.len());
             if n == 0 {
                 return Ok(None);
             }
@@ -290,7 +290,12 @@ mod tests {
         );
 
         let removed = cold
-            .remove_oldest(|s, _| s.last_offset < LogOffset(60))
+            .remove_oldest(|m| {
+                m.segments
+                    .iter()
+                    .take_while(|s| s.last_offset < LogOffset(60))
+                    .count()
+            })
             .await
             .expect("retention");
         assert_eq!(removed.len(), 1);

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pyralog_cold_tier::{CacheSettings, ObjectStoreConfig};
 use pyralog_types::LogConfig;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,35 @@ pub struct NodeConfig {
     /// How often retention is applied.
     #[serde(with = "humantime_serde")]
     pub retention_check_interval: Duration,
+    /// The object store closed segments are archived to; absent = hot tier only (total
+    /// retention then applies to local segments).
+    pub cold_tier: Option<ColdTierSettings>,
+}
+
+/// The cold tier: where archives live, how often to archive, the read cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ColdTierSettings {
+    pub store: ObjectStoreConfig,
+    /// How often closed segments are looked for and archived.
+    #[serde(with = "humantime_serde")]
+    pub archive_interval: Duration,
+    /// Unreferenced objects younger than this are never deleted (in-flight uploads, readers
+    /// of an older manifest).
+    #[serde(with = "humantime_serde")]
+    pub orphan_grace: Duration,
+    pub cache: CacheSettings,
+}
+
+impl Default for ColdTierSettings {
+    fn default() -> Self {
+        ColdTierSettings {
+            store: ObjectStoreConfig::default(),
+            archive_interval: Duration::from_secs(10),
+            orphan_grace: Duration::from_secs(3600),
+            cache: CacheSettings::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +93,7 @@ impl Default for NodeConfig {
             produce: ProduceSettings::default(),
             maintenance_interval: Duration::from_secs(1),
             retention_check_interval: Duration::from_secs(300),
+            cold_tier: None,
         }
     }
 }
@@ -105,6 +136,13 @@ impl NodeConfig {
             return Err(NodeConfigError(
                 "maintenance_interval and retention_check_interval must be positive".into(),
             ));
+        }
+        if let Some(c) = &self.cold_tier {
+            if c.archive_interval.is_zero() {
+                return Err(NodeConfigError(
+                    "cold_tier.archive_interval must be positive".into(),
+                ));
+            }
         }
         Ok(())
     }

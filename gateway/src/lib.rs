@@ -1,11 +1,12 @@
 //! A Pyralog node's front door: the gRPC `Producer`, `Consumer` and `Admin` services over the
-//! hot tier, with routing to the right partition and the read rules (high watermark,
+//! hot and cold tiers, with routing to the right partition and the read rules (high watermark,
 //! long-poll, offset and timestamp lookup).
 //!
 //! Layers: [`node::Node`] holds the domain logic and owns the partition logs and background
 //! tasks; `services` adapts gRPC messages to it; [`server::serve`] wires the services, health
 //! and reflection into a tonic server with graceful shutdown.
 
+mod cold;
 pub mod config;
 pub mod error;
 pub mod metadata;
@@ -15,7 +16,7 @@ mod partition;
 pub mod server;
 mod services;
 
-pub use config::NodeConfig;
+pub use config::{ColdTierSettings, NodeConfig};
 pub use error::GatewayError;
 pub use node::{Node, NodeComponents, NodeError};
 pub use server::serve;

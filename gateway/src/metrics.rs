@@ -30,6 +30,10 @@ pub struct Metrics {
     /// Produce request latency (validation + append + fsync), seconds.
     pub produce_seconds: Histogram,
     pub segments_deleted: Counter,
+    /// Segments and Parquet bytes committed to the cold tier, and failed archive runs.
+    pub segments_archived: Counter,
+    pub archived_bytes: Counter,
+    pub archive_errors: Counter,
     registry: Registry,
 }
 
@@ -42,6 +46,24 @@ impl Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let produce_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
         let segments_deleted = Counter::default();
+        let segments_archived = Counter::default();
+        let archived_bytes = Counter::default();
+        let archive_errors = Counter::default();
+        registry.register(
+            "archived_segments",
+            "Segments committed to the cold tier",
+            segments_archived.clone(),
+        );
+        registry.register(
+            "archived_bytes",
+            "Parquet bytes committed to the cold tier",
+            archived_bytes.clone(),
+        );
+        registry.register(
+            "archive_errors",
+            "Archive runs of a partition that failed (retried)",
+            archive_errors.clone(),
+        );
         registry.register(
             "produced_records",
             "Records appended",
@@ -71,6 +93,9 @@ impl Metrics {
             errors,
             produce_seconds,
             segments_deleted,
+            segments_archived,
+            archived_bytes,
+            archive_errors,
             registry,
         })
     }

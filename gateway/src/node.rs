@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
+use pyralog_compactor::{apply_total_retention, archive_partition, ArchiveOptions, PartitionTiers};
 use pyralog_hot_tier::{PartitionLog, PartitionOptions};
 use pyralog_types::batch::{Batch, BatchBuilder, BatchError, Compression, NewRecord};
 use pyralog_types::{
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::cold::ColdTier;
 use crate::config::NodeConfig;
 use crate::error::GatewayError;
 use crate::metadata::{LocalMetadataStore, LogMeta, MetadataStore};
@@ -40,6 +42,8 @@ pub enum NodeError {
         partition: PartitionId,
         source: pyralog_hot_tier::HotError,
     },
+    #[error("cold tier: {0}")]
+    ColdTier(#[from] pyralog_cold_tier::ColdError),
 }
 
 /// Swappable parts of a node (tests inject a manual clock or another metadata store).
@@ -47,6 +51,9 @@ pub enum NodeError {
 pub struct NodeComponents {
     pub clock: Arc<dyn Clock>,
     pub metadata: Option<Arc<dyn MetadataStore>>,
+    /// The cold tier's store, instead of opening `cold_tier.store.url` (tests wrap the real
+    /// store in a fault injector). Ignored without a `cold_tier` setting.
+    pub object_store: Option<Arc<dyn object_store::ObjectStore>>,
 }
 
 impl Default for NodeComponents {
@@ -54,6 +61,7 @@ impl Default for NodeComponents {
         NodeComponents {
             clock: pyralog_types::clock::system(),
             metadata: None,
+            object_store: None,
         }
     }
 }
@@ -146,6 +154,7 @@ pub struct Node {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     metrics: Arc<Metrics>,
+    cold: Option<Arc<ColdTier>>,
     _dir_lock: std::fs::File,
 }
 
@@ -178,6 +187,12 @@ impl Node {
             Some(m) => m,
             None => Arc::new(LocalMetadataStore::open(&data_dir.join("meta"))?),
         };
+        let cold = match &config.cold_tier {
+            Some(settings) => Some(Arc::new(
+                ColdTier::open(settings, components.object_store, &data_dir).await?,
+            )),
+            None => None,
+        };
         let node = Arc::new(Node {
             config,
             clock: components.clock,
@@ -186,15 +201,31 @@ impl Node {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             metrics: Metrics::new(),
+            cold,
             _dir_lock: lock,
         });
-        let known = node.metadata.list_logs().await?;
+        let mut known = node.metadata.list_logs().await?;
+        if let Some(cold) = &node.cold {
+            // Logs archived in the bucket but unknown here (an empty or replaced disk) are
+            // recreated; logs known here but not yet registered in the bucket are registered.
+            for (id, config) in cold.registered_logs().await? {
+                if !known.contains_key(&id) {
+                    info!(log = %id, "restoring log from the cold tier's registry");
+                    let meta = node.metadata.create_log(&id, &config).await?;
+                    known.insert(id, meta);
+                }
+            }
+            for (id, meta) in &known {
+                cold.register(id, &meta.config).await?;
+            }
+        }
         node.remove_orphan_dirs(&known);
         for (id, meta) in known {
             let open = node.open_log(id, meta).await?;
             node.logs.write().insert(open.id.clone(), open);
         }
         node.spawn_maintenance();
+        node.spawn_archiver();
         Ok(node)
     }
 
@@ -249,8 +280,36 @@ impl Node {
                 partition: p,
                 source,
             })?;
-            let epoch = meta.epochs.get(p as usize).copied().unwrap_or(Epoch(1));
-            partitions.push(Arc::new(Partition::new(log, meta.config.fsync, epoch)));
+            let mut epoch = meta.epochs.get(p as usize).copied().unwrap_or(Epoch(1));
+            if let Some((e, _)) = log.epochs().last() {
+                epoch = epoch.max(*e);
+            }
+            let cold = match &self.cold {
+                Some(tier) => {
+                    let cold = tier.partition(&id, p).await?;
+                    if let Some(end) = cold.end_offset().filter(|end| *end > log.end_offset()) {
+                        // The archive is ahead of this disk: continue after it, in a newer
+                        // epoch than any archived record, so no offset means two records.
+                        warn!(log = %id, partition = p, local_end = %log.end_offset(),
+                            archived_end = %end, "local log is behind its archive; moving it");
+                        log.reset_to(end)
+                            .map_err(|source| NodeError::OpenPartition {
+                                log: id.clone(),
+                                partition: p,
+                                source,
+                            })?;
+                        epoch = epoch.max(Epoch(cold.last_epoch() + 1));
+                    }
+                    Some(cold)
+                }
+                None => None,
+            };
+            partitions.push(Arc::new(Partition::new(
+                log,
+                meta.config.fsync,
+                epoch,
+                cold,
+            )));
         }
         let open = Arc::new(OpenLog {
             id,
@@ -319,7 +378,80 @@ impl Node {
         });
     }
 
+    /// With a cold tier: one ticker that archives closed segments of every partition, then
+    /// applies local retention below what is archived.
+    fn spawn_archiver(self: &Arc<Self>) {
+        let Some(cold) = self.cold.clone() else {
+            return;
+        };
+        let node = Arc::downgrade(self);
+        let cancel = self.shutdown.clone();
+        let every = cold.settings.archive_interval;
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let Some(node) = node.upgrade() else { break };
+                let logs: Vec<_> = node.logs.read().values().cloned().collect();
+                for log in logs {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = node.archive_log(&cold, &log) => {}
+                    }
+                }
+            }
+        });
+    }
+
+    async fn archive_log(&self, cold: &ColdTier, log: &OpenLog) {
+        let opts = ArchiveOptions {
+            local_retention: Some(log.config.local_retention),
+            ..ArchiveOptions::default()
+        };
+        for (i, p) in log.partitions.iter().enumerate() {
+            let Some(cp) = p.cold() else { continue };
+            let tiers = PartitionTiers {
+                log: &log.id,
+                partition: i as PartitionId,
+                hot: p.log(),
+                cold: cp,
+                store: cold.store.as_ref(),
+                layout: &cold.layout,
+            };
+            match archive_partition(tiers, p.high_watermark(), &opts).await {
+                Ok(r) => {
+                    let bytes: u64 = r.uploaded.iter().map(|s| s.size_bytes).sum();
+                    self.metrics
+                        .segments_archived
+                        .inc_by(r.uploaded.len() as u64);
+                    self.metrics.archived_bytes.inc_by(bytes);
+                    self.metrics
+                        .segments_deleted
+                        .inc_by(r.deleted_local.len() as u64);
+                    if !r.uploaded.is_empty() || !r.deleted_local.is_empty() {
+                        info!(log = %log.id, partition = i, uploaded = r.uploaded.len(),
+                            parquet_bytes = bytes, hot_bytes = r.hot_bytes,
+                            deleted_local = r.deleted_local.len(), "archived");
+                    }
+                }
+                Err(e) => {
+                    self.metrics.archive_errors.inc();
+                    warn!(log = %log.id, partition = i, error = %e,
+                        retriable = e.is_retriable(), "archiving failed; will retry");
+                }
+            }
+        }
+    }
+
     async fn apply_retention(&self, log: &OpenLog) {
+        if let Some(cold) = &self.cold {
+            self.apply_tiered_retention(cold, log).await;
+            return;
+        }
         for (i, p) in log.partitions.iter().enumerate() {
             let hot = p.log().clone();
             let retention = log.config.retention;
@@ -337,6 +469,55 @@ impl Node {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => warn!(log = %log.id, partition = i, error = %e, "retention failed"),
                 Err(e) => warn!(log = %log.id, error = %e, "retention task failed"),
+            }
+        }
+    }
+
+    /// Total retention with a cold tier: the oldest archived segments leave the manifest,
+    /// local segments go only once archived, and orphaned objects past their grace are
+    /// deleted.
+    async fn apply_tiered_retention(&self, cold: &ColdTier, log: &OpenLog) {
+        let now = self.clock.now_micros();
+        for (i, p) in log.partitions.iter().enumerate() {
+            let Some(cp) = p.cold() else { continue };
+            match apply_total_retention(cp, log.config.retention, now).await {
+                Ok(r) if !r.removed.is_empty() => {
+                    info!(log = %log.id, partition = i, segments = r.removed.len(),
+                        new_start = %p.earliest(), "retention removed archived segments");
+                }
+                Ok(_) => {}
+                Err(e) => warn!(log = %log.id, partition = i, error = %e, "cold retention failed"),
+            }
+            let hot = p.log().clone();
+            let retention = log.config.retention;
+            let archived = cp.end_offset().unwrap_or(LogOffset::ZERO);
+            match tokio::task::spawn_blocking(move || hot.enforce_retention(retention, archived))
+                .await
+            {
+                Ok(Ok(deleted)) => {
+                    self.metrics.segments_deleted.inc_by(deleted.len() as u64);
+                }
+                Ok(Err(e)) => warn!(log = %log.id, partition = i, error = %e, "retention failed"),
+                Err(e) => warn!(log = %log.id, error = %e, "retention task failed"),
+            }
+            let manifest = cp.manifest();
+            let grace = cold.settings.orphan_grace;
+            match pyralog_cold_tier::gc_orphans(
+                cold.store.as_ref(),
+                &cold.layout,
+                &log.id,
+                i as PartitionId,
+                &manifest,
+                grace,
+                now,
+            )
+            .await
+            {
+                Ok(deleted) if !deleted.is_empty() => {
+                    info!(log = %log.id, partition = i, objects = deleted.len(), "deleted orphaned objects");
+                }
+                Ok(_) => {}
+                Err(e) => warn!(log = %log.id, partition = i, error = %e, "orphan GC failed"),
             }
         }
     }
@@ -382,6 +563,12 @@ impl Node {
             .await
             .map_err(|e| GatewayError::Storage(e.to_string()))?;
         self.logs.write().insert(id.clone(), open);
+        if let Some(cold) = &self.cold {
+            // Also registered at every start, so a failure here is repaired by a restart.
+            if let Err(e) = cold.register(&id, &config).await {
+                warn!(log = %id, error = %e, "could not register the log in the bucket");
+            }
+        }
         info!(log = %id, partitions = config.partition_count, "created log");
         self.describe_log(name).await
     }
@@ -402,6 +589,9 @@ impl Node {
         .await
         .map_err(|e| GatewayError::Internal(e.to_string()))?
         .map_err(|e| GatewayError::Storage(format!("removing {}: {e}", log.dir.display())))?;
+        if let Some(cold) = &self.cold {
+            cold.forget(&log.id, log.config.partition_count).await;
+        }
         info!(log = %log.id, "deleted log");
         Ok(())
     }
@@ -568,7 +758,7 @@ impl Node {
             FetchStart::Offset(o) => LogOffset(o),
             FetchStart::Timestamp(ts) => p.offset_for_timestamp(ts).await?.unwrap_or(hw),
         };
-        let start = p.start_offset();
+        let start = p.earliest();
         if from < start || from > hw {
             return Err(GatewayError::OffsetOutOfRange {
                 requested: from.0,
@@ -588,7 +778,11 @@ impl Node {
                 log_start_offset: start,
             });
         }
-        let read = p.read(from, max_bytes).await?;
+        let read = if from < p.start_offset() {
+            p.read_cold(from, max_bytes).await?
+        } else {
+            p.read(from, max_bytes).await?
+        };
         self.metrics
             .fetched_bytes
             .get_or_create(&LogLabels {
@@ -600,7 +794,7 @@ impl Node {
             batches: read.batches,
             next_offset: read.next_offset,
             high_watermark: p.high_watermark(),
-            log_start_offset: p.start_offset(),
+            log_start_offset: p.earliest(),
         })
     }
 
@@ -625,7 +819,7 @@ impl Node {
             };
             out.push(PartitionOffsets {
                 partition: id,
-                earliest: p.start_offset(),
+                earliest: p.earliest(),
                 latest: p.high_watermark(),
                 for_timestamp,
             });
@@ -651,6 +845,9 @@ impl Node {
                 }
             }
         }
+        if let Some(cold) = &self.cold {
+            cold.cache().close().await;
+        }
         info!("all logs closed cleanly");
     }
 }
@@ -667,7 +864,7 @@ fn status_of(log: &OpenLog) -> LogStatus {
                 let segs = p.log().segments();
                 PartitionStatus {
                     partition: i as PartitionId,
-                    start_offset: p.start_offset(),
+                    start_offset: p.earliest(),
                     high_watermark: p.high_watermark(),
                     epoch: p.epoch(),
                     local_bytes: segs.iter().map(|s| s.size_bytes).sum(),
@@ -678,5 +875,7 @@ fn status_of(log: &OpenLog) -> LogStatus {
     }
 }
 
+#[cfg(test)]
+mod cold_tests;
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,10 @@
-//! A partition as the gateway serves it: the hot-tier log plus the high watermark.
+//! A partition as the gateway serves it: the hot-tier log, its cold tier (if any), and the
+//! high watermark.
+//!
+//! Offsets below the hot log's start are read from the cold tier; the log's earliest offset
+//! is the cold tier's start when it has one. A consumer following `next_offset` crosses
+//! from cold to hot without noticing: the archive covers everything below the hot start
+//! (local retention deletes only archived segments).
 //!
 //! The high watermark (HW) is what consumers may see. On a single node it is the log end,
 //! except under `fsync = every_batch`, where it is the *durable* end: a consumer never sees a
@@ -9,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use pyralog_cold_tier::{ColdError, ColdPartition};
 use pyralog_hot_tier::{AppendInfo, PartitionLog, ReadResult};
 use pyralog_types::{Epoch, FsyncPolicy, LogOffset, TimestampMicros};
 use tokio::sync::watch;
@@ -21,6 +28,7 @@ pub(crate) struct Partition {
     fsync: FsyncPolicy,
     epoch: Epoch,
     hw: watch::Sender<LogOffset>,
+    cold: Option<Arc<ColdPartition>>,
 }
 
 /// Runs blocking hot-tier work off the async threads.
@@ -33,7 +41,12 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Partition {
-    pub(crate) fn new(log: PartitionLog, fsync: FsyncPolicy, epoch: Epoch) -> Self {
+    pub(crate) fn new(
+        log: PartitionLog,
+        fsync: FsyncPolicy,
+        epoch: Epoch,
+        cold: Option<ColdPartition>,
+    ) -> Self {
         // Whatever survived the last shutdown is on disk now; make it durable and visible.
         let end = log.end_offset();
         Partition {
@@ -41,7 +54,21 @@ impl Partition {
             fsync,
             epoch,
             hw: watch::Sender::new(end),
+            cold: cold.map(Arc::new),
         }
+    }
+
+    pub(crate) fn cold(&self) -> Option<&Arc<ColdPartition>> {
+        self.cold.as_ref()
+    }
+
+    /// The first readable offset, on either tier.
+    pub(crate) fn earliest(&self) -> LogOffset {
+        let hot = self.log.start_offset();
+        self.cold
+            .as_ref()
+            .and_then(|c| c.start_offset())
+            .map_or(hot, |c| c.min(hot))
     }
 
     pub(crate) fn log(&self) -> &Arc<PartitionLog> {
@@ -108,10 +135,46 @@ impl Partition {
         blocking(move || Ok(log.read(from, max_bytes, limit)?)).await
     }
 
+    /// Reads archived batches from `from` (below the hot start). An empty answer whose
+    /// `next_offset` is the hot start means nothing is archived at or after `from`.
+    pub(crate) async fn read_cold(
+        &self,
+        from: LogOffset,
+        max_bytes: usize,
+    ) -> Result<ReadResult, GatewayError> {
+        let hot_start = self.log.start_offset();
+        let Some(cold) = &self.cold else {
+            return Ok(ReadResult {
+                batches: Bytes::new(),
+                next_offset: hot_start,
+            });
+        };
+        match cold.read(from, max_bytes).await.map_err(cold_error)? {
+            Some(r) if !r.batches.is_empty() => Ok(ReadResult {
+                batches: r.batches,
+                next_offset: r.next_offset,
+            }),
+            Some(r) => Ok(ReadResult {
+                batches: Bytes::new(),
+                next_offset: r.next_offset.min(hot_start).max(from),
+            }),
+            None => Ok(ReadResult {
+                batches: Bytes::new(),
+                next_offset: hot_start.max(from),
+            }),
+        }
+    }
+
     pub(crate) async fn offset_for_timestamp(
         &self,
         ts: TimestampMicros,
     ) -> Result<Option<LogOffset>, GatewayError> {
+        // The archive holds a prefix of the log, so its first match is the log's first.
+        if let Some(cold) = &self.cold {
+            if let Some(o) = cold.offset_for_timestamp(ts).await.map_err(cold_error)? {
+                return Ok(Some(o));
+            }
+        }
         let log = self.log.clone();
         let hw = self.high_watermark();
         let found = blocking(move || Ok(log.offset_for_timestamp(ts)?)).await?;
@@ -141,5 +204,13 @@ impl Partition {
             Ok(())
         })
         .await
+    }
+}
+
+/// A cold-tier failure as the caller should see it: retriable store trouble, or corrupt data.
+pub(crate) fn cold_error(e: ColdError) -> GatewayError {
+    match e {
+        ColdError::Corrupt { .. } => GatewayError::CorruptData(e.to_string()),
+        other => GatewayError::Storage(format!("cold tier: {other}")),
     }
 }

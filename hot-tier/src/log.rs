@@ -500,6 +500,51 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Discards every local record and continues the log at `offset`, which must be at or
+    /// beyond the end. For a node whose archive (the cold tier) is ahead of its disk, e.g. one
+    /// started with an empty data directory against a bucket: new records must follow the
+    /// archived ones, never reuse their offsets. `offset == end` changes nothing.
+    pub fn reset_to(&self, offset: LogOffset) -> Result<(), HotError> {
+        let mut guard = self.inner.lock();
+        if guard.is_none() {
+            return Err(HotError::Closed);
+        }
+        let end = self.end_offset();
+        if offset <= end {
+            return if offset == end {
+                Ok(())
+            } else {
+                Err(HotError::OffsetOutOfRange {
+                    requested: offset,
+                    start: self.start_offset(),
+                    end,
+                })
+            };
+        }
+        let _no_flush = self.flush_lock.lock();
+        *guard = None;
+        let all: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
+        for s in &all {
+            self.remove_segment(s)?;
+        }
+        let active = Active::create(&self.dir, offset.0, &self.options)?;
+        self.segments.write().insert(offset.0, active.seg.clone());
+        *guard = Some(active);
+        sync_dir(&self.dir)?;
+        self.start.store(offset.0, Ordering::Release);
+        self.end.store(offset.0, Ordering::Release);
+        self.durable.store(offset.0, Ordering::Release);
+        {
+            let mut epochs = self.epochs.lock();
+            if epochs.truncate_from_start(offset) {
+                epochs.persist()?;
+            }
+        }
+        drop(guard);
+        self.end_tx.send_replace(offset);
+        Ok(())
+    }
+
     /// `(epoch, start offset)` pairs: the first offset each epoch wrote, oldest first.
     pub fn epochs(&self) -> Vec<(Epoch, LogOffset)> {
         self.epochs.lock().entries().to_vec()

@@ -428,6 +428,37 @@ fn truncation_cuts_at_a_batch_boundary_and_offsets_continue_from_there() {
 }
 
 #[test]
+fn reset_moves_an_outdated_log_past_the_archive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let log = open(dir.path(), options(400, 64), &clock);
+    for i in 0..10 {
+        log.append(batch("a", 3, T0 + i), Epoch(1)).expect("append");
+    }
+    assert!(log.reset_to(LogOffset(5)).is_err(), "never backwards");
+    log.reset_to(LogOffset(1000)).expect("reset");
+    assert_eq!(
+        (log.start_offset(), log.end_offset()),
+        (LogOffset(1000), LogOffset(1000))
+    );
+    assert!(log
+        .read(LogOffset(1000), 100, LogOffset::MAX)
+        .expect("read")
+        .batches
+        .is_empty());
+    let next = log.append(batch("b", 2, T0), Epoch(2)).expect("append");
+    assert_eq!(next.base_offset, LogOffset(1000));
+    log.close().expect("close");
+    drop(log);
+    let log = open(dir.path(), options(400, 64), &clock);
+    assert_eq!(
+        (log.start_offset(), log.end_offset()),
+        (LogOffset(1000), LogOffset(1002))
+    );
+    assert_eq!(log.epochs(), vec![(Epoch(2), LogOffset(1000))]);
+}
+
+#[test]
 fn replicated_appends_keep_the_leaders_offsets_and_epoch() {
     let dir = tempfile::tempdir().expect("tempdir");
     let leader_dir = tempfile::tempdir().expect("tempdir");

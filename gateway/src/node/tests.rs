@@ -143,7 +143,7 @@ async fn time_retention_moves_the_start_offset() {
     let clock = ManualClock::new(100 * HOUR_US);
     let components = NodeComponents {
         clock: clock.clone(),
-        metadata: None,
+        ..NodeComponents::default()
     };
     let node = Node::open(config(dir.path()), components)
         .await
