@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property and end-to-end tests (real pyralog processes on
-# loopback). Installs what the tests need when it is missing. Usage: scripts/test.sh
+# loopback, and a real S3-compatible server for the cold tier). Installs what the tests need
+# when it is missing. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The end-to-end tests start the real binary.
 cargo build --locked --bin pyralog
+
+# An S3-compatible server on loopback (MinIO if installed, else moto from PyPI), for the
+# cold-tier tests; stopped when the suite ends.
+if [ -z "${PYRALOG_S3_ENDPOINT:-}" ]; then
+  export PYRALOG_S3_STATE="${TMPDIR:-/tmp}/pyralog-s3-test-$$"
+  eval "$(localstack/s3-server.sh start)"
+  trap 'localstack/s3-server.sh stop || true' EXIT
+fi
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --profile ci

@@ -121,6 +121,11 @@ pub(crate) struct NodeFlags {
     /// Prometheus metrics listen address (default 127.0.0.1:7411).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Cold tier object store URL: s3://bucket/prefix, gs://..., az://..., file:///dir
+    /// (`dev` default: file://<data-dir>/objects; `serve` default: no cold tier). S3-compatible
+    /// servers also need PYRALOG_COLD_TIER__STORE__ENDPOINT (and __ALLOW_HTTP=true for http).
+    #[arg(long)]
+    pub object_store: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +167,12 @@ pub(crate) struct CreateArgs {
     /// Total retention by size in bytes.
     #[arg(long)]
     pub retention_bytes: Option<u64>,
+    /// Hot-tier (local disk) retention by age for archived segments, e.g. "1day".
+    #[arg(long)]
+    pub local_retention: Option<String>,
+    /// Hot-tier retention by size in bytes for archived segments.
+    #[arg(long)]
+    pub local_retention_bytes: Option<u64>,
     #[arg(long)]
     pub segment_bytes: Option<u64>,
     /// Roll segments at this age, e.g. "1h".

@@ -90,22 +90,36 @@ pub(crate) async fn logs(server: &str, args: LogsArgs) -> CliResult {
     Ok(())
 }
 
-fn create_config(c: &CreateArgs) -> Result<v1::LogConfig, CliError> {
-    let retention = match (&c.retention, c.retention_bytes) {
+/// `--<flag> AGE|infinite` and `--<flag>-bytes N` as one retention.
+fn retention_arg(
+    flag: &str,
+    age: Option<&str>,
+    bytes: Option<u64>,
+) -> Result<Option<v1::Retention>, CliError> {
+    Ok(match (age, bytes) {
         (None, None) => None,
-        (Some(r), bytes) if r == "infinite" => Some(v1::Retention {
+        (Some("infinite"), bytes) => Some(v1::Retention {
             max_age_ms: None,
             max_bytes: bytes,
         }),
         (Some(r), bytes) => Some(v1::Retention {
-            max_age_ms: Some(parse_duration_ms("retention", r)?),
+            max_age_ms: Some(parse_duration_ms(flag, r)?),
             max_bytes: bytes,
         }),
         (None, Some(b)) => Some(v1::Retention {
             max_age_ms: None,
             max_bytes: Some(b),
         }),
-    };
+    })
+}
+
+fn create_config(c: &CreateArgs) -> Result<v1::LogConfig, CliError> {
+    let retention = retention_arg("retention", c.retention.as_deref(), c.retention_bytes)?;
+    let local_retention = retention_arg(
+        "local-retention",
+        c.local_retention.as_deref(),
+        c.local_retention_bytes,
+    )?;
     let compaction = match c.compaction.as_deref() {
         None => v1::CompactionMode::Unspecified,
         Some("none") => v1::CompactionMode::None,
@@ -123,6 +137,7 @@ fn create_config(c: &CreateArgs) -> Result<v1::LogConfig, CliError> {
         replication_factor: c.replication_factor,
         min_in_sync_replicas: c.min_in_sync_replicas,
         retention,
+        local_retention,
         compaction: compaction as i32,
         segment_bytes: c.segment_bytes,
         segment_ms: c
@@ -177,11 +192,15 @@ pub(crate) async fn produce(server: &str, args: ProduceArgs) -> CliResult {
     let headers = parse_headers(&args.headers)?;
     let client = connect(server).await?;
     // Fail early (exit 2) on an unknown or invalid log.
-    client.describe_log(&args.log).await?;
+    let info = client.describe_log(&args.log).await?;
+    // Batches never exceed what the log accepts (leave room for the batch header).
+    let log_limit = (info.config.max_batch_bytes as usize)
+        .saturating_sub(1024)
+        .max(1024);
     let producer = Producer::new(
         client,
         ProducerConfig {
-            batch_bytes: args.batch_bytes,
+            batch_bytes: args.batch_bytes.min(log_limit),
             linger: Duration::from_millis(args.linger_ms),
             compression: if args.zstd {
                 Compression::Zstd(1)

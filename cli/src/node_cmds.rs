@@ -5,7 +5,8 @@ use std::path::Path;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use pyralog_gateway::metrics::serve_metrics;
-use pyralog_gateway::{Node, NodeComponents, NodeConfig};
+use pyralog_gateway::ObjectStoreConfig;
+use pyralog_gateway::{ColdTierSettings, Node, NodeComponents, NodeConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -24,6 +25,7 @@ const ENV_KEYS: &[&str] = &[
     "produce",
     "maintenance_interval",
     "retention_check_interval",
+    "cold_tier",
 ];
 
 fn init_tracing(format: LogFormat) {
@@ -38,7 +40,16 @@ fn init_tracing(format: LogFormat) {
 }
 
 /// Defaults ← file ← PYRALOG_* environment ← flags.
-pub(crate) fn load_config(file: Option<&Path>, flags: &NodeFlags) -> Result<NodeConfig, CliError> {
+/// A `file://` object store in `dir`.
+fn pyralog_cold_tier_url(dir: &Path) -> ObjectStoreConfig {
+    ObjectStoreConfig::for_url(format!("file://{}", dir.display()))
+}
+
+pub(crate) fn load_config(
+    file: Option<&Path>,
+    flags: &NodeFlags,
+    dev: bool,
+) -> Result<NodeConfig, CliError> {
     let mut fig = Figment::from(Serialized::defaults(NodeConfig::default()));
     if let Some(path) = file {
         if !path.exists() {
@@ -49,11 +60,11 @@ pub(crate) fn load_config(file: Option<&Path>, flags: &NodeFlags) -> Result<Node
         }
         fig = fig.merge(Toml::file_exact(path));
     }
-    fig = fig.merge(
-        Env::prefixed("PYRALOG_")
-            .split("__")
-            .filter(|k| ENV_KEYS.iter().any(|known| k.as_str().starts_with(known))),
-    );
+    fig = fig.merge(Env::prefixed("PYRALOG_").split("__").filter(|k| {
+        // Keys keep the variable's case here (COLD_TIER__STORE__URL).
+        let k = k.as_str().to_ascii_lowercase();
+        ENV_KEYS.iter().any(|known| k.starts_with(known))
+    }));
     if let Some(d) = &flags.data_dir {
         fig = fig.merge(Serialized::default("data_dir", d));
     }
@@ -63,9 +74,22 @@ pub(crate) fn load_config(file: Option<&Path>, flags: &NodeFlags) -> Result<Node
     if let Some(l) = &flags.metrics_listen {
         fig = fig.merge(Serialized::default("metrics_listen", l.to_string()));
     }
-    let config: NodeConfig = fig
+    if let Some(url) = &flags.object_store {
+        fig = fig.merge(Serialized::default("cold_tier.store.url", url));
+    }
+    let mut config: NodeConfig = fig
         .extract()
         .map_err(|e| CliError::usage(format!("invalid configuration: {e}")))?;
+    if dev {
+        // The embedded default: a local folder as the object store, unless one is named.
+        let dir = std::path::absolute(config.data_dir.join("objects"))?;
+        let cold = config
+            .cold_tier
+            .get_or_insert_with(ColdTierSettings::default);
+        if cold.store.url == ObjectStoreConfig::default().url {
+            cold.store = pyralog_cold_tier_url(&dir);
+        }
+    }
     config
         .validate()
         .map_err(|e| CliError::usage(e.to_string()))?;
@@ -146,12 +170,12 @@ async fn run(config: NodeConfig, banner: &str) -> CliResult {
 
 pub(crate) async fn serve(args: ServeArgs, format: LogFormat) -> CliResult {
     init_tracing(format);
-    let config = load_config(args.config.as_deref(), &args.node)?;
+    let config = load_config(args.config.as_deref(), &args.node, false)?;
     run(config, "pyralog node").await
 }
 
 pub(crate) async fn dev(args: DevArgs, format: LogFormat) -> CliResult {
     init_tracing(format);
-    let config = load_config(None, &args.node)?;
+    let config = load_config(None, &args.node, true)?;
     run(config, "pyralog dev").await
 }

@@ -19,4 +19,5 @@ mod services;
 pub use config::{ColdTierSettings, NodeConfig};
 pub use error::GatewayError;
 pub use node::{Node, NodeComponents, NodeError};
+pub use pyralog_cold_tier::ObjectStoreConfig;
 pub use server::serve;

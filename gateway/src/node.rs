@@ -209,10 +209,10 @@ impl Node {
             // Logs archived in the bucket but unknown here (an empty or replaced disk) are
             // recreated; logs known here but not yet registered in the bucket are registered.
             for (id, config) in cold.registered_logs().await? {
-                if !known.contains_key(&id) {
-                    info!(log = %id, "restoring log from the cold tier's registry");
-                    let meta = node.metadata.create_log(&id, &config).await?;
-                    known.insert(id, meta);
+                if let std::collections::btree_map::Entry::Vacant(slot) = known.entry(id) {
+                    info!(log = %slot.key(), "restoring log from the cold tier's registry");
+                    let meta = node.metadata.create_log(slot.key(), &config).await?;
+                    slot.insert(meta);
                 }
             }
             for (id, meta) in &known {

@@ -163,6 +163,11 @@ impl v1::LogConfig {
     /// Applies the set fields over `defaults` and validates the result.
     pub fn into_domain(self, defaults: &LogConfig) -> Result<LogConfig, ConfigError> {
         let d = defaults;
+        let segment = self.segment_bytes.unwrap_or(d.segment_bytes);
+        let batch_default = self.max_batch_bytes.unwrap_or(
+            d.max_batch_bytes
+                .min(u32::try_from(segment).unwrap_or(u32::MAX)),
+        );
         let compaction = match v1::CompactionMode::try_from(self.compaction) {
             Ok(v1::CompactionMode::Unspecified) => d.compaction,
             Ok(v1::CompactionMode::None) => CompactionMode::None,
@@ -211,12 +216,11 @@ impl v1::LogConfig {
             segment_ms: dur(self.segment_ms, d.segment_ms),
             index_interval_bytes: self.index_interval_bytes.unwrap_or(d.index_interval_bytes),
             fsync,
-            // A smaller batch limit alone lowers the default record limit with it.
-            max_record_bytes: self.max_record_bytes.unwrap_or_else(|| {
-                d.max_record_bytes
-                    .min(self.max_batch_bytes.unwrap_or(u32::MAX))
-            }),
-            max_batch_bytes: self.max_batch_bytes.unwrap_or(d.max_batch_bytes),
+            // A smaller batch limit or segment size alone lowers the default limits with it.
+            max_record_bytes: self
+                .max_record_bytes
+                .unwrap_or_else(|| d.max_record_bytes.min(batch_default)),
+            max_batch_bytes: self.max_batch_bytes.unwrap_or(batch_default),
             unclean_leader_election: self
                 .unclean_leader_election
                 .unwrap_or(d.unclean_leader_election),

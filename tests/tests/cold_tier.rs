@@ -1,0 +1,308 @@
+//! The cold tier end to end: real `pyralog` processes archiving to the S3-compatible server
+//! that `scripts/test.sh` starts (`localstack/s3-server.sh`: MinIO or moto, on loopback).
+//!
+//! - 2 GB (`PYRALOG_E2E_COLD_MB`) produced with small segments and a small local retention:
+//!   one consumer from offset 0 reads every record byte-identical, crossing cold → hot;
+//!   then the node's data dir is wiped and a node on the same bucket serves the archive.
+//! - A bad bucket or endpoint refuses the start with exit code 2 and a message naming it.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pyralog_client::{
+    ConsumerConfig, Header, LogOffset, PartitionConsumer, ProduceRecord, Producer, ProducerConfig,
+};
+use pyralog_e2e::{env_usize, payload, TestNode};
+use pyralog_proto::v1;
+
+const T0: i64 = 1_700_000_000_000_000;
+
+/// The S3 server's settings, as `localstack/s3-server.sh start` exports them.
+fn s3_env(prefix: &str) -> Vec<(String, String)> {
+    let endpoint = std::env::var("PYRALOG_S3_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "PYRALOG_S3_ENDPOINT is not set: run scripts/test.sh, or \
+             eval \"$(localstack/s3-server.sh start)\" first"
+        )
+    });
+    let bucket = std::env::var("PYRALOG_S3_BUCKET").unwrap_or_else(|_| "pyralog".into());
+    vec![
+        (
+            "PYRALOG_COLD_TIER__STORE__URL".into(),
+            format!("s3://{bucket}/{prefix}"),
+        ),
+        ("PYRALOG_COLD_TIER__STORE__ENDPOINT".into(), endpoint),
+        ("PYRALOG_COLD_TIER__STORE__ALLOW_HTTP".into(), "true".into()),
+        (
+            "PYRALOG_COLD_TIER__STORE__REGION".into(),
+            "us-east-1".into(),
+        ),
+        // Explicit credentials: never fall back to the instance-metadata chain in tests.
+        (
+            "PYRALOG_COLD_TIER__STORE__ACCESS_KEY_ID".into(),
+            env_or("AWS_ACCESS_KEY_ID", "pyralog"),
+        ),
+        (
+            "PYRALOG_COLD_TIER__STORE__SECRET_ACCESS_KEY".into(),
+            env_or("AWS_SECRET_ACCESS_KEY", "pyralog-secret"),
+        ),
+        ("PYRALOG_COLD_TIER__ARCHIVE_INTERVAL".into(), "200ms".into()),
+        ("PYRALOG_RETENTION_CHECK_INTERVAL".into(), "1s".into()),
+    ]
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.into())
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+fn record(i: u64, value_bytes: usize) -> ProduceRecord {
+    ProduceRecord {
+        key: Some(Bytes::from(format!("key-{i}"))),
+        value: Some(Bytes::from(payload(i, value_bytes))),
+        headers: vec![Header {
+            key: "i".into(),
+            value: Bytes::copy_from_slice(&i.to_le_bytes()),
+        }],
+        timestamp: Some(T0 + i as i64),
+        partition: Some(0),
+    }
+}
+
+/// Reads `[from, to)` of partition 0 and checks every field against the model.
+async fn check_read(
+    client: &pyralog_client::Client,
+    log: &str,
+    from: u64,
+    to: u64,
+    value_bytes: usize,
+    epoch: Option<u64>,
+) {
+    let mut c = PartitionConsumer::new(
+        client.clone(),
+        log,
+        0,
+        LogOffset(from),
+        ConsumerConfig::default(),
+    );
+    let mut next = from;
+    let t = Instant::now();
+    while next < to {
+        let records = c.poll().await.expect("poll");
+        assert!(
+            !records.is_empty() || t.elapsed() < Duration::from_secs(120),
+            "stalled at {next}"
+        );
+        for r in records {
+            if r.offset.0 >= to {
+                break;
+            }
+            assert_eq!(r.offset, LogOffset(next), "dense, in order, exactly once");
+            let want = record(next, value_bytes);
+            assert_eq!(r.key, want.key, "key of {next}");
+            assert!(r.value == want.value, "value of {next}");
+            assert_eq!(r.headers, want.headers, "headers of {next}");
+            assert_eq!(r.timestamp, T0 + next as i64, "timestamp of {next}");
+            if let Some(e) = epoch {
+                assert_eq!(r.epoch.0, e, "epoch of {next}");
+            }
+            next += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gigabytes_cross_from_cold_to_hot_and_survive_a_wiped_disk() {
+    let mb = env_usize("PYRALOG_E2E_COLD_MB", 2048) as u64;
+    let value_bytes = 4096usize;
+    let n = mb * 1024 * 1024 / value_bytes as u64;
+    let env = s3_env(&unique("cross"));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut node = TestNode::start_with_env(&env_refs);
+    let client = node.client().await;
+    client
+        .create_log(
+            "archive",
+            v1::LogConfig {
+                partition_count: Some(1),
+                segment_bytes: Some(16 << 20),
+                fsync: Some("100ms".into()),
+                retention: Some(v1::Retention::default()),
+                local_retention: Some(v1::Retention {
+                    max_age_ms: None,
+                    max_bytes: Some(64 << 20),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+
+    let t = Instant::now();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let mut pending = VecDeque::new();
+    for i in 0..n {
+        pending.push_back(
+            producer
+                .send("archive", record(i, value_bytes))
+                .await
+                .expect("send"),
+        );
+        while pending.len() > 2_000 {
+            if let Some(ack) = pending.pop_front() {
+                ack.await.expect("ack");
+            }
+        }
+    }
+    producer.flush().await.expect("flush");
+    while let Some(ack) = pending.pop_front() {
+        ack.await.expect("ack");
+    }
+    producer.close().await.expect("close");
+    let produce_secs = t.elapsed().as_secs_f64();
+
+    // Wait until archiving and local retention have moved most of the log off the disk.
+    let t = Instant::now();
+    let local_start = loop {
+        let d = client.describe_log("archive").await.expect("describe");
+        let local = local_segments(&node);
+        if local.len() <= 6 && local.first().is_some_and(|&b| b > 0) {
+            assert_eq!(
+                d.partitions[0].start_offset,
+                LogOffset::ZERO,
+                "earliest is the archive's start"
+            );
+            break local[0];
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(600),
+            "archiving did not catch up: {local:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let archive_secs = t.elapsed().as_secs_f64();
+    assert!(
+        local_start > 0,
+        "part of the log is cold (local start {local_start} of {n})"
+    );
+
+    let t = Instant::now();
+    check_read(&client, "archive", 0, n, value_bytes, Some(1)).await;
+    let consume_secs = t.elapsed().as_secs_f64();
+    println!(
+        "FIGURES cold e2e: {mb} MB in {n} records; produce {:.1} MB/s; archive caught up {archive_secs:.1}s after; \
+         consume from 0 (cold {local_start} records, then hot) {:.1} MB/s",
+        mb as f64 / produce_secs,
+        mb as f64 / consume_secs
+    );
+
+    // Wipe the disk; the same bucket brings every archived record back.
+    node.stop();
+    std::fs::remove_dir_all(node.data_dir()).expect("wipe data dir");
+    node.restart();
+    let client = node.client().await;
+    let d = client
+        .describe_log("archive")
+        .await
+        .expect("log restored from the bucket");
+    let archived_end = d.partitions[0].high_watermark.0;
+    assert!(
+        archived_end >= local_start,
+        "archive ends at {archived_end}"
+    );
+    check_read(&client, "archive", 0, archived_end, value_bytes, Some(1)).await;
+    node.stop();
+}
+
+fn local_segments(node: &TestNode) -> Vec<u64> {
+    let dir = node.data_dir().join("logs").join("archive").join("0");
+    let mut bases: Vec<u64> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    bases.sort_unstable();
+    bases
+}
+
+fn start_fails(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("stderr");
+    let mut child = std::process::Command::new(pyralog_e2e::pyralog_bin())
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .envs(env.iter().copied())
+        .env("PYRALOG_COLD_TIER__STORE__CONNECT_TIMEOUT", "2s")
+        .env("PYRALOG_COLD_TIER__STORE__REQUEST_TIMEOUT", "5s")
+        .env("PYRALOG_COLD_TIER__STORE__MAX_RETRIES", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("stderr file"))
+        .spawn()
+        .expect("run pyralog");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the node started instead of refusing: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_bad_bucket_or_endpoint_refuses_to_start_with_exit_code_2() {
+    let env = s3_env(&unique("bad"));
+    let mut env_refs: Vec<(&str, &str)> =
+        env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env_refs[0] = (
+        "PYRALOG_COLD_TIER__STORE__URL",
+        "s3://no-such-bucket-pyralog/x",
+    );
+    let err = start_fails(&env_refs);
+    assert!(
+        err.contains("no-such-bucket-pyralog"),
+        "names the bucket: {err}"
+    );
+
+    let mut env_refs: Vec<(&str, &str)> =
+        env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_url = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    env_refs[1] = ("PYRALOG_COLD_TIER__STORE__ENDPOINT", closed_url.as_str());
+    let err = start_fails(&env_refs);
+    assert!(
+        err.contains("endpoint") || err.contains(&closed_url),
+        "names the endpoint: {err}"
+    );
+
+    let err = start_fails(&[("PYRALOG_COLD_TIER__STORE__URL", "ftp://nowhere/x")]);
+    assert!(err.contains("ftp"), "names the scheme: {err}");
+}
