@@ -16,6 +16,11 @@ if [ -z "${PYRALOG_S3_ENDPOINT:-}" ]; then
   trap 'localstack/s3-server.sh stop || true' EXIT
 fi
 
+# DuckDB (PyPI) reads the archived Parquet in the SQL-engine conformance test.
+if ! python3 -c "import duckdb" >/dev/null 2>&1; then
+  python3 -m pip install --quiet duckdb >&2
+fi
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --profile ci
 else

@@ -5,6 +5,7 @@
 //!   one consumer from offset 0 reads every record byte-identical, crossing cold → hot;
 //!   then the node's data dir is wiped and a node on the same bucket serves the archive.
 //! - A bad bucket or endpoint refuses the start with exit code 2 and a message naming it.
+//! - DuckDB, an engine no one here wrote, reads the archived Parquet over the hive layout.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -305,4 +306,80 @@ fn a_bad_bucket_or_endpoint_refuses_to_start_with_exit_code_2() {
 
     let err = start_fails(&[("PYRALOG_COLD_TIER__STORE__URL", "ftp://nowhere/x")]);
     assert!(err.contains("ftp"), "names the scheme: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_reads_the_archive_over_the_hive_layout() {
+    // `pyralog dev` archives to a local folder, <data_dir>/objects, by default.
+    let node = TestNode::start_with_env(&[("PYRALOG_COLD_TIER__ARCHIVE_INTERVAL", "100ms")]);
+    let out = node.cli(
+        &[
+            "logs",
+            "create",
+            "orders",
+            "--partitions",
+            "2",
+            "--segment-bytes",
+            "65536",
+        ],
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let lines: String = (0..3000)
+        .map(|i| format!("user-{}:{{\"order\":{i},\"amount\":{}}}\n", i % 10, i * 3))
+        .collect();
+    let out = node.cli(
+        &["produce", "orders", "--key-separator", ":"],
+        Some(lines.as_bytes()),
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = node.cli(&["logs", "roll", "orders"], None);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let glob = format!(
+        "{}/log=orders/partition=*/*.parquet",
+        node.data_dir().join("objects").display()
+    );
+    let script = format!(
+        r#"
+import duckdb
+con = duckdb.connect()
+src = "read_parquet('{glob}', hive_partitioning = true)"
+row = con.execute(f"""
+  select count(*), count(distinct partition), min("offset"),
+         sum(cast(json_extract(decode(value), '$.amount') as bigint)),
+         max(decode(key))
+  from {{src}}""").fetchone()
+print("|".join(str(x) for x in row))
+print(con.execute(f"""select decode(value), epoch, typeof(timestamp) from {{src}}
+  where decode(value) like '{{{{"order":7,%'""").fetchall())
+"#
+    );
+    let expected_sum: u64 = (0..3000u64).map(|i| i * 3).sum();
+    let t = Instant::now();
+    loop {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .expect("python3");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !stderr.contains("No module named 'duckdb'"),
+            "duckdb is missing: scripts/test.sh installs it (pip install duckdb)"
+        );
+        if out.status.success() && stdout.starts_with(&format!("3000|2|0|{expected_sum}|user-9")) {
+            assert!(
+                stdout.contains(r#"('{"order":7,"amount":21}', 1, 'TIMESTAMP WITH TIME ZONE')"#),
+                "{stdout}"
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "DuckDB never saw the whole archive: {stdout} {stderr}\nnode log:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
