@@ -193,10 +193,8 @@ pub(crate) async fn produce(server: &str, args: ProduceArgs) -> CliResult {
     let client = connect(server).await?;
     // Fail early (exit 2) on an unknown or invalid log.
     let info = client.describe_log(&args.log).await?;
-    // Batches never exceed what the log accepts (leave room for the batch header).
-    let log_limit = (info.config.max_batch_bytes as usize)
-        .saturating_sub(1024)
-        .max(1024);
+    // Batches never exceed what the log accepts.
+    let log_limit = info.config.max_batch_bytes as usize;
     let producer = Producer::new(
         client,
         ProducerConfig {

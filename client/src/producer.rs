@@ -266,6 +266,16 @@ impl Accumulator {
             headers: record.headers,
         };
         let key = (log, partition);
+        // Seal first if this record would push the open batch past `batch_bytes`, so batches
+        // stay within the limit (and the log's `max_batch_bytes`) unless one record alone is
+        // larger.
+        let grow = BatchBuilder::record_size_bound(&new);
+        let full = self.open.get(&key).is_some_and(|o| {
+            !o.builder.is_empty() && o.builder.estimated_size() + grow > self.config.batch_bytes
+        });
+        if full {
+            self.seal(key.clone()).await;
+        }
         let linger = self.config.linger;
         let compression = self.config.compression;
         let open = self.open.entry(key.clone()).or_insert_with(|| Open {

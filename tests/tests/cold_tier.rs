@@ -174,7 +174,7 @@ async fn gigabytes_cross_from_cold_to_hot_and_survive_a_wiped_disk() {
     let t = Instant::now();
     let local_start = loop {
         let d = client.describe_log("archive").await.expect("describe");
-        let local = local_segments(&node);
+        let local = local_segments_of(&node, "archive");
         if local.len() <= 6 && local.first().is_some_and(|&b| b > 0) {
             assert_eq!(
                 d.partitions[0].start_offset,
@@ -221,19 +221,6 @@ async fn gigabytes_cross_from_cold_to_hot_and_survive_a_wiped_disk() {
     );
     check_read(&client, "archive", 0, archived_end, value_bytes, Some(1)).await;
     node.stop();
-}
-
-fn local_segments(node: &TestNode) -> Vec<u64> {
-    let dir = node.data_dir().join("logs").join("archive").join("0");
-    let mut bases: Vec<u64> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    bases.sort_unstable();
-    bases
 }
 
 fn start_fails(env: &[(&str, &str)]) -> String {
@@ -382,4 +369,87 @@ print(con.execute(f"""select decode(value), epoch, typeof(timestamp) from {{src}
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_while_archiving_loses_and_duplicates_nothing() {
+    let value_bytes = 4096usize;
+    let mut env = s3_env(&unique("kill"));
+    env.retain(|(k, _)| k != "PYRALOG_COLD_TIER__ARCHIVE_INTERVAL");
+    env.push(("PYRALOG_COLD_TIER__ARCHIVE_INTERVAL".into(), "20ms".into()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut node = TestNode::start_with_env(&env_refs);
+    let client = node.client().await;
+    client
+        .create_log(
+            "crashy",
+            v1::LogConfig {
+                partition_count: Some(1),
+                segment_bytes: Some(1 << 20),
+                retention: Some(v1::Retention::default()),
+                local_retention: Some(v1::Retention {
+                    max_age_ms: None,
+                    max_bytes: Some(2 << 20),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let mut next = 0u64;
+    for round in 0..8u64 {
+        let client = node.client().await;
+        let producer = Producer::new(client.clone(), ProducerConfig::default());
+        let mut acks = Vec::new();
+        for _ in 0..1500 {
+            acks.push(
+                producer
+                    .send("crashy", record(next, value_bytes))
+                    .await
+                    .expect("send"),
+            );
+            next += 1;
+        }
+        producer.flush().await.expect("flush");
+        for ack in acks {
+            ack.await.expect("acknowledged (fsync every batch)");
+        }
+        producer.close().await.expect("close");
+        // Die somewhere inside the archiver's read → encode → upload → commit → delete cycle.
+        let nanos = std::time::SystemTime::UNIX_EPOCH
+            .elapsed()
+            .map(|d| u64::from(d.subsec_nanos()))
+            .unwrap_or(round);
+        tokio::time::sleep(Duration::from_millis(nanos % 250)).await;
+        node.kill9();
+        node.restart();
+    }
+    let client = node.client().await;
+    let t = Instant::now();
+    while local_segments_of(&node, "crashy").len() > 4 {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "archiving never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        local_segments_of(&node, "crashy")[0] > 0,
+        "part of the log is only in the archive"
+    );
+    check_read(&client, "crashy", 0, next, value_bytes, Some(1)).await;
+    node.stop();
+}
+
+fn local_segments_of(node: &TestNode, log: &str) -> Vec<u64> {
+    let dir = node.data_dir().join("logs").join(log).join("0");
+    let mut bases: Vec<u64> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    bases.sort_unstable();
+    bases
 }

@@ -150,6 +150,20 @@ impl BatchBuilder {
         self.count == 0
     }
 
+    /// An upper bound of the bytes `r` adds to [`BatchBuilder::estimated_size`] (payload plus
+    /// the largest varints), so a batch can be sealed *before* a record would push it over a
+    /// size limit.
+    pub fn record_size_bound(r: &NewRecord) -> usize {
+        // length, attributes, timestamp delta, offset delta, key and value lengths, count.
+        const FIXED: usize = 10 + 1 + 10 + 5 + 10 + 10 + 10;
+        FIXED
+            + r_len(r)
+            + r.headers
+                .iter()
+                .map(|h| 10 + h.key.len() + 10 + h.value.len())
+                .sum::<usize>()
+    }
+
     /// Appends one record; its offset is the next in the batch.
     pub fn push(&mut self, r: &NewRecord) {
         let delta = self.last_delta.map_or(0, |d| d.saturating_add(1));

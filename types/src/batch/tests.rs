@@ -94,6 +94,17 @@ fn arb_record() -> impl Strategy<Value = NewRecord> {
 
 proptest! {
     #[test]
+    fn record_size_bound_covers_what_a_push_adds(records in proptest::collection::vec(arb_record(), 1..20)) {
+        let mut b = BatchBuilder::new(Compression::None);
+        for r in &records {
+            let before = b.estimated_size();
+            let bound = BatchBuilder::record_size_bound(r);
+            b.push(r);
+            prop_assert!(b.estimated_size() - before <= bound);
+        }
+    }
+
+    #[test]
     fn round_trip(records in proptest::collection::vec(arb_record(), 1..40),
                   zstd in any::<bool>(), base in 0u64..1<<60, epoch in any::<u64>()) {
         let mut b = BatchBuilder::new(if zstd { Compression::Zstd(1) } else { Compression::None });
