@@ -8,6 +8,7 @@
 //! so a stalled server cannot hide its stalls (no coordinated omission).
 
 pub mod baseline;
+pub mod cold;
 pub mod process;
 pub mod report;
 pub mod workload;

@@ -66,6 +66,30 @@ pub(crate) enum BenchWorkload {
     },
     /// Every workload plus baselines against a running node; writes JSON and Markdown.
     Suite(SuiteArgs),
+    /// Tiering and cold catch-up reads against an object store, next to raw GETs of the same
+    /// objects (the store's credentials come from the standard environment, e.g. AWS_*).
+    Cold(ColdBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ColdBenchArgs {
+    /// An empty prefix to write to: s3://bucket/prefix, file:///dir, ...
+    #[arg(long)]
+    pub object_store: String,
+    /// Custom endpoint of an S3-compatible server (plain http is allowed).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Records per segment (one Parquet object each).
+    #[arg(long, default_value_t = 100_000)]
+    pub segment_records: u64,
+    /// Where the read cache's disk file goes (default: a temp dir).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

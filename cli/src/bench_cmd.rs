@@ -1,6 +1,6 @@
 //! `pyralog bench`.
 
-use pyralog_bench::{baseline, report};
+use pyralog_bench::{baseline, cold, report};
 
 use crate::args::{BenchArgs, BenchWorkload};
 use crate::error::{CliError, CliResult};
@@ -20,6 +20,39 @@ pub(crate) async fn bench(server: &str, args: BenchArgs) -> CliResult {
                 d.fsync_p99_us
             );
             println!("loopback TCP: {tcp:.0} MB/s");
+        }
+        BenchWorkload::Cold(a) => {
+            if a.records == 0 || a.segment_records == 0 {
+                return Err(CliError::usage(
+                    "--records and --segment-records must be positive",
+                ));
+            }
+            let cfg = pyralog_gateway::ObjectStoreConfig {
+                allow_http: a.endpoint.is_some(),
+                endpoint: a.endpoint.clone(),
+                ..pyralog_gateway::ObjectStoreConfig::for_url(a.object_store.clone())
+            };
+            let store =
+                pyralog_cold_tier::open_store(&cfg).map_err(|e| CliError::usage(e.to_string()))?;
+            let layout = cfg.layout().map_err(|e| CliError::usage(e.to_string()))?;
+            let tmp =
+                std::env::temp_dir().join(format!("pyralog-bench-cache-{}", std::process::id()));
+            let opts = cold::ColdOptions {
+                store,
+                layout,
+                records: a.records,
+                segment_records: a.segment_records,
+                cache_dir: a.cache_dir.clone().unwrap_or_else(|| tmp.clone()),
+            };
+            let result = cold::run(&opts).await;
+            let _ = std::fs::remove_dir_all(&tmp);
+            let rep = result.map_err(|e| CliError::runtime(e.to_string()))?;
+            println!("{}", rep.to_markdown());
+            if let Some(p) = a.json {
+                let json = serde_json::to_string_pretty(&rep)
+                    .map_err(|e| CliError::runtime(e.to_string()))?;
+                std::fs::write(&p, json)?;
+            }
         }
         BenchWorkload::Suite(a) => {
             if a.partitions.is_empty() || a.partitions.contains(&0) {
