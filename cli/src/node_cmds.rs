@@ -41,7 +41,7 @@ fn init_tracing(format: LogFormat) {
 
 /// Defaults ← file ← PYRALOG_* environment ← flags.
 /// A `file://` object store in `dir`.
-fn pyralog_cold_tier_url(dir: &Path) -> ObjectStoreConfig {
+fn local_folder_store(dir: &Path) -> ObjectStoreConfig {
     ObjectStoreConfig::for_url(format!("file://{}", dir.display()))
 }
 
@@ -87,7 +87,7 @@ pub(crate) fn load_config(
             .cold_tier
             .get_or_insert_with(ColdTierSettings::default);
         if cold.store.url == ObjectStoreConfig::default().url {
-            cold.store = pyralog_cold_tier_url(&dir);
+            cold.store = local_folder_store(&dir);
         }
     }
     config

@@ -322,22 +322,45 @@ impl Node {
         Ok(open)
     }
 
+    /// The node's one background-task shape: every `every`, run `tick` to completion, until
+    /// `cancel` fires (which also abandons a tick in progress: every tick here is safe to
+    /// interrupt and repeat). `tick` returning `false` ends the task. Tasks are tracked, so
+    /// shutdown waits for them.
+    fn spawn_ticker<F, Fut>(&self, every: Duration, cancel: CancellationToken, mut tick: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        self.tasks.spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = interval.tick() => {}
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    go_on = tick() => if !go_on { break },
+                }
+            }
+        });
+    }
+
+    /// Per log with an interval fsync policy: a flush ticker, stopped when the log is deleted.
     fn spawn_log_tasks(&self, log: &Arc<OpenLog>) {
         if let FsyncPolicy::Interval(every) = log.config.fsync {
+            let cancel = log.cancel.clone();
             let log = log.clone();
-            self.tasks.spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = log.cancel.cancelled() => break,
-                        _ = tick.tick() => {}
-                    }
+            self.spawn_ticker(every, cancel, move || {
+                let log = log.clone();
+                async move {
                     for p in &log.partitions {
                         if let Err(e) = p.flush().await {
                             warn!(log = %log.id, error = %e, "interval fsync failed");
                         }
                     }
+                    true
                 }
             });
         }
@@ -346,36 +369,41 @@ impl Node {
     /// One ticker for segment rolls by age and retention.
     fn spawn_maintenance(self: &Arc<Self>) {
         let node = Arc::downgrade(self);
-        let cancel = self.shutdown.clone();
-        let every = self.config.maintenance_interval;
         let retention_every = self.config.retention_check_interval;
-        self.tasks.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last_retention = tokio::time::Instant::now();
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                let Some(node) = node.upgrade() else { break };
-                let logs: Vec<_> = node.logs.read().values().cloned().collect();
-                let retention_due = last_retention.elapsed() >= retention_every;
-                if retention_due {
-                    last_retention = tokio::time::Instant::now();
-                }
-                for log in logs {
-                    for p in &log.partitions {
-                        if let Err(e) = p.roll_if_due().await {
-                            warn!(log = %log.id, error = %e, "roll by age failed");
+        let last_retention = Arc::new(parking_lot::Mutex::new(tokio::time::Instant::now()));
+        self.spawn_ticker(
+            self.config.maintenance_interval,
+            self.shutdown.clone(),
+            move || {
+                let node = node.clone();
+                let last_retention = last_retention.clone();
+                async move {
+                    let Some(node) = node.upgrade() else {
+                        return false;
+                    };
+                    let retention_due = {
+                        let mut last = last_retention.lock();
+                        let due = last.elapsed() >= retention_every;
+                        if due {
+                            *last = tokio::time::Instant::now();
+                        }
+                        due
+                    };
+                    let logs: Vec<_> = node.logs.read().values().cloned().collect();
+                    for log in logs {
+                        for p in &log.partitions {
+                            if let Err(e) = p.roll_if_due().await {
+                                warn!(log = %log.id, error = %e, "roll by age failed");
+                            }
+                        }
+                        if retention_due {
+                            node.apply_retention(&log).await;
                         }
                     }
-                    if retention_due {
-                        node.apply_retention(&log).await;
-                    }
+                    true
                 }
-            }
-        });
+            },
+        );
     }
 
     /// With a cold tier: one ticker that archives closed segments of every partition, then
@@ -385,24 +413,19 @@ impl Node {
             return;
         };
         let node = Arc::downgrade(self);
-        let cancel = self.shutdown.clone();
         let every = cold.settings.archive_interval;
-        self.tasks.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                let Some(node) = node.upgrade() else { break };
+        self.spawn_ticker(every, self.shutdown.clone(), move || {
+            let node = node.clone();
+            let cold = cold.clone();
+            async move {
+                let Some(node) = node.upgrade() else {
+                    return false;
+                };
                 let logs: Vec<_> = node.logs.read().values().cloned().collect();
                 for log in logs {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = node.archive_log(&cold, &log) => {}
-                    }
+                    node.archive_log(&cold, &log).await;
                 }
+                true
             }
         });
     }

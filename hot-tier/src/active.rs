@@ -19,11 +19,11 @@ use tracing::warn;
 
 use crate::epochs::sync_dir;
 use crate::error::HotError;
-use crate::header::BatchHeader;
 use crate::index::{check_size, OffsetIndex, TimeIndex, OFFSET_ENTRY, TIME_ENTRY};
 use crate::log::PartitionOptions;
 use crate::scan::{IndexCursor, Scan, ScanOut};
 use crate::segment::{io_err, segment_path, Indexes, Segment, INDEX_EXT, LOG_EXT, TIME_EXT};
+use pyralog_types::batch::BatchHeader;
 
 pub(crate) struct Active {
     pub(crate) seg: Arc<Segment>,

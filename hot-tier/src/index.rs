@@ -177,6 +177,21 @@ fn entries_in(bytes: usize, entry: usize) -> Result<usize, String> {
     Ok(bytes / entry)
 }
 
+/// The number of leading entries `0..n` for which `pred` holds (`pred` must be true for a
+/// prefix and false after it): a binary search over the mapped entries.
+fn partition_point(n: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 /// Sparse map from relative offset to file position.
 pub(crate) struct OffsetIndex(IndexFile);
 
@@ -213,18 +228,8 @@ impl OffsetIndex {
 
     /// The last entry at or before relative offset `rel`: where a forward scan for it starts.
     pub(crate) fn floor(&self, rel: u32) -> Option<(u32, u32)> {
-        let n = self.len();
-        // First index whose offset is > rel.
-        let (mut lo, mut hi) = (0, n);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.entry(mid).0 <= rel {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo.checked_sub(1).map(|i| self.entry(i))
+        let after = partition_point(self.len(), |i| self.entry(i).0 <= rel);
+        after.checked_sub(1).map(|i| self.entry(i))
     }
 
     pub(crate) fn push(&mut self, rel: u32, pos: u32) -> bool {
@@ -307,16 +312,8 @@ impl TimeIndex {
     /// The last entry whose timestamp is below `ts`: every batch up to its offset is older
     /// than `ts`, so a scan for `ts` may start there.
     pub(crate) fn last_before(&self, ts: i64) -> Option<(i64, u32)> {
-        let (mut lo, mut hi) = (0, self.len());
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.entry(mid).0 < ts {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo.checked_sub(1).map(|i| self.entry(i))
+        let after = partition_point(self.len(), |i| self.entry(i).0 < ts);
+        after.checked_sub(1).map(|i| self.entry(i))
     }
 
     /// Adds `(ts, rel)` if `ts` is newer than the last entry. `false` only when full.

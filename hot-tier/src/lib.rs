@@ -17,7 +17,6 @@
 mod active;
 mod epochs;
 mod error;
-mod header;
 mod index;
 mod log;
 mod read;

@@ -21,7 +21,6 @@ use tokio::sync::watch;
 use crate::active::Active;
 use crate::epochs::{sync_dir, EpochCache};
 use crate::error::HotError;
-use crate::header::BatchHeader;
 use crate::recovery::{open_dir, write_marker, Marker};
 use crate::retention::{Candidate, Rule};
 use crate::segment::{io_err, Segment};
@@ -107,16 +106,6 @@ impl std::fmt::Debug for PartitionLog {
     }
 }
 
-fn header_of(b: &Batch) -> BatchHeader {
-    BatchHeader {
-        base_offset: b.base_offset().0,
-        size: b.size() as u64,
-        last_offset_delta: b.last_offset_delta(),
-        epoch: b.epoch().0,
-        max_timestamp: b.max_timestamp(),
-    }
-}
-
 impl PartitionLog {
     /// Opens the log in `dir` (creating it if missing). After a clean shutdown nothing is
     /// scanned; after a crash the active segment is scanned, a torn tail truncated, and its
@@ -170,7 +159,7 @@ impl PartitionLog {
     ) -> Result<AppendInfo, HotError> {
         // Framing only: the gateway verified CRC and record limits.
         let parsed = Batch::parse(batch)?;
-        let mut h = header_of(&parsed);
+        let mut h = parsed.header();
         let limit = self.options.segment_bytes.min(u64::from(u32::MAX));
         if h.size > limit {
             return Err(HotError::BatchTooLarge {

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use pyralog_types::batch::{Batch, HEADER_LEN};
 
 use crate::error::HotError;
-use crate::header::BatchHeader;
 use crate::segment::io_err;
+use pyralog_types::batch::BatchHeader;
 
 /// Decides, batch by batch, which index entries to add.
 #[derive(Debug, Clone)]

@@ -24,10 +24,10 @@ use pyralog_types::LogOffset;
 use tracing::warn;
 
 use crate::error::HotError;
-use crate::header::BatchHeader;
 use crate::index::{check_size, OffsetIndex, TimeIndex, OFFSET_ENTRY, TIME_ENTRY};
 use crate::log::SegmentInfo;
 use crate::scan::{IndexCursor, Scan, ScanOut};
+use pyralog_types::batch::BatchHeader;
 
 pub(crate) const LOG_EXT: &str = "log";
 pub(crate) const INDEX_EXT: &str = "index";

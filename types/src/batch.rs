@@ -277,6 +277,52 @@ pub fn peek_size(buf: &[u8]) -> Result<usize, BatchError> {
     Ok(LOG_OVERHEAD + length as usize)
 }
 
+/// The fixed header fields of a stored batch, decoded from its first [`HEADER_LEN`] bytes
+/// alone: what segment bookkeeping (index lookups, recovery, index rebuilds) needs without
+/// reading the records. Full framing and CRC checks stay with [`Batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: u64,
+    /// Total size in bytes, header included.
+    pub size: u64,
+    pub last_offset_delta: u32,
+    pub epoch: u64,
+    pub max_timestamp: TimestampMicros,
+}
+
+impl BatchHeader {
+    /// Decodes the header at the start of `buf` (at least [`HEADER_LEN`] bytes).
+    pub fn decode(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+        if buf.len() < HEADER_LEN {
+            return Err(BatchError::Truncated {
+                needed: HEADER_LEN,
+                available: buf.len(),
+            });
+        }
+        let size = peek_size(buf)?;
+        if buf[OFF_MAGIC] != MAGIC {
+            return Err(BatchError::BadMagic(buf[OFF_MAGIC]));
+        }
+        Ok(BatchHeader {
+            base_offset: u64_at(buf, OFF_BASE_OFFSET),
+            size: size as u64,
+            last_offset_delta: u32_at(buf, OFF_LAST_OFFSET_DELTA),
+            epoch: u64_at(buf, OFF_EPOCH),
+            max_timestamp: u64_at(buf, OFF_MAX_TS) as i64,
+        })
+    }
+
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset
+            .saturating_add(u64::from(self.last_offset_delta))
+    }
+
+    /// The offset after this batch.
+    pub fn next_offset(&self) -> u64 {
+        self.last_offset().saturating_add(1)
+    }
+}
+
 /// A batch whose framing (size, version, codec) has been checked. Cheap to clone.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Batch {
@@ -346,6 +392,17 @@ impl Batch {
             Ok(())
         } else {
             Err(BatchError::CrcMismatch { expected, actual })
+        }
+    }
+
+    /// The header fields as [`BatchHeader`] (the framing was checked by `parse`).
+    pub fn header(&self) -> BatchHeader {
+        BatchHeader {
+            base_offset: self.base_offset().0,
+            size: self.size() as u64,
+            last_offset_delta: self.last_offset_delta(),
+            epoch: self.epoch().0,
+            max_timestamp: self.max_timestamp(),
         }
     }
 

@@ -291,9 +291,8 @@ async fn object_store_faults_delay_archiving_but_never_lose_or_corrupt() {
     );
 
     // Reads of archived data during store failures: a retriable error, never wrong data.
-    let fresh = node.clone();
     plan.inject(OpKind::Get, Fault::Error, 1000);
-    match consume_all(&fresh, "faulty", 0).await {
+    match consume_all(&node, "faulty", 0).await {
         Err(e) => assert_eq!(e.reason(), pyralog_types::Reason::StorageError, "{e}"),
         Ok(records) => check_model(&records, 0..2000), // served from the read cache
     }

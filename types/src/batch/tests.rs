@@ -188,3 +188,29 @@ fn explicit_offsets_with_gaps_round_trip() {
         .collect();
     assert_eq!(offsets, vec![LogOffset(30), LogOffset(40)]);
 }
+
+#[test]
+fn header_alone_decodes_what_the_batch_reports() {
+    let mut b = BatchBuilder::new(Compression::None);
+    for ts in [5, 9, 7] {
+        b.push(&NewRecord {
+            timestamp: ts,
+            value: Some(Bytes::from_static(b"v")),
+            ..Default::default()
+        });
+    }
+    let mut bytes = b.build().expect("build").to_vec();
+    assign(&mut bytes, LogOffset(42), Epoch(3));
+    let h = BatchHeader::decode(&bytes[..HEADER_LEN]).expect("decode");
+    let batch = Batch::parse(bytes.clone().into()).expect("parse");
+    assert_eq!(h, batch.header());
+    assert_eq!((h.base_offset, h.epoch, h.max_timestamp), (42, 3, 9));
+    assert_eq!(h.last_offset(), batch.last_offset().0);
+}
+
+#[test]
+fn header_of_garbage_is_an_error_not_a_panic() {
+    assert!(BatchHeader::decode(&[0u8; 10]).is_err());
+    assert!(BatchHeader::decode(&[0u8; HEADER_LEN]).is_err());
+    assert!(BatchHeader::decode(&[0xffu8; HEADER_LEN]).is_err());
+}
