@@ -163,6 +163,8 @@ impl Active {
             path: self.seg.log_path(),
             base: self.seg.base(),
             verify,
+            // The active segment is written by appends only: offsets are dense.
+            allow_gaps: false,
             pos,
             next_offset,
             cursor,

@@ -22,10 +22,13 @@ mod log;
 mod read;
 mod recovery;
 mod retention;
+mod rewrite;
 mod scan;
 mod segment;
 #[cfg(test)]
 mod tests;
 
 pub use error::HotError;
-pub use log::{AppendInfo, PartitionLog, PartitionOptions, ReadResult, SegmentInfo};
+pub use log::{
+    AppendInfo, PartitionLog, PartitionOptions, ReadResult, RewriteOutcome, SegmentInfo,
+};

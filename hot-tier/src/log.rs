@@ -15,7 +15,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
 use pyralog_types::batch::{assign, Batch};
-use pyralog_types::{Clock, Epoch, FsyncPolicy, LogConfig, LogOffset, Retention, TimestampMicros};
+use pyralog_types::{
+    Clock, Epoch, FsyncPolicy, LogConfig, LogOffset, Record, Retention, TimestampMicros,
+};
 use tokio::sync::watch;
 
 use crate::active::Active;
@@ -78,6 +80,16 @@ pub struct SegmentInfo {
     pub max_timestamp: Option<TimestampMicros>,
     pub log_path: PathBuf,
     pub is_active: bool,
+}
+
+/// What [`PartitionLog::rewrite_segment`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RewriteOutcome {
+    pub records_before: u64,
+    pub records_after: u64,
+    pub batches_before: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
 }
 
 /// One partition's local log.
@@ -397,6 +409,91 @@ impl PartitionLog {
             }
         }
         Ok(deleted)
+    }
+
+    /// Deletes every closed segment whose records all lie below `offset`, oldest first (total
+    /// retention cutting the log where the cold tier's retention cut it). Stops at the first
+    /// segment that reaches `offset`; never deletes the active segment.
+    pub fn delete_segments_below(&self, offset: LogOffset) -> Result<Vec<SegmentInfo>, HotError> {
+        let _appends = self.inner.lock();
+        let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
+        let mut deleted = Vec::new();
+        for seg in segments.iter().take(segments.len().saturating_sub(1)) {
+            if seg.end() > offset.0 {
+                break;
+            }
+            deleted.push(seg.info(false));
+            self.remove_segment(seg)?;
+            self.start.store(seg.end(), Ordering::Release);
+        }
+        if !deleted.is_empty() {
+            sync_dir(&self.dir)?;
+            let mut epochs = self.epochs.lock();
+            if epochs.truncate_from_start(self.start_offset()) {
+                epochs.persist()?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Rewrites the closed segment starting at `base` with the records `edit` returns (a
+    /// subset of them, or records derived from them, at offsets inside the segment's range, in
+    /// increasing order); `edit` returning `None` leaves the segment alone. Offsets keep their
+    /// meaning: the records left keep theirs, and the segment keeps its range, with gaps.
+    ///
+    /// Crash safety: the new bytes go to `{base}.log.rewrite.tmp` and are fsynced; then, under
+    /// the append lock, the old indexes are unlinked, the temporary file is renamed over the
+    /// `.log` (atomic) and the directory fsynced. A crash before the rename leaves the old
+    /// segment and a `.tmp` file that opening deletes; after it, the new segment, whose
+    /// indexes are rebuilt on first use. Readers already inside the old segment finish on its
+    /// (unlinked) file. Returns `None` when nothing changed or the segment went away (retention
+    /// or truncation) while it was being rewritten.
+    pub fn rewrite_segment(
+        &self,
+        base: LogOffset,
+        edit: impl FnOnce(Vec<Record>) -> Option<Vec<Record>>,
+    ) -> Result<Option<RewriteOutcome>, HotError> {
+        let old = {
+            let map = self.segments.read();
+            let is_active = map.keys().next_back() == Some(&base.0);
+            match map.get(&base.0) {
+                Some(s) if !is_active => s.clone(),
+                _ => return Ok(None),
+            }
+        };
+        let (records, old_batches) = crate::rewrite::read_all(&old)?;
+        let records_before = records.len() as u64;
+        let Some(records) = edit(records) else {
+            return Ok(None);
+        };
+        let tmp = crate::rewrite::write_tmp(&self.dir, &old, &records)?;
+        let guard = self.inner.lock();
+        let current = self.segments.read().get(&base.0).cloned();
+        if guard.is_none() || !current.is_some_and(|c| Arc::ptr_eq(&c, &old)) {
+            drop(guard);
+            crate::rewrite::discard(&tmp);
+            return Ok(None);
+        }
+        // In-flight readers keep the old inode: open its file and maps before the unlink.
+        let _ = old.file();
+        let _ = old.with_indexes(|_| ());
+        let new_size = crate::rewrite::swap_in(&self.dir, &old, &tmp)?;
+        let fresh = Arc::new(Segment::new(
+            &self.dir,
+            base.0,
+            new_size,
+            old.end(),
+            u64::from(self.options.index_interval_bytes),
+        ));
+        self.segments.write().insert(base.0, fresh);
+        drop(guard);
+        Ok(Some(RewriteOutcome {
+            records_before,
+            records_after: records.len() as u64,
+            batches_before: old_batches,
+            bytes_before: old.size(),
+            bytes_after: new_size,
+        }))
     }
 
     /// Takes a segment out of the map and unlinks its files. Readers that already hold it

@@ -98,6 +98,9 @@ pub(crate) struct Scan<'a> {
     pub(crate) base: u64,
     /// Also verify framing and CRC of each whole batch (crash recovery).
     pub(crate) verify: bool,
+    /// Accept a batch that starts past the expected offset (a closed segment rewritten by
+    /// compaction); a batch that starts before it is always an error.
+    pub(crate) allow_gaps: bool,
     pub(crate) pos: u64,
     pub(crate) next_offset: u64,
     pub(crate) cursor: IndexCursor,
@@ -129,7 +132,8 @@ impl Scan<'_> {
             if pos + h.size > end_pos {
                 return self.stop(pos, "torn batch");
             }
-            if h.base_offset != self.next_offset {
+            let gap_ok = self.allow_gaps && h.base_offset > self.next_offset;
+            if h.base_offset != self.next_offset && !gap_ok {
                 let why = format!(
                     "batch at offset {} where {} was expected",
                     h.base_offset, self.next_offset

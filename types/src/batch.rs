@@ -31,6 +31,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+mod rebuild;
+pub use rebuild::rebuild_batches;
+
 use crate::ids::{Epoch, LogOffset, TimestampMicros};
 use crate::record::{Header, Record};
 

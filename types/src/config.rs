@@ -88,6 +88,81 @@ pub enum CompactionMode {
     TimeSeries,
 }
 
+/// How a time-series log reads a metric from its records and downsamples old data.
+///
+/// ```toml
+/// [time_series]
+/// value_field = "value"          # JSON number in the record value
+/// tags = ["host", "region"]      # series identity; empty = the record key
+/// tiers = [ { after = "1d", bucket = "10m" }, { after = "7d", bucket = "1h" } ]
+/// ```
+/// reads: raw for 1 day, 10-minute buckets until 7 days, 1-hour buckets after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeSeriesSpec {
+    /// Top-level field of the JSON record value holding the sample (a number).
+    pub value_field: String,
+    /// Top-level JSON fields whose values name the series; empty means the record key.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Downsampling tiers, youngest first.
+    pub tiers: Vec<DownsampleTier>,
+}
+
+/// Data whose bucket ended more than `after` ago is kept as one row per `bucket` and series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownsampleTier {
+    #[serde(with = "humantime_serde")]
+    pub after: Duration,
+    #[serde(with = "humantime_serde")]
+    pub bucket: Duration,
+}
+
+impl TimeSeriesSpec {
+    /// Checks the tiers: ages and bucket widths strictly increase, every width is a whole
+    /// number of seconds and a multiple of the previous one (so buckets nest and a coarser
+    /// pass can merge finer rows).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.value_field.is_empty() {
+            return bad("time_series.value_field", "must name a JSON field");
+        }
+        if self.tiers.is_empty() {
+            return bad("time_series.tiers", "declare at least one tier");
+        }
+        let mut prev: Option<DownsampleTier> = None;
+        for t in &self.tiers {
+            let secs = t.bucket.as_secs();
+            if secs == 0 || t.bucket.subsec_nanos() != 0 {
+                return bad(
+                    "time_series.tiers",
+                    "bucket widths must be whole seconds, at least 1s",
+                );
+            }
+            if let Some(p) = prev {
+                if t.after <= p.after || t.bucket <= p.bucket {
+                    return bad(
+                        "time_series.tiers",
+                        "tiers must be ordered by increasing `after` and `bucket`",
+                    );
+                }
+                if secs % p.bucket.as_secs() != 0 {
+                    return bad(
+                        "time_series.tiers",
+                        format!(
+                            "bucket {} is not a multiple of the previous bucket {}",
+                            humantime::format_duration(t.bucket),
+                            humantime::format_duration(p.bucket)
+                        ),
+                    );
+                }
+            }
+            prev = Some(*t);
+        }
+        Ok(())
+    }
+}
+
 /// When the leader fsyncs appended batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -175,6 +250,9 @@ pub struct LogConfig {
     pub max_batch_bytes: u32,
     /// Allow electing a leader outside the ISR (may lose data).
     pub unclean_leader_election: bool,
+    /// How to read and downsample a metric (required by `compaction = "time_series"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_series: Option<TimeSeriesSpec>,
 }
 
 impl Default for LogConfig {
@@ -197,6 +275,7 @@ impl Default for LogConfig {
             max_record_bytes: 1024 * 1024,
             max_batch_bytes: 8 * 1024 * 1024,
             unclean_leader_election: false,
+            time_series: None,
         }
     }
 }
@@ -307,6 +386,16 @@ impl LogConfig {
         if self.compaction_interval.is_zero() {
             return bad("compaction_interval", "must be positive");
         }
+        match (&self.compaction, &self.time_series) {
+            (CompactionMode::TimeSeries, None) => {
+                return bad(
+                    "time_series",
+                    "compaction = \"time_series\" needs a [time_series] section",
+                )
+            }
+            (_, Some(ts)) => ts.validate()?,
+            _ => {}
+        }
         Ok(())
     }
 }
@@ -352,6 +441,34 @@ mod tests {
         assert_eq!(c.compaction, CompactionMode::KeyBased);
         let back: LogConfig = toml::from_str(&toml::to_string(&c).expect("ser")).expect("de");
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn time_series_spec_parses_and_validates() {
+        let text = r#"
+            compaction = "time_series"
+            [time_series]
+            value_field = "v"
+            tags = ["host"]
+            tiers = [ { after = "1d", bucket = "10m" }, { after = "7d", bucket = "1h" } ]
+        "#;
+        let c: LogConfig = toml::from_str(text).expect("parse");
+        c.validate().expect("valid");
+        let ts = c.time_series.as_ref().expect("spec");
+        assert_eq!(ts.tiers[1].bucket, Duration::from_secs(3600));
+
+        let mut bad_nesting = c.clone();
+        if let Some(ts) = bad_nesting.time_series.as_mut() {
+            ts.tiers[1].bucket = Duration::from_secs(25 * 60);
+        }
+        let e = bad_nesting.validate().expect_err("25m is not a multiple of 10m");
+        assert!(e.problem.contains("multiple"), "{e}");
+
+        let missing = LogConfig {
+            compaction: CompactionMode::TimeSeries,
+            ..LogConfig::default()
+        };
+        assert_eq!(missing.validate().expect_err("no spec").field, "time_series");
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub mod reason;
 pub mod record;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{AckPolicy, CompactionMode, FsyncPolicy, LogConfig, Retention};
+pub use config::{
+    AckPolicy, CompactionMode, DownsampleTier, FsyncPolicy, LogConfig, Retention, TimeSeriesSpec,
+};
 pub use ids::{Epoch, LogId, LogIdError, LogOffset, PartitionId, TimestampMicros};
 pub use reason::Reason;
 pub use record::{Header, Record};
