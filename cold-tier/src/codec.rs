@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use arrow_array::{
-    ArrayRef, BinaryArray, ListArray, RecordBatch, StringArray, StructArray,
+    ArrayRef, BinaryArray, Float64Array, ListArray, RecordBatch, StringArray, StructArray,
     TimestampMicrosecondArray, UInt64Array,
 };
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
@@ -154,15 +154,83 @@ pub fn encode_segment(
     encode_records(&records, opts)
 }
 
+/// The typed values of one downsampled bucket (time-series compaction), written next to the
+/// record columns so SQL engines can query them without parsing the JSON value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    pub series: String,
+    pub bucket_start: TimestampMicros,
+    pub bucket_seconds: u64,
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// The schema of a downsampled segment: the record columns, then the nullable metric columns
+/// `series`, `bucket_start`, `bucket_seconds`, `count`, `sum`, `min`, `max` (null on rows that
+/// are still raw records).
+pub fn metrics_schema() -> SchemaRef {
+    let mut fields: Vec<Field> = arrow_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.extend([
+        Field::new("series", DataType::Utf8, true),
+        Field::new(
+            "bucket_start",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("bucket_seconds", DataType::UInt64, true),
+        Field::new("count", DataType::UInt64, true),
+        Field::new("sum", DataType::Float64, true),
+        Field::new("min", DataType::Float64, true),
+        Field::new("max", DataType::Float64, true),
+    ]);
+    Arc::new(Schema::new(fields))
+}
+
 /// Encodes records (strictly increasing offsets, non-decreasing epochs; gaps allowed, as
 /// after key-based compaction) as one segment file.
 pub fn encode_records(
     records: &[Record],
     opts: &EncodeOptions,
 ) -> Result<EncodedSegment, ColdError> {
+    encode_inner(records, None, opts)
+}
+
+/// Like [`encode_records`], with `metrics[i]` the typed bucket values of `records[i]` (or
+/// `None` for a raw record): the form of a downsampled time-series segment.
+pub fn encode_metric_records(
+    records: &[Record],
+    metrics: &[Option<MetricRow>],
+    opts: &EncodeOptions,
+) -> Result<EncodedSegment, ColdError> {
+    if metrics.len() != records.len() {
+        return Err(ColdError::InvalidInput(format!(
+            "{} metric rows for {} records",
+            metrics.len(),
+            records.len()
+        )));
+    }
+    encode_inner(records, Some(metrics), opts)
+}
+
+fn encode_inner(
+    records: &[Record],
+    metrics: Option<&[Option<MetricRow>]>,
+    opts: &EncodeOptions,
+) -> Result<EncodedSegment, ColdError> {
     let meta = segment_meta(records)?;
     let props = writer_properties(&meta, opts)?;
-    let mut writer = ArrowWriter::try_new(Vec::new(), arrow_schema(), Some(props))
+    let schema = if metrics.is_some() {
+        metrics_schema()
+    } else {
+        arrow_schema()
+    };
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(props))
         .map_err(|e| ColdError::InvalidInput(format!("parquet writer: {e}")))?;
     let target = opts.row_group_bytes.max(1);
     let mut start = 0;
@@ -170,7 +238,7 @@ pub fn encode_records(
     for (i, r) in records.iter().enumerate() {
         payload += r.payload_len() + 24;
         if payload >= target || i + 1 == records.len() {
-            let rb = to_record_batch(&records[start..=i])?;
+            let rb = to_record_batch(&records[start..=i], metrics.map(|m| &m[start..=i]))?;
             writer
                 .write(&rb)
                 .and_then(|()| writer.flush())
@@ -283,7 +351,10 @@ fn writer_properties(
     Ok(b.build())
 }
 
-fn to_record_batch(records: &[Record]) -> Result<RecordBatch, ColdError> {
+fn to_record_batch(
+    records: &[Record],
+    metrics: Option<&[Option<MetricRow>]>,
+) -> Result<RecordBatch, ColdError> {
     let offsets = UInt64Array::from_iter_values(records.iter().map(|r| r.offset.0));
     let epochs = UInt64Array::from_iter_values(records.iter().map(|r| r.epoch.0));
     let ts = TimestampMicrosecondArray::from_iter_values(records.iter().map(|r| r.timestamp))
@@ -324,18 +395,42 @@ fn to_record_batch(records: &[Record]) -> Result<RecordBatch, ColdError> {
         None,
     )
     .map_err(|e| ColdError::InvalidInput(format!("headers: {e}")))?;
-    RecordBatch::try_new(
-        arrow_schema(),
-        vec![
-            Arc::new(offsets),
-            Arc::new(epochs),
-            Arc::new(ts),
-            Arc::new(keys),
-            Arc::new(values),
-            Arc::new(headers),
-        ],
-    )
-    .map_err(|e| ColdError::InvalidInput(format!("record batch: {e}")))
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(offsets),
+        Arc::new(epochs),
+        Arc::new(ts),
+        Arc::new(keys),
+        Arc::new(values),
+        Arc::new(headers),
+    ];
+    let schema = match metrics {
+        None => arrow_schema(),
+        Some(m) => {
+            let series: StringArray = m.iter().map(|r| r.as_ref().map(|r| &r.series)).collect();
+            let start: TimestampMicrosecondArray =
+                m.iter().map(|r| r.as_ref().map(|r| r.bucket_start)).collect();
+            let secs: UInt64Array = m
+                .iter()
+                .map(|r| r.as_ref().map(|r| r.bucket_seconds))
+                .collect();
+            let count: UInt64Array = m.iter().map(|r| r.as_ref().map(|r| r.count)).collect();
+            let f = |get: fn(&MetricRow) -> f64| -> Float64Array {
+                m.iter().map(|r| r.as_ref().map(get)).collect()
+            };
+            columns.extend([
+                Arc::new(series) as ArrayRef,
+                Arc::new(start.with_timezone("UTC")),
+                Arc::new(secs),
+                Arc::new(count),
+                Arc::new(f(|r| r.sum)),
+                Arc::new(f(|r| r.min)),
+                Arc::new(f(|r| r.max)),
+            ]);
+            metrics_schema()
+        }
+    };
+    RecordBatch::try_new(schema, columns)
+        .map_err(|e| ColdError::InvalidInput(format!("record batch: {e}")))
 }
 
 #[cfg(test)]

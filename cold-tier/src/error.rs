@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use pyralog_types::{LogId, PartitionId};
+use pyralog_types::{LogId, LogOffset, PartitionId};
 
 /// What a failed access check found, named so an operator can fix it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +74,11 @@ pub enum ColdError {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// The offset was archived once but retention has removed it; `start` is the first
+    /// archived offset now.
+    #[error("offset {requested} is below the archive's start {start}")]
+    BelowStart { requested: LogOffset, start: LogOffset },
+
     /// Another writer committed a manifest version first; reload and retry.
     #[error(
         "manifest conflict for {log}/{partition}: version {attempted} was committed by another writer"
@@ -103,6 +108,7 @@ impl ColdError {
         match self {
             ColdError::Store { source, .. } => store_error_is_transient(source),
             ColdError::ManifestConflict { .. } => true,
+            ColdError::BelowStart { .. } => false,
             ColdError::Access { problem, .. } => {
                 matches!(problem, AccessProblem::EndpointUnreachable)
             }

@@ -31,7 +31,7 @@ pub mod upload;
 
 pub use cache::{CacheSettings, CacheStats, ChunkCache};
 pub use codec::{
-    decode_rows, encode_records, encode_segment, records_to_batches, EncodeOptions, EncodedSegment,
+    decode_rows, encode_metric_records, encode_records, encode_segment, metrics_schema, records_to_batches, EncodeOptions, EncodedSegment, MetricRow,
     SegmentMeta,
 };
 pub use error::{AccessProblem, ColdError};

@@ -58,6 +58,14 @@ pub struct ColdSegment {
     /// restored from the bucket starts above it, so new records never reuse an old epoch.
     #[serde(default)]
     pub last_epoch: u64,
+    /// Bucket width in seconds of a time-series segment downsampled by compaction (0: raw
+    /// records). A segment at a log's coarsest tier is never rewritten again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bucket_seconds: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl ColdSegment {
@@ -79,6 +87,10 @@ pub struct Manifest {
     /// 1 for the first committed manifest, +1 for each commit (0: never committed).
     pub version: u64,
     pub segments: Vec<ColdSegment>,
+    /// One past the last offset ever archived. Usually the last segment's end; it stays when
+    /// compaction empties the newest segment, so archiving never goes back over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_end: Option<LogOffset>,
 }
 
 impl Manifest {
@@ -92,6 +104,7 @@ impl Manifest {
             partition,
             version: 0,
             segments: Vec::new(),
+            archived_end: None,
         }
     }
 
@@ -99,6 +112,7 @@ impl Manifest {
     pub fn with_segment(&self, segment: ColdSegment) -> Result<Manifest, ColdError> {
         let mut next = self.next_version();
         next.segments.push(segment);
+        next.archived_end = next.end_offset();
         next.validate().map_err(ColdError::InvalidInput)?;
         Ok(next)
     }
@@ -111,9 +125,10 @@ impl Manifest {
         }
     }
 
-    /// One past the last archived offset (`None` when empty).
+    /// One past the last archived offset (`None` when nothing was ever archived).
     pub fn end_offset(&self) -> Option<LogOffset> {
-        self.segments.last().map(|s| LogOffset(s.last_offset.0 + 1))
+        let last = self.segments.last().map(|s| LogOffset(s.last_offset.0 + 1));
+        last.max(self.archived_end)
     }
 
     pub fn start_offset(&self) -> Option<LogOffset> {
@@ -362,4 +377,4 @@ impl ManifestStore {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

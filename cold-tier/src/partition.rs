@@ -88,6 +88,53 @@ impl ColdPartition {
         .map(|_| ())
     }
 
+    /// Replaces the run of committed segments `old` (consecutive in the manifest, compared by
+    /// object key) with `new` (sorted, inside the run's offset range, possibly fewer or none)
+    /// in one commit: the swap of a compaction rewrite. A reader sees either every old segment
+    /// or every new one. If the manifest no longer holds the run exactly (retention removed a
+    /// part, another compactor swapped it), nothing is committed and `Ok(false)` says so; the
+    /// new objects are then orphans for GC.
+    pub async fn replace_run(
+        &self,
+        old: &[ColdSegment],
+        new: &[ColdSegment],
+    ) -> Result<bool, ColdError> {
+        let (Some(first), Some(last)) = (old.first(), old.last()) else {
+            return Ok(false);
+        };
+        if new
+            .iter()
+            .any(|s| s.base_offset < first.base_offset || s.last_offset > last.last_offset)
+        {
+            return Err(ColdError::InvalidInput(
+                "a compacted segment lies outside the range it replaces".into(),
+            ));
+        }
+        let mut stale = false;
+        let changed = self
+            .change(|m| {
+                let at = m.segments.iter().position(|s| s.key == first.key);
+                let holds_run = at.is_some_and(|i| {
+                    m.segments.len() >= i + old.len()
+                        && m.segments[i..i + old.len()]
+                            .iter()
+                            .zip(old)
+                            .all(|(a, b)| a.key == b.key)
+                });
+                let Some(i) = at.filter(|_| holds_run) else {
+                    stale = true;
+                    return Ok(None);
+                };
+                let mut next = m.next_version();
+                next.archived_end = m.end_offset();
+                next.segments.splice(i..i + old.len(), new.iter().cloned());
+                next.validate().map_err(ColdError::InvalidInput)?;
+                Ok(Some(next))
+            })
+            .await?;
+        Ok(changed && !stale)
+    }
+
     /// Removes the `count(manifest)` oldest segments (re-evaluated on the manifest a conflict
     /// reloads). Returns the removed segments; their objects become orphans for GC.
     pub async fn remove_oldest(
@@ -101,6 +148,7 @@ impl ColdPartition {
                 return Ok(None);
             }
             let mut next = m.next_version();
+            next.archived_end = m.end_offset();
             removed = next.segments.drain(..n).collect();
             Ok(Some(next))
         })
@@ -149,13 +197,43 @@ impl ColdPartition {
     }
 
     /// Reads from `from` on (or from the next archived offset after it, when `from` falls in
-    /// a gap). `None` when nothing at or after `from` is archived.
+    /// a gap). `None` when nothing at or after `from` is archived. An offset below the first
+    /// archived one (retention removed it) is [`ColdError::BelowStart`], never a silent skip.
+    ///
+    /// A segment object that is gone (another process compacted the range and collected the
+    /// old object) makes the partition reload its manifest and read once more.
     pub async fn read(
         &self,
         from: LogOffset,
         max_bytes: usize,
     ) -> Result<Option<ColdRead>, ColdError> {
-        let seg = self.current.read().0.segment_for_offset(from).cloned();
+        match self.read_once(from, max_bytes).await {
+            Err(ColdError::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => {
+                self.refresh().await?;
+                self.read_once(from, max_bytes).await
+            }
+            other => other,
+        }
+    }
+
+    async fn read_once(
+        &self,
+        from: LogOffset,
+        max_bytes: usize,
+    ) -> Result<Option<ColdRead>, ColdError> {
+        let seg = {
+            let m = &self.current.read().0;
+            if let Some(start) = m.start_offset().filter(|s| from < *s) {
+                return Err(ColdError::BelowStart {
+                    requested: from,
+                    start,
+                });
+            }
+            m.segment_for_offset(from).cloned()
+        };
         let Some(seg) = seg else {
             return Ok(None);
         };
@@ -303,5 +381,90 @@ mod tests {
         // The stale holder conflicts, reloads, and its change still applies on the new base.
         other.refresh().await.expect("refresh");
         assert_eq!(other.start_offset(), Some(LogOffset(50)));
+    }
+}
+
+#[cfg(test)]
+mod swap_tests {
+    use object_store::memory::InMemory;
+    use object_store::ObjectStore;
+
+    use super::*;
+    use crate::layout::Layout;
+    use crate::manifest::tests::seg;
+
+    async fn partition() -> ColdPartition {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let layout = Layout::new("cold").expect("layout");
+        let log = LogId::new("orders").expect("log");
+        ColdPartition::open(
+            log,
+            0,
+            ManifestStore::new(store.clone(), layout),
+            Arc::new(ColdReader::new(store)),
+        )
+        .await
+        .expect("open")
+    }
+
+    fn compacted(base: u64, last: u64, count: u64) -> ColdSegment {
+        ColdSegment {
+            record_count: count,
+            generation: 1,
+            key: format!("log=orders/partition=0/{base:020}-{last:020}-g1.parquet"),
+            ..seg(base, last)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_is_swapped_in_one_commit_and_the_archived_end_stays() {
+        let p = partition().await;
+        for (b, l) in [(0, 9), (10, 19), (20, 29)] {
+            p.append_segment(seg(b, l)).await.expect("append");
+        }
+        let m = p.manifest();
+        // [10,19] and [20,29] become one compacted segment; then the newest one is emptied.
+        let merged = compacted(12, 27, 3);
+        assert!(p
+            .replace_run(&m.segments[1..3], std::slice::from_ref(&merged))
+            .await
+            .expect("swap"));
+        let after = p.manifest();
+        assert_eq!(after.segments, vec![seg(0, 9), merged.clone()]);
+        assert_eq!(after.version, m.version + 1);
+        assert!(p
+            .replace_run(std::slice::from_ref(&merged), &[])
+            .await
+            .expect("empty"));
+        assert_eq!(p.end_offset(), Some(LogOffset(30)), "archiving continues at 30");
+        // Appending past the kept end still works; a stale run commits nothing.
+        p.append_segment(seg(30, 39)).await.expect("append");
+        assert!(!p
+            .replace_run(&m.segments[1..2], &[])
+            .await
+            .expect("stale"));
+        // Outside the replaced range is a caller bug, refused before any commit.
+        let v = p.manifest().version;
+        let err = p
+            .replace_run(&[seg(30, 39)], &[compacted(25, 39, 1)])
+            .await
+            .expect_err("outside");
+        assert!(matches!(err, ColdError::InvalidInput(_)), "{err}");
+        assert_eq!(p.manifest().version, v);
+    }
+
+    #[tokio::test]
+    async fn reading_below_the_archive_start_is_an_error_not_a_skip() {
+        let p = partition().await;
+        for (b, l) in [(0, 9), (10, 19)] {
+            p.append_segment(seg(b, l)).await.expect("append");
+        }
+        p.remove_oldest(|_| 1).await.expect("retention");
+        match p.read(LogOffset(3), 1024).await {
+            Err(ColdError::BelowStart { requested, start }) => {
+                assert_eq!((requested, start), (LogOffset(3), LogOffset(10)));
+            }
+            other => panic!("expected BelowStart, got {other:?}"),
+        }
     }
 }

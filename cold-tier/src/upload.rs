@@ -121,6 +121,7 @@ pub async fn upload_segment(
         record_count: meta.record_count,
         generation: opts.generation,
         last_epoch: meta.epochs.last().map_or(0, |e| e.epoch.0),
+        bucket_seconds: 0,
     })
 }
 

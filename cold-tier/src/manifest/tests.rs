@@ -17,6 +17,7 @@ pub(crate) fn seg(base: u64, last: u64) -> ColdSegment {
         record_count: last - base + 1,
         generation: 0,
         last_epoch: 0,
+        bucket_seconds: 0,
     }
 }
 
