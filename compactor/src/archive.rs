@@ -99,7 +99,7 @@ pub async fn archive_partition(
 }
 
 /// Every record in `[from, last]`, CRC-checked by the hot tier's read path.
-async fn read_records(
+pub(crate) async fn read_records(
     hot: &Arc<PartitionLog>,
     from: LogOffset,
     last: LogOffset,

@@ -16,9 +16,17 @@
 //! later) or a committed segment whose local copy still exists (deleted on the next run).
 
 pub mod archive;
+pub mod compact;
 pub mod error;
+pub mod keys;
 pub mod retention;
+pub mod timeseries;
 
 pub use archive::{archive_partition, ArchiveOptions, ArchiveReport, PartitionTiers};
+pub use compact::{
+    compact_partition, ColdTarget, CompactOptions, CompactTarget, CompactionReport,
+};
 pub use error::CompactorError;
-pub use retention::{apply_total_retention, RetentionReport};
+pub use keys::KeyMap;
+pub use retention::{apply_retention, RetentionReport};
+pub use timeseries::{downsample, BucketValue, BUCKET_HEADER};
