@@ -47,6 +47,11 @@ pub(crate) enum Command {
     Consume(ConsumeArgs),
     /// Show earliest/latest offsets (and the offset for a timestamp) per partition.
     Offsets(OffsetsArgs),
+    /// Run or inspect a log's compaction.
+    Compaction(CompactionArgs),
+    /// Run the standalone compactor on a bucket: compaction, retention and orphan GC of the
+    /// archive, without a node.
+    Compactor(CompactorArgs),
     /// Load generator and same-run baselines (see bench/README.md).
     Bench(BenchArgs),
 }
@@ -212,6 +217,49 @@ pub(crate) struct CreateArgs {
     /// none | delete_markers | key_based | time_series
     #[arg(long)]
     pub compaction: Option<String>,
+    /// Leave records younger than this uncompacted, e.g. "1h".
+    #[arg(long)]
+    pub min_compaction_lag: Option<String>,
+    /// How often compaction runs, e.g. "5m".
+    #[arg(long)]
+    pub compaction_interval: Option<String>,
+    /// How long tombstones survive compaction, e.g. "1day".
+    #[arg(long)]
+    pub delete_retention: Option<String>,
+    /// Time series: the JSON field of the record value holding the sample.
+    #[arg(long)]
+    pub ts_value_field: Option<String>,
+    /// Time series: JSON fields naming the series (default: the record key).
+    #[arg(long, value_delimiter = ',')]
+    pub ts_tags: Vec<String>,
+    /// Time series: downsampling tiers as AFTER=BUCKET, youngest first, e.g. "1d=10m,7d=1h".
+    #[arg(long, value_delimiter = ',')]
+    pub ts_tiers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompactionArgs {
+    #[command(subcommand)]
+    pub command: CompactionCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CompactionCommand {
+    /// Run a compaction pass over every partition of a log now and print what it did.
+    Run { name: String },
+    /// Show what the compactor has done for each partition of a log.
+    Status { name: String },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompactorArgs {
+    /// TOML config: `interval`, `orphan_grace`, `logs`, `retention` and a `[store]` section
+    /// like `[cold_tier.store]` of the node config (see config/compactor.toml).
+    #[arg(long, short)]
+    pub config: std::path::PathBuf,
+    /// Run one pass and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

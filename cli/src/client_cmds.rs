@@ -13,7 +13,8 @@ use pyralog_proto::v1;
 use tokio::sync::mpsc;
 
 use crate::args::{
-    Acks, ConsumeArgs, CreateArgs, LogsArgs, LogsCommand, OffsetsArgs, OutputFormat, ProduceArgs,
+    Acks, CompactionArgs, CompactionCommand, ConsumeArgs, CreateArgs, LogsArgs, LogsCommand,
+    OffsetsArgs, OutputFormat, ProduceArgs,
 };
 use crate::error::{CliError, CliResult};
 
@@ -148,8 +149,107 @@ fn create_config(c: &CreateArgs) -> Result<v1::LogConfig, CliError> {
         fsync: c.fsync.clone(),
         max_record_bytes: c.max_record_bytes,
         max_batch_bytes: c.max_batch_bytes,
+        min_compaction_lag_ms: opt_ms("min-compaction-lag", &c.min_compaction_lag)?,
+        compaction_interval_ms: opt_ms("compaction-interval", &c.compaction_interval)?,
+        delete_retention_ms: opt_ms("delete-retention", &c.delete_retention)?,
+        time_series: time_series_arg(c)?,
         ..Default::default()
     })
+}
+
+fn opt_ms(field: &str, v: &Option<String>) -> Result<Option<u64>, CliError> {
+    v.as_deref().map(|s| parse_duration_ms(field, s)).transpose()
+}
+
+/// `--ts-value-field`, `--ts-tags`, `--ts-tiers 1d=10m,7d=1h` as a time-series spec.
+fn time_series_arg(c: &CreateArgs) -> Result<Option<v1::TimeSeriesSpec>, CliError> {
+    let Some(field) = &c.ts_value_field else {
+        if !c.ts_tiers.is_empty() || !c.ts_tags.is_empty() {
+            return Err(CliError::usage(
+                "--ts-tiers and --ts-tags need --ts-value-field",
+            ));
+        }
+        return Ok(None);
+    };
+    let mut tiers = Vec::with_capacity(c.ts_tiers.len());
+    for t in &c.ts_tiers {
+        let Some((after, bucket)) = t.split_once('=') else {
+            return Err(CliError::usage(format!(
+                "--ts-tiers {t:?}: write AFTER=BUCKET, e.g. 1d=10m"
+            )));
+        };
+        tiers.push(v1::DownsampleTier {
+            after_ms: parse_duration_ms("ts-tiers", after)?,
+            bucket_ms: parse_duration_ms("ts-tiers", bucket)?,
+        });
+    }
+    Ok(Some(v1::TimeSeriesSpec {
+        value_field: field.clone(),
+        tags: c.ts_tags.clone(),
+        tiers,
+    }))
+}
+
+/// `pyralog compaction run|status LOG`.
+pub(crate) async fn compaction(server: &str, args: CompactionArgs) -> CliResult {
+    let client = connect(server).await?;
+    match args.command {
+        CompactionCommand::Run { name } => {
+            let passes = client.run_compaction(&name).await?;
+            println!(
+                "{:>9} {:>12} {:>12} {:>12} {:>14} {:>14} {:>9}  note",
+                "partition", "read", "before", "after", "bytes before", "bytes after", "segments"
+            );
+            let mut failed = false;
+            for p in &passes {
+                let note = if !p.error.is_empty() {
+                    failed = true;
+                    format!("failed: {}", p.error)
+                } else if p.stale {
+                    "manifest moved; nothing committed".to_owned()
+                } else {
+                    String::new()
+                };
+                println!(
+                    "{:>9} {:>12} {:>12} {:>12} {:>14} {:>14} {:>9}  {note}",
+                    p.partition,
+                    p.records_read,
+                    p.records_before,
+                    p.records_after,
+                    p.bytes_before,
+                    p.bytes_after,
+                    p.segments_rewritten + p.segments_removed,
+                );
+            }
+            if failed {
+                return Err(CliError::runtime("compaction failed on some partitions"));
+            }
+        }
+        CompactionCommand::Status { name } => {
+            let status = client.compaction_status(&name).await?;
+            println!(
+                "{:>9} {:>14} {:>6} {:>16} {:>12} {:>16} {:>10}  last error",
+                "partition", "mode", "runs", "cleaned through", "lag", "bytes reclaimed", "segments"
+            );
+            for s in &status {
+                let mode = v1::CompactionMode::try_from(s.mode)
+                    .map(|m| m.as_str_name().trim_start_matches("COMPACTION_MODE_").to_lowercase())
+                    .unwrap_or_else(|_| s.mode.to_string());
+                println!(
+                    "{:>9} {:>14} {:>6} {:>16} {:>12} {:>16} {:>10}  {}",
+                    s.partition,
+                    mode,
+                    s.runs,
+                    s.cleaned_through.map_or("-".to_owned(), |o| o.to_string()),
+                    s.lag_records,
+                    s.bytes_reclaimed,
+                    s.segments_rewritten,
+                    s.last_error
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn print_description(info: &LogInfo) -> CliResult {

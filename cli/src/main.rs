@@ -6,6 +6,7 @@
 mod args;
 mod bench_cmd;
 mod client_cmds;
+mod compactor_cmd;
 mod error;
 mod node_cmds;
 
@@ -33,6 +34,8 @@ fn main() -> std::process::ExitCode {
             Command::Produce(a) => client_cmds::produce(&cli.server, a).await,
             Command::Consume(a) => client_cmds::consume(&cli.server, a).await,
             Command::Offsets(a) => client_cmds::offsets(&cli.server, a).await,
+            Command::Compaction(a) => client_cmds::compaction(&cli.server, a).await,
+            Command::Compactor(a) => compactor_cmd::run(a, cli.log_format).await,
             Command::Bench(a) => bench_cmd::bench(&cli.server, a).await,
         }
     });

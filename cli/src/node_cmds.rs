@@ -26,9 +26,10 @@ const ENV_KEYS: &[&str] = &[
     "maintenance_interval",
     "retention_check_interval",
     "cold_tier",
+    "compaction",
 ];
 
-fn init_tracing(format: LogFormat) {
+pub(crate) fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -153,6 +153,31 @@ impl Client {
         Ok(())
     }
 
+    /// Runs a compaction pass over every partition of `name` now; one entry per partition.
+    pub async fn run_compaction(&self, name: &str) -> Result<Vec<v1::CompactionPass>, ClientError> {
+        let resp = self
+            .admin()
+            .run_compaction(v1::RunCompactionRequest {
+                log: name.to_owned(),
+            })
+            .await?;
+        Ok(resp.into_inner().partitions)
+    }
+
+    /// What the compactor has done for each partition of `name`.
+    pub async fn compaction_status(
+        &self,
+        name: &str,
+    ) -> Result<Vec<v1::PartitionCompactionStatus>, ClientError> {
+        let resp = self
+            .admin()
+            .compaction_status(v1::CompactionStatusRequest {
+                log: name.to_owned(),
+            })
+            .await?;
+        Ok(resp.into_inner().partitions)
+    }
+
     /// Closes the active segment of the given partitions (all if empty).
     pub async fn roll_segments(
         &self,

@@ -20,6 +20,7 @@ pub mod compact;
 pub mod error;
 pub mod keys;
 pub mod retention;
+pub mod standalone;
 pub mod timeseries;
 
 pub use archive::{archive_partition, ArchiveOptions, ArchiveReport, PartitionTiers};
@@ -29,4 +30,5 @@ pub use compact::{
 pub use error::CompactorError;
 pub use keys::KeyMap;
 pub use retention::{apply_retention, RetentionReport};
+pub use standalone::{PartitionPass, StandaloneCompactor, StandaloneConfig};
 pub use timeseries::{downsample, BucketValue, BUCKET_HEADER};

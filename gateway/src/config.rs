@@ -33,6 +33,28 @@ pub struct NodeConfig {
     /// The object store closed segments are archived to; absent = hot tier only (total
     /// retention then applies to local segments).
     pub cold_tier: Option<ColdTierSettings>,
+    pub compaction: CompactionSettings,
+}
+
+/// The node's compactor tasks (for the partitions it leads).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompactionSettings {
+    /// Run each log's compaction every `compaction_interval`. Off when a standalone
+    /// `pyralog compactor` does the cold-tier work (`pyralog compaction run` still works).
+    pub enabled: bool,
+    /// How often the node looks for logs whose compaction is due.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+}
+
+impl Default for CompactionSettings {
+    fn default() -> Self {
+        CompactionSettings {
+            enabled: true,
+            check_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// The cold tier: where archives live, how often to archive, the read cache.
@@ -94,6 +116,7 @@ impl Default for NodeConfig {
             maintenance_interval: Duration::from_secs(1),
             retention_check_interval: Duration::from_secs(300),
             cold_tier: None,
+            compaction: CompactionSettings::default(),
         }
     }
 }

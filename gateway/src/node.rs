@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
-use pyralog_compactor::{apply_total_retention, archive_partition, ArchiveOptions, PartitionTiers};
+use pyralog_compactor::{archive_partition, ArchiveOptions, PartitionTiers};
 use pyralog_hot_tier::{PartitionLog, PartitionOptions};
 use pyralog_types::batch::{Batch, BatchBuilder, BatchError, Compression, NewRecord};
 use pyralog_types::{
@@ -140,6 +140,8 @@ struct OpenLog {
     config: LogConfig,
     dir: PathBuf,
     partitions: Vec<Arc<Partition>>,
+    /// When the compactor last ran over this log (`None`: not since the node started).
+    last_compaction: parking_lot::Mutex<Option<tokio::time::Instant>>,
     /// Stops this log's background tasks when it is deleted.
     cancel: CancellationToken,
 }
@@ -226,6 +228,7 @@ impl Node {
         }
         node.spawn_maintenance();
         node.spawn_archiver();
+        node.spawn_compactor();
         Ok(node)
     }
 
@@ -316,6 +319,7 @@ impl Node {
             config: meta.config,
             dir,
             partitions,
+            last_compaction: parking_lot::Mutex::new(None),
             cancel: self.shutdown.child_token(),
         });
         self.spawn_log_tasks(&open);
@@ -466,81 +470,6 @@ impl Node {
                     warn!(log = %log.id, partition = i, error = %e,
                         retriable = e.is_retriable(), "archiving failed; will retry");
                 }
-            }
-        }
-    }
-
-    async fn apply_retention(&self, log: &OpenLog) {
-        if let Some(cold) = &self.cold {
-            self.apply_tiered_retention(cold, log).await;
-            return;
-        }
-        for (i, p) in log.partitions.iter().enumerate() {
-            let hot = p.log().clone();
-            let retention = log.config.retention;
-            // Without a cold tier the hot tier holds everything: total retention applies.
-            let res = tokio::task::spawn_blocking(move || {
-                hot.enforce_retention(retention, LogOffset::MAX)
-            })
-            .await;
-            match res {
-                Ok(Ok(deleted)) if !deleted.is_empty() => {
-                    self.metrics.segments_deleted.inc_by(deleted.len() as u64);
-                    info!(log = %log.id, partition = i, segments = deleted.len(),
-                          new_start = %p.start_offset(), "retention deleted segments");
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => warn!(log = %log.id, partition = i, error = %e, "retention failed"),
-                Err(e) => warn!(log = %log.id, error = %e, "retention task failed"),
-            }
-        }
-    }
-
-    /// Total retention with a cold tier: the oldest archived segments leave the manifest,
-    /// local segments go only once archived, and orphaned objects past their grace are
-    /// deleted.
-    async fn apply_tiered_retention(&self, cold: &ColdTier, log: &OpenLog) {
-        let now = self.clock.now_micros();
-        for (i, p) in log.partitions.iter().enumerate() {
-            let Some(cp) = p.cold() else { continue };
-            match apply_total_retention(cp, log.config.retention, now).await {
-                Ok(r) if !r.removed.is_empty() => {
-                    info!(log = %log.id, partition = i, segments = r.removed.len(),
-                        new_start = %p.earliest(), "retention removed archived segments");
-                }
-                Ok(_) => {}
-                Err(e) => warn!(log = %log.id, partition = i, error = %e, "cold retention failed"),
-            }
-            let hot = p.log().clone();
-            let retention = log.config.retention;
-            let archived = cp.end_offset().unwrap_or(LogOffset::ZERO);
-            match tokio::task::spawn_blocking(move || hot.enforce_retention(retention, archived))
-                .await
-            {
-                Ok(Ok(deleted)) => {
-                    self.metrics.segments_deleted.inc_by(deleted.len() as u64);
-                }
-                Ok(Err(e)) => warn!(log = %log.id, partition = i, error = %e, "retention failed"),
-                Err(e) => warn!(log = %log.id, error = %e, "retention task failed"),
-            }
-            let manifest = cp.manifest();
-            let grace = cold.settings.orphan_grace;
-            match pyralog_cold_tier::gc_orphans(
-                cold.store.as_ref(),
-                &cold.layout,
-                &log.id,
-                i as PartitionId,
-                &manifest,
-                grace,
-                now,
-            )
-            .await
-            {
-                Ok(deleted) if !deleted.is_empty() => {
-                    info!(log = %log.id, partition = i, objects = deleted.len(), "deleted orphaned objects");
-                }
-                Ok(_) => {}
-                Err(e) => warn!(log = %log.id, partition = i, error = %e, "orphan GC failed"),
             }
         }
     }
@@ -898,7 +827,12 @@ fn status_of(log: &OpenLog) -> LogStatus {
     }
 }
 
+mod compaction;
+pub use compaction::PartitionCompaction;
+
 #[cfg(test)]
 mod cold_tests;
+#[cfg(test)]
+mod compaction_tests;
 #[cfg(test)]
 mod tests;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pyralog_cold_tier::{ColdError, ColdPartition};
+use pyralog_compactor::CompactionReport;
 use pyralog_hot_tier::{AppendInfo, PartitionLog, ReadResult};
 use pyralog_types::{Epoch, FsyncPolicy, LogOffset, TimestampMicros};
 use tokio::sync::watch;
@@ -29,6 +30,23 @@ pub(crate) struct Partition {
     epoch: Epoch,
     hw: watch::Sender<LogOffset>,
     cold: Option<Arc<ColdPartition>>,
+    /// Held for a whole compaction pass (one pass per partition at a time); its content is
+    /// what `compaction status` reports.
+    pub(crate) compaction: tokio::sync::Mutex<CompactionState>,
+}
+
+/// What the compactor has done for a partition since the node started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactionState {
+    pub runs: u64,
+    pub last_run_at: Option<TimestampMicros>,
+    pub last_duration: Duration,
+    pub last: Option<CompactionReport>,
+    pub last_error: Option<String>,
+    /// One past the last offset a pass has covered.
+    pub cleaned_through: Option<LogOffset>,
+    pub bytes_reclaimed: u64,
+    pub segments_rewritten: u64,
 }
 
 /// Runs blocking hot-tier work off the async threads.
@@ -55,6 +73,7 @@ impl Partition {
             epoch,
             hw: watch::Sender::new(end),
             cold: cold.map(Arc::new),
+            compaction: tokio::sync::Mutex::new(CompactionState::default()),
         }
     }
 
@@ -149,7 +168,18 @@ impl Partition {
                 next_offset: hot_start,
             });
         };
-        match cold.read(from, max_bytes).await.map_err(cold_error)? {
+        let read = match cold.read(from, max_bytes).await {
+            // Retention removed it between the range check and the read.
+            Err(ColdError::BelowStart { requested, .. }) => {
+                return Err(GatewayError::OffsetOutOfRange {
+                    requested: requested.0,
+                    earliest: self.earliest(),
+                    latest: self.high_watermark(),
+                })
+            }
+            other => other.map_err(cold_error)?,
+        };
+        match read {
             Some(r) if !r.batches.is_empty() => Ok(ReadResult {
                 batches: r.batches,
                 next_offset: r.next_offset,

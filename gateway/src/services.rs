@@ -235,4 +235,71 @@ impl Admin for Services {
         self.node.roll(&req.log, &req.partitions).await?;
         Ok(Response::new(v1::RollSegmentsResponse {}))
     }
+
+    async fn run_compaction(
+        &self,
+        request: Request<v1::RunCompactionRequest>,
+    ) -> Result<Response<v1::RunCompactionResponse>, Status> {
+        let passes = self.node.run_compaction(&request.into_inner().log).await?;
+        Ok(Response::new(v1::RunCompactionResponse {
+            partitions: passes
+                .into_iter()
+                .map(|(p, res)| match res {
+                    Ok(r) => compaction_pass(p, &r),
+                    Err(error) => v1::CompactionPass {
+                        partition: p,
+                        error,
+                        ..Default::default()
+                    },
+                })
+                .collect(),
+        }))
+    }
+
+    async fn compaction_status(
+        &self,
+        request: Request<v1::CompactionStatusRequest>,
+    ) -> Result<Response<v1::CompactionStatusResponse>, Status> {
+        let status = self.node.compaction_status(&request.into_inner().log).await?;
+        Ok(Response::new(v1::CompactionStatusResponse {
+            partitions: status
+                .into_iter()
+                .map(|s| v1::PartitionCompactionStatus {
+                    partition: s.partition,
+                    mode: v1::CompactionMode::from(s.mode) as i32,
+                    runs: s.state.runs,
+                    last_run_at_us: s.state.last_run_at,
+                    last_duration_ms: u64::try_from(s.state.last_duration.as_millis())
+                        .unwrap_or(u64::MAX),
+                    last: s.state.last.as_ref().map(|r| compaction_pass(s.partition, r)),
+                    last_error: s.state.last_error.clone().unwrap_or_default(),
+                    cleaned_through: s.state.cleaned_through.map(|o| o.0),
+                    bytes_reclaimed: s.state.bytes_reclaimed,
+                    segments_rewritten: s.state.segments_rewritten,
+                    lag_records: s.lag_records,
+                })
+                .collect(),
+        }))
+    }
+}
+
+fn compaction_pass(
+    partition: u32,
+    r: &pyralog_compactor::CompactionReport,
+) -> v1::CompactionPass {
+    v1::CompactionPass {
+        partition,
+        records_read: r.records_read,
+        payload_bytes_read: r.payload_bytes_read,
+        records_before: r.records_before,
+        records_after: r.records_after,
+        bytes_before: r.bytes_before,
+        bytes_after: r.bytes_after,
+        segments_rewritten: r.segments_rewritten(),
+        segments_removed: r.cold_segments_removed,
+        cleaned_through: r.cleaned_through.map(|o| o.0),
+        stale: r.stale,
+        error: String::new(),
+        keys: r.keys,
+    }
 }

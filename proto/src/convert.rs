@@ -5,7 +5,8 @@ use std::time::Duration;
 use pyralog_types::batch::NewRecord;
 use pyralog_types::config::ConfigError;
 use pyralog_types::{
-    AckPolicy, CompactionMode, Epoch, FsyncPolicy, Header, LogConfig, LogOffset, Record, Retention,
+    AckPolicy, CompactionMode, DownsampleTier, Epoch, FsyncPolicy, Header, LogConfig, LogOffset,
+    Record, Retention, TimeSeriesSpec,
 };
 
 use crate::v1;
@@ -148,6 +149,18 @@ impl From<&LogConfig> for v1::LogConfig {
             max_record_bytes: Some(c.max_record_bytes),
             max_batch_bytes: Some(c.max_batch_bytes),
             unclean_leader_election: Some(c.unclean_leader_election),
+            time_series: c.time_series.as_ref().map(|ts| v1::TimeSeriesSpec {
+                value_field: ts.value_field.clone(),
+                tags: ts.tags.clone(),
+                tiers: ts
+                    .tiers
+                    .iter()
+                    .map(|t| v1::DownsampleTier {
+                        after_ms: t.after.as_millis().try_into().unwrap_or(u64::MAX),
+                        bucket_ms: t.bucket.as_millis().try_into().unwrap_or(u64::MAX),
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -224,6 +237,21 @@ impl v1::LogConfig {
             unclean_leader_election: self
                 .unclean_leader_election
                 .unwrap_or(d.unclean_leader_election),
+            time_series: match self.time_series {
+                None => d.time_series.clone(),
+                Some(ts) => Some(TimeSeriesSpec {
+                    value_field: ts.value_field,
+                    tags: ts.tags,
+                    tiers: ts
+                        .tiers
+                        .iter()
+                        .map(|t| DownsampleTier {
+                            after: Duration::from_millis(t.after_ms),
+                            bucket: Duration::from_millis(t.bucket_ms),
+                        })
+                        .collect(),
+                }),
+            },
         };
         c.validate()?;
         Ok(c)

@@ -1,0 +1,193 @@
+//! The standalone compactor (`pyralog compactor --config FILE`): cold-tier work without a node.
+//!
+//! It reads the logs registered in the bucket (`_pyralog/logs/`), and for each partition of
+//! each log runs one compaction pass on the archive, applies total retention to it and
+//! collects orphaned objects. It never touches a node's disk, so it can run anywhere that
+//! reaches the bucket: another machine, a cron job, a different scaling group.
+//!
+//! Exclusion: every change is a conditional manifest commit, so a node's archiver, the node's
+//! own compactor and any number of standalone compactors can run at once; the one whose
+//! manifest moved commits nothing (its uploads become orphans, collected after the grace
+//! period) and the next pass starts from the new manifest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::ObjectStore;
+use pyralog_cold_tier::{
+    check_access, gc_orphans, open_store, ColdPartition, ColdReader, Layout, LogRegistry,
+    ManifestStore, ObjectStoreConfig,
+};
+use pyralog_types::{CompactionMode, LogConfig, LogId, PartitionId, TimestampMicros};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::compact::{compact_partition, ColdTarget, CompactOptions, CompactTarget, CompactionReport};
+use crate::error::CompactorError;
+use crate::retention::{apply_retention, RetentionReport};
+
+/// `pyralog compactor`'s config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StandaloneConfig {
+    /// The bucket (and prefix) the nodes archive to.
+    pub store: ObjectStoreConfig,
+    /// Time between passes.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Unreferenced objects younger than this are kept.
+    #[serde(with = "humantime_serde")]
+    pub orphan_grace: Duration,
+    /// Logs to work on; empty means every registered log.
+    pub logs: Vec<String>,
+    /// Apply each log's total retention to the archive as well.
+    pub retention: bool,
+}
+
+impl Default for StandaloneConfig {
+    fn default() -> Self {
+        StandaloneConfig {
+            store: ObjectStoreConfig::default(),
+            interval: Duration::from_secs(300),
+            orphan_grace: Duration::from_secs(3600),
+            logs: Vec::new(),
+            retention: true,
+        }
+    }
+}
+
+/// What one pass did for one partition.
+#[derive(Debug, Clone)]
+pub struct PartitionPass {
+    pub log: LogId,
+    pub partition: PartitionId,
+    pub compaction: Result<CompactionReport, String>,
+    pub retention: Option<RetentionReport>,
+    pub orphans_deleted: usize,
+}
+
+/// A compactor bound to one bucket.
+#[derive(Debug)]
+pub struct StandaloneCompactor {
+    config: StandaloneConfig,
+    store: Arc<dyn ObjectStore>,
+    layout: Layout,
+    manifests: ManifestStore,
+    registry: LogRegistry,
+    reader: Arc<ColdReader>,
+}
+
+impl StandaloneCompactor {
+    /// Opens the store and checks that it answers (a wrong bucket or endpoint fails here).
+    pub async fn open(config: StandaloneConfig) -> Result<Self, CompactorError> {
+        let layout = config.store.layout()?;
+        let store = open_store(&config.store)?;
+        check_access(store.as_ref(), &layout).await?;
+        Ok(StandaloneCompactor {
+            manifests: ManifestStore::new(store.clone(), layout.clone()),
+            registry: LogRegistry::new(store.clone(), layout.clone()),
+            reader: Arc::new(ColdReader::new(store.clone())),
+            store,
+            layout,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &StandaloneConfig {
+        &self.config
+    }
+
+    /// One pass over every selected log and partition; failures are reported per partition
+    /// and retried by the next pass.
+    pub async fn run_once(&self, now: TimestampMicros) -> Result<Vec<PartitionPass>, CompactorError> {
+        let logs: Vec<(LogId, LogConfig)> = self.registry.list().await?;
+        let mut out = Vec::new();
+        for (log, config) in logs {
+            if !self.config.logs.is_empty() && !self.config.logs.iter().any(|l| l == log.as_str())
+            {
+                continue;
+            }
+            for p in 0..config.partition_count {
+                out.push(self.partition_pass(&log, p, &config, now).await);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn partition_pass(
+        &self,
+        log: &LogId,
+        partition: PartitionId,
+        config: &LogConfig,
+        now: TimestampMicros,
+    ) -> PartitionPass {
+        let mut pass = PartitionPass {
+            log: log.clone(),
+            partition,
+            compaction: Ok(CompactionReport::default()),
+            retention: None,
+            orphans_deleted: 0,
+        };
+        let cold = match ColdPartition::open(
+            log.clone(),
+            partition,
+            self.manifests.clone(),
+            self.reader.clone(),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                pass.compaction = Err(format!("loading the manifest: {e}"));
+                return pass;
+            }
+        };
+        if config.compaction != CompactionMode::None {
+            let target = CompactTarget {
+                log,
+                partition,
+                config,
+                hot: None,
+                cold: Some(ColdTarget {
+                    partition: &cold,
+                    store: self.store.as_ref(),
+                    layout: &self.layout,
+                }),
+            };
+            pass.compaction = compact_partition(target, now, &CompactOptions::default())
+                .await
+                .map_err(|e| e.to_string());
+            match &pass.compaction {
+                Ok(r) if r.segments_rewritten() + r.cold_segments_removed > 0 => {
+                    info!(%log, partition, records_before = r.records_before,
+                        records_after = r.records_after, bytes_reclaimed = r.bytes_reclaimed(),
+                        "compacted");
+                }
+                Ok(_) => {}
+                Err(e) => warn!(%log, partition, error = %e, "compaction failed"),
+            }
+        }
+        if self.config.retention {
+            match apply_retention(None, Some(&cold), config.retention, now).await {
+                Ok(r) => pass.retention = Some(r),
+                Err(e) => warn!(%log, partition, error = %e, "retention failed"),
+            }
+        }
+        let manifest = cold.manifest();
+        match gc_orphans(
+            self.store.as_ref(),
+            &self.layout,
+            log,
+            partition,
+            &manifest,
+            self.config.orphan_grace,
+            now,
+        )
+        .await
+        {
+            Ok(deleted) => pass.orphans_deleted = deleted.len(),
+            Err(e) => warn!(%log, partition, error = %e, "orphan GC failed"),
+        }
+        pass
+    }
+}
