@@ -247,6 +247,7 @@ async fn compact_keys(
             report.cold_segments_rewritten += 1;
             new_run.push(uploaded);
         }
+        let new_run = cover(&cold_run, new_run);
         if changed && !cold.partition.replace_run(&cold_run, &new_run).await? {
             info!(log = %t.log, partition = t.partition,
                 "manifest changed during compaction; nothing committed");
@@ -375,11 +376,34 @@ async fn downsample_cold(
         report.cold_segments_rewritten += 1;
         new_run.push(uploaded);
     }
+    let new_run = cover(&run, new_run);
     if changed && !cold.partition.replace_run(&run, &new_run).await? {
         report.stale = true;
     }
     debug!(log = %t.log, partition = t.partition, ?report, "time-series downsampling pass");
     Ok(report)
+}
+
+/// Stretches the rewritten segments over the whole range of the run they replace: compaction
+/// removes records, never offsets from the log, so the log's start (the first segment's base)
+/// and the archive's coverage stay where they were. Each segment's range reaches to the next
+/// one's base; an emptied segment's range goes to its successor (or, at the end, to its
+/// predecessor). A run emptied entirely leaves a gap.
+fn cover(old: &[ColdSegment], mut new: Vec<ColdSegment>) -> Vec<ColdSegment> {
+    let (Some(first), Some(last)) = (old.first(), old.last()) else {
+        return new;
+    };
+    let n = new.len();
+    for i in 0..n {
+        if i == 0 {
+            new[i].base_offset = first.base_offset;
+        }
+        new[i].last_offset = match new.get(i + 1) {
+            Some(next) => LogOffset(next.base_offset.0.saturating_sub(1)),
+            None => last.last_offset,
+        };
+    }
+    new
 }
 
 fn note_read(report: &mut CompactionReport, records: &[Record]) {

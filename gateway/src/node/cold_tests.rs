@@ -16,7 +16,7 @@ use pyralog_types::{AckPolicy, LogConfig, LogOffset, Record, Retention};
 use super::*;
 use crate::config::ColdTierSettings;
 
-fn store_config(test: &str) -> ObjectStoreConfig {
+pub(super) fn store_config(test: &str) -> ObjectStoreConfig {
     let run = format!("{test}-{:x}", rand::random::<u64>());
     match std::env::var("PYRALOG_S3_ENDPOINT") {
         Ok(endpoint) => {
@@ -32,7 +32,7 @@ fn store_config(test: &str) -> ObjectStoreConfig {
     }
 }
 
-fn node_config(dir: &std::path::Path, store: &ObjectStoreConfig) -> NodeConfig {
+pub(super) fn node_config(dir: &std::path::Path, store: &ObjectStoreConfig) -> NodeConfig {
     let mut cold = ColdTierSettings {
         store: store.clone(),
         archive_interval: Duration::from_millis(50),
@@ -93,7 +93,7 @@ async fn produce_n(node: &Node, log: &str, from: u64, n: u64) {
 }
 
 /// Reads every record from `from` to the HW, following `next_offset` like a consumer.
-async fn consume_all(node: &Node, log: &str, from: u64) -> Result<Vec<Record>, GatewayError> {
+pub(super) async fn consume_all(node: &Node, log: &str, from: u64) -> Result<Vec<Record>, GatewayError> {
     let mut out = Vec::new();
     let mut at = from;
     loop {
@@ -139,7 +139,7 @@ fn check_model(records: &[Record], range: std::ops::Range<u64>) {
     }
 }
 
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+pub(super) async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
         assert!(
@@ -150,7 +150,7 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn partition_of(node: &Node, log: &str) -> Arc<Partition> {
+pub(super) fn partition_of(node: &Node, log: &str) -> Arc<Partition> {
     node.partition(log, 0).expect("partition")
 }
 
