@@ -166,7 +166,7 @@ pub(crate) struct LogsArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum LogsCommand {
     /// Create a log.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List logs.
     List,
     /// Show a log's config and partitions.

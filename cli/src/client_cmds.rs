@@ -158,7 +158,9 @@ fn create_config(c: &CreateArgs) -> Result<v1::LogConfig, CliError> {
 }
 
 fn opt_ms(field: &str, v: &Option<String>) -> Result<Option<u64>, CliError> {
-    v.as_deref().map(|s| parse_duration_ms(field, s)).transpose()
+    v.as_deref()
+        .map(|s| parse_duration_ms(field, s))
+        .transpose()
 }
 
 /// `--ts-value-field`, `--ts-tags`, `--ts-tiers 1d=10m,7d=1h` as a time-series spec.
@@ -229,11 +231,21 @@ pub(crate) async fn compaction(server: &str, args: CompactionArgs) -> CliResult 
             let status = client.compaction_status(&name).await?;
             println!(
                 "{:>9} {:>14} {:>6} {:>16} {:>12} {:>16} {:>10}  last error",
-                "partition", "mode", "runs", "cleaned through", "lag", "bytes reclaimed", "segments"
+                "partition",
+                "mode",
+                "runs",
+                "cleaned through",
+                "lag",
+                "bytes reclaimed",
+                "segments"
             );
             for s in &status {
                 let mode = v1::CompactionMode::try_from(s.mode)
-                    .map(|m| m.as_str_name().trim_start_matches("COMPACTION_MODE_").to_lowercase())
+                    .map(|m| {
+                        m.as_str_name()
+                            .trim_start_matches("COMPACTION_MODE_")
+                            .to_lowercase()
+                    })
                     .unwrap_or_else(|_| s.mode.to_string());
                 println!(
                     "{:>9} {:>14} {:>6} {:>16} {:>12} {:>16} {:>10}  {}",

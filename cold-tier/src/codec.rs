@@ -407,8 +407,10 @@ fn to_record_batch(
         None => arrow_schema(),
         Some(m) => {
             let series: StringArray = m.iter().map(|r| r.as_ref().map(|r| &r.series)).collect();
-            let start: TimestampMicrosecondArray =
-                m.iter().map(|r| r.as_ref().map(|r| r.bucket_start)).collect();
+            let start: TimestampMicrosecondArray = m
+                .iter()
+                .map(|r| r.as_ref().map(|r| r.bucket_start))
+                .collect();
             let secs: UInt64Array = m
                 .iter()
                 .map(|r| r.as_ref().map(|r| r.bucket_seconds))

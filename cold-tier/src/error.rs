@@ -77,7 +77,10 @@ pub enum ColdError {
     /// The offset was archived once but retention has removed it; `start` is the first
     /// archived offset now.
     #[error("offset {requested} is below the archive's start {start}")]
-    BelowStart { requested: LogOffset, start: LogOffset },
+    BelowStart {
+        requested: LogOffset,
+        start: LogOffset,
+    },
 
     /// Another writer committed a manifest version first; reload and retry.
     #[error(

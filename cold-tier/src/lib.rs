@@ -31,8 +31,8 @@ pub mod upload;
 
 pub use cache::{CacheSettings, CacheStats, ChunkCache};
 pub use codec::{
-    decode_rows, encode_metric_records, encode_records, encode_segment, metrics_schema, records_to_batches, EncodeOptions, EncodedSegment, MetricRow,
-    SegmentMeta,
+    decode_rows, encode_metric_records, encode_records, encode_segment, metrics_schema,
+    records_to_batches, EncodeOptions, EncodedSegment, MetricRow, SegmentMeta,
 };
 pub use error::{AccessProblem, ColdError};
 pub use fault::{Fault, FaultPlan, FaultyStore, OpKind};

@@ -436,13 +436,14 @@ mod swap_tests {
             .replace_run(std::slice::from_ref(&merged), &[])
             .await
             .expect("empty"));
-        assert_eq!(p.end_offset(), Some(LogOffset(30)), "archiving continues at 30");
+        assert_eq!(
+            p.end_offset(),
+            Some(LogOffset(30)),
+            "archiving continues at 30"
+        );
         // Appending past the kept end still works; a stale run commits nothing.
         p.append_segment(seg(30, 39)).await.expect("append");
-        assert!(!p
-            .replace_run(&m.segments[1..2], &[])
-            .await
-            .expect("stale"));
+        assert!(!p.replace_run(&m.segments[1..2], &[]).await.expect("stale"));
         // Outside the replaced range is a caller bug, refused before any commit.
         let v = p.manifest().version;
         let err = p

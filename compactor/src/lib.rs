@@ -24,9 +24,7 @@ pub mod standalone;
 pub mod timeseries;
 
 pub use archive::{archive_partition, ArchiveOptions, ArchiveReport, PartitionTiers};
-pub use compact::{
-    compact_partition, ColdTarget, CompactOptions, CompactTarget, CompactionReport,
-};
+pub use compact::{compact_partition, ColdTarget, CompactOptions, CompactTarget, CompactionReport};
 pub use error::CompactorError;
 pub use keys::KeyMap;
 pub use retention::{apply_retention, RetentionReport};

@@ -108,7 +108,12 @@ pub async fn apply_retention(
     };
     if let Some(c) = cold {
         report.removed = c
-            .remove_oldest(|m| m.segments.iter().take_while(|s| s.last_offset < cut).count())
+            .remove_oldest(|m| {
+                m.segments
+                    .iter()
+                    .take_while(|s| s.last_offset < cut)
+                    .count()
+            })
             .await?;
     }
     if let Some(h) = hot {
@@ -146,7 +151,11 @@ mod tests {
         assert_eq!(cut(&log, Retention::Size(250), 40), Some(LogOffset(20)));
         assert_eq!(cut(&log, Retention::Size(1000), 40), None);
         assert_eq!(
-            cut(&log, Retention::TimeAndSize(Duration::from_micros(35), 150), 40),
+            cut(
+                &log,
+                Retention::TimeAndSize(Duration::from_micros(35), 150),
+                40
+            ),
             Some(LogOffset(30)),
             "either limit deletes; the active segment never"
         );

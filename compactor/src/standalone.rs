@@ -22,7 +22,9 @@ use pyralog_types::{CompactionMode, LogConfig, LogId, PartitionId, TimestampMicr
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::compact::{compact_partition, ColdTarget, CompactOptions, CompactTarget, CompactionReport};
+use crate::compact::{
+    compact_partition, ColdTarget, CompactOptions, CompactTarget, CompactionReport,
+};
 use crate::error::CompactorError;
 use crate::retention::{apply_retention, RetentionReport};
 
@@ -99,12 +101,14 @@ impl StandaloneCompactor {
 
     /// One pass over every selected log and partition; failures are reported per partition
     /// and retried by the next pass.
-    pub async fn run_once(&self, now: TimestampMicros) -> Result<Vec<PartitionPass>, CompactorError> {
+    pub async fn run_once(
+        &self,
+        now: TimestampMicros,
+    ) -> Result<Vec<PartitionPass>, CompactorError> {
         let logs: Vec<(LogId, LogConfig)> = self.registry.list().await?;
         let mut out = Vec::new();
         for (log, config) in logs {
-            if !self.config.logs.is_empty() && !self.config.logs.iter().any(|l| l == log.as_str())
-            {
+            if !self.config.logs.is_empty() && !self.config.logs.iter().any(|l| l == log.as_str()) {
                 continue;
             }
             for p in 0..config.partition_count {

@@ -290,17 +290,35 @@ mod tests {
         let rows = downsample(&spec(), recs, NOW);
         assert_eq!(rows.len(), 3);
         let (old, mid, young) = (bucket(&rows[0]), bucket(&rows[1]), &rows[2]);
-        assert_eq!((old.bucket_seconds, old.count, old.sum, old.min, old.max), (3600, 2, 4.0, 1.0, 3.0));
+        assert_eq!(
+            (old.bucket_seconds, old.count, old.sum, old.min, old.max),
+            (3600, 2, 4.0, 1.0, 3.0)
+        );
         assert_eq!((mid.bucket_seconds, mid.count, mid.avg), (600, 2, 6.0));
-        assert_eq!(rows[0].record.offset, LogOffset(1), "newest member's offset");
+        assert_eq!(
+            rows[0].record.offset,
+            LogOffset(1),
+            "newest member's offset"
+        );
         assert!(young.metric.is_none() && !young.changed);
         // A second pass at the same time changes nothing.
-        let again = downsample(&spec(), rows.iter().map(|r| r.record.clone()).collect(), NOW);
+        let again = downsample(
+            &spec(),
+            rows.iter().map(|r| r.record.clone()).collect(),
+            NOW,
+        );
         assert!(again.iter().all(|r| !r.changed));
         // A week later the 10-minute bucket is folded into its hour.
-        let later = downsample(&spec(), rows.iter().map(|r| r.record.clone()).collect(), NOW + 7 * DAY);
+        let later = downsample(
+            &spec(),
+            rows.iter().map(|r| r.record.clone()).collect(),
+            NOW + 7 * DAY,
+        );
         let mid_later = bucket(&later[1]);
-        assert_eq!((mid_later.bucket_seconds, mid_later.count, mid_later.sum), (3600, 2, 12.0));
+        assert_eq!(
+            (mid_later.bucket_seconds, mid_later.count, mid_later.sum),
+            (3600, 2, 12.0)
+        );
     }
 
     proptest! {

@@ -260,7 +260,10 @@ impl Admin for Services {
         &self,
         request: Request<v1::CompactionStatusRequest>,
     ) -> Result<Response<v1::CompactionStatusResponse>, Status> {
-        let status = self.node.compaction_status(&request.into_inner().log).await?;
+        let status = self
+            .node
+            .compaction_status(&request.into_inner().log)
+            .await?;
         Ok(Response::new(v1::CompactionStatusResponse {
             partitions: status
                 .into_iter()
@@ -271,7 +274,11 @@ impl Admin for Services {
                     last_run_at_us: s.state.last_run_at,
                     last_duration_ms: u64::try_from(s.state.last_duration.as_millis())
                         .unwrap_or(u64::MAX),
-                    last: s.state.last.as_ref().map(|r| compaction_pass(s.partition, r)),
+                    last: s
+                        .state
+                        .last
+                        .as_ref()
+                        .map(|r| compaction_pass(s.partition, r)),
                     last_error: s.state.last_error.clone().unwrap_or_default(),
                     cleaned_through: s.state.cleaned_through.map(|o| o.0),
                     bytes_reclaimed: s.state.bytes_reclaimed,
@@ -283,10 +290,7 @@ impl Admin for Services {
     }
 }
 
-fn compaction_pass(
-    partition: u32,
-    r: &pyralog_compactor::CompactionReport,
-) -> v1::CompactionPass {
+fn compaction_pass(partition: u32, r: &pyralog_compactor::CompactionReport) -> v1::CompactionPass {
     v1::CompactionPass {
         partition,
         records_read: r.records_read,

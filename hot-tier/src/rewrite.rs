@@ -47,7 +47,11 @@ pub(crate) fn read_all(seg: &Segment) -> Result<(Vec<Record>, u64), HotError> {
 }
 
 /// Writes `records` as the replacement of `seg` into a fsynced temporary file.
-pub(crate) fn write_tmp(dir: &Path, seg: &Segment, records: &[Record]) -> Result<PathBuf, HotError> {
+pub(crate) fn write_tmp(
+    dir: &Path,
+    seg: &Segment,
+    records: &[Record],
+) -> Result<PathBuf, HotError> {
     let (lo, hi) = (seg.base(), seg.end());
     for (i, r) in records.iter().enumerate() {
         let inside = (lo..hi).contains(&r.offset.0);

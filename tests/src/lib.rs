@@ -40,6 +40,57 @@ pub fn pyralog_bin() -> PathBuf {
     bin
 }
 
+/// The S3 server's settings, as `localstack/s3-server.sh start` exports them.
+pub fn s3_env(prefix: &str) -> Vec<(String, String)> {
+    let endpoint = std::env::var("PYRALOG_S3_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "PYRALOG_S3_ENDPOINT is not set: run scripts/test.sh, or \
+             eval \"$(localstack/s3-server.sh start)\" first"
+        )
+    });
+    let bucket = std::env::var("PYRALOG_S3_BUCKET").unwrap_or_else(|_| "pyralog".into());
+    vec![
+        (
+            "PYRALOG_COLD_TIER__STORE__URL".into(),
+            format!("s3://{bucket}/{prefix}"),
+        ),
+        ("PYRALOG_COLD_TIER__STORE__ENDPOINT".into(), endpoint),
+        ("PYRALOG_COLD_TIER__STORE__ALLOW_HTTP".into(), "true".into()),
+        (
+            "PYRALOG_COLD_TIER__STORE__REGION".into(),
+            "us-east-1".into(),
+        ),
+        // Explicit credentials: never fall back to the instance-metadata chain in tests.
+        (
+            "PYRALOG_COLD_TIER__STORE__ACCESS_KEY_ID".into(),
+            env_or("AWS_ACCESS_KEY_ID", "pyralog"),
+        ),
+        (
+            "PYRALOG_COLD_TIER__STORE__SECRET_ACCESS_KEY".into(),
+            env_or("AWS_SECRET_ACCESS_KEY", "pyralog-secret"),
+        ),
+        ("PYRALOG_COLD_TIER__ARCHIVE_INTERVAL".into(), "200ms".into()),
+        ("PYRALOG_RETENTION_CHECK_INTERVAL".into(), "1s".into()),
+    ]
+}
+
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.into())
+}
+
+/// The `[store]` section of a standalone compactor's config for the same S3 server and prefix.
+pub fn s3_store_toml(prefix: &str) -> String {
+    let endpoint = std::env::var("PYRALOG_S3_ENDPOINT").expect("PYRALOG_S3_ENDPOINT");
+    let bucket = std::env::var("PYRALOG_S3_BUCKET").unwrap_or_else(|_| "pyralog".into());
+    format!(
+        "[store]\nurl = \"s3://{bucket}/{prefix}\"\nendpoint = \"{endpoint}\"\n\
+         allow_http = true\nregion = \"us-east-1\"\naccess_key_id = \"{}\"\n\
+         secret_access_key = \"{}\"\n",
+        env_or("AWS_ACCESS_KEY_ID", "pyralog"),
+        env_or("AWS_SECRET_ACCESS_KEY", "pyralog-secret"),
+    )
+}
+
 /// A `pyralog dev` process with its own data directory.
 #[derive(Debug)]
 pub struct TestNode {

@@ -14,48 +14,10 @@ use bytes::Bytes;
 use pyralog_client::{
     ConsumerConfig, Header, LogOffset, PartitionConsumer, ProduceRecord, Producer, ProducerConfig,
 };
-use pyralog_e2e::{env_usize, payload, TestNode};
+use pyralog_e2e::{env_usize, payload, s3_env, TestNode};
 use pyralog_proto::v1;
 
 const T0: i64 = 1_700_000_000_000_000;
-
-/// The S3 server's settings, as `localstack/s3-server.sh start` exports them.
-fn s3_env(prefix: &str) -> Vec<(String, String)> {
-    let endpoint = std::env::var("PYRALOG_S3_ENDPOINT").unwrap_or_else(|_| {
-        panic!(
-            "PYRALOG_S3_ENDPOINT is not set: run scripts/test.sh, or \
-             eval \"$(localstack/s3-server.sh start)\" first"
-        )
-    });
-    let bucket = std::env::var("PYRALOG_S3_BUCKET").unwrap_or_else(|_| "pyralog".into());
-    vec![
-        (
-            "PYRALOG_COLD_TIER__STORE__URL".into(),
-            format!("s3://{bucket}/{prefix}"),
-        ),
-        ("PYRALOG_COLD_TIER__STORE__ENDPOINT".into(), endpoint),
-        ("PYRALOG_COLD_TIER__STORE__ALLOW_HTTP".into(), "true".into()),
-        (
-            "PYRALOG_COLD_TIER__STORE__REGION".into(),
-            "us-east-1".into(),
-        ),
-        // Explicit credentials: never fall back to the instance-metadata chain in tests.
-        (
-            "PYRALOG_COLD_TIER__STORE__ACCESS_KEY_ID".into(),
-            env_or("AWS_ACCESS_KEY_ID", "pyralog"),
-        ),
-        (
-            "PYRALOG_COLD_TIER__STORE__SECRET_ACCESS_KEY".into(),
-            env_or("AWS_SECRET_ACCESS_KEY", "pyralog-secret"),
-        ),
-        ("PYRALOG_COLD_TIER__ARCHIVE_INTERVAL".into(), "200ms".into()),
-        ("PYRALOG_RETENTION_CHECK_INTERVAL".into(), "1s".into()),
-    ]
-}
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.into())
-}
 
 fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::UNIX_EPOCH

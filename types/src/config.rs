@@ -461,14 +461,19 @@ mod tests {
         if let Some(ts) = bad_nesting.time_series.as_mut() {
             ts.tiers[1].bucket = Duration::from_secs(25 * 60);
         }
-        let e = bad_nesting.validate().expect_err("25m is not a multiple of 10m");
+        let e = bad_nesting
+            .validate()
+            .expect_err("25m is not a multiple of 10m");
         assert!(e.problem.contains("multiple"), "{e}");
 
         let missing = LogConfig {
             compaction: CompactionMode::TimeSeries,
             ..LogConfig::default()
         };
-        assert_eq!(missing.validate().expect_err("no spec").field, "time_series");
+        assert_eq!(
+            missing.validate().expect_err("no spec").field,
+            "time_series"
+        );
     }
 
     #[test]

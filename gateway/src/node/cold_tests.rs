@@ -93,7 +93,11 @@ async fn produce_n(node: &Node, log: &str, from: u64, n: u64) {
 }
 
 /// Reads every record from `from` to the HW, following `next_offset` like a consumer.
-pub(super) async fn consume_all(node: &Node, log: &str, from: u64) -> Result<Vec<Record>, GatewayError> {
+pub(super) async fn consume_all(
+    node: &Node,
+    log: &str,
+    from: u64,
+) -> Result<Vec<Record>, GatewayError> {
     let mut out = Vec::new();
     let mut at = from;
     loop {

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pyralog_compactor::{
-    apply_retention, compact_partition, ColdTarget, CompactOptions, CompactTarget,
-    CompactionReport,
+    apply_retention, compact_partition, ColdTarget, CompactOptions, CompactTarget, CompactionReport,
 };
 use pyralog_types::{CompactionMode, LogOffset, PartitionId};
 use tracing::{info, warn};
@@ -67,7 +66,10 @@ impl Node {
     }
 
     /// Runs one pass over every partition of `log`; errors are recorded per partition.
-    async fn compact_log(&self, log: &OpenLog) -> Vec<(PartitionId, Result<CompactionReport, String>)> {
+    async fn compact_log(
+        &self,
+        log: &OpenLog,
+    ) -> Vec<(PartitionId, Result<CompactionReport, String>)> {
         *log.last_compaction.lock() = Some(tokio::time::Instant::now());
         let mut out = Vec::with_capacity(log.partitions.len());
         for (i, p) in log.partitions.iter().enumerate() {
@@ -193,8 +195,13 @@ impl Node {
     pub(super) async fn apply_retention(&self, log: &OpenLog) {
         let now = self.clock.now_micros();
         for (i, p) in log.partitions.iter().enumerate() {
-            match apply_retention(Some(p.log()), p.cold().map(|c| &**c), log.config.retention, now)
-                .await
+            match apply_retention(
+                Some(p.log()),
+                p.cold().map(|c| &**c),
+                log.config.retention,
+                now,
+            )
+            .await
             {
                 Ok(r) if r.cut.is_some() => {
                     self.metrics
@@ -233,6 +240,9 @@ impl Node {
 }
 
 fn lag_of(p: &Partition, state: &CompactionState) -> u64 {
-    let from = state.cleaned_through.unwrap_or(LogOffset::ZERO).max(p.earliest());
+    let from = state
+        .cleaned_through
+        .unwrap_or(LogOffset::ZERO)
+        .max(p.earliest());
     p.high_watermark().0.saturating_sub(from.0)
 }

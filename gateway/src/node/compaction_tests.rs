@@ -138,7 +138,11 @@ async fn the_user_profile_example_keeps_offsets_30_and_40() {
         .map(|o| match o {
             10 => rec(old, "user-1", Some("{\"name\":\"Ann\",\"city\":\"Oslo\"}")),
             20 => rec(old, "user-2", Some("{\"name\":\"Bob\",\"city\":\"Rome\"}")),
-            30 => rec(old, "user-1", Some("{\"name\":\"Ann\",\"city\":\"Bergen\"}")),
+            30 => rec(
+                old,
+                "user-1",
+                Some("{\"name\":\"Ann\",\"city\":\"Bergen\"}"),
+            ),
             40 => rec(old, "user-2", Some("{\"name\":\"Bob\",\"city\":\"Milan\"}")),
             _ => rec(old, &format!("noise-{o}"), None),
         })
@@ -149,7 +153,11 @@ async fn the_user_profile_example_keeps_offsets_30_and_40() {
     archive_everything(&t.node, "profiles", 0).await;
     let report = compact(&t.node, "profiles").await;
     assert_eq!(report.records_read, 41 * 2, "read once per tier");
-    assert_eq!(report.segments_rewritten(), 2, "the archived copy and the local one");
+    assert_eq!(
+        report.segments_rewritten(),
+        2,
+        "the archived copy and the local one"
+    );
 
     let want = |records: &[Record]| {
         let got: Vec<(u64, &[u8], &[u8])> = records
@@ -190,7 +198,11 @@ async fn the_user_profile_example_keeps_offsets_30_and_40() {
         Duration::from_secs(3600),
     )
     .await;
-    want(&consume_all(&fresh, "profiles", 0).await.expect("consume archive"));
+    want(
+        &consume_all(&fresh, "profiles", 0)
+            .await
+            .expect("consume archive"),
+    );
     fresh.shutdown().await;
 }
 
@@ -270,7 +282,10 @@ async fn a_million_updates_compact_to_the_latest_value_per_key_then_tombstones_g
     };
     let after = consume_all(&t.node, "updates", 0).await.expect("consume");
     check(&after, true);
-    assert!(model.values().any(|(_, v)| v.is_none()), "the run has deleted keys");
+    assert!(
+        model.values().any(|(_, v)| v.is_none()),
+        "the run has deleted keys"
+    );
 
     // Past delete_retention the tombstones go too.
     t.clock.advance(Duration::from_secs(2 * 3600));
@@ -318,7 +333,11 @@ async fn a_week_of_samples_downsamples_into_exact_buckets() {
     for m in 0..minutes {
         for s in 0..series_n {
             let v = sample_value(s, m);
-            batch.push(rec(at(m), &format!("s{s:02}"), Some(&format!("{{\"v\":{v}}}"))));
+            batch.push(rec(
+                at(m),
+                &format!("s{s:02}"),
+                Some(&format!("{{\"v\":{v}}}")),
+            ));
             if batch.len() == 1000 {
                 produce(&t.node, "metrics", std::mem::take(&mut batch)).await;
             }
@@ -354,7 +373,8 @@ async fn a_week_of_samples_downsamples_into_exact_buckets() {
             raw += 1;
             continue;
         };
-        let b: BucketValue = serde_json::from_slice(r.value.as_deref().expect("value")).expect("bucket");
+        let b: BucketValue =
+            serde_json::from_slice(r.value.as_deref().expect("value")).expect("bucket");
         assert_eq!(h.value.as_ref(), b.bucket_seconds.to_string().as_bytes());
         assert_eq!(r.timestamp, b.bucket_start);
         let width = b.bucket_seconds as i64 * SEC;
@@ -376,14 +396,23 @@ async fn a_week_of_samples_downsamples_into_exact_buckets() {
             .filter(|&m| (b.bucket_start..b.bucket_start + width).contains(&at(m)))
             .map(|m| sample_value(s, m))
             .collect();
-        assert_eq!(b.count as usize, values.len(), "count of {} at {}", b.series, b.bucket_start);
+        assert_eq!(
+            b.count as usize,
+            values.len(),
+            "count of {} at {}",
+            b.series,
+            b.bucket_start
+        );
         assert_eq!(b.sum, values.iter().sum::<u64>() as f64);
         assert_eq!(b.min, *values.iter().min().expect("min") as f64);
         assert_eq!(b.max, *values.iter().max().expect("max") as f64);
         accounted += b.count;
     }
     assert_eq!(accounted, total, "every sample is in exactly one row");
-    assert!(hours > 0 && tens > 0 && raw > 0, "all three tiers present: {hours} {tens} {raw}");
+    assert!(
+        hours > 0 && tens > 0 && raw > 0,
+        "all three tiers present: {hours} {tens} {raw}"
+    );
     // A second pass at the same time finds nothing to do.
     let again = compact(&t.node, "metrics").await;
     assert_eq!(again.segments_rewritten(), 0);
@@ -405,7 +434,10 @@ async fn six_hourly_segments(node: &Node, log: &str) -> Vec<u64> {
     }
     let p = partition_of(node, log);
     let end = p.high_watermark();
-    wait_until("archived", || p.cold().and_then(|c| c.end_offset()) == Some(end)).await;
+    wait_until("archived", || {
+        p.cold().and_then(|c| c.end_offset()) == Some(end)
+    })
+    .await;
     bases
 }
 
@@ -417,7 +449,10 @@ async fn retention_by_time_and_size_deletes_exactly_the_due_segments_on_both_tie
     let logs = [
         ("keep", Retention::Infinite),
         // Older than 3.5 hours: the 6h, 5h and 4h segments.
-        ("by-time", Retention::Time(Duration::from_secs(3 * 3600 + 1800))),
+        (
+            "by-time",
+            Retention::Time(Duration::from_secs(3 * 3600 + 1800)),
+        ),
         ("sizing", Retention::Infinite),
     ];
     for (log, retention) in logs {
@@ -457,7 +492,11 @@ async fn retention_by_time_and_size_deletes_exactly_the_due_segments_on_both_tie
         let cut = LogOffset(bases[log][first_kept]);
         let part = p(log);
         let cold = part.cold().expect("cold").manifest();
-        assert_eq!(cold.segments.len(), 6 - first_kept, "{log}: archived segments left");
+        assert_eq!(
+            cold.segments.len(),
+            6 - first_kept,
+            "{log}: archived segments left"
+        );
         assert_eq!(cold.start_offset(), Some(cut), "{log}: archive start");
         assert_eq!(part.start_offset(), cut, "{log}: local start");
         assert_eq!(part.earliest(), cut, "{log}: earliest");
@@ -488,7 +527,13 @@ async fn a_reader_during_deletion_sees_data_or_out_of_range_never_a_gap() {
     t.node.create_log("racy", config).await.expect("create");
     // 2000 records over 2 hours of age; segments roll every ~16 KiB.
     let records: Vec<NewRecord> = (0..2000)
-        .map(|i| rec(NOW - 2 * HOUR + i * (HOUR / 1000), &format!("k{i}"), Some(&"y".repeat(200))))
+        .map(|i| {
+            rec(
+                NOW - 2 * HOUR + i * (HOUR / 1000),
+                &format!("k{i}"),
+                Some(&"y".repeat(200)),
+            )
+        })
         .collect();
     for chunk in records.chunks(20) {
         produce(&t.node, "racy", chunk.to_vec()).await;
