@@ -189,7 +189,12 @@ impl StandaloneCompactor {
         )
         .await
         {
-            Ok(deleted) => pass.orphans_deleted = deleted.len(),
+            Ok(deleted) => {
+                if !deleted.is_empty() {
+                    info!(%log, partition, objects = deleted.len(), "deleted orphaned objects");
+                }
+                pass.orphans_deleted = deleted.len();
+            }
             Err(e) => warn!(%log, partition, error = %e, "orphan GC failed"),
         }
         pass

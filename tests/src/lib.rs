@@ -78,6 +78,20 @@ pub fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.into())
 }
 
+/// The same S3 server and prefix as an object-store config, to look into the bucket directly.
+pub fn s3_store_config(prefix: &str) -> pyralog_cold_tier::ObjectStoreConfig {
+    let endpoint = std::env::var("PYRALOG_S3_ENDPOINT").expect("PYRALOG_S3_ENDPOINT");
+    let bucket = std::env::var("PYRALOG_S3_BUCKET").unwrap_or_else(|_| "pyralog".into());
+    pyralog_cold_tier::ObjectStoreConfig {
+        endpoint: Some(endpoint),
+        allow_http: true,
+        region: Some("us-east-1".into()),
+        access_key_id: Some(env_or("AWS_ACCESS_KEY_ID", "pyralog")),
+        secret_access_key: Some(env_or("AWS_SECRET_ACCESS_KEY", "pyralog-secret")),
+        ..pyralog_cold_tier::ObjectStoreConfig::for_url(format!("s3://{bucket}/{prefix}"))
+    }
+}
+
 /// The `[store]` section of a standalone compactor's config for the same S3 server and prefix.
 pub fn s3_store_toml(prefix: &str) -> String {
     let endpoint = std::env::var("PYRALOG_S3_ENDPOINT").expect("PYRALOG_S3_ENDPOINT");

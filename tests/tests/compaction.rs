@@ -16,7 +16,8 @@ use bytes::Bytes;
 use pyralog_client::{
     ConsumerConfig, LogOffset, PartitionConsumer, ProduceRecord, Producer, ProducerConfig,
 };
-use pyralog_e2e::{pyralog_bin, s3_env, s3_store_toml, TestNode};
+use object_store::ObjectStore;
+use pyralog_e2e::{pyralog_bin, s3_env, s3_store_config, s3_store_toml, TestNode};
 use pyralog_proto::v1;
 
 fn unique(name: &str) -> String {
@@ -236,6 +237,34 @@ async fn killing_the_standalone_compactor_mid_rewrite_never_breaks_the_log() {
         want,
         "exactly the latest per key"
     );
+
+    // Objects left by the killed runs (uploaded, never committed) are collected: with no
+    // grace period, the partition's directory holds exactly what the manifest names.
+    std::fs::write(
+        &config,
+        format!("interval = \"20ms\"\norphan_grace = \"0s\"\n{}", s3_store_toml(&prefix)),
+    )
+    .expect("write config");
+    assert!(spawn(true).wait().expect("gc run").success());
+    let store_cfg = s3_store_config(&prefix);
+    let store = pyralog_cold_tier::open_store(&store_cfg).expect("store");
+    let layout = store_cfg.layout().expect("layout");
+    let log_id = pyralog_types::LogId::new("state").expect("log id");
+    let (manifest, _) = pyralog_cold_tier::ManifestStore::new(store.clone(), layout.clone())
+        .load(&log_id, 0)
+        .await
+        .expect("load manifest")
+        .expect("a manifest");
+    let named: std::collections::BTreeSet<String> =
+        manifest.segments.iter().map(|s| s.key.clone()).collect();
+    let listed: Vec<object_store::ObjectMeta> = futures::TryStreamExt::try_collect(
+        store.list(Some(&layout.partition_dir(&log_id, 0))),
+    )
+    .await
+    .expect("list");
+    let listed: std::collections::BTreeSet<String> =
+        listed.into_iter().map(|o| o.location.to_string()).collect();
+    assert_eq!(listed, named, "only committed segments remain in the bucket");
 
     // The admin path: a pass through the node finds nothing left, and status reports it.
     let run = node.cli(&["compaction", "run", "state"], None);

@@ -239,3 +239,48 @@ proptest! {
         prop_assert_eq!(again, originals);
     }
 }
+
+#[test]
+fn downsampled_segments_carry_typed_metric_columns_and_still_decode_as_records() {
+    use arrow_array::{Array, Float64Array};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let records: Vec<Record> = (0..10).map(|i| record(i * 3, 1, 1_000 + i as i64, b"{}")).collect();
+    let metrics: Vec<Option<MetricRow>> = (0..10u64)
+        .map(|i| {
+            (i % 2 == 0).then(|| MetricRow {
+                series: format!("s{i}"),
+                bucket_start: 600_000_000 * i as i64,
+                bucket_seconds: 600,
+                count: i + 1,
+                sum: i as f64 * 1.5,
+                min: 0.0,
+                max: i as f64,
+            })
+        })
+        .collect();
+    let encoded =
+        encode_metric_records(&records, &metrics, &EncodeOptions::default()).expect("encode");
+    // The record view is unchanged: the gateway serves these rows like any others.
+    assert_eq!(decode_rows(encoded.bytes.clone()).expect("decode"), records);
+    // A SQL engine sees typed, nullable columns (null on raw rows).
+    let reader = ParquetRecordBatchReaderBuilder::try_new(encoded.bytes.clone())
+        .expect("reader")
+        .build()
+        .expect("build");
+    let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
+    let rb = &batches[0];
+    assert_eq!(rb.schema(), metrics_schema());
+    let sum = rb
+        .column_by_name("sum")
+        .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+        .expect("sum is DOUBLE");
+    let count = rb
+        .column_by_name("count")
+        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+        .expect("count is UINT64");
+    assert_eq!((sum.value(2), count.value(2)), (3.0, 3));
+    assert!(sum.is_null(1) && count.is_null(1), "raw rows have no metric values");
+    // A mismatched metrics slice is refused, not written.
+    assert!(encode_metric_records(&records, &metrics[..3], &EncodeOptions::default()).is_err());
+}

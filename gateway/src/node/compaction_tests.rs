@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use pyralog_compactor::{BucketValue, BUCKET_HEADER};
 use pyralog_types::batch::NewRecord;
 use pyralog_types::{
@@ -242,15 +242,34 @@ async fn a_million_updates_compact_to_the_latest_value_per_key_then_tombstones_g
     produce(&t.node, "updates", batch).await;
     archive_everything(&t.node, "updates", 1).await;
 
+    // Baseline in the same run: plain GETs of the same objects from the same store.
+    let segments = partition_of(&t.node, "updates")
+        .cold()
+        .expect("cold")
+        .manifest()
+        .segments;
+    let parquet_bytes: u64 = segments.iter().map(|s| s.size_bytes).sum();
+    let started = Instant::now();
+    for s in &segments {
+        let got = t.store.get(&s.path()).await.expect("get");
+        got.bytes().await.expect("body");
+    }
+    let raw_get = parquet_bytes as f64 / started.elapsed().as_secs_f64() / 1e6;
+
     let started = Instant::now();
     let report = compact(&t.node, "updates").await;
     let secs = started.elapsed().as_secs_f64();
+    let pass_mb_s = parquet_bytes as f64 / secs / 1e6;
     println!(
         "compaction of {n} updates over {keys} keys: {:.0} records/s, {:.1} MB/s of payload \
-         ({:.2} s); stored bytes {} -> {} ({:.4} of before); records {} -> {}",
+         ({:.2} s); {:.1} MB/s of Parquet vs raw GET {:.1} MB/s: ratio {:.3}; \
+         stored bytes {} -> {} ({:.4} of before); records {} -> {}",
         report.records_read as f64 / secs,
         report.payload_bytes_read as f64 / secs / 1e6,
         secs,
+        pass_mb_s,
+        raw_get,
+        pass_mb_s / raw_get,
         report.bytes_before,
         report.bytes_after,
         report.bytes_after as f64 / report.bytes_before.max(1) as f64,
