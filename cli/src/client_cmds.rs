@@ -209,6 +209,8 @@ pub(crate) async fn compaction(server: &str, args: CompactionArgs) -> CliResult 
                     format!("failed: {}", p.error)
                 } else if p.stale {
                     "manifest moved; nothing committed".to_owned()
+                } else if p.skipped {
+                    "nothing new since the last pass".to_owned()
                 } else {
                     String::new()
                 };

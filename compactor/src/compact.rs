@@ -18,7 +18,7 @@
 //! never resurrect a deleted key (the next pass finishes the job).
 //!
 //! # Time-series pass (cold tier only)
-//! The run of archived segments not yet at the coarsest tier and old enough for the first tier
+//! The run of archived segments due for a (coarser) tier
 //! is decoded, [`downsample`]d as a whole (a bucket may span segments), split back along the
 //! old segments' ranges and swapped in one commit. Data on local disk is served raw until the
 //! archive holds it; a node without a cold tier does not downsample.
@@ -72,6 +72,17 @@ pub struct CompactOptions {
     pub max_cached_bytes: u64,
     /// Most Parquet bytes one time-series pass decodes (at least one segment).
     pub max_downsample_bytes: u64,
+    /// What the previous pass over this partition left: a key-based pass whose range has not
+    /// grown since, before any tombstone it kept expires, has nothing to do and reads nothing.
+    pub previous: Option<PreviousPass>,
+}
+
+/// The part of a finished pass that decides whether the next one has work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreviousPass {
+    pub cleaned_through: Option<LogOffset>,
+    /// When the first tombstone it kept leaves its `delete_retention` (`None`: none kept).
+    pub tombstone_expiry: Option<TimestampMicros>,
 }
 
 impl Default for CompactOptions {
@@ -81,6 +92,7 @@ impl Default for CompactOptions {
             upload: UploadOptions::default(),
             max_cached_bytes: 256 << 20,
             max_downsample_bytes: 256 << 20,
+            previous: None,
         }
     }
 }
@@ -109,6 +121,22 @@ pub struct CompactionReport {
     /// The manifest changed under the pass (retention, another compactor): nothing of the
     /// cold tier was committed; the next pass starts over.
     pub stale: bool,
+    /// Tombstones kept only because they are younger than `delete_retention`.
+    pub pending_tombstones: u64,
+    /// When the first of them expires.
+    pub tombstone_expiry: Option<TimestampMicros>,
+    /// Nothing changed since the previous pass: nothing was read.
+    pub skipped: bool,
+}
+
+impl CompactionReport {
+    /// What the next pass needs to know about this one.
+    pub fn as_previous(&self) -> PreviousPass {
+        PreviousPass {
+            cleaned_through: self.cleaned_through,
+            tombstone_expiry: self.tombstone_expiry,
+        }
+    }
 }
 
 impl CompactionReport {
@@ -188,6 +216,13 @@ async fn compact_keys(
         .and_then(|s| s.last_offset)
         .or(cold_run.last().map(|s| s.last_offset))
         .map(|l| LogOffset(l.0 + 1));
+    let unchanged = opts.previous.is_some_and(|p| {
+        p.cleaned_through == report.cleaned_through && p.tombstone_expiry.is_none_or(|e| now < e)
+    });
+    if unchanged {
+        report.skipped = true;
+        return Ok(report);
+    }
 
     // 2. The key map, oldest first.
     let mut cached: Vec<Option<Vec<Record>>> = Vec::with_capacity(cold_run.len());
@@ -217,6 +252,10 @@ async fn compact_keys(
         }
     }
     report.keys = map.len() as u64;
+    report.pending_tombstones = map.pending_tombstones();
+    report.tombstone_expiry = map
+        .oldest_pending_tombstone()
+        .map(|ts| ts.saturating_add(micros(t.config.delete_retention)));
 
     // 3. Cold rewrite, one commit.
     if let Some(cold) = t.cold {
@@ -292,21 +331,31 @@ async fn downsample_cold(
     opts: &CompactOptions,
 ) -> Result<CompactionReport, CompactorError> {
     let mut report = CompactionReport::default();
-    let (Some(first), Some(last)) = (spec.tiers.first(), spec.tiers.last()) else {
+    let Some(first) = spec.tiers.first() else {
         return Ok(report);
     };
-    let coarsest = last.bucket.as_secs();
     let horizon = now.saturating_sub(micros(first.after));
     let lag_cutoff = now.saturating_sub(micros(t.config.min_compaction_lag));
     let manifest = cold.partition.manifest();
     let mut run: Vec<ColdSegment> = Vec::new();
     let mut bytes = 0u64;
-    for s in manifest
-        .segments
-        .iter()
-        .skip_while(|s| s.bucket_seconds == coarsest)
-    {
-        let old_enough = s.min_timestamp < horizon && s.max_timestamp <= lag_cutoff;
+    // A segment already downsampled to width w is due again only when its oldest bucket is
+    // due for the next coarser tier; until then it is not re-read.
+    let due = |s: &ColdSegment| {
+        if s.bucket_seconds == 0 {
+            return s.min_timestamp < horizon;
+        }
+        spec.tiers
+            .iter()
+            .find(|t| t.bucket.as_secs() > s.bucket_seconds)
+            .is_some_and(|t| {
+                let w = micros(t.bucket);
+                let end = s.min_timestamp - s.min_timestamp.rem_euclid(w.max(1)) + w;
+                end <= now.saturating_sub(micros(t.after))
+            })
+    };
+    for s in manifest.segments.iter().skip_while(|s| !due(s)) {
+        let old_enough = due(s) && s.max_timestamp <= lag_cutoff;
         if !old_enough || (!run.is_empty() && bytes + s.size_bytes > opts.max_downsample_bytes) {
             break;
         }

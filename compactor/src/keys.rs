@@ -20,7 +20,9 @@ use xxhash_rust::xxh3::xxh3_128;
 #[derive(Debug, Clone)]
 pub struct KeyMap {
     mode: CompactionMode,
-    latest: HashMap<u128, u64>,
+    /// Key hash → (latest offset, the timestamp of that record if it is a tombstone still
+    /// inside its retention).
+    latest: HashMap<u128, (u64, Option<TimestampMicros>)>,
     /// Tombstones older than this (record timestamp) are dropped.
     tombstone_cutoff: TimestampMicros,
 }
@@ -45,9 +47,31 @@ impl KeyMap {
             _ => false,
         };
         if remembered {
-            let slot = self.latest.entry(xxh3_128(key)).or_insert(r.offset.0);
-            *slot = (*slot).max(r.offset.0);
+            let young_tombstone =
+                (r.value.is_none() && r.timestamp >= self.tombstone_cutoff).then_some(r.timestamp);
+            let slot = self
+                .latest
+                .entry(xxh3_128(key))
+                .or_insert((r.offset.0, young_tombstone));
+            if r.offset.0 >= slot.0 {
+                *slot = (r.offset.0, young_tombstone);
+            }
         }
+    }
+
+    /// Tombstones that survive this pass only because they are younger than
+    /// `delete_retention`: a later pass has work to do even if no new data arrives.
+    pub fn pending_tombstones(&self) -> u64 {
+        self.latest
+            .values()
+            .filter(|(_, young)| young.is_some())
+            .count() as u64
+    }
+
+    /// The timestamp of the oldest tombstone kept for its retention: it expires at this
+    /// time plus `delete_retention`.
+    pub fn oldest_pending_tombstone(&self) -> Option<TimestampMicros> {
+        self.latest.values().filter_map(|(_, young)| *young).min()
     }
 
     /// Keys remembered.
@@ -62,7 +86,10 @@ impl KeyMap {
     /// Whether compaction keeps `r`.
     pub fn keeps(&self, r: &Record) -> bool {
         let Some(key) = &r.key else { return true };
-        let latest = self.latest.get(&xxh3_128(key)).copied().map(LogOffset);
+        let latest = self
+            .latest
+            .get(&xxh3_128(key))
+            .map(|(offset, _)| LogOffset(*offset));
         let expired_tombstone = r.value.is_none() && r.timestamp < self.tombstone_cutoff;
         match self.mode {
             // The map holds the latest record per key (KeyBased) or the latest tombstone per

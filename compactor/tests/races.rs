@@ -65,7 +65,10 @@ async fn two_compactors_racing_commit_exactly_one_rewrite() {
         compaction: CompactionMode::KeyBased,
         ..LogConfig::default()
     };
-    let (a, b) = (open(&store, &layout, &log).await, open(&store, &layout, &log).await);
+    let (a, b) = (
+        open(&store, &layout, &log).await,
+        open(&store, &layout, &log).await,
+    );
     let opts = CompactOptions::default();
     let target = |cold| CompactTarget {
         log: &log,
@@ -97,7 +100,10 @@ async fn two_compactors_racing_commit_exactly_one_rewrite() {
     let pass_b = compact_partition(target(cold_b), 10_000, &opts_b);
     let (ra, rb) = tokio::join!(pass_a, pass_b);
     let (ra, rb) = (ra.expect("pass a"), rb.expect("pass b"));
-    assert!(ra.segments_rewritten() > 0 && rb.segments_rewritten() > 0, "both did the work");
+    assert!(
+        ra.segments_rewritten() > 0 && rb.segments_rewritten() > 0,
+        "both did the work"
+    );
     assert_eq!(
         [ra.stale, rb.stale].iter().filter(|s| !**s).count(),
         1,
@@ -126,5 +132,9 @@ async fn two_compactors_racing_commit_exactly_one_rewrite() {
         v
     };
     assert_eq!(got, want);
-    assert_eq!(reader.start_offset(), Some(LogOffset(0)), "compaction never moves the start");
+    assert_eq!(
+        reader.start_offset(),
+        Some(LogOffset(0)),
+        "compaction never moves the start"
+    );
 }

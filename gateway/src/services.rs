@@ -305,5 +305,7 @@ fn compaction_pass(partition: u32, r: &pyralog_compactor::CompactionReport) -> v
         stale: r.stale,
         error: String::new(),
         keys: r.keys,
+        skipped: r.skipped,
+        pending_tombstones: r.pending_tombstones,
     }
 }

@@ -13,10 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use object_store::ObjectStore;
 use pyralog_client::{
     ConsumerConfig, LogOffset, PartitionConsumer, ProduceRecord, Producer, ProducerConfig,
 };
-use object_store::ObjectStore;
 use pyralog_e2e::{pyralog_bin, s3_env, s3_store_config, s3_store_toml, TestNode};
 use pyralog_proto::v1;
 
@@ -242,7 +242,10 @@ async fn killing_the_standalone_compactor_mid_rewrite_never_breaks_the_log() {
     // grace period, the partition's directory holds exactly what the manifest names.
     std::fs::write(
         &config,
-        format!("interval = \"20ms\"\norphan_grace = \"0s\"\n{}", s3_store_toml(&prefix)),
+        format!(
+            "interval = \"20ms\"\norphan_grace = \"0s\"\n{}",
+            s3_store_toml(&prefix)
+        ),
     )
     .expect("write config");
     assert!(spawn(true).wait().expect("gc run").success());
@@ -257,14 +260,16 @@ async fn killing_the_standalone_compactor_mid_rewrite_never_breaks_the_log() {
         .expect("a manifest");
     let named: std::collections::BTreeSet<String> =
         manifest.segments.iter().map(|s| s.key.clone()).collect();
-    let listed: Vec<object_store::ObjectMeta> = futures::TryStreamExt::try_collect(
-        store.list(Some(&layout.partition_dir(&log_id, 0))),
-    )
-    .await
-    .expect("list");
+    let listed: Vec<object_store::ObjectMeta> =
+        futures::TryStreamExt::try_collect(store.list(Some(&layout.partition_dir(&log_id, 0))))
+            .await
+            .expect("list");
     let listed: std::collections::BTreeSet<String> =
         listed.into_iter().map(|o| o.location.to_string()).collect();
-    assert_eq!(listed, named, "only committed segments remain in the bucket");
+    assert_eq!(
+        listed, named,
+        "only committed segments remain in the bucket"
+    );
 
     // The admin path: a pass through the node finds nothing left, and status reports it.
     let run = node.cli(&["compaction", "run", "state"], None);

@@ -245,7 +245,9 @@ fn downsampled_segments_carry_typed_metric_columns_and_still_decode_as_records()
     use arrow_array::{Array, Float64Array};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-    let records: Vec<Record> = (0..10).map(|i| record(i * 3, 1, 1_000 + i as i64, b"{}")).collect();
+    let records: Vec<Record> = (0..10)
+        .map(|i| record(i * 3, 1, 1_000 + i as i64, b"{}"))
+        .collect();
     let metrics: Vec<Option<MetricRow>> = (0..10u64)
         .map(|i| {
             (i % 2 == 0).then(|| MetricRow {
@@ -280,7 +282,10 @@ fn downsampled_segments_carry_typed_metric_columns_and_still_decode_as_records()
         .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
         .expect("count is UINT64");
     assert_eq!((sum.value(2), count.value(2)), (3.0, 3));
-    assert!(sum.is_null(1) && count.is_null(1), "raw rows have no metric values");
+    assert!(
+        sum.is_null(1) && count.is_null(1),
+        "raw rows have no metric values"
+    );
     // A mismatched metrics slice is refused, not written.
     assert!(encode_metric_records(&records, &metrics[..3], &EncodeOptions::default()).is_err());
 }

@@ -123,7 +123,15 @@ impl Node {
             hot: Some((p.log(), p.high_watermark())),
             cold,
         };
-        let res = compact_partition(target, now, &CompactOptions::default()).await;
+        let opts = CompactOptions {
+            previous: state
+                .last
+                .as_ref()
+                .filter(|r| !r.stale)
+                .map(CompactionReport::as_previous),
+            ..CompactOptions::default()
+        };
+        let res = compact_partition(target, now, &opts).await;
         state.runs += 1;
         state.last_run_at = Some(now);
         state.last_duration = started.elapsed();
@@ -134,7 +142,9 @@ impl Node {
                 state.cleaned_through = r.cleaned_through.max(state.cleaned_through);
                 state.bytes_reclaimed += r.bytes_reclaimed();
                 state.segments_rewritten += r.segments_rewritten();
-                state.last = Some(r.clone());
+                if !r.skipped {
+                    state.last = Some(r.clone());
+                }
                 self.metrics
                     .compaction_bytes_reclaimed
                     .inc_by(r.bytes_reclaimed());
