@@ -33,6 +33,11 @@ pub(crate) fn read(
     let mut is_first = true;
     while let Some(s) = seg.take() {
         let size = s.size();
+        let gaps_allowed = s.is_compacted();
+        if !is_first {
+            // A segment starts at its base, unless compaction removed its first records.
+            expect = (!gaps_allowed).then_some(s.base());
+        }
         let start = if is_first {
             s.locate(from)?.map_or(size, |(pos, _)| pos)
         } else {
@@ -71,8 +76,9 @@ pub(crate) fn read(
                 let batch = Batch::parse_verified(buf.slice(used..used + batch_size))
                     .map_err(|e| s.corrupt(pos, e.to_string()))?;
                 let base = batch.base_offset().0;
-                // Compacted segments have gaps between batches, never overlaps.
-                if expect.is_some_and(|e| e > base) {
+                // Compacted segments have gaps between batches, never overlaps; any other
+                // segment is dense.
+                if expect.is_some_and(|e| e > base || (e != base && !gaps_allowed)) {
                     return Err(
                         s.corrupt(pos, format!("batch at offset {base}, expected {expect:?}"))
                     );

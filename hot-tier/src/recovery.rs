@@ -23,7 +23,7 @@ use crate::epochs::{sync_dir, EpochCache, CHECKPOINT};
 use crate::error::HotError;
 use crate::log::PartitionOptions;
 use crate::segment::{
-    io_err, parse_segment_name, segment_path, Segment, INDEX_EXT, LOG_EXT, TIME_EXT,
+    io_err, parse_segment_name, segment_path, Segment, COMPACTED_EXT, INDEX_EXT, LOG_EXT, TIME_EXT,
 };
 
 pub(crate) const CLEAN_MARKER: &str = ".clean_shutdown";
@@ -105,7 +105,7 @@ fn list_segments(dir: &Path) -> Result<BTreeMap<u64, u64>, HotError> {
                 let size = entry.metadata().map_err(io_err("stat", &path))?.len();
                 logs.insert(base, size);
             }
-            Some((base, INDEX_EXT | TIME_EXT)) => indexes.push((base, path)),
+            Some((base, INDEX_EXT | TIME_EXT | COMPACTED_EXT)) => indexes.push((base, path)),
             _ => {}
         }
     }

@@ -77,6 +77,12 @@ pub(crate) fn write_tmp(
 /// Replaces `seg`'s files with the temporary file: indexes unlinked, then the rename, then a
 /// directory fsync. Returns the new size of the `.log`.
 pub(crate) fn swap_in(dir: &Path, seg: &Segment, tmp: &Path) -> Result<u64, HotError> {
+    // The marker first: a crash before the rename leaves an intact segment marked as
+    // compacted, which only relaxes its gap check; never a compacted one without it.
+    let marker = seg.compacted_marker();
+    File::create(&marker)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("create", &marker))?;
     for p in [seg.index_path(), seg.time_path()] {
         match std::fs::remove_file(p) {
             Ok(()) => {}

@@ -32,6 +32,10 @@ use pyralog_types::batch::BatchHeader;
 pub(crate) const LOG_EXT: &str = "log";
 pub(crate) const INDEX_EXT: &str = "index";
 pub(crate) const TIME_EXT: &str = "timeindex";
+/// Marker of a segment rewritten by compaction (empty file). Only such a segment may have
+/// offset gaps between its batches: in any other, a batch that does not start where the
+/// previous one ended means damage (batch base offsets are outside the CRC).
+pub(crate) const COMPACTED_EXT: &str = "compacted";
 
 /// `max_timestamp` value meaning "none or not known yet".
 const NO_TS: i64 = i64::MIN;
@@ -75,6 +79,7 @@ pub(crate) struct Segment {
     indexes: RwLock<Option<Indexes>>,
     index_interval: u64,
     deleted: AtomicBool,
+    compacted: bool,
 }
 
 impl Segment {
@@ -92,7 +97,19 @@ impl Segment {
             indexes: RwLock::new(None),
             index_interval,
             deleted: AtomicBool::new(false),
+            compacted: segment_path(dir, base, COMPACTED_EXT).exists(),
         }
+    }
+
+    /// Whether compaction rewrote this segment (so gaps between its batches are expected).
+    pub(crate) fn is_compacted(&self) -> bool {
+        self.compacted
+    }
+
+    pub(crate) fn compacted_marker(&self) -> PathBuf {
+        let mut p = self.log_path.clone();
+        p.set_extension(COMPACTED_EXT);
+        p
     }
 
     pub(crate) fn base(&self) -> u64 {
@@ -238,8 +255,7 @@ impl Segment {
             path: &self.log_path,
             base: self.base,
             verify: false,
-            // Compaction leaves gaps in closed segments.
-            allow_gaps: true,
+            allow_gaps: self.compacted,
             pos: 0,
             next_offset: self.base,
             cursor: IndexCursor::new(self.index_interval, None),
@@ -274,12 +290,14 @@ impl Segment {
         let start = self.with_indexes(|ix| ix.offsets.floor(rel))?;
         let (mut pos, mut expect) = match start {
             Some((r, p)) => (u64::from(p), Some(self.base + u64::from(r))),
-            None => (0, Some(self.base)),
+            None => (0, (!self.compacted).then_some(self.base)),
         };
         while pos < limit {
             let h = self.header_at(pos, limit)?;
-            // Gaps (compaction) are fine; a batch starting before the previous one ended is not.
-            if expect.is_some_and(|e| e > h.base_offset) {
+            // In a compacted segment gaps are fine; a batch starting before the previous one
+            // ended never is.
+            let bad = |e: u64| e > h.base_offset || (e != h.base_offset && !self.compacted);
+            if expect.is_some_and(bad) {
                 return Err(self.corrupt(
                     pos,
                     format!(
@@ -326,7 +344,8 @@ impl Segment {
     /// Unlinks the files (open descriptors and maps stay valid for in-flight readers).
     pub(crate) fn delete_files(&self) -> Result<(), HotError> {
         self.mark_deleted();
-        for p in [&self.log_path, &self.index_path, &self.time_path] {
+        let marker = self.compacted_marker();
+        for p in [&self.log_path, &self.index_path, &self.time_path, &marker] {
             match std::fs::remove_file(p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -665,3 +665,24 @@ fn deleting_below_an_offset_takes_whole_closed_segments_only() {
         .expect_err("gone");
     assert!(matches!(err, HotError::OffsetOutOfRange { .. }), "{err}");
 }
+
+#[test]
+fn a_shifted_base_offset_is_corruption_unless_the_segment_was_compacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let log = open(dir.path(), options(1 << 20, 1 << 20), &clock);
+    closed_segments(&log, 2);
+    log.close().expect("close");
+    drop(log);
+    // Base offsets sit outside the batch CRC: move the second batch of segment 0 forward.
+    let path = dir.path().join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let first = pyralog_types::batch::peek_size(&bytes).expect("size");
+    bytes[first..first + 8].copy_from_slice(&7u64.to_le_bytes());
+    std::fs::write(&path, &bytes).expect("write");
+    let log = open(dir.path(), options(1 << 20, 1 << 20), &clock);
+    let err = log
+        .read(LogOffset(0), 1 << 20, LogOffset::MAX)
+        .expect_err("a dense segment with a hole is damaged");
+    assert!(matches!(err, HotError::Corrupt { .. }), "{err}");
+}

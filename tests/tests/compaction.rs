@@ -2,10 +2,12 @@
 //! `scripts/test.sh` starts, and the standalone compactor killed mid-rewrite.
 //!
 //! - The standalone compactor (`pyralog compactor --config`) is `kill -9`ed at random points
-//!   of its passes, 20 times; after each kill a node restarted on the bucket reads the log,
-//!   and what it reads is a valid state: every record is the one written at its offset, and
-//!   the latest record of every key is there. A last pass runs to completion and the log then
-//!   reads exactly as the model: one record per key, the latest.
+//!   of its passes, 20 times, with new updates before each run. After each kill a node
+//!   restarted on the bucket reads a valid state (every record is the one written at its
+//!   offset, the latest record of every key is there); after the compactor is restarted and
+//!   finishes a pass, the log reads exactly as the model: one record per key, the latest.
+//! - Orphans of the killed runs are collected: the bucket ends up holding exactly the objects
+//!   the manifest names.
 //! - `pyralog compaction run` and `status` report the pass.
 
 use std::collections::BTreeMap;
@@ -78,6 +80,22 @@ fn check_valid(read: &[(u64, String, Option<String>)], written: &[(String, Optio
             "the latest record of {k} (offset {o}) is readable"
         );
     }
+}
+
+/// Exactly the model: one record per key, the latest, at its offset.
+fn check_model(read: &[(u64, String, Option<String>)], written: &[(String, Option<String>)]) {
+    check_valid(read, written);
+    let mut model: BTreeMap<&str, u64> = BTreeMap::new();
+    for (i, (k, _)) in written.iter().enumerate() {
+        model.insert(k, i as u64);
+    }
+    let mut want: Vec<u64> = model.values().copied().collect();
+    want.sort_unstable();
+    assert_eq!(
+        read.iter().map(|r| r.0).collect::<Vec<_>>(),
+        want,
+        "exactly the latest record per key"
+    );
 }
 
 /// Produces `count` more updates, rolls, and waits until all of it is archived and off the disk.
@@ -204,10 +222,17 @@ async fn killing_the_standalone_compactor_mid_rewrite_never_breaks_the_log() {
         if !log[before..].contains("compactor pass done") {
             mid_pass += 1;
         }
-        // A node that has just loaded the manifest serves exactly what the bucket says.
+        // A node that has just loaded the manifest serves exactly what the bucket says: a
+        // valid state wherever the kill landed.
         node.stop();
         node.restart();
         check_valid(&read_log(&node, written.len() as u64).await, &written);
+        // The compactor restarted (one pass to completion): the log reads as the model.
+        let status = spawn(true).wait().expect("compactor --once");
+        assert!(status.success(), "restarted compactor failed");
+        node.stop();
+        node.restart();
+        check_model(&read_log(&node, written.len() as u64).await, &written);
     }
     println!("20 kills in a {window} ms window, {mid_pass} before the first pass finished");
     assert!(
@@ -215,7 +240,7 @@ async fn killing_the_standalone_compactor_mid_rewrite_never_breaks_the_log() {
         "too few kills inside a pass ({mid_pass}) to mean anything"
     );
 
-    // One pass to completion: the log reads as the model, one record per key, the latest.
+    // And once more at the end, from the last state.
     let status = spawn(true).wait().expect("compactor --once");
     assert!(
         status.success(),
@@ -224,19 +249,7 @@ async fn killing_the_standalone_compactor_mid_rewrite_never_breaks_the_log() {
     );
     node.stop();
     node.restart();
-    let read = read_log(&node, written.len() as u64).await;
-    check_valid(&read, &written);
-    let mut model: BTreeMap<String, u64> = BTreeMap::new();
-    for (i, (k, _)) in written.iter().enumerate() {
-        model.insert(k.clone(), i as u64);
-    }
-    let mut want: Vec<u64> = model.values().copied().collect();
-    want.sort_unstable();
-    assert_eq!(
-        read.iter().map(|r| r.0).collect::<Vec<_>>(),
-        want,
-        "exactly the latest per key"
-    );
+    check_model(&read_log(&node, written.len() as u64).await, &written);
 
     // Objects left by the killed runs (uploaded, never committed) are collected: with no
     // grace period, the partition's directory holds exactly what the manifest names.
