@@ -1,20 +1,61 @@
 #!/usr/bin/env bash
 # Runs the whole benchmark suite on this machine and writes bench/results/report.{json,md}.
-#   bench/run.sh                 full run (1M records per W1 run)
-#   BENCH_RECORDS=20000 BENCH_LATENCY_SECONDS=2 bench/run.sh   smoke run (seconds)
+#
+#   bench/run.sh                         full run (see the defaults below; about 15 minutes)
+#   BENCH_SMOKE=1 bench/run.sh           smoke run: every workload, tiny sizes (seconds; CI)
+#   BENCH_S3=1 bench/run.sh              cold tier on the S3-compatible server of localstack/
+#   BENCH_PEER=tansu bench/run.sh        also the Tansu peer (bench/peer/tansu.sh)
+#
+# Knobs (environment): BENCH_RECORDS (per W1 run), BENCH_RECORD_BYTES ("1024,100"),
+# BENCH_PARTITIONS ("1,8"), BENCH_LATENCY_SECONDS, BENCH_DRAIN_MB (W4 backlog),
+# BENCH_COLD_RECORDS (W5/W6), BENCH_W7_MB (W7's archived backlog), BENCH_PROFILE (release|debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${BENCH_SMOKE:-}" ]; then
+  : "${BENCH_RECORDS:=20000}" "${BENCH_LATENCY_SECONDS:=2}" "${BENCH_DRAIN_MB:=8}"
+  : "${BENCH_COLD_RECORDS:=20000}" "${BENCH_W7_MB:=16}" "${BENCH_PROFILE:=debug}" "${BENCH_QUIET:=1}"
+fi
 profile=${BENCH_PROFILE:-release}
 if [ "$profile" = release ]; then cargo build --locked --release --bin pyralog; else cargo build --locked --bin pyralog; fi
 bin=target/$profile/pyralog
 work=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-"$bin" dev --listen 127.0.0.1:0 --data-dir "$work/data" >"$work/banner" 2>"$work/node.log" &
+pid=
+cleanup() {
+  [ -n "$pid" ] && { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+  [ -n "${BENCH_S3:-}" ] && localstack/s3-server.sh stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+store="file://$work/data/objects"
+store_args=()
+if [ -n "${BENCH_S3:-}" ]; then
+  eval "$(localstack/s3-server.sh start)"
+  store="s3://$PYRALOG_S3_BUCKET/bench-$(date +%s)"
+  store_args=(--endpoint "$PYRALOG_S3_ENDPOINT")
+  export PYRALOG_COLD_TIER__STORE__ENDPOINT=$PYRALOG_S3_ENDPOINT PYRALOG_COLD_TIER__STORE__ALLOW_HTTP=true
+  export PYRALOG_COLD_TIER__STORE__REGION=us-east-1
+  export PYRALOG_COLD_TIER__STORE__ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID PYRALOG_COLD_TIER__STORE__SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
+fi
+
+peer_args=()
+if [ "${BENCH_PEER:-}" = tansu ]; then
+  size=${BENCH_RECORD_BYTES:-1024}; size=${size%%,*}
+  BENCH_PEER_RECORDS=${BENCH_RECORDS:-1000000} BENCH_PEER_RECORD_BYTES=$size \
+    bench/peer/tansu.sh "$work/peer.json"
+  peer_args=(--peer "$work/peer.json")
+fi
+
+"$bin" dev --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$work/data" \
+  --object-store "$store" >"$work/banner" 2>"$work/node.log" &
 pid=$!
-for _ in $(seq 1 200); do grep -q listening "$work/banner" 2>/dev/null && break; sleep 0.1; done
-url=$(grep -o 'http://[0-9.:]*' "$work/banner")
+for _ in $(seq 1 200); do grep -q http "$work/banner" 2>/dev/null && break; sleep 0.1; done
+url=$(grep -o 'http://[0-9.:]*' "$work/banner" | head -1)
 mkdir -p bench/results
 "$bin" --server "$url" bench suite --data-dir "$work/data" --server-pid "$pid" \
-  --records "${BENCH_RECORDS:-1000000}" --record-bytes "${BENCH_RECORD_BYTES:-1024}" \
+  --records "${BENCH_RECORDS:-1000000}" --record-bytes "${BENCH_RECORD_BYTES:-1024,100}" \
   --partitions "${BENCH_PARTITIONS:-1,8}" --latency-seconds "${BENCH_LATENCY_SECONDS:-20}" \
+  --drain-mb "${BENCH_DRAIN_MB:-2048}" --object-store "$store" "${store_args[@]}" \
+  --cold-records "${BENCH_COLD_RECORDS:-2000000}" --w7-mb "${BENCH_W7_MB:-256}" \
+  "${peer_args[@]}" \
   --json bench/results/report.json --markdown bench/results/report.md ${BENCH_QUIET:+--quiet}

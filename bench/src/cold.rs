@@ -52,6 +52,8 @@ pub struct ColdReport {
     pub tiering_records_s: f64,
     pub tiering_hot_mb_s: f64,
     pub raw_get_mb_s: f64,
+    /// Raw PUTs of objects of the same sizes (copies of the segments), sequential.
+    pub raw_put_mb_s: f64,
     pub get_round_trip_ms: f64,
     pub cold_read_mb_s: f64,
     pub cold_read_hot_mb_s: f64,
@@ -184,6 +186,29 @@ pub async fn run(opts: &ColdOptions) -> Result<ColdReport, BenchError> {
         got += bytes.len() as u64;
     }
     let raw_get_secs = t.elapsed().as_secs_f64();
+    // The PUT baseline: the same bytes written again under a scratch key, one at a time.
+    let mut bodies = Vec::with_capacity(manifest.segments.len());
+    for s in &manifest.segments {
+        let b = store
+            .get(&s.path())
+            .await
+            .map_err(|e| invalid(&e))?
+            .bytes()
+            .await
+            .map_err(|e| invalid(&e))?;
+        bodies.push(b);
+    }
+    let t = Instant::now();
+    let mut put = 0u64;
+    for (i, b) in bodies.into_iter().enumerate() {
+        let key = opts.layout.prefix().clone().join("_bench_put").join(format!("{i}").as_str());
+        put += b.len() as u64;
+        store
+            .put(&key, object_store::PutPayload::from(b))
+            .await
+            .map_err(|e| invalid(&e))?;
+    }
+    let raw_put_mb_s = mb_s(put, t.elapsed().as_secs_f64());
     let mut rtts = Vec::new();
     if let Some(s) = manifest.segments.first() {
         for _ in 0..21 {
@@ -231,6 +256,7 @@ pub async fn run(opts: &ColdOptions) -> Result<ColdReport, BenchError> {
         tiering_records_s: opts.records as f64 / tiering_secs.max(1e-9),
         tiering_hot_mb_s: mb_s(hot_bytes, tiering_secs),
         raw_get_mb_s,
+        raw_put_mb_s,
         get_round_trip_ms,
         cold_read_mb_s,
         cold_read_hot_mb_s: mb_s(hot_bytes, cold_secs),
@@ -276,7 +302,7 @@ impl ColdReport {
             "| figure | value | baseline (same run) | ratio |\n|---|---|---|---|\n\
              | records / segments | {} / {} | | |\n\
              | Parquet bytes ÷ hot-tier bytes (JSON-like values) | {} / {} | | {:.3} |\n\
-             | tiering (encode+upload+commit, one core) | {:.0} rec/s, {:.1} hot MB/s | | |\n\
+             | tiering (encode+upload+commit, one core) | {:.0} rec/s, {:.1} hot MB/s, {:.1} Parquet MB/s | raw PUT {:.1} MB/s | {:.2} |\n\
              | raw GET, whole objects, sequential | {:.1} MB/s | | |\n\
              | one GET round trip (8-byte range, median of 21) | {:.2} ms | | |\n\
              | cold read from offset 0, empty cache | {:.1} Parquet MB/s ({:.1} hot MB/s) | raw GET {:.1} MB/s | R5 = {:.2} |\n\
@@ -290,6 +316,9 @@ impl ColdReport {
             self.parquet_over_hot,
             self.tiering_records_s,
             self.tiering_hot_mb_s,
+            self.tiering_hot_mb_s * self.parquet_over_hot,
+            self.raw_put_mb_s,
+            self.tiering_hot_mb_s * self.parquet_over_hot / self.raw_put_mb_s.max(1e-9),
             self.raw_get_mb_s,
             self.get_round_trip_ms,
             self.cold_read_mb_s,
@@ -335,6 +364,7 @@ mod tests {
         for v in [
             report.tiering_hot_mb_s,
             report.raw_get_mb_s,
+            report.raw_put_mb_s,
             report.cold_read_mb_s,
             report.warm_read_mb_s,
         ] {

@@ -340,3 +340,57 @@ fn now_micros() -> i64 {
     use pyralog_types::Clock;
     pyralog_types::SystemClock.now_micros()
 }
+
+/// Builds an archived backlog for a cold reader: `mb` of payload in a log whose closed
+/// segments (8 MiB) go to the node's cold tier and then leave its disk. Returns the number
+/// of records once only the active segment is left locally.
+pub async fn archive_backlog(
+    client: &Client,
+    log: &str,
+    mb: u64,
+    record_bytes: usize,
+    progress: bool,
+) -> Result<u64, BenchError> {
+    let spec = ProduceSpec {
+        log: log.to_owned(),
+        partitions: 1,
+        records: (mb << 20) / record_bytes.max(1) as u64,
+        record_bytes,
+        batch_bytes: 1 << 20,
+        acks: AckPolicy::Leader,
+        fsync: "1s".into(),
+        compression: Compression::None,
+    };
+    let _ = client.delete_log(log).await;
+    client
+        .create_log(
+            log,
+            v1::LogConfig {
+                partition_count: Some(1),
+                fsync: Some(spec.fsync.clone()),
+                segment_bytes: Some(8 << 20),
+                retention: Some(v1::Retention::default()),
+                local_retention: Some(v1::Retention {
+                    max_age_ms: None,
+                    max_bytes: Some(1),
+                }),
+                ..Default::default()
+            },
+        )
+        .await?;
+    produce_peak(client, &spec, progress).await?;
+    client.roll_segments(log, Vec::new()).await?;
+    let t = Instant::now();
+    loop {
+        let d = client.describe_log(log).await?;
+        if d.partitions.first().is_some_and(|p| p.local_segments <= 1) {
+            return Ok(spec.records);
+        }
+        if t.elapsed() > Duration::from_secs(600) {
+            return Err(BenchError::Invalid(format!(
+                "{log} was not archived within 10 minutes: does the node have a cold tier?"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

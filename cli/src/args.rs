@@ -105,10 +105,31 @@ pub(crate) struct SuiteArgs {
     /// The node's pid (for server CPU seconds and peak RSS).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Records per W1 run.
     #[arg(long, default_value_t = 1_000_000)]
     pub records: u64,
-    #[arg(long, default_value_t = 1024)]
-    pub record_bytes: usize,
+    /// Record sizes for W1; the first also drives W2-W4 and W7.
+    #[arg(long, value_delimiter = ',', default_value = "1024,100")]
+    pub record_bytes: Vec<usize>,
+    /// Size of W4's hot backlog in MB.
+    #[arg(long, default_value_t = 2048)]
+    pub drain_mb: u64,
+    /// The node's cold-tier store, for W5/W6 (run in-process under a fresh prefix of it) and
+    /// W7 (through the node). Omit to skip them.
+    #[arg(long)]
+    pub object_store: Option<String>,
+    /// Endpoint of an S3-compatible server (plain http allowed).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Records archived for W5/W6.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub cold_records: u64,
+    /// MB archived through the node for W7's cold reader.
+    #[arg(long, default_value_t = 256)]
+    pub w7_mb: u64,
+    /// JSON figures of a peer run (bench/peer/tansu.sh) to compare with.
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
     /// Partition counts to run W1 with.
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     pub partitions: Vec<u32>,

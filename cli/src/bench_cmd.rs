@@ -58,21 +58,67 @@ pub(crate) async fn bench(server: &str, args: BenchArgs) -> CliResult {
             if a.partitions.is_empty() || a.partitions.contains(&0) {
                 return Err(CliError::usage("--partitions needs positive counts"));
             }
+            if a.record_bytes.is_empty() || a.record_bytes.contains(&0) {
+                return Err(CliError::usage("--record-bytes needs positive sizes"));
+            }
             let client = pyralog_client::Client::connect(server)
                 .await
                 .map_err(|e| CliError::runtime(e.to_string()))?;
+            let tmp =
+                std::env::temp_dir().join(format!("pyralog-bench-cache-{}", std::process::id()));
+            let cold = match &a.object_store {
+                None => None,
+                Some(url) => {
+                    // W5/W6 write under their own fresh prefix of the node's store.
+                    let url = format!(
+                        "{}/bench-w5-{}",
+                        url.trim_end_matches('/'),
+                        std::process::id()
+                    );
+                    let cfg = pyralog_gateway::ObjectStoreConfig {
+                        allow_http: a.endpoint.is_some(),
+                        endpoint: a.endpoint.clone(),
+                        ..pyralog_gateway::ObjectStoreConfig::for_url(url)
+                    };
+                    let store = pyralog_cold_tier::open_store(&cfg)
+                        .map_err(|e| CliError::usage(e.to_string()))?;
+                    let layout = cfg.layout().map_err(|e| CliError::usage(e.to_string()))?;
+                    Some(report::ColdSuite {
+                        options: cold::ColdOptions {
+                            store,
+                            layout,
+                            records: a.cold_records,
+                            segment_records: (a.cold_records / 16).max(1),
+                            cache_dir: tmp.clone(),
+                        },
+                        w7_mb: a.w7_mb,
+                    })
+                }
+            };
+            let peer = match &a.peer {
+                None => None,
+                Some(p) => {
+                    let text = std::fs::read_to_string(p)?;
+                    Some(serde_json::from_str(&text).map_err(|e| {
+                        CliError::usage(format!("--peer {}: {e}", p.display()))
+                    })?)
+                }
+            };
             let opts = report::SuiteOptions {
                 data_dir: a.data_dir,
                 server_pid: a.server_pid,
                 records: a.records,
-                record_bytes: a.record_bytes,
+                record_sizes: a.record_bytes,
                 partitions: a.partitions,
                 latency_seconds: a.latency_seconds,
+                drain_mb: a.drain_mb,
+                cold,
+                peer,
                 progress: !a.quiet,
             };
-            let rep = report::run_suite(&client, &opts)
-                .await
-                .map_err(|e| CliError::runtime(e.to_string()))?;
+            let rep = report::run_suite(&client, &opts).await;
+            let _ = std::fs::remove_dir_all(&tmp);
+            let rep = rep.map_err(|e| CliError::runtime(e.to_string()))?;
             let md = rep.to_markdown();
             println!("{md}");
             if let Some(p) = a.json {
