@@ -27,3 +27,9 @@ else
   echo "cargo-nextest not found; using cargo test" >&2
   cargo test --locked --workspace
 fi
+
+# The benchmarks must not rot: the criterion micro-benchmarks once each (test mode), then the
+# whole suite at smoke size against a real node (seconds; figures are printed, not checked).
+cargo test --locked --benches -p pyralog-types -p pyralog-hot-tier -p pyralog-cold-tier
+BENCH_SMOKE=1 BENCH_PROFILE=debug bench/run.sh >/dev/null
+test -s bench/results/report.md
