@@ -71,9 +71,11 @@ def main():
     if left or errors:
         raise SystemExit(f"{left} records unacknowledged, {len(errors)} errors: {errors[:3]}")
     payload = a.records * a.record_bytes
+    ck = ck_version()
+    ck = ck[0] if isinstance(ck, tuple) else ck
     out = {
         "name": a.name,
-        "client": f"confluent-kafka {ck_version()[0]} (librdkafka {libversion()[0]}), Python",
+        "client": f"confluent-kafka {ck} (librdkafka {libversion()[0]}), Python",
         "record_bytes": a.record_bytes,
         "records": a.records,
         "mb_per_s": payload / 1e6 / secs,

@@ -20,8 +20,10 @@ fi
 python3 -c 'import confluent_kafka' 2>/dev/null || python3 -m pip install --quiet confluent-kafka >&2
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
-  --storage-engine "sqlite://$work/tansu.db" >"$work/tansu.log" 2>&1 &
+# Tansu resolves sqlite:// paths against its working directory.
+(cd "$work" && exec "$bin" broker --listener-url "tcp://127.0.0.1:$port" \
+  --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine "sqlite://tansu.db" \
+  >"$work/tansu.log" 2>&1) &
 tpid=$!
 trap 'kill "$tpid" 2>/dev/null || true; wait "$tpid" 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do
