@@ -201,7 +201,12 @@ pub async fn run(opts: &ColdOptions) -> Result<ColdReport, BenchError> {
     let t = Instant::now();
     let mut put = 0u64;
     for (i, b) in bodies.into_iter().enumerate() {
-        let key = opts.layout.prefix().clone().join("_bench_put").join(format!("{i}").as_str());
+        let key = opts
+            .layout
+            .prefix()
+            .clone()
+            .join("_bench_put")
+            .join(format!("{i}").as_str());
         put += b.len() as u64;
         store
             .put(&key, object_store::PutPayload::from(b))

@@ -158,47 +158,47 @@ pub async fn run_suite(client: &Client, opts: &SuiteOptions) -> Result<Report, B
     let mut peak: Option<(f64, ProduceSpec)> = None;
     let main_size = opts.record_sizes.first().copied().unwrap_or(1024);
     for &record_bytes in &opts.record_sizes {
-    for &partitions in &opts.partitions {
-        for fsync in ["every_batch", "100ms"] {
-            let spec = ProduceSpec {
-                log: format!(
-                    "bench-w1-b{record_bytes}-p{partitions}-{}",
-                    fsync.replace('_', "-")
-                ),
-                partitions,
-                records: opts.records,
-                record_bytes,
-                batch_bytes: 1 << 20,
-                acks: AckPolicy::Leader,
-                fsync: fsync.into(),
-                compression: Compression::None,
-            };
-            workload::create_log(client, &spec).await?;
-            let before = opts.server_pid.and_then(process::stats);
-            let result = workload::produce_peak(client, &spec, opts.progress).await?;
-            let after = opts.server_pid.and_then(process::stats);
-            let cpu = cpu_per_gb(before, after, result.throughput.payload_bytes);
-            let r1 = result.throughput.mb_per_s / disk.append_fsync_mb_s;
-            let better = peak
-                .as_ref()
-                .is_none_or(|(best, _)| result.throughput.records_per_s > *best);
-            if record_bytes == main_size && better {
-                peak = Some((result.throughput.records_per_s, spec.clone()));
+        for &partitions in &opts.partitions {
+            for fsync in ["every_batch", "100ms"] {
+                let spec = ProduceSpec {
+                    log: format!(
+                        "bench-w1-b{record_bytes}-p{partitions}-{}",
+                        fsync.replace('_', "-")
+                    ),
+                    partitions,
+                    records: opts.records,
+                    record_bytes,
+                    batch_bytes: 1 << 20,
+                    acks: AckPolicy::Leader,
+                    fsync: fsync.into(),
+                    compression: Compression::None,
+                };
+                workload::create_log(client, &spec).await?;
+                let before = opts.server_pid.and_then(process::stats);
+                let result = workload::produce_peak(client, &spec, opts.progress).await?;
+                let after = opts.server_pid.and_then(process::stats);
+                let cpu = cpu_per_gb(before, after, result.throughput.payload_bytes);
+                let r1 = result.throughput.mb_per_s / disk.append_fsync_mb_s;
+                let better = peak
+                    .as_ref()
+                    .is_none_or(|(best, _)| result.throughput.records_per_s > *best);
+                if record_bytes == main_size && better {
+                    peak = Some((result.throughput.records_per_s, spec.clone()));
+                }
+                let _ = client.delete_log(&spec.log).await;
+                produce.push(ProduceRun {
+                    name: format!(
+                        "W1 {record_bytes} B records, {partitions} partition(s), fsync {fsync}"
+                    ),
+                    partitions,
+                    record_bytes,
+                    fsync: fsync.into(),
+                    result,
+                    server_cpu_s_per_gb: cpu,
+                    r1_produce_over_raw_append: r1,
+                });
             }
-            let _ = client.delete_log(&spec.log).await;
-            produce.push(ProduceRun {
-                name: format!(
-                    "W1 {record_bytes} B records, {partitions} partition(s), fsync {fsync}"
-                ),
-                partitions,
-                record_bytes,
-                fsync: fsync.into(),
-                result,
-                server_cpu_s_per_gb: cpu,
-                r1_produce_over_raw_append: r1,
-            });
         }
-    }
     }
     let mut latency = None;
     let mut drain = None;

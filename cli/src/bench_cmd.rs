@@ -99,9 +99,10 @@ pub(crate) async fn bench(server: &str, args: BenchArgs) -> CliResult {
                 None => None,
                 Some(p) => {
                     let text = std::fs::read_to_string(p)?;
-                    Some(serde_json::from_str(&text).map_err(|e| {
-                        CliError::usage(format!("--peer {}: {e}", p.display()))
-                    })?)
+                    Some(
+                        serde_json::from_str(&text)
+                            .map_err(|e| CliError::usage(format!("--peer {}: {e}", p.display())))?,
+                    )
                 }
             };
             let opts = report::SuiteOptions {

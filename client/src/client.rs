@@ -77,7 +77,9 @@ impl Client {
             .map_err(|e| err(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
-            .http2_adaptive_window(true);
+            // Batches and fetch responses are up to tens of MiB: windows that fit them.
+            .initial_stream_window_size(16 * 1024 * 1024)
+            .initial_connection_window_size(64 * 1024 * 1024);
         let channel = endpoint.connect().await.map_err(|e| err(e.to_string()))?;
         Ok(Client { url, channel })
     }

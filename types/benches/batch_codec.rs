@@ -10,7 +10,9 @@ fn records(n: usize, size: usize) -> Vec<NewRecord> {
             timestamp: 1_700_000_000_000_000 + i as i64,
             key: Some(Bytes::from(format!("k{:08}", i % 100_000))),
             value: Some(Bytes::from(
-                (0..size).map(|j| (i * 31 + j * 7) as u8).collect::<Vec<u8>>(),
+                (0..size)
+                    .map(|j| (i * 31 + j * 7) as u8)
+                    .collect::<Vec<u8>>(),
             )),
             headers: Vec::new(),
         })
