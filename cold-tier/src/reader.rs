@@ -72,6 +72,7 @@ pub struct ColdReader {
     max_batch_bytes: usize,
     cache: Option<Arc<ChunkCache>>,
     readahead: usize,
+    decode_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl ColdReader {
@@ -83,7 +84,15 @@ impl ColdReader {
             max_batch_bytes: 256 * 1024,
             cache: None,
             readahead: 0,
+            decode_permits: Arc::new(tokio::sync::Semaphore::new(1)),
         }
+    }
+
+    /// Lets up to `n` reads decode at once (default 1: one core's worth for cold catch-up,
+    /// whatever the number of cold readers).
+    pub fn with_decode_concurrency(mut self, n: usize) -> Self {
+        self.decode_permits = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
     }
 
     /// Serves row groups from `cache` when it has them, and fetches `readahead` row groups
@@ -135,32 +144,56 @@ impl ColdReader {
             planned += g.uncompressed;
             chosen.push(i);
         }
-        let records = self.fetch_groups(seg, &footer, &chosen).await?;
+        let window = self.fetch_window(seg, &footer, &chosen).await?;
         self.read_ahead(seg, &footer, chosen.last().map_or(0, |&l| l + 1));
-        let records: Vec<Record> = records.into_iter().filter(|r| r.offset >= start).collect();
-        let mut out = BytesMut::new();
-        let mut next = past_segment;
-        let mut count = 0;
         let read_all = chosen.last() == Some(&(footer.groups.len() - 1));
-        let mut trimmed = false;
-        for b in records_to_batches(&records, self.max_batch_bytes.min(max_bytes.max(1)))? {
-            if !out.is_empty() && out.len() + b.len() > max_bytes {
-                trimmed = true;
-                break;
+        let batch_bytes = self.max_batch_bytes.min(max_bytes.max(1));
+        let seg = seg.clone();
+        self.cpu(move || {
+            let records = decode_checked(window, &seg, &footer, &chosen)?;
+            let records: Vec<Record> = records.into_iter().filter(|r| r.offset >= start).collect();
+            let mut out = BytesMut::new();
+            let mut next = past_segment;
+            let mut count = 0;
+            let mut trimmed = false;
+            for b in records_to_batches(&records, batch_bytes)? {
+                if !out.is_empty() && out.len() + b.len() > max_bytes {
+                    trimmed = true;
+                    break;
+                }
+                let batch = Batch::parse(b.clone()).map_err(|e| ColdError::corrupt(&seg.key, e))?;
+                next = LogOffset(batch.last_offset().0 + 1);
+                count += batch.record_count() as usize;
+                out.extend_from_slice(&b);
             }
-            let batch = Batch::parse(b.clone()).map_err(|e| ColdError::corrupt(&seg.key, e))?;
-            next = LogOffset(batch.last_offset().0 + 1);
-            count += batch.record_count() as usize;
-            out.extend_from_slice(&b);
-        }
-        if read_all && !trimmed {
-            next = past_segment;
-        }
-        Ok(ColdRead {
-            batches: out.freeze(),
-            next_offset: next,
-            record_count: count,
+            if read_all && !trimmed {
+                next = past_segment;
+            }
+            Ok(ColdRead {
+                batches: out.freeze(),
+                next_offset: next,
+                record_count: count,
+            })
         })
+        .await
+    }
+
+    /// Runs CPU-bound work (Parquet decoding, rebuilding batches) on the blocking pool, at
+    /// most `decode_concurrency` at a time: a cold catch-up then never stalls the async
+    /// workers that serve produce requests, and uses a bounded share of the cores.
+    async fn cpu<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, ColdError> + Send + 'static,
+    ) -> Result<T, ColdError> {
+        let _permit = self
+            .decode_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ColdError::InvalidInput(format!("decode pool closed: {e}")))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ColdError::InvalidInput(format!("decode task failed: {e}")))?
     }
 
     /// The first offset in the segment whose timestamp is `>= ts`, reading one row group.
@@ -186,21 +219,31 @@ impl ColdReader {
     async fn fetch_groups(
         &self,
         seg: &ColdSegment,
-        footer: &Footer,
+        footer: &Arc<Footer>,
         chosen: &[usize],
     ) -> Result<Vec<Record>, ColdError> {
+        let window = self.fetch_window(seg, footer, chosen).await?;
+        let (seg, footer, chosen) = (seg.clone(), footer.clone(), chosen.to_vec());
+        self.cpu(move || decode_checked(window, &seg, &footer, &chosen))
+            .await
+    }
+
+    /// The bytes of the chosen row groups (cache first, then one ranged-GET call).
+    async fn fetch_window(
+        &self,
+        seg: &ColdSegment,
+        footer: &Footer,
+        chosen: &[usize],
+    ) -> Result<Window, ColdError> {
         let ranges: Vec<Range<u64>> = chosen
             .iter()
             .map(|&i| footer.groups[i].bytes.clone())
             .collect();
         let pieces = self.get_ranges(seg, &ranges).await?;
-        let window = Window {
+        Ok(Window {
             file_len: seg.size_bytes,
             pieces: ranges.iter().map(|r| r.start).zip(pieces).collect(),
-        };
-        let records = decode_row_groups(window, &footer.meta, chosen.to_vec(), &seg.key)?;
-        check_rows(seg, footer, chosen, &records)?;
-        Ok(records)
+        })
     }
 
     /// The bytes of `ranges` of the segment's object: from the cache where it has them, the
@@ -376,6 +419,18 @@ async fn fetch_exact(
 }
 
 /// Rows must lie inside their row group's statistics and the manifest's range, in order.
+/// Decodes the chosen row groups from `window` and checks them against footer and manifest.
+fn decode_checked(
+    window: Window,
+    seg: &ColdSegment,
+    footer: &Footer,
+    chosen: &[usize],
+) -> Result<Vec<Record>, ColdError> {
+    let records = decode_row_groups(window, &footer.meta, chosen.to_vec(), &seg.key)?;
+    check_rows(seg, footer, chosen, &records)?;
+    Ok(records)
+}
+
 fn check_rows(
     seg: &ColdSegment,
     footer: &Footer,
