@@ -30,6 +30,7 @@ fi
 
 # The benchmarks must not rot: the criterion micro-benchmarks once each (test mode), then the
 # whole suite at smoke size against a real node (seconds; figures are printed, not checked).
-cargo test --locked --benches -p pyralog-types -p pyralog-hot-tier -p pyralog-cold-tier
+cargo test --locked -p pyralog-types -p pyralog-hot-tier -p pyralog-cold-tier \
+  --bench batch_codec --bench index_lookup --bench parquet_codec
 BENCH_SMOKE=1 BENCH_PROFILE=debug bench/run.sh >/dev/null
 test -s bench/results/report.md
