@@ -88,6 +88,21 @@ impl ColdPartition {
         .map(|_| ())
     }
 
+    /// Records that everything below `end` is archived without adding a segment (a range
+    /// compaction left empty). Idempotent; never moves the end back.
+    pub async fn advance_archived_end(&self, end: LogOffset) -> Result<(), ColdError> {
+        self.change(|m| {
+            if m.end_offset().is_some_and(|e| e >= end) {
+                return Ok(None);
+            }
+            let mut next = m.next_version();
+            next.archived_end = Some(end);
+            Ok(Some(next))
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Replaces the run of committed segments `old` (consecutive in the manifest, compared by
     /// object key) with `new` (sorted, inside the run's offset range, possibly fewer or none)
     /// in one commit: the swap of a compaction rewrite. A reader sees either every old segment

@@ -76,12 +76,22 @@ pub async fn archive_partition(
         }
         let from = archived_end.max(seg.base_offset);
         let records = read_records(hot, from, last).await?;
+        if records.is_empty() {
+            // Compaction emptied the rest of this segment: nothing to upload, but the range
+            // is archived all the same.
+            cold.advance_archived_end(LogOffset(last.0 + 1)).await?;
+            continue;
+        }
         let encode = opts.encode.clone();
         let encoded = tokio::task::spawn_blocking(move || encode_records(&records, &encode))
             .await
             .map_err(|e| CompactorError::Task(e.to_string()))??;
-        let uploaded =
+        let mut uploaded =
             upload_segment(store, layout, log, partition, &encoded, &opts.upload).await?;
+        // The entry covers the whole archived range, also where compaction left gaps at its
+        // ends, so the manifest's end is the segment's end.
+        uploaded.base_offset = from;
+        uploaded.last_offset = last;
         cold.append_segment(uploaded.clone()).await?;
         debug!(%log, partition, key = %uploaded.key, records = uploaded.record_count,
             "archived segment");

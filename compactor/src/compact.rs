@@ -437,11 +437,16 @@ async fn downsample_cold(
 /// removes records, never offsets from the log, so the log's start (the first segment's base)
 /// and the archive's coverage stay where they were. Each segment's range reaches to the next
 /// one's base; an emptied segment's range goes to its successor (or, at the end, to its
-/// predecessor). A run emptied entirely leaves a gap.
+/// predecessor). A run is never emptied entirely: its newest segment then stays unchanged.
 fn cover(old: &[ColdSegment], mut new: Vec<ColdSegment>) -> Vec<ColdSegment> {
     let (Some(first), Some(last)) = (old.first(), old.last()) else {
         return new;
     };
+    if new.is_empty() {
+        // Never empty a run: the newest old segment stays as it was (keeping records is
+        // always safe), so the log's start and the newest archived epoch stay too.
+        new.push(last.clone());
+    }
     let n = new.len();
     for i in 0..n {
         if i == 0 {

@@ -85,7 +85,9 @@ fn sample(spec: &TimeSeriesSpec, r: &Record) -> Option<Sample> {
     if let Some(h) = r.headers.iter().find(|h| h.key == BUCKET_HEADER) {
         let width: u64 = std::str::from_utf8(&h.value).ok()?.parse().ok()?;
         let b: BucketValue = serde_json::from_slice(value).ok()?;
-        if b.bucket_seconds != width || b.count == 0 {
+        // Only widths this log declares: a forged header stays an ordinary record.
+        let declared = spec.tiers.iter().any(|t| t.bucket.as_secs() == width);
+        if !declared || b.bucket_seconds != width || b.count == 0 {
             return None;
         }
         return Some(Sample {
@@ -186,7 +188,7 @@ pub fn downsample(spec: &TimeSeriesSpec, records: Vec<Record>, now: TimestampMic
                 members: 0,
                 was_bucket: false,
             });
-        agg.count += s.count;
+        agg.count = agg.count.saturating_add(s.count);
         agg.sum += s.sum;
         agg.min = agg.min.min(s.min);
         agg.max = agg.max.max(s.max);

@@ -441,6 +441,10 @@ impl Node {
         };
         for (i, p) in log.partitions.iter().enumerate() {
             let Some(cp) = p.cold() else { continue };
+            // Never archive a local segment while compaction rewrites it: the archive could
+            // get part of the old bytes and part of the new, e.g. a value without the
+            // tombstone that deleted it.
+            let _compacting = p.compaction.lock().await;
             let tiers = PartitionTiers {
                 log: &log.id,
                 partition: i as PartitionId,

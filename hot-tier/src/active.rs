@@ -163,8 +163,9 @@ impl Active {
             path: self.seg.log_path(),
             base: self.seg.base(),
             verify,
-            // The active segment is written by appends only: offsets are dense.
-            allow_gaps: false,
+            // Appends keep offsets dense; only a compacted segment reopened for appends
+            // (truncation) has gaps before its end.
+            allow_gaps: self.seg.is_compacted(),
             pos,
             next_offset,
             cursor,

@@ -469,7 +469,9 @@ impl PartitionLog {
         let tmp = crate::rewrite::write_tmp(&self.dir, &old, &records)?;
         let guard = self.inner.lock();
         let current = self.segments.read().get(&base.0).cloned();
-        if guard.is_none() || !current.is_some_and(|c| Arc::ptr_eq(&c, &old)) {
+        // A truncation may have made this segment the active one again meanwhile.
+        let now_active = guard.as_ref().is_none_or(|a| Arc::ptr_eq(&a.seg, &old));
+        if now_active || !current.is_some_and(|c| Arc::ptr_eq(&c, &old)) {
             drop(guard);
             crate::rewrite::discard(&tmp);
             return Ok(None);

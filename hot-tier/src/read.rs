@@ -99,6 +99,11 @@ pub(crate) fn read(
                 break;
             }
         }
+        if total == 0 && start >= size {
+            // Nothing at or after `from` here (a compacted segment's trailing gap): the next
+            // read starts past this segment.
+            next_offset = next_offset.max(s.end().min(limit));
+        }
         if total >= budget {
             break;
         }

@@ -133,7 +133,15 @@ pub(crate) fn open_dir(
         warn!(dir = %dir.display(), "unreadable leader-epoch checkpoint; rebuilding it");
     }
 
-    if marker.is_none() && logs.len() > 1 {
+    // An empty newest segment left by a crash during a roll is dropped, so the previous one
+    // continues as the active segment; not when that one was compacted: its records end
+    // before its range does, and appends must continue after the range, at the empty one.
+    let previous_compacted = logs
+        .keys()
+        .rev()
+        .nth(1)
+        .is_some_and(|&b| segment_path(dir, b, COMPACTED_EXT).exists());
+    if marker.is_none() && logs.len() > 1 && !previous_compacted {
         if let Some((&base, &0)) = logs.last_key_value() {
             warn!(segment = %segment_path(dir, base, LOG_EXT).display(),
                 "deleting an empty newest segment left by a crash");

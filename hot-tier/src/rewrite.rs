@@ -83,6 +83,7 @@ pub(crate) fn swap_in(dir: &Path, seg: &Segment, tmp: &Path) -> Result<u64, HotE
     File::create(&marker)
         .and_then(|f| f.sync_all())
         .map_err(io_err("create", &marker))?;
+    sync_dir(dir)?;
     for p in [seg.index_path(), seg.time_path()] {
         match std::fs::remove_file(p) {
             Ok(()) => {}

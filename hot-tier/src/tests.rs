@@ -686,3 +686,34 @@ fn a_shifted_base_offset_is_corruption_unless_the_segment_was_compacted() {
         .expect_err("a dense segment with a hole is damaged");
     assert!(matches!(err, HotError::Corrupt { .. }), "{err}");
 }
+
+#[test]
+fn after_a_crash_a_compacted_segment_keeps_its_range_and_appends_continue_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let log = open(dir.path(), options(1 << 20, 64), &clock);
+    closed_segments(&log, 2);
+    // [20, 40) loses its tail: records end at 25, the range at 39; the active one is empty.
+    log.rewrite_segment(LogOffset(20), |recs| {
+        Some(recs.into_iter().filter(|r| r.offset.0 <= 25).collect())
+    })
+    .expect("rewrite")
+    .expect("changed");
+    let before = read_all(&log, 0);
+    // A read inside the trailing gap moves past the segment instead of standing still.
+    let r = log
+        .read(LogOffset(30), 1 << 20, LogOffset::MAX)
+        .expect("read");
+    assert!(r.batches.is_empty());
+    assert_eq!(r.next_offset, LogOffset(40));
+    drop(log); // a crash: no clean-shutdown marker
+    let log = open(dir.path(), options(1 << 20, 64), &clock);
+    assert_eq!(read_all(&log, 0), before, "nothing cut at the gaps");
+    assert_eq!(
+        log.end_offset(),
+        LogOffset(40),
+        "no offset of the compacted range reused"
+    );
+    let next = log.append(batch("new", 1, T0), Epoch(1)).expect("append");
+    assert_eq!(next.base_offset, LogOffset(40));
+}

@@ -227,6 +227,12 @@ impl Node {
             let (Some(cold), Some(cp)) = (&self.cold, p.cold()) else {
                 continue;
             };
+            // GC deletes what the manifest does not name: it must be the latest one (a
+            // standalone compactor may have committed new objects since we last looked).
+            if let Err(e) = cp.refresh().await {
+                warn!(log = %log.id, partition = i, error = %e, "manifest reload failed; no GC");
+                continue;
+            }
             let manifest = cp.manifest();
             match pyralog_cold_tier::gc_orphans(
                 cold.store.as_ref(),
