@@ -174,7 +174,7 @@ pub async fn run(opts: &ColdOptions) -> Result<ColdReport, BenchError> {
 
     // 3. Raw GETs of the same objects, whole and sequential; and one round trip.
     let t = Instant::now();
-    let mut got = 0u64;
+    let mut bodies = Vec::with_capacity(manifest.segments.len());
     for s in &manifest.segments {
         let bytes = store
             .get(&s.path())
@@ -183,21 +183,11 @@ pub async fn run(opts: &ColdOptions) -> Result<ColdReport, BenchError> {
             .bytes()
             .await
             .map_err(|e| invalid(&e))?;
-        got += bytes.len() as u64;
+        bodies.push(bytes);
     }
     let raw_get_secs = t.elapsed().as_secs_f64();
+    let got: u64 = bodies.iter().map(|b| b.len() as u64).sum();
     // The PUT baseline: the same bytes written again under a scratch key, one at a time.
-    let mut bodies = Vec::with_capacity(manifest.segments.len());
-    for s in &manifest.segments {
-        let b = store
-            .get(&s.path())
-            .await
-            .map_err(|e| invalid(&e))?
-            .bytes()
-            .await
-            .map_err(|e| invalid(&e))?;
-        bodies.push(b);
-    }
     let t = Instant::now();
     let mut put = 0u64;
     for (i, b) in bodies.into_iter().enumerate() {

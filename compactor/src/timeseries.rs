@@ -42,6 +42,21 @@ pub struct BucketValue {
     pub avg: f64,
 }
 
+impl From<&MetricRow> for BucketValue {
+    fn from(m: &MetricRow) -> Self {
+        BucketValue {
+            series: m.series.clone(),
+            bucket_start: m.bucket_start,
+            bucket_seconds: m.bucket_seconds,
+            count: m.count,
+            sum: m.sum,
+            min: m.min,
+            max: m.max,
+            avg: m.sum / m.count.max(1) as f64,
+        }
+    }
+}
+
 /// One output row: a record and, for bucket records, its typed values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -197,17 +212,16 @@ pub fn downsample(spec: &TimeSeriesSpec, records: Vec<Record>, now: TimestampMic
         agg.was_bucket |= s.width == width;
     }
     for ((series, start, width), a) in buckets {
-        let value = BucketValue {
-            series: series.clone(),
+        let metric = MetricRow {
+            series,
             bucket_start: start,
             bucket_seconds: width,
             count: a.count,
             sum: a.sum,
             min: a.min,
             max: a.max,
-            avg: a.sum / a.count as f64,
         };
-        let json = serde_json::to_vec(&value).unwrap_or_default();
+        let json = serde_json::to_vec(&BucketValue::from(&metric)).unwrap_or_default();
         out.push(Row {
             record: Record {
                 offset: a.newest.0,
@@ -220,15 +234,7 @@ pub fn downsample(spec: &TimeSeriesSpec, records: Vec<Record>, now: TimestampMic
                     value: Bytes::from(width.to_string()),
                 }],
             },
-            metric: Some(MetricRow {
-                series,
-                bucket_start: start,
-                bucket_seconds: width,
-                count: a.count,
-                sum: a.sum,
-                min: a.min,
-                max: a.max,
-            }),
+            metric: Some(metric),
             changed: !(a.members == 1 && a.was_bucket),
         });
     }

@@ -401,14 +401,7 @@ impl PartitionLog {
             total -= candidate.size;
             deleted.push(info);
         }
-        if !deleted.is_empty() {
-            sync_dir(&self.dir)?;
-            let mut epochs = self.epochs.lock();
-            if epochs.truncate_from_start(self.start_offset()) {
-                epochs.persist()?;
-            }
-        }
-        Ok(deleted)
+        self.deleted_from_start(deleted)
     }
 
     /// Deletes every closed segment whose records all lie below `offset`, oldest first (total
@@ -426,14 +419,7 @@ impl PartitionLog {
             self.remove_segment(seg)?;
             self.start.store(seg.end(), Ordering::Release);
         }
-        if !deleted.is_empty() {
-            sync_dir(&self.dir)?;
-            let mut epochs = self.epochs.lock();
-            if epochs.truncate_from_start(self.start_offset()) {
-                epochs.persist()?;
-            }
-        }
-        Ok(deleted)
+        self.deleted_from_start(deleted)
     }
 
     /// Rewrites the closed segment starting at `base` with the records `edit` returns (a
@@ -496,6 +482,19 @@ impl PartitionLog {
             bytes_before: old.size(),
             bytes_after: new_size,
         }))
+    }
+
+    /// After segments were deleted from the start: makes the unlinks durable and forgets the
+    /// epochs that started before the new start.
+    fn deleted_from_start(&self, deleted: Vec<SegmentInfo>) -> Result<Vec<SegmentInfo>, HotError> {
+        if !deleted.is_empty() {
+            sync_dir(&self.dir)?;
+            let mut epochs = self.epochs.lock();
+            if epochs.truncate_from_start(self.start_offset()) {
+                epochs.persist()?;
+            }
+        }
+        Ok(deleted)
     }
 
     /// Takes a segment out of the map and unlinks its files. Readers that already hold it

@@ -105,6 +105,15 @@ pub fn s3_store_toml(prefix: &str) -> String {
     )
 }
 
+/// A name no other test run uses (bucket prefixes are shared by every run on one server).
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
 /// A `pyralog dev` process with its own data directory.
 #[derive(Debug)]
 pub struct TestNode {
@@ -120,11 +129,11 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node on a fresh temp dir.
     pub fn start() -> TestNode {
-        Self::start_with_env(&[])
+        Self::start_with_env::<&str, &str>(&[])
     }
 
     /// Starts a node with extra `PYRALOG_*` settings.
-    pub fn start_with_env(env: &[(&str, &str)]) -> TestNode {
+    pub fn start_with_env<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> TestNode {
         let root = tempfile::tempdir().expect("tempdir");
         let data_dir = root.path().join("data");
         let log_path = root.path().join("node.log");
@@ -136,7 +145,7 @@ impl TestNode {
             log_path,
             extra_env: env
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
                 .collect(),
             _root: Some(root),
         };

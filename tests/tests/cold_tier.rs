@@ -14,18 +14,10 @@ use bytes::Bytes;
 use pyralog_client::{
     ConsumerConfig, Header, LogOffset, PartitionConsumer, ProduceRecord, Producer, ProducerConfig,
 };
-use pyralog_e2e::{env_usize, payload, s3_env, TestNode};
+use pyralog_e2e::{env_usize, payload, s3_env, unique, TestNode};
 use pyralog_proto::v1;
 
 const T0: i64 = 1_700_000_000_000_000;
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::UNIX_EPOCH
-        .elapsed()
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{name}-{}-{nanos}", std::process::id())
-}
 
 fn record(i: u64, value_bytes: usize) -> ProduceRecord {
     ProduceRecord {
@@ -88,8 +80,7 @@ async fn gigabytes_cross_from_cold_to_hot_and_survive_a_wiped_disk() {
     let value_bytes = 4096usize;
     let n = mb * 1024 * 1024 / value_bytes as u64;
     let env = s3_env(&unique("cross"));
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut node = TestNode::start_with_env(&env_refs);
+    let mut node = TestNode::start_with_env(&env);
     let client = node.client().await;
     client
         .create_log(
@@ -339,8 +330,7 @@ async fn kill9_while_archiving_loses_and_duplicates_nothing() {
     let mut env = s3_env(&unique("kill"));
     env.retain(|(k, _)| k != "PYRALOG_COLD_TIER__ARCHIVE_INTERVAL");
     env.push(("PYRALOG_COLD_TIER__ARCHIVE_INTERVAL".into(), "20ms".into()));
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut node = TestNode::start_with_env(&env_refs);
+    let mut node = TestNode::start_with_env(&env);
     let client = node.client().await;
     client
         .create_log(

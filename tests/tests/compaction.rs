@@ -19,16 +19,8 @@ use object_store::ObjectStore;
 use pyralog_client::{
     ConsumerConfig, LogOffset, PartitionConsumer, ProduceRecord, Producer, ProducerConfig,
 };
-use pyralog_e2e::{pyralog_bin, s3_env, s3_store_config, s3_store_toml, TestNode};
+use pyralog_e2e::{pyralog_bin, s3_env, s3_store_config, s3_store_toml, unique, TestNode};
 use pyralog_proto::v1;
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::UNIX_EPOCH
-        .elapsed()
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{name}-{}-{nanos}", std::process::id())
-}
 
 /// Update `i`: 500 keys, 2% tombstones.
 fn update(i: u64) -> (String, Option<String>) {
@@ -145,8 +137,7 @@ async fn killing_the_standalone_compactor_mid_rewrite_never_breaks_the_log() {
     let mut env = s3_env(&prefix);
     // Only the standalone compactor compacts here.
     env.push(("PYRALOG_COMPACTION__ENABLED".into(), "false".into()));
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut node = TestNode::start_with_env(&env_refs);
+    let mut node = TestNode::start_with_env(&env);
     let client = node.client().await;
     client
         .create_log(
