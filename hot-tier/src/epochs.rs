@@ -67,6 +67,15 @@ impl EpochCache {
         &self.entries
     }
 
+    /// The epoch that wrote `offset`, or `None` below the first known epoch.
+    pub(crate) fn epoch_at(&self, offset: LogOffset) -> Option<Epoch> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|&&(_, o)| o <= offset)
+            .map(|&(e, _)| e)
+    }
+
     pub(crate) fn latest(&self) -> Option<Epoch> {
         self.entries.last().map(|&(e, _)| e)
     }

@@ -293,8 +293,12 @@ impl PartitionLog {
             let map = self.segments.read();
             map.range(base + 1..).next().map(|(_, s)| s.clone())
         };
+        // The cache is consulted under its lock per batch, never from a snapshot: a truncation
+        // racing this read may have replaced the epoch of the offsets being read.
+        let epoch_at = |base: u64| self.epochs.lock().epoch_at(LogOffset(base));
         let first_seg = first.clone();
-        crate::read::read(first, next, from.0, max_bytes, limit.0.min(end.0)).map_err(|e| {
+        let limit = limit.0.min(end.0);
+        crate::read::read(first, next, epoch_at, from.0, max_bytes, limit).map_err(|e| {
             // Retention removed the segment under the read: the data is gone, not corrupt.
             if first_seg.is_deleted() {
                 out_of_range()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use pyralog_types::batch::{peek_size, Batch, LOG_OVERHEAD};
-use pyralog_types::{LogOffset, TimestampMicros};
+use pyralog_types::{Epoch, LogOffset, TimestampMicros};
 
 use crate::error::HotError;
 use crate::log::ReadResult;
@@ -17,9 +17,13 @@ use crate::segment::Segment;
 
 /// Reads from the batch holding `from` (in `first`), continuing into the segments that
 /// `next(base)` yields while `max_bytes` allows. Batches at or beyond `limit` are left out.
+///
+/// `epoch_at(base)` is the epoch the leader-epoch cache says wrote `base`: the batch's own
+/// `epoch` field sits outside its CRC, so this is what catches a flipped byte there.
 pub(crate) fn read(
     first: Arc<Segment>,
     next: impl Fn(u64) -> Option<Arc<Segment>>,
+    epoch_at: impl Fn(u64) -> Option<Epoch>,
     from: u64,
     max_bytes: usize,
     limit: u64,
@@ -77,11 +81,23 @@ pub(crate) fn read(
                     .map_err(|e| s.corrupt(pos, e.to_string()))?;
                 let base = batch.base_offset().0;
                 // Compacted segments have gaps between batches, never overlaps; any other
-                // segment is dense.
-                if expect.is_some_and(|e| e > base || (e != base && !gaps_allowed)) {
+                // segment is dense, and the batch the index found for `from` holds it.
+                if expect.is_some_and(|e| e > base || (e != base && !gaps_allowed))
+                    || (expect.is_none() && !gaps_allowed && base > from)
+                {
                     return Err(
                         s.corrupt(pos, format!("batch at offset {base}, expected {expect:?}"))
                     );
+                }
+                if epoch_at(base).is_some_and(|e| e != batch.epoch()) {
+                    return Err(s.corrupt(
+                        pos,
+                        format!(
+                            "batch at offset {base} says epoch {}, the epoch cache {:?}",
+                            batch.epoch().0,
+                            epoch_at(base).map(|e| e.0)
+                        ),
+                    ));
                 }
                 if base >= limit {
                     at_limit = true;

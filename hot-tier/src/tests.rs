@@ -688,6 +688,36 @@ fn a_shifted_base_offset_is_corruption_unless_the_segment_was_compacted() {
 }
 
 #[test]
+fn a_flipped_epoch_or_base_offset_outside_the_crc_is_corruption() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let log = open(dir.path(), options(1 << 20, 1 << 20), &clock);
+    closed_segments(&log, 2);
+    log.close().expect("close");
+    drop(log);
+    let path = dir.path().join("00000000000000000000.log");
+    let pristine = std::fs::read(&path).expect("read");
+    let first = pyralog_types::batch::peek_size(&pristine).expect("size");
+    // The epoch field (bytes 12..20 of a batch) of the second batch; the base offset of the
+    // first batch, which a read from offset 0 starts at without a previous batch to check.
+    for (at, what) in [
+        (first + 12, "epoch"),
+        (first + 19, "epoch"),
+        (0, "base offset"),
+    ] {
+        let mut bytes = pristine.clone();
+        bytes[at] ^= 0x20;
+        std::fs::write(&path, &bytes).expect("write");
+        let log = open(dir.path(), options(1 << 20, 1 << 20), &clock);
+        let err = log
+            .read(LogOffset(0), 1 << 20, LogOffset::MAX)
+            .expect_err(what);
+        assert!(matches!(err, HotError::Corrupt { .. }), "{what}: {err}");
+        log.close().expect("close");
+    }
+}
+
+#[test]
 fn after_a_crash_a_compacted_segment_keeps_its_range_and_appends_continue_after_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(T0);
