@@ -10,6 +10,12 @@ pub mod v1 {
     tonic::include_proto!("pyralog.v1");
 }
 
+/// Node-to-node services (controller Raft, controller writes, partition replication).
+#[allow(unreachable_pub, missing_debug_implementations, clippy::all)]
+pub mod internal {
+    tonic::include_proto!("pyralog.internal.v1");
+}
+
 pub mod convert;
 pub mod status;
 

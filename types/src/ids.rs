@@ -100,6 +100,10 @@ impl fmt::Debug for LogId {
 /// A shard of a log.
 pub type PartitionId = u32;
 
+/// A node of the cluster, as named in its config (`node_id`); unique and stable across
+/// restarts, because replica placement and ISRs refer to it.
+pub type NodeId = u64;
+
 /// Microseconds since the Unix epoch, UTC. Record timestamps use this unit end to end (batch
 /// header, time index, Parquet `TIMESTAMP(us, UTC)`), so no precision is lost between tiers.
 pub type TimestampMicros = i64;

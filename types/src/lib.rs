@@ -17,6 +17,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     AckPolicy, CompactionMode, DownsampleTier, FsyncPolicy, LogConfig, Retention, TimeSeriesSpec,
 };
-pub use ids::{Epoch, LogId, LogIdError, LogOffset, PartitionId, TimestampMicros};
+pub use ids::{Epoch, LogId, LogIdError, LogOffset, NodeId, PartitionId, TimestampMicros};
 pub use reason::Reason;
 pub use record::{Header, Record};

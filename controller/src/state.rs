@@ -1,0 +1,344 @@
+//! The controller's state machine: what the cluster is, and the only code that changes it.
+//!
+//! Everything here is pure and deterministic (no clock, no I/O, no randomness): openraft
+//! applies the same committed [`Command`]s in the same order on every voter, and every voter
+//! must end in the same [`ClusterState`]. That is also what makes it testable without a
+//! cluster (see the property tests below).
+//!
+//! Rules it enforces (design §5):
+//! - Only the controller bumps epochs: a partition's epoch grows by one at every leader
+//!   change, including "no leader" (so a fenced leader's epoch is stale at once).
+//! - A leader is elected from the ISR only, among nodes that are not fenced; a log that sets
+//!   `unclean_leader_election` may fall back to any live replica.
+//! - A fenced node leaves every ISR it is in, except when it is the last member: then it stays,
+//!   so that when it returns it is the one replica known to hold every acknowledged record.
+//! - ISR changes come from the partition's leader in its current epoch; anything else is
+//!   stale and rejected.
+
+use std::collections::BTreeMap;
+
+use pyralog_types::{Epoch, LogConfig, LogId, NodeId, PartitionId};
+use serde::{Deserialize, Serialize};
+
+/// A node as the controller knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Where clients and other nodes reach its gRPC server (`host:port`).
+    pub address: String,
+    /// Its lease ran out (or it shut down): it leads nothing and is in no ISR until it
+    /// registers again.
+    pub fenced: bool,
+}
+
+/// Replica placement and leadership of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    /// Every node that stores this partition, in preference order (the first is the
+    /// preferred leader).
+    pub replicas: Vec<NodeId>,
+    /// `None` while no eligible replica is alive.
+    pub leader: Option<NodeId>,
+    /// The leader epoch; every batch the leader appends carries it.
+    pub epoch: Epoch,
+    /// The in-sync replicas, in `replicas` order; always contains the leader when there is one.
+    pub isr: Vec<NodeId>,
+}
+
+/// What the cluster knows about one log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogMeta {
+    pub config: LogConfig,
+    /// The state version that created it: a log deleted and created again under the same
+    /// name is another incarnation, and nodes must not mistake its old files for its data.
+    pub incarnation: u64,
+    /// Index = partition id.
+    pub partitions: Vec<PartitionMeta>,
+}
+
+/// The whole replicated state. Nodes read it from their local state machine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    pub logs: BTreeMap<LogId, LogMeta>,
+    /// Grows by one with every applied command that changed something.
+    pub version: u64,
+    /// Where the next log's placement starts, so logs spread over the nodes.
+    next_placement: u64,
+}
+
+/// A change proposed to the controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// A node (re)joins: it is unfenced, and partitions without a leader may elect it.
+    RegisterNode {
+        id: NodeId,
+        address: String,
+    },
+    /// A node lost its lease or shut down: it loses its leaderships and ISR memberships.
+    FenceNode {
+        id: NodeId,
+    },
+    CreateLog {
+        log: LogId,
+        config: LogConfig,
+    },
+    DeleteLog {
+        log: LogId,
+    },
+    /// The leader of `epoch` reports the partition's new ISR.
+    AlterIsr {
+        log: LogId,
+        partition: PartitionId,
+        leader: NodeId,
+        epoch: Epoch,
+        isr: Vec<NodeId>,
+    },
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CommandResult {
+    Done,
+    LogCreated(Box<LogMeta>),
+    Rejected(Rejection),
+}
+
+/// Why a command changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("log {0} already exists")]
+    LogAlreadyExists(LogId),
+    #[error("log {0} does not exist")]
+    LogNotFound(LogId),
+    #[error("log {log} has no partition {partition}")]
+    PartitionNotFound { log: LogId, partition: PartitionId },
+    #[error("replication factor {needed} needs as many live nodes; {available} are live")]
+    NotEnoughNodes { needed: u16, available: usize },
+    #[error("node {node} is not the leader of epoch {epoch} (current: leader {leader:?}, epoch {current})")]
+    StaleLeader {
+        node: NodeId,
+        epoch: Epoch,
+        leader: Option<NodeId>,
+        current: Epoch,
+    },
+    #[error("invalid ISR: {0}")]
+    InvalidIsr(String),
+}
+
+impl ClusterState {
+    /// Applies one committed command. Deterministic: same state and command, same outcome.
+    pub fn apply(&mut self, cmd: &Command) -> CommandResult {
+        let result = match cmd {
+            Command::RegisterNode { id, address } => self.register_node(*id, address),
+            Command::FenceNode { id } => self.fence_node(*id),
+            Command::CreateLog { log, config } => self.create_log(log, config),
+            Command::DeleteLog { log } => match self.logs.remove(log) {
+                Some(_) => CommandResult::Done,
+                None => CommandResult::Rejected(Rejection::LogNotFound(log.clone())),
+            },
+            Command::AlterIsr {
+                log,
+                partition,
+                leader,
+                epoch,
+                isr,
+            } => self.alter_isr(log, *partition, *leader, *epoch, isr),
+        };
+        if !matches!(result, CommandResult::Rejected(_)) {
+            self.version += 1;
+        }
+        result
+    }
+
+    /// Nodes that are registered and not fenced, in id order.
+    pub fn live_nodes(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| !n.fenced)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn is_live(&self, node: NodeId) -> bool {
+        self.nodes.get(&node).is_some_and(|n| !n.fenced)
+    }
+
+    pub fn address(&self, node: NodeId) -> Option<&str> {
+        self.nodes.get(&node).map(|n| n.address.as_str())
+    }
+
+    pub fn partition(&self, log: &LogId, partition: PartitionId) -> Option<&PartitionMeta> {
+        self.logs
+            .get(log)
+            .and_then(|l| l.partitions.get(partition as usize))
+    }
+
+    fn register_node(&mut self, id: NodeId, address: &str) -> CommandResult {
+        self.nodes.insert(
+            id,
+            NodeInfo {
+                address: address.to_owned(),
+                fenced: false,
+            },
+        );
+        let nodes = &self.nodes;
+        for log in self.logs.values_mut() {
+            let unclean = log.config.unclean_leader_election;
+            for p in &mut log.partitions {
+                if p.leader.is_none() {
+                    elect(p, nodes, unclean);
+                }
+            }
+        }
+        CommandResult::Done
+    }
+
+    fn fence_node(&mut self, id: NodeId) -> CommandResult {
+        match self.nodes.get_mut(&id) {
+            Some(n) if !n.fenced => n.fenced = true,
+            // Unknown or already fenced: nothing to do, but not an error (leases expire
+            // again after a controller failover).
+            _ => return CommandResult::Done,
+        }
+        let nodes = &self.nodes;
+        for log in self.logs.values_mut() {
+            let unclean = log.config.unclean_leader_election;
+            for p in &mut log.partitions {
+                if p.isr.len() > 1 {
+                    p.isr.retain(|r| *r != id);
+                }
+                if p.leader == Some(id) {
+                    p.leader = None;
+                    if !elect(p, nodes, unclean) {
+                        // Leaderless, but in a new epoch: the old leader is fenced anyway.
+                        p.epoch = Epoch(p.epoch.0 + 1);
+                    }
+                }
+            }
+        }
+        CommandResult::Done
+    }
+
+    fn create_log(&mut self, log: &LogId, config: &LogConfig) -> CommandResult {
+        if self.logs.contains_key(log) {
+            return CommandResult::Rejected(Rejection::LogAlreadyExists(log.clone()));
+        }
+        let live = self.live_nodes();
+        let rf = usize::from(config.replication_factor.max(1));
+        if live.len() < rf {
+            return CommandResult::Rejected(Rejection::NotEnoughNodes {
+                needed: config.replication_factor.max(1),
+                available: live.len(),
+            });
+        }
+        let n = live.len() as u64;
+        let start = self.next_placement;
+        let partitions = (0..u64::from(config.partition_count))
+            .map(|p| {
+                let replicas: Vec<NodeId> = (0..rf as u64)
+                    .map(|i| live[((start + p + i) % n) as usize])
+                    .collect();
+                PartitionMeta {
+                    leader: replicas.first().copied(),
+                    epoch: Epoch(1),
+                    isr: replicas.clone(),
+                    replicas,
+                }
+            })
+            .collect();
+        self.next_placement = self
+            .next_placement
+            .wrapping_add(u64::from(config.partition_count));
+        let meta = LogMeta {
+            config: config.clone(),
+            incarnation: self.version + 1,
+            partitions,
+        };
+        self.logs.insert(log.clone(), meta.clone());
+        CommandResult::LogCreated(Box::new(meta))
+    }
+
+    fn alter_isr(
+        &mut self,
+        log: &LogId,
+        partition: PartitionId,
+        leader: NodeId,
+        epoch: Epoch,
+        isr: &[NodeId],
+    ) -> CommandResult {
+        let Some(meta) = self.logs.get_mut(log) else {
+            return CommandResult::Rejected(Rejection::LogNotFound(log.clone()));
+        };
+        let Some(p) = meta.partitions.get_mut(partition as usize) else {
+            return CommandResult::Rejected(Rejection::PartitionNotFound {
+                log: log.clone(),
+                partition,
+            });
+        };
+        if p.leader != Some(leader) || p.epoch != epoch {
+            return CommandResult::Rejected(Rejection::StaleLeader {
+                node: leader,
+                epoch,
+                leader: p.leader,
+                current: p.epoch,
+            });
+        }
+        if !isr.contains(&leader) {
+            return CommandResult::Rejected(Rejection::InvalidIsr(format!(
+                "{isr:?} leaves out the leader {leader}"
+            )));
+        }
+        if let Some(r) = isr.iter().find(|r| !p.replicas.contains(r)) {
+            return CommandResult::Rejected(Rejection::InvalidIsr(format!(
+                "{r} is not a replica (replicas {:?})",
+                p.replicas
+            )));
+        }
+        // Fenced nodes never join; the order is the replicas' order, without duplicates.
+        let nodes = &self.nodes;
+        p.isr = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| {
+                isr.contains(r) && (*r == leader || nodes.get(r).is_some_and(|n| !n.fenced))
+            })
+            .collect();
+        CommandResult::Done
+    }
+}
+
+/// Picks a leader for a partition that has none: the first live ISR member in replica order,
+/// or with `unclean`, the first live replica (which then becomes the whole ISR). Bumps the
+/// epoch and returns `true` when it elects.
+fn elect(p: &mut PartitionMeta, nodes: &BTreeMap<NodeId, NodeInfo>, unclean: bool) -> bool {
+    let live = |r: &NodeId| nodes.get(r).is_some_and(|n| !n.fenced);
+    let clean = p
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| p.isr.contains(r) && live(r));
+    let chosen = match clean {
+        Some(r) => Some(r),
+        None if unclean => {
+            let r = p.replicas.iter().copied().find(live);
+            if let Some(r) = r {
+                p.isr = vec![r];
+            }
+            r
+        }
+        None => None,
+    };
+    let Some(r) = chosen else {
+        return false;
+    };
+    p.leader = Some(r);
+    p.epoch = Epoch(p.epoch.0 + 1);
+    // The ISR keeps only live members (a fenced last member stays until someone is
+    // elected, so it is never empty).
+    p.isr.retain(|m| *m == r || live(m));
+    true
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,297 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn log(name: &str) -> LogId {
+    LogId::new(name).expect("valid log name")
+}
+
+fn config(partitions: u32, rf: u16) -> LogConfig {
+    LogConfig {
+        partition_count: partitions,
+        replication_factor: rf,
+        min_in_sync_replicas: rf.min(2),
+        ..Default::default()
+    }
+}
+
+fn cluster(nodes: u64) -> ClusterState {
+    let mut s = ClusterState::default();
+    for id in 1..=nodes {
+        s.apply(&Command::RegisterNode {
+            id,
+            address: format!("127.0.0.1:{}", 9000 + id),
+        });
+    }
+    s
+}
+
+fn created(s: &mut ClusterState, name: &str, partitions: u32, rf: u16) -> LogMeta {
+    match s.apply(&Command::CreateLog {
+        log: log(name),
+        config: config(partitions, rf),
+    }) {
+        CommandResult::LogCreated(meta) => *meta,
+        other => panic!("create failed: {other:?}"),
+    }
+}
+
+#[test]
+fn replicas_spread_over_the_nodes_and_every_partition_starts_with_its_first_replica_leading() {
+    let mut s = cluster(3);
+    let meta = created(&mut s, "orders", 6, 3);
+    let mut leaders = BTreeMap::<NodeId, usize>::new();
+    for p in &meta.partitions {
+        assert_eq!(p.replicas.len(), 3);
+        let mut distinct = p.replicas.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 3, "no node twice: {:?}", p.replicas);
+        assert_eq!(p.leader, Some(p.replicas[0]));
+        assert_eq!(p.isr, p.replicas);
+        assert_eq!(p.epoch, Epoch(1));
+        *leaders.entry(p.replicas[0]).or_default() += 1;
+    }
+    assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+}
+
+#[test]
+fn a_log_is_created_once_and_needs_enough_live_nodes() {
+    let mut s = cluster(2);
+    assert_eq!(
+        s.apply(&Command::CreateLog {
+            log: log("a"),
+            config: config(1, 3)
+        }),
+        CommandResult::Rejected(Rejection::NotEnoughNodes {
+            needed: 3,
+            available: 2
+        })
+    );
+    created(&mut s, "a", 1, 2);
+    let version = s.version;
+    assert_eq!(
+        s.apply(&Command::CreateLog {
+            log: log("a"),
+            config: config(1, 1)
+        }),
+        CommandResult::Rejected(Rejection::LogAlreadyExists(log("a")))
+    );
+    assert_eq!(s.version, version, "a rejected command changes nothing");
+}
+
+#[test]
+fn a_fenced_leader_is_replaced_from_the_isr_in_a_new_epoch() {
+    let mut s = cluster(3);
+    let meta = created(&mut s, "a", 1, 3);
+    let old = meta.partitions[0].clone();
+    let leader = old.leader.expect("leader");
+    s.apply(&Command::FenceNode { id: leader });
+    let p = s.partition(&log("a"), 0).expect("partition");
+    assert_eq!(p.leader, Some(old.replicas[1]));
+    assert_eq!(p.epoch, Epoch(2));
+    assert!(!p.isr.contains(&leader), "a fenced node leaves the ISR");
+
+    // It comes back: it is live again but only rejoins the ISR when the leader says so.
+    s.apply(&Command::RegisterNode {
+        id: leader,
+        address: "x:1".into(),
+    });
+    let p = s.partition(&log("a"), 0).expect("partition").clone();
+    assert_eq!(
+        p.leader,
+        Some(old.replicas[1]),
+        "no leader change on return"
+    );
+    assert!(!p.isr.contains(&leader));
+    assert_eq!(
+        s.apply(&Command::AlterIsr {
+            log: log("a"),
+            partition: 0,
+            leader: old.replicas[1],
+            epoch: p.epoch,
+            isr: vec![leader, old.replicas[1], old.replicas[2]],
+        }),
+        CommandResult::Done
+    );
+    assert_eq!(
+        s.partition(&log("a"), 0).expect("partition").isr,
+        old.replicas,
+        "ISR in replica order"
+    );
+}
+
+#[test]
+fn the_last_isr_member_stays_in_the_isr_and_leads_again_when_it_returns() {
+    let mut s = cluster(3);
+    let meta = created(&mut s, "a", 1, 3);
+    let r = meta.partitions[0].replicas.clone();
+    // The leader shrinks the ISR to itself (both followers lag), then dies.
+    s.apply(&Command::AlterIsr {
+        log: log("a"),
+        partition: 0,
+        leader: r[0],
+        epoch: Epoch(1),
+        isr: vec![r[0]],
+    });
+    s.apply(&Command::FenceNode { id: r[0] });
+    let p = s.partition(&log("a"), 0).expect("partition").clone();
+    assert_eq!(p.leader, None, "no clean candidate: offline, not unclean");
+    assert_eq!(p.isr, vec![r[0]]);
+    assert_eq!(
+        p.epoch,
+        Epoch(2),
+        "the dead leader's epoch is stale at once"
+    );
+    s.apply(&Command::RegisterNode {
+        id: r[0],
+        address: "x:1".into(),
+    });
+    let p = s.partition(&log("a"), 0).expect("partition");
+    assert_eq!(p.leader, Some(r[0]));
+    assert_eq!(p.epoch, Epoch(3));
+}
+
+#[test]
+fn unclean_election_is_only_taken_when_the_log_allows_it() {
+    let mut s = cluster(2);
+    let mut cfg = config(1, 2);
+    cfg.unclean_leader_election = true;
+    s.apply(&Command::CreateLog {
+        log: log("u"),
+        config: cfg,
+    });
+    let r = s.partition(&log("u"), 0).expect("p").replicas.clone();
+    s.apply(&Command::AlterIsr {
+        log: log("u"),
+        partition: 0,
+        leader: r[0],
+        epoch: Epoch(1),
+        isr: vec![r[0]],
+    });
+    s.apply(&Command::FenceNode { id: r[0] });
+    let p = s.partition(&log("u"), 0).expect("p");
+    assert_eq!(p.leader, Some(r[1]));
+    assert_eq!(p.isr, vec![r[1]]);
+}
+
+#[test]
+fn isr_changes_from_a_stale_leader_or_with_strangers_are_rejected() {
+    let mut s = cluster(4);
+    let meta = created(&mut s, "a", 1, 3);
+    let p = &meta.partitions[0];
+    let leader = p.replicas[0];
+    let stranger = (1..=4)
+        .find(|n| !p.replicas.contains(n))
+        .expect("a 4th node");
+    let alter = |leader, epoch, isr: Vec<NodeId>| Command::AlterIsr {
+        log: log("a"),
+        partition: 0,
+        leader,
+        epoch,
+        isr,
+    };
+    assert!(matches!(
+        s.apply(&alter(leader, Epoch(0), vec![leader])),
+        CommandResult::Rejected(Rejection::StaleLeader { .. })
+    ));
+    assert!(matches!(
+        s.apply(&alter(p.replicas[1], Epoch(1), vec![p.replicas[1]])),
+        CommandResult::Rejected(Rejection::StaleLeader { .. })
+    ));
+    assert!(matches!(
+        s.apply(&alter(leader, Epoch(1), vec![leader, stranger])),
+        CommandResult::Rejected(Rejection::InvalidIsr(_))
+    ));
+    assert!(matches!(
+        s.apply(&alter(leader, Epoch(1), vec![p.replicas[1]])),
+        CommandResult::Rejected(Rejection::InvalidIsr(_))
+    ));
+}
+
+#[test]
+fn the_state_round_trips_through_json() {
+    let mut s = cluster(3);
+    created(&mut s, "a", 2, 3);
+    let json = serde_json::to_vec(&s).expect("encode");
+    let back: ClusterState = serde_json::from_slice(&json).expect("decode");
+    assert_eq!(back, s);
+}
+
+fn any_command() -> impl Strategy<Value = Command> {
+    let node = 1..=5u64;
+    prop_oneof![
+        node.clone().prop_map(|id| Command::RegisterNode {
+            id,
+            address: format!("n{id}:1")
+        }),
+        node.clone().prop_map(|id| Command::FenceNode { id }),
+        (0..3usize, 1..4u32, 1..=3u16, any::<bool>()).prop_map(|(l, parts, rf, unclean)| {
+            let mut config = config(parts, rf);
+            config.unclean_leader_election = unclean;
+            Command::CreateLog {
+                log: log(["a", "b", "c"][l]),
+                config,
+            }
+        }),
+        (0..3usize).prop_map(|l| Command::DeleteLog {
+            log: log(["a", "b", "c"][l])
+        }),
+        (
+            0..3usize,
+            0..3u32,
+            node.clone(),
+            0..6u64,
+            proptest::collection::vec(1..=5u64, 0..4)
+        )
+            .prop_map(|(l, partition, leader, epoch, isr)| Command::AlterIsr {
+                log: log(["a", "b", "c"][l]),
+                partition,
+                leader,
+                epoch: Epoch(epoch),
+                isr,
+            }),
+    ]
+}
+
+proptest! {
+    /// Whatever the controller is told, in any order: a leader is live and in the ISR, the ISR
+    /// is a non-empty subset of the replicas, and epochs only grow, by at least one at every
+    /// leader change.
+    #[test]
+    fn every_command_sequence_keeps_the_invariants(cmds in proptest::collection::vec(any_command(), 1..80)) {
+        let mut s = ClusterState::default();
+        for cmd in &cmds {
+            let before = s.clone();
+            s.apply(cmd);
+            for (id, meta) in &s.logs {
+                for (i, p) in meta.partitions.iter().enumerate() {
+                    prop_assert!(!p.isr.is_empty(), "{id}/{i}: empty ISR");
+                    prop_assert!(p.isr.iter().all(|r| p.replicas.contains(r)));
+                    if let Some(l) = p.leader {
+                        prop_assert!(p.isr.contains(&l), "{id}/{i}: leader outside the ISR");
+                        prop_assert!(s.is_live(l), "{id}/{i}: fenced leader");
+                    }
+                    if let Some(old) = before.partition(id, i as u32) {
+                        if before.logs[id].incarnation == meta.incarnation {
+                            prop_assert!(p.epoch >= old.epoch, "{id}/{i}: epoch went back");
+                            if p.leader != old.leader {
+                                prop_assert!(p.epoch > old.epoch, "{id}/{i}: new leader, same epoch");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Two voters applying the same commands end in the same state.
+    #[test]
+    fn applying_is_deterministic(cmds in proptest::collection::vec(any_command(), 1..40)) {
+        let (mut a, mut b) = (ClusterState::default(), ClusterState::default());
+        for cmd in &cmds {
+            prop_assert_eq!(a.apply(cmd), b.apply(cmd));
+        }
+        prop_assert_eq!(a, b);
+    }
+}
