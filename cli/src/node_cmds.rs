@@ -27,6 +27,7 @@ const ENV_KEYS: &[&str] = &[
     "retention_check_interval",
     "cold_tier",
     "compaction",
+    "cluster",
 ];
 
 pub(crate) fn init_tracing(format: LogFormat) {

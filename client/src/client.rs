@@ -1,24 +1,48 @@
 //! Connection and admin calls.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use pyralog_proto::v1::{
     self, admin_client::AdminClient, consumer_client::ConsumerClient,
     producer_client::ProducerClient,
 };
 use pyralog_types::config::limits::MAX_BATCH_BYTES;
-use pyralog_types::{Epoch, LogConfig, LogOffset, PartitionId, TimestampMicros};
+use pyralog_types::{Epoch, LogConfig, LogOffset, PartitionId, Reason, TimestampMicros};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ClientError;
 
 const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES as usize + 1024 * 1024;
 
-/// A connection to a Pyralog node. Cheap to clone (clones share the channel).
+/// A connection to a Pyralog cluster through one node (the seed). Cheap to clone (clones
+/// share the channels and the routing table).
+///
+/// Produce and fetch requests go to the partition's leader: a node that does not lead
+/// answers `NOT_LEADER` with the leader's address, the client remembers it for that
+/// partition and sends there from then on (a fetch also retries when a routed node is
+/// unreachable; a produce does not, since it may have been applied: the caller decides).
 #[derive(Debug, Clone)]
 pub struct Client {
     url: String,
     channel: Channel,
+    routes: Arc<Mutex<HashMap<(String, PartitionId), String>>>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+/// How many `NOT_LEADER` redirects a request follows before giving up.
+const MAX_REDIRECTS: u32 = 10;
+
+fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        // Batches and fetch responses are up to tens of MiB: windows that fit them.
+        .initial_stream_window_size(16 * 1024 * 1024)
+        .initial_connection_window_size(64 * 1024 * 1024))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +53,14 @@ pub struct PartitionInfo {
     pub epoch: Epoch,
     pub local_bytes: u64,
     pub local_segments: u32,
+    /// The leader's node id and address (`None` while it has none).
+    pub leader: Option<(u64, String)>,
+    pub replicas: Vec<u64>,
+    pub isr: Vec<u64>,
+    /// The answering node and its role for the partition ("leader", "follower", "none"):
+    /// offsets and sizes above are that node's view.
+    pub answered_by: u64,
+    pub role: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +91,12 @@ impl TryFrom<v1::LogDescription> for LogInfo {
                     epoch: Epoch(p.epoch),
                     local_bytes: p.local_bytes,
                     local_segments: p.local_segments,
+                    leader: (p.leader_node != 0 && !p.leader_address.is_empty())
+                        .then(|| (p.leader_node, p.leader_address)),
+                    replicas: p.replicas,
+                    isr: p.isr,
+                    answered_by: p.answered_by,
+                    role: p.role,
                 })
                 .collect(),
         })
@@ -73,15 +111,64 @@ impl Client {
             url: url.clone(),
             detail,
         };
-        let endpoint = Endpoint::from_shared(url.clone())
+        let channel = endpoint(&url)
             .map_err(|e| err(e.to_string()))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            // Batches and fetch responses are up to tens of MiB: windows that fit them.
-            .initial_stream_window_size(16 * 1024 * 1024)
-            .initial_connection_window_size(64 * 1024 * 1024);
-        let channel = endpoint.connect().await.map_err(|e| err(e.to_string()))?;
-        Ok(Client { url, channel })
+            .connect()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Client {
+            url,
+            channel,
+            routes: Arc::default(),
+            channels: Arc::default(),
+        })
+    }
+
+    /// The channel for a partition's known leader, or the seed's.
+    fn channel_for(&self, log: &str, partition: PartitionId) -> Channel {
+        let route = self.routes.lock().get(&(log.to_owned(), partition)).cloned();
+        let Some(address) = route else {
+            return self.channel.clone();
+        };
+        let mut channels = self.channels.lock();
+        if let Some(c) = channels.get(&address) {
+            return c.clone();
+        }
+        match endpoint(&format!("http://{address}")) {
+            Ok(e) => {
+                let c = e.connect_lazy();
+                channels.insert(address, c.clone());
+                c
+            }
+            Err(_) => self.channel.clone(),
+        }
+    }
+
+    /// Learns from an error where the partition's leader is. Returns whether to retry, and
+    /// after how long.
+    pub(crate) fn reroute(&self, log: &str, partition: PartitionId, e: &ClientError, attempt: u32) -> Option<Duration> {
+        let key = (log.to_owned(), partition);
+        match e.reason() {
+            Some(Reason::NotLeader) => match e.metadata("leader") {
+                Some(addr) if !addr.is_empty() => {
+                    self.routes.lock().insert(key, addr.to_owned());
+                    Some(Duration::ZERO)
+                }
+                _ => {
+                    // No leader right now (an election is running): back off and ask the seed.
+                    self.routes.lock().remove(&key);
+                    Some(Duration::from_millis(50 * u64::from(attempt + 1)))
+                }
+            },
+            None if matches!(e, ClientError::Server { code: tonic::Code::Unavailable, .. })
+                || matches!(e, ClientError::Connect { .. }) =>
+            {
+                // The routed node is gone: forget it; the seed knows the next leader.
+                self.routes.lock().remove(&key);
+                None
+            }
+            _ => None,
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -92,8 +179,8 @@ impl Client {
         AdminClient::new(self.channel.clone())
     }
 
-    pub(crate) fn producer_rpc(&self) -> ProducerClient<Channel> {
-        ProducerClient::new(self.channel.clone())
+    pub(crate) fn producer_rpc_for(&self, log: &str, partition: PartitionId) -> ProducerClient<Channel> {
+        ProducerClient::new(self.channel_for(log, partition))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
@@ -212,16 +299,51 @@ impl Client {
             .partitions)
     }
 
-    /// One raw fetch.
+    /// One raw fetch, from the partition's leader (following redirects; retried once
+    /// against the seed when the routed node is unreachable).
     pub async fn fetch(&self, req: v1::FetchRequest) -> Result<v1::FetchResponse, ClientError> {
-        Ok(self.consumer_rpc().fetch(req).await?.into_inner())
+        let mut attempt = 0;
+        loop {
+            let channel = self.channel_for(&req.log, req.partition);
+            let rpc = ConsumerClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            let e = match rpc.clone().fetch(req.clone()).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) => ClientError::from(s),
+            };
+            let unreachable = e.reason().is_none();
+            match self.reroute(&req.log, req.partition, &e, attempt) {
+                Some(wait) if attempt < MAX_REDIRECTS => tokio::time::sleep(wait).await,
+                None if unreachable && attempt == 0 => {}
+                _ => return Err(e),
+            }
+            attempt += 1;
+        }
     }
 
-    /// Produces one request as given (no batching, no retries).
+    /// Produces one request as given (no batching), to the partition's leader: follows
+    /// `NOT_LEADER` redirects, but never resends after a transport failure.
     pub async fn produce_raw(
         &self,
         req: v1::ProduceRequest,
     ) -> Result<v1::ProduceResponse, ClientError> {
-        Ok(self.producer_rpc().produce(req).await?.into_inner())
+        let mut attempt = 0;
+        loop {
+            let channel = self.channel_for(&req.log, req.partition);
+            let rpc = ProducerClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            let e = match rpc.clone().produce(req.clone()).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) => ClientError::from(s),
+            };
+            match self.reroute(&req.log, req.partition, &e, attempt) {
+                // A NOT_LEADER answer means the write was not taken: safe to send again.
+                Some(wait) if attempt < MAX_REDIRECTS => tokio::time::sleep(wait).await,
+                _ => return Err(e),
+            }
+            attempt += 1;
+        }
     }
 }

@@ -378,7 +378,6 @@ async fn partition_sender(
     partition: PartitionId,
     mut rx: mpsc::Receiver<Work>,
 ) {
-    let mut rpc = client.producer_rpc();
     while let Some(work) = rx.recv().await {
         let sealed = match work {
             Work::Batch(s) => s,
@@ -398,14 +397,19 @@ async fn partition_sender(
         let result = loop {
             let mut request = tonic::Request::new(req.clone());
             request.set_timeout(config.request_timeout + Duration::from_secs(5));
+            // Routed to the partition's leader as the client last learned it.
+            let mut rpc = client.producer_rpc_for(&log, partition);
             match rpc.produce(request).await {
                 Ok(resp) => break Ok(resp.into_inner()),
                 Err(status) => {
                     let err = ClientError::from(status);
+                    let redirect = client.reroute(&log, partition, &err, attempt);
                     if err.is_retriable() && attempt < config.retries {
                         attempt += 1;
                         debug!(%log, partition, attempt, error = %err, "retrying produce");
-                        tokio::time::sleep(config.retry_backoff * attempt.min(10)).await;
+                        let wait =
+                            redirect.unwrap_or(config.retry_backoff * attempt.min(10));
+                        tokio::time::sleep(wait).await;
                         continue;
                     }
                     break Err(err);

@@ -34,6 +34,88 @@ pub struct NodeConfig {
     /// retention then applies to local segments).
     pub cold_tier: Option<ColdTierSettings>,
     pub compaction: CompactionSettings,
+    /// Cluster mode: a Raft controller and replicated partitions. Absent = a single node
+    /// with its metadata in a local file.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// Cluster membership and replication timing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// The address clients and other nodes reach this node at; defaults to `listen`.
+    pub advertise: Option<String>,
+    /// The controller's voters as `id=host:port` pairs, comma-separated (1, 3 or 5 of them,
+    /// this node among them): `"1=127.0.0.1:7410,2=127.0.0.1:7420,3=127.0.0.1:7430"`.
+    pub voters: String,
+    /// A follower that has not caught up for this long leaves the ISR.
+    #[serde(with = "humantime_serde")]
+    pub replica_lag_max: Duration,
+    /// How long a caught-up follower's fetch waits for new data at the leader.
+    #[serde(with = "humantime_serde")]
+    pub replica_fetch_wait: Duration,
+    pub replica_fetch_max_bytes: u32,
+    /// A node not heard from for this long is fenced: it loses its leaderships.
+    #[serde(with = "humantime_serde")]
+    pub node_lease: Duration,
+    /// How often a node tells the controller it is alive.
+    #[serde(with = "humantime_serde")]
+    pub node_heartbeat: Duration,
+    /// Raft timing of the controller.
+    #[serde(with = "humantime_serde")]
+    pub raft_heartbeat: Duration,
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_max: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            advertise: None,
+            voters: String::new(),
+            replica_lag_max: Duration::from_secs(10),
+            replica_fetch_wait: Duration::from_millis(500),
+            replica_fetch_max_bytes: 8 << 20,
+            node_lease: Duration::from_secs(3),
+            node_heartbeat: Duration::from_millis(500),
+            raft_heartbeat: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(400),
+            election_timeout_max: Duration::from_millis(800),
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// The parsed `voters` list.
+    pub fn voter_map(&self) -> Result<std::collections::BTreeMap<u64, String>, NodeConfigError> {
+        let mut out = std::collections::BTreeMap::new();
+        for part in self.voters.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (id, addr) = part.split_once('=').ok_or_else(|| {
+                NodeConfigError(format!("cluster.voters: {part:?} is not `id=host:port`"))
+            })?;
+            let id: u64 = id.trim().parse().map_err(|_| {
+                NodeConfigError(format!("cluster.voters: {id:?} is not a node id"))
+            })?;
+            let addr = addr.trim();
+            if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                return Err(NodeConfigError(format!(
+                    "cluster.voters: {addr:?} is not host:port"
+                )));
+            }
+            if out.insert(id, addr.to_owned()).is_some() {
+                return Err(NodeConfigError(format!("cluster.voters: node {id} twice")));
+            }
+        }
+        if ![1, 3, 5].contains(&out.len()) {
+            return Err(NodeConfigError(format!(
+                "cluster.voters lists {} voter(s); a controller has 1, 3 or 5",
+                out.len()
+            )));
+        }
+        Ok(out)
+    }
 }
 
 /// The node's compactor tasks (for the partitions it leads).
@@ -117,6 +199,7 @@ impl Default for NodeConfig {
             retention_check_interval: Duration::from_secs(300),
             cold_tier: None,
             compaction: CompactionSettings::default(),
+            cluster: None,
         }
     }
 }
@@ -159,6 +242,26 @@ impl NodeConfig {
             return Err(NodeConfigError(
                 "maintenance_interval and retention_check_interval must be positive".into(),
             ));
+        }
+        if let Some(c) = &self.cluster {
+            let voters = c.voter_map()?;
+            if !voters.contains_key(&self.node_id) {
+                return Err(NodeConfigError(format!(
+                    "node_id {} is not among cluster.voters (every node runs a voter)",
+                    self.node_id
+                )));
+            }
+            if c.election_timeout_min >= c.election_timeout_max
+                || c.raft_heartbeat >= c.election_timeout_min
+                || c.node_heartbeat >= c.node_lease
+                || c.replica_lag_max.is_zero()
+            {
+                return Err(NodeConfigError(
+                    "cluster timing: need raft_heartbeat < election_timeout_min < \
+                     election_timeout_max, node_heartbeat < node_lease, replica_lag_max > 0"
+                        .into(),
+                ));
+            }
         }
         if let Some(c) = &self.cold_tier {
             if c.archive_interval.is_zero() {

@@ -47,6 +47,16 @@ pub enum GatewayError {
     Storage(String),
     #[error("not acknowledged within {0:?}; the write may or may not have happened")]
     Timeout(std::time::Duration),
+    #[error("not the leader: {detail}")]
+    NotLeader {
+        /// The leader's address, when known: clients retry there.
+        leader: Option<String>,
+        detail: String,
+    },
+    #[error("not enough in-sync replicas: {0}")]
+    NotEnoughReplicas(String),
+    #[error("unavailable, retry: {0}")]
+    Unavailable(String),
     #[error("the node is shutting down")]
     ShuttingDown,
     #[error("internal error: {0}")]
@@ -69,6 +79,9 @@ impl GatewayError {
             GatewayError::CorruptData(_) => Reason::CorruptData,
             GatewayError::Storage(_) => Reason::StorageError,
             GatewayError::Timeout(_) => Reason::Timeout,
+            GatewayError::NotLeader { .. } => Reason::NotLeader,
+            GatewayError::NotEnoughReplicas(_) => Reason::NotEnoughReplicas,
+            GatewayError::Unavailable(_) => Reason::StorageError,
             GatewayError::ShuttingDown => Reason::ShuttingDown,
             GatewayError::Internal(_) => Reason::Internal,
         }
@@ -82,6 +95,9 @@ impl GatewayError {
                 ("earliest", earliest.0.to_string()),
                 ("latest", latest.0.to_string()),
             ],
+            GatewayError::NotLeader {
+                leader: Some(addr), ..
+            } => vec![("leader", addr.clone())],
             _ => vec![],
         };
         pyralog_proto::status::status(self.reason(), self.to_string(), &meta)
@@ -129,6 +145,10 @@ impl From<HotError> for GatewayError {
                 size,
                 limit: u32::try_from(limit).unwrap_or(u32::MAX),
             },
+            HotError::FencedEpoch { epoch, latest } => GatewayError::NotLeader {
+                leader: None,
+                detail: format!("this node's epoch {epoch} was replaced by {latest}"),
+            },
             HotError::Closed => GatewayError::ShuttingDown,
             HotError::Io { .. } => GatewayError::Storage(e.to_string()),
         }
@@ -140,6 +160,11 @@ impl From<MetadataError> for GatewayError {
         match e {
             MetadataError::AlreadyExists(log) => GatewayError::LogAlreadyExists(log),
             MetadataError::NotFound(log) => GatewayError::LogNotFound(log),
+            MetadataError::Rejected(why) if why.contains("live nodes") => {
+                GatewayError::NotEnoughReplicas(why)
+            }
+            MetadataError::Rejected(why) => GatewayError::InvalidConfig(why),
+            MetadataError::Unavailable(why) => GatewayError::Unavailable(why),
             other => GatewayError::Storage(other.to_string()),
         }
     }

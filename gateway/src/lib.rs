@@ -6,6 +6,7 @@
 //! tasks; `services` adapts gRPC messages to it; [`server::serve`] wires the services, health
 //! and reflection into a tonic server with graceful shutdown.
 
+mod cluster;
 mod cold;
 pub mod config;
 pub mod error;
@@ -16,7 +17,7 @@ mod partition;
 pub mod server;
 mod services;
 
-pub use config::{ColdTierSettings, NodeConfig};
+pub use config::{ClusterSettings, ColdTierSettings, NodeConfig};
 pub use error::GatewayError;
 pub use node::{Node, NodeComponents, NodeError};
 pub use pyralog_cold_tier::ObjectStoreConfig;

@@ -19,6 +19,10 @@ pub enum MetadataError {
     AlreadyExists(LogId),
     #[error("log {0} does not exist")]
     NotFound(LogId),
+    #[error("the controller refused: {0}")]
+    Rejected(String),
+    #[error("the controller is unavailable: {0}")]
+    Unavailable(String),
     #[error("metadata file {path}: {detail}")]
     Storage { path: PathBuf, detail: String },
 }

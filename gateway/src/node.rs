@@ -14,7 +14,8 @@ use pyralog_compactor::{archive_partition, ArchiveOptions, PartitionTiers};
 use pyralog_hot_tier::{PartitionLog, PartitionOptions};
 use pyralog_types::batch::{Batch, BatchBuilder, BatchError, Compression, NewRecord};
 use pyralog_types::{
-    AckPolicy, Clock, Epoch, FsyncPolicy, LogConfig, LogId, LogOffset, PartitionId, TimestampMicros,
+    AckPolicy, Clock, Epoch, FsyncPolicy, LogConfig, LogId, LogOffset, NodeId, PartitionId,
+    TimestampMicros,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,9 +24,10 @@ use tracing::{info, warn};
 use crate::cold::ColdTier;
 use crate::config::NodeConfig;
 use crate::error::GatewayError;
+use crate::cluster::{Cluster, ControllerMetadata};
 use crate::metadata::{LocalMetadataStore, LogMeta, MetadataStore};
 use crate::metrics::{LogLabels, Metrics};
-use crate::partition::Partition;
+use crate::partition::{Partition, Role};
 
 /// Why a node cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,8 @@ pub enum NodeError {
     },
     #[error("cold tier: {0}")]
     ColdTier(#[from] pyralog_cold_tier::ColdError),
+    #[error("controller: {0}")]
+    Controller(String),
 }
 
 /// Swappable parts of a node (tests inject a manual clock or another metadata store).
@@ -125,6 +129,12 @@ pub struct PartitionStatus {
     pub epoch: Epoch,
     pub local_bytes: u64,
     pub local_segments: u32,
+    /// The leader's node id and address, if it has one.
+    pub leader: Option<(NodeId, String)>,
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    /// This node's role: "leader", "follower" or "none".
+    pub role: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +150,9 @@ struct OpenLog {
     config: LogConfig,
     dir: PathBuf,
     partitions: Vec<Arc<Partition>>,
+    /// The controller's incarnation of the log (0 standalone): a log deleted and created
+    /// again under the same name is a different log.
+    incarnation: u64,
     /// When the compactor last ran over this log (`None`: not since the node started).
     last_compaction: parking_lot::Mutex<Option<tokio::time::Instant>>,
     /// Stops this log's background tasks when it is deleted.
@@ -157,6 +170,8 @@ pub struct Node {
     tasks: TaskTracker,
     metrics: Arc<Metrics>,
     cold: Option<Arc<ColdTier>>,
+    /// Cluster mode (controller, replication); `None` for a standalone node.
+    cluster: Option<Arc<Cluster>>,
     _dir_lock: std::fs::File,
 }
 
@@ -185,9 +200,11 @@ impl Node {
             .map_err(|e| dir_err(e.to_string()))?;
         lock.try_lock()
             .map_err(|_| dir_err("in use by another pyralog process (.lock is held)".into()))?;
-        let metadata: Arc<dyn MetadataStore> = match components.metadata {
-            Some(m) => m,
-            None => Arc::new(LocalMetadataStore::open(&data_dir.join("meta"))?),
+        let cluster = Cluster::start(&config).await?;
+        let metadata: Arc<dyn MetadataStore> = match (components.metadata, &cluster) {
+            (Some(m), _) => m,
+            (None, Some(c)) => Arc::new(ControllerMetadata { cluster: c.clone() }),
+            (None, None) => Arc::new(LocalMetadataStore::open(&data_dir.join("meta"))?),
         };
         let cold = match &config.cold_tier {
             Some(settings) => Some(Arc::new(
@@ -204,16 +221,33 @@ impl Node {
             tasks: TaskTracker::new(),
             metrics: Metrics::new(),
             cold,
+            cluster: cluster.clone(),
             _dir_lock: lock,
         });
-        let mut known = node.metadata.list_logs().await?;
-        if let Some(cold) = &node.cold {
+        if let Some(cluster) = cluster {
+            // Logs come from the controller's state as it is applied: the reconciler opens
+            // them and gives every partition its role.
+            node.spawn_reconciler(cluster.clone());
+            node.spawn_replication_ticker(cluster);
+        } else {
+            node.open_known_logs().await?;
+        }
+        node.spawn_maintenance();
+        node.spawn_archiver();
+        node.spawn_compactor();
+        Ok(node)
+    }
+
+    /// Standalone start: every log in the local metadata (and in the bucket's registry).
+    async fn open_known_logs(&self) -> Result<(), NodeError> {
+        let mut known = self.metadata.list_logs().await?;
+        if let Some(cold) = &self.cold {
             // Logs archived in the bucket but unknown here (an empty or replaced disk) are
             // recreated; logs known here but not yet registered in the bucket are registered.
             for (id, config) in cold.registered_logs().await? {
                 if let std::collections::btree_map::Entry::Vacant(slot) = known.entry(id) {
                     info!(log = %slot.key(), "restoring log from the cold tier's registry");
-                    let meta = node.metadata.create_log(slot.key(), &config).await?;
+                    let meta = self.metadata.create_log(slot.key(), &config).await?;
                     slot.insert(meta);
                 }
             }
@@ -221,15 +255,17 @@ impl Node {
                 cold.register(id, &meta.config).await?;
             }
         }
-        node.remove_orphan_dirs(&known);
+        self.remove_orphan_dirs(&known);
         for (id, meta) in known {
-            let open = node.open_log(id, meta).await?;
-            node.logs.write().insert(open.id.clone(), open);
+            let open = self.open_log(id, meta, 0).await?;
+            self.logs.write().insert(open.id.clone(), open);
         }
-        node.spawn_maintenance();
-        node.spawn_archiver();
-        node.spawn_compactor();
-        Ok(node)
+        Ok(())
+    }
+
+    /// The cluster this node belongs to, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -261,7 +297,12 @@ impl Node {
         }
     }
 
-    async fn open_log(&self, id: LogId, meta: LogMeta) -> Result<Arc<OpenLog>, NodeError> {
+    async fn open_log(
+        &self,
+        id: LogId,
+        meta: LogMeta,
+        incarnation: u64,
+    ) -> Result<Arc<OpenLog>, NodeError> {
         let dir = logs_dir(&self.config.data_dir).join(id.as_str());
         let mut partitions = Vec::with_capacity(meta.config.partition_count as usize);
         for p in 0..meta.config.partition_count {
@@ -301,16 +342,30 @@ impl Node {
                                 partition: p,
                                 source,
                             })?;
-                        epoch = epoch.max(Epoch(cold.last_epoch() + 1));
+                        if self.cluster.is_none() {
+                            // Clustered, only the controller bumps epochs.
+                            epoch = epoch.max(Epoch(cold.last_epoch() + 1));
+                        }
                     }
                     Some(cold)
                 }
                 None => None,
             };
+            let role = match self.cluster {
+                None => Role::Standalone,
+                Some(_) => Role::Elsewhere { leader: None },
+            };
+            let epoch = if self.cluster.is_some() {
+                // The reconciler sets the controller's epoch right after.
+                Epoch(0)
+            } else {
+                epoch
+            };
             partitions.push(Arc::new(Partition::new(
                 log,
                 meta.config.fsync,
                 epoch,
+                role,
                 cold,
             )));
         }
@@ -319,6 +374,7 @@ impl Node {
             config: meta.config,
             dir,
             partitions,
+            incarnation,
             last_compaction: parking_lot::Mutex::new(None),
             cancel: self.shutdown.child_token(),
         });
@@ -441,6 +497,10 @@ impl Node {
         };
         for (i, p) in log.partitions.iter().enumerate() {
             let Some(cp) = p.cold() else { continue };
+            if !p.leads() {
+                // Only the leader archives (its copy is the one the ISR agreed on).
+                continue;
+            }
             // Never archive a local segment while compaction rewrites it: the archive could
             // get part of the old bytes and part of the new, e.g. a value without the
             // tombstone that deleted it.
@@ -514,11 +574,16 @@ impl Node {
             return Err(GatewayError::LogAlreadyExists(id));
         }
         let meta = self.metadata.create_log(&id, &config).await?;
-        let open = self
-            .open_log(id.clone(), meta)
-            .await
-            .map_err(|e| GatewayError::Storage(e.to_string()))?;
-        self.logs.write().insert(id.clone(), open);
+        if self.cluster.is_some() {
+            // The reconciler opens it once this node has applied the creation.
+            self.wait_for_local(&id, true).await?;
+        } else {
+            let open = self
+                .open_log(id.clone(), meta, 0)
+                .await
+                .map_err(|e| GatewayError::Storage(e.to_string()))?;
+            self.logs.write().insert(id.clone(), open);
+        }
         if let Some(cold) = &self.cold {
             // Also registered at every start, so a failure here is repaired by a restart.
             if let Err(e) = cold.register(&id, &config).await {
@@ -532,7 +597,34 @@ impl Node {
     pub async fn delete_log(&self, name: &str) -> Result<(), GatewayError> {
         let log = self.log(name)?;
         self.metadata.delete_log(&log.id).await?;
+        if self.cluster.is_some() {
+            // Every replica's reconciler removes its own copy.
+            return self.wait_for_local(&log.id, false).await;
+        }
+        self.remove_local(&log).await
+    }
+
+    /// Waits (bounded) until the log is open here (`present`) or gone, as the reconciler
+    /// applies the controller's decision.
+    async fn wait_for_local(&self, id: &LogId, present: bool) -> Result<(), GatewayError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.logs.read().contains_key(id) != present {
+            if tokio::time::Instant::now() > deadline {
+                return Err(GatewayError::Unavailable(format!(
+                    "the controller committed the change to {id}, but this node has not applied it yet"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Closes and removes this node's copy of a log.
+    async fn remove_local(&self, log: &Arc<OpenLog>) -> Result<(), GatewayError> {
         self.logs.write().remove(&log.id);
+        for p in &log.partitions {
+            p.set_role(p.epoch(), Role::Elsewhere { leader: None });
+        }
         log.cancel.cancel();
         let dir = log.dir.clone();
         let parts: Vec<_> = log.partitions.iter().map(|p| p.log().clone()).collect();
@@ -555,12 +647,12 @@ impl Node {
     pub async fn list_logs(&self) -> Vec<LogStatus> {
         let mut logs: Vec<_> = self.logs.read().values().cloned().collect();
         logs.sort_by(|a, b| a.id.cmp(&b.id));
-        logs.iter().map(|l| status_of(l)).collect()
+        logs.iter().map(|l| self.status_of(l)).collect()
     }
 
     pub async fn describe_log(&self, name: &str) -> Result<LogStatus, GatewayError> {
         let log = self.log(name)?;
-        Ok(status_of(&log))
+        Ok(self.status_of(&log))
     }
 
     pub async fn roll(&self, name: &str, partitions: &[PartitionId]) -> Result<(), GatewayError> {
@@ -597,11 +689,11 @@ impl Node {
             log: log.id.to_string(),
         };
         let bytes = batch.len() as u64;
-        let epoch = p.epoch();
         if acks == AckPolicy::None {
             let id = log.id.clone();
+            let epoch = p.epoch();
             tokio::spawn(async move {
-                if let Err(e) = p.append(batch).await {
+                if let Err(e) = p.append(batch, false).await {
                     warn!(log = %id, partition, error = %e, "acks=none append failed");
                 }
             });
@@ -611,13 +703,24 @@ impl Node {
                 epoch,
             });
         }
-        // Quorum/All equal Leader while every log has one replica (replication is a later
-        // issue); the acknowledgement is only sent once the batch is visible under the HW.
+        // Leader answers after the local append; Quorum and All once the HW covers the batch,
+        // i.e. every ISR member holds it (see `pyralog_hot_tier::replication` for why the ISR
+        // is the write quorum). Standalone, the HW covers a batch as soon as it is appended.
+        let wait_for_isr = matches!(acks, AckPolicy::Quorum | AckPolicy::All);
         let timeout = timeout.unwrap_or(self.config.produce.default_timeout);
         let started = std::time::Instant::now();
-        let info = tokio::time::timeout(timeout, p.append(batch))
+        let (info, epoch) = tokio::time::timeout(timeout, p.append(batch, wait_for_isr))
             .await
             .map_err(|_| GatewayError::Timeout(timeout))??;
+        if wait_for_isr {
+            let left = timeout.saturating_sub(started.elapsed());
+            p.wait_replicated(info.end_offset, epoch, left)
+                .await
+                .map_err(|e| match e {
+                    GatewayError::Timeout(_) => GatewayError::Timeout(timeout),
+                    other => other,
+                })?;
+        }
         self.metrics
             .produce_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -715,14 +818,17 @@ impl Node {
             FetchStart::Timestamp(ts) => p.offset_for_timestamp(ts).await?.unwrap_or(hw),
         };
         let start = p.earliest();
-        if from < start || from > hw {
+        // A replica's HW can trail what a consumer already read elsewhere (a follower, or a
+        // restarted leader before its followers report): that is "no data yet", not an error.
+        let local_end = p.log().end_offset();
+        if from < start || from > hw.max(local_end) {
             return Err(GatewayError::OffsetOutOfRange {
                 requested: from.0,
                 earliest: start,
                 latest: hw,
             });
         }
-        if from == hw && !wait.is_zero() {
+        if from >= hw && !wait.is_zero() {
             hw = p.wait_beyond(from, wait).await;
         }
         if from >= hw {
@@ -788,6 +894,12 @@ impl Node {
     /// Stops background tasks and closes every log cleanly (the next start scans nothing).
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
+        // Follower tasks end when their role changes.
+        for log in self.logs.read().values() {
+            for p in &log.partitions {
+                p.set_role(p.epoch(), Role::Elsewhere { leader: None });
+            }
+        }
         self.tasks.close();
         self.tasks.wait().await;
         let logs: Vec<_> = self.logs.read().values().cloned().collect();
@@ -804,35 +916,65 @@ impl Node {
         if let Some(cold) = &self.cold {
             cold.cache().close().await;
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.controller.shutdown().await;
+        }
         info!("all logs closed cleanly");
     }
 }
 
-fn status_of(log: &OpenLog) -> LogStatus {
-    LogStatus {
-        log: log.id.clone(),
-        config: log.config.clone(),
-        partitions: log
-            .partitions
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let segs = p.log().segments();
-                PartitionStatus {
-                    partition: i as PartitionId,
-                    start_offset: p.earliest(),
-                    high_watermark: p.high_watermark(),
-                    epoch: p.epoch(),
-                    local_bytes: segs.iter().map(|s| s.size_bytes).sum(),
-                    local_segments: segs.len() as u32,
-                }
-            })
-            .collect(),
+impl Node {
+    fn status_of(&self, log: &OpenLog) -> LogStatus {
+        let state = self.cluster.as_ref().map(|c| c.state());
+        let meta = state.as_ref().and_then(|s| s.logs.get(&log.id));
+        LogStatus {
+            log: log.id.clone(),
+            config: log.config.clone(),
+            partitions: log
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let segs = p.log().segments();
+                    let role = match p.role().role {
+                        Role::Standalone | Role::Leader(_) => "leader",
+                        Role::Follower { .. } => "follower",
+                        Role::Elsewhere { .. } => "none",
+                    };
+                    let (leader, replicas, isr) = match (&state, meta.and_then(|m| m.partitions.get(i))) {
+                        (Some(s), Some(pm)) => (
+                            pm.leader
+                                .and_then(|l| s.address(l).map(|a| (l, a.to_owned()))),
+                            pm.replicas.clone(),
+                            pm.isr.clone(),
+                        ),
+                        _ => {
+                            let me = self.config.node_id;
+                            (Some((me, self.config.listen.to_string())), vec![me], vec![me])
+                        }
+                    };
+                    PartitionStatus {
+                        partition: i as PartitionId,
+                        start_offset: p.earliest(),
+                        high_watermark: p.high_watermark(),
+                        epoch: p.epoch(),
+                        local_bytes: segs.iter().map(|s| s.size_bytes).sum(),
+                        local_segments: segs.len() as u32,
+                        leader,
+                        replicas,
+                        isr,
+                        role,
+                    }
+                })
+                .collect(),
+        }
     }
 }
 
 mod compaction;
+mod replication;
 pub use compaction::PartitionCompaction;
+pub(crate) use replication::ReplicationService;
 
 #[cfg(test)]
 mod cold_tests;

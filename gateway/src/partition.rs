@@ -18,16 +18,57 @@ use bytes::Bytes;
 use pyralog_cold_tier::{ColdError, ColdPartition};
 use pyralog_compactor::CompactionReport;
 use pyralog_hot_tier::{AppendInfo, PartitionLog, ReadResult};
-use pyralog_types::{Epoch, FsyncPolicy, LogOffset, TimestampMicros};
+use pyralog_hot_tier::replication::LeaderState;
+use pyralog_types::{Epoch, FsyncPolicy, LogOffset, NodeId, TimestampMicros};
 use tokio::sync::watch;
 
 use crate::error::GatewayError;
+
+/// What this node does for a partition.
+#[derive(Debug)]
+pub(crate) enum Role {
+    /// Single-node mode (no controller): the only replica, leading in its epoch.
+    Standalone,
+    /// Leads the partition in the current epoch; the state tracks its followers.
+    Leader(Box<LeaderState>),
+    /// Copies the leader at `address`.
+    Follower { leader: NodeId, address: String },
+    /// Not a replica here, or no leader right now (`leader` says where to go, if known).
+    Elsewhere { leader: Option<(NodeId, String)> },
+}
+
+#[derive(Debug)]
+pub(crate) struct RoleState {
+    pub(crate) epoch: Epoch,
+    pub(crate) role: Role,
+}
+
+impl RoleState {
+    /// The error a request that needs the leader gets here.
+    pub(crate) fn not_leader(&self) -> GatewayError {
+        let leader = match &self.role {
+            Role::Follower { address, .. } => Some(address.clone()),
+            Role::Elsewhere { leader } => leader.as_ref().map(|(_, a)| a.clone()),
+            Role::Standalone | Role::Leader(_) => None,
+        };
+        GatewayError::NotLeader {
+            detail: match &leader {
+                Some(a) => format!("the leader of epoch {} is at {a}", self.epoch),
+                None => format!("no leader known for epoch {}", self.epoch),
+            },
+            leader,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct Partition {
     log: Arc<PartitionLog>,
     fsync: FsyncPolicy,
-    epoch: Epoch,
+    role: parking_lot::Mutex<RoleState>,
+    /// Bumped at every role or epoch change, so waiters for replication notice a lost
+    /// leadership at once.
+    role_changes: watch::Sender<u64>,
     hw: watch::Sender<LogOffset>,
     cold: Option<Arc<ColdPartition>>,
     /// Held for a whole compaction pass (one pass per partition at a time); its content is
@@ -59,19 +100,26 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Partition {
+    /// A partition starting in `role`. Standalone, whatever survived the last shutdown is on
+    /// disk now, durable and visible; replicated, nothing is visible until the leader says
+    /// what the whole ISR holds (the local tail may yet be truncated).
     pub(crate) fn new(
         log: PartitionLog,
         fsync: FsyncPolicy,
         epoch: Epoch,
+        role: Role,
         cold: Option<ColdPartition>,
     ) -> Self {
-        // Whatever survived the last shutdown is on disk now; make it durable and visible.
-        let end = log.end_offset();
+        let hw = match role {
+            Role::Standalone => log.end_offset(),
+            _ => log.start_offset(),
+        };
         Partition {
             log: Arc::new(log),
             fsync,
-            epoch,
-            hw: watch::Sender::new(end),
+            role: parking_lot::Mutex::new(RoleState { epoch, role }),
+            role_changes: watch::Sender::new(0),
+            hw: watch::Sender::new(hw),
             cold: cold.map(Arc::new),
             compaction: tokio::sync::Mutex::new(CompactionState::default()),
         }
@@ -95,7 +143,31 @@ impl Partition {
     }
 
     pub(crate) fn epoch(&self) -> Epoch {
-        self.epoch
+        self.role.lock().epoch
+    }
+
+    /// Whether this node leads the partition (standalone counts): leaders alone archive,
+    /// compact and apply retention.
+    pub(crate) fn leads(&self) -> bool {
+        matches!(self.role.lock().role, Role::Standalone | Role::Leader(_))
+    }
+
+    pub(crate) fn role(&self) -> parking_lot::MutexGuard<'_, RoleState> {
+        self.role.lock()
+    }
+
+    /// Replaces the role (the cluster reconciler's job); waiters see the change.
+    pub(crate) fn set_role(&self, epoch: Epoch, role: Role) {
+        *self.role.lock() = RoleState { epoch, role };
+        self.role_changes.send_modify(|g| *g += 1);
+    }
+
+    pub(crate) fn subscribe_roles(&self) -> watch::Receiver<u64> {
+        self.role_changes.subscribe()
+    }
+
+    pub(crate) fn fsync_policy(&self) -> FsyncPolicy {
+        self.fsync
     }
 
     pub(crate) fn high_watermark(&self) -> LogOffset {
@@ -106,7 +178,7 @@ impl Partition {
         self.log.start_offset()
     }
 
-    fn advance_hw(&self, to: LogOffset) {
+    pub(crate) fn advance_hw(&self, to: LogOffset) {
         self.hw.send_if_modified(|cur| {
             if to > *cur {
                 *cur = to;
@@ -117,10 +189,31 @@ impl Partition {
         });
     }
 
-    /// Appends a validated batch; returns once it is visible (and durable if the policy says).
-    pub(crate) async fn append(&self, batch: Bytes) -> Result<AppendInfo, GatewayError> {
+    /// Appends a validated batch as the leader (or the standalone node); returns once it is
+    /// in the local log (and durable if the policy says). `wait_for_isr` asks for the
+    /// `min_in_sync_replicas` check first: writes that will wait for the ISR fail fast with
+    /// `NOT_ENOUGH_REPLICAS` instead of timing out. Standalone, the batch is visible at once.
+    pub(crate) async fn append(
+        &self,
+        batch: Bytes,
+        wait_for_isr: bool,
+    ) -> Result<(AppendInfo, Epoch), GatewayError> {
+        let epoch = {
+            let r = self.role.lock();
+            match &r.role {
+                Role::Standalone => r.epoch,
+                Role::Leader(state) => {
+                    if wait_for_isr {
+                        state
+                            .check_in_sync()
+                            .map_err(|e| GatewayError::NotEnoughReplicas(e.to_string()))?;
+                    }
+                    r.epoch
+                }
+                Role::Follower { .. } | Role::Elsewhere { .. } => return Err(r.not_leader()),
+            }
+        };
         let log = self.log.clone();
-        let epoch = self.epoch;
         let every_batch = self.fsync == FsyncPolicy::EveryBatch;
         let (info, durable) = blocking(move || {
             let info = log.append(batch, epoch)?;
@@ -132,8 +225,58 @@ impl Partition {
             Ok((info, durable))
         })
         .await?;
-        self.advance_hw(durable.unwrap_or(info.end_offset));
-        Ok(info)
+        let end = durable.unwrap_or(info.end_offset);
+        let hw = {
+            let mut r = self.role.lock();
+            let same_epoch = r.epoch == epoch;
+            match &mut r.role {
+                Role::Standalone => Some(end),
+                Role::Leader(state) if same_epoch => state.on_append(end),
+                _ => None,
+            }
+        };
+        if let Some(hw) = hw {
+            self.advance_hw(hw);
+        }
+        Ok((info, epoch))
+    }
+
+    /// Waits until the HW covers `end` (every ISR member holds everything below it). Fails
+    /// with `NOT_LEADER` if this node stops leading `epoch` first, and `TIMEOUT` after
+    /// `timeout`: never a success the ISR did not confirm.
+    pub(crate) async fn wait_replicated(
+        &self,
+        end: LogOffset,
+        epoch: Epoch,
+        timeout: Duration,
+    ) -> Result<(), GatewayError> {
+        let mut hw = self.hw.subscribe();
+        let mut roles = self.role_changes.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if *hw.borrow_and_update() >= end {
+                return Ok(());
+            }
+            {
+                let r = self.role.lock();
+                let leading = matches!(r.role, Role::Leader(_) | Role::Standalone);
+                if !leading || r.epoch != epoch {
+                    let mut e = r.not_leader();
+                    if let GatewayError::NotLeader { detail, .. } = &mut e {
+                        detail.insert_str(
+                            0,
+                            "leadership moved before the write was replicated (it may or may not be kept); ",
+                        );
+                    }
+                    return Err(e);
+                }
+            }
+            tokio::select! {
+                _ = hw.changed() => {}
+                _ = roles.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => return Err(GatewayError::Timeout(timeout)),
+            }
+        }
     }
 
     /// Waits until the HW moves past `offset` or `wait` elapses; returns the HW.

@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
-use crate::node::Node;
+use crate::node::{Node, ReplicationService};
+use pyralog_proto::internal::replication_server::ReplicationServer;
 use crate::services::Services;
 
 /// gRPC messages may carry the largest batch plus framing.
@@ -67,6 +68,13 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(AdminServer::new(services))
+        .add_service(
+            ReplicationServer::new(ReplicationService { node: node.clone() })
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_optional_service(node.cluster().map(|c| c.controller.raft_service()))
+        .add_optional_service(node.cluster().map(|c| c.controller.controller_service()))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .map_err(|e| ServeError(e.to_string()))?;

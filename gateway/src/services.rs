@@ -39,7 +39,7 @@ impl Services {
     }
 }
 
-fn describe(s: LogStatus) -> v1::LogDescription {
+fn describe(s: LogStatus, me: u64) -> v1::LogDescription {
     v1::LogDescription {
         log: s.log.to_string(),
         config: Some(v1::LogConfig::from(&s.config)),
@@ -51,9 +51,14 @@ fn describe(s: LogStatus) -> v1::LogDescription {
                 start_offset: p.start_offset.0,
                 high_watermark: p.high_watermark.0,
                 epoch: p.epoch.0,
-                leader_node: 1,
+                leader_node: p.leader.as_ref().map_or(0, |(id, _)| *id),
+                leader_address: p.leader.map(|(_, a)| a).unwrap_or_default(),
                 local_bytes: p.local_bytes,
                 local_segments: p.local_segments,
+                replicas: p.replicas,
+                isr: p.isr,
+                answered_by: me,
+                role: p.role.to_owned(),
             })
             .collect(),
     }
@@ -195,7 +200,7 @@ impl Admin for Services {
             .map_err(|e| GatewayError::InvalidConfig(e.to_string()))?;
         let status = self.node.create_log(&req.log, config).await?;
         Ok(Response::new(v1::CreateLogResponse {
-            log: Some(describe(status)),
+            log: Some(describe(status, self.node.config().node_id)),
         }))
     }
 
@@ -205,7 +210,10 @@ impl Admin for Services {
     ) -> Result<Response<v1::ListLogsResponse>, Status> {
         let logs = self.node.list_logs().await;
         Ok(Response::new(v1::ListLogsResponse {
-            logs: logs.into_iter().map(describe).collect(),
+            logs: logs
+                .into_iter()
+                .map(|l| describe(l, self.node.config().node_id))
+                .collect(),
         }))
     }
 
@@ -215,7 +223,7 @@ impl Admin for Services {
     ) -> Result<Response<v1::DescribeLogResponse>, Status> {
         let status = self.node.describe_log(&request.into_inner().log).await?;
         Ok(Response::new(v1::DescribeLogResponse {
-            log: Some(describe(status)),
+            log: Some(describe(status, self.node.config().node_id)),
         }))
     }
 

@@ -115,6 +115,14 @@ impl EpochCache {
         }
     }
 
+    /// KIP-279's answer to a follower whose last epoch is `epoch`: the largest epoch this log
+    /// has that is `<= epoch`, and where it ends here. `None` if every epoch here is newer.
+    pub(crate) fn epoch_end(&self, epoch: Epoch, log_end: LogOffset) -> Option<(Epoch, LogOffset)> {
+        let i = self.entries.iter().rposition(|&(e, _)| e <= epoch)?;
+        let end = self.entries.get(i + 1).map_or(log_end, |&(_, o)| o);
+        Some((self.entries[i].0, end))
+    }
+
     /// The start of the first epoch newer than `epoch`, or `log_end` if `epoch` is the latest.
     pub(crate) fn end_offset_for(&self, epoch: Epoch, log_end: LogOffset) -> Option<LogOffset> {
         let latest = self.latest()?;

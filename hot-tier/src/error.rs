@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use pyralog_types::batch::BatchError;
-use pyralog_types::LogOffset;
+use pyralog_types::{Epoch, LogOffset};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HotError {
@@ -35,6 +35,10 @@ pub enum HotError {
     /// The batch does not fit in a segment (`segment_bytes`, or 32-bit index positions).
     #[error("batch of {size} bytes is larger than a segment may hold ({limit})")]
     BatchTooLarge { size: usize, limit: u64 },
+    /// An append under an epoch older than one the log already holds: the caller was a
+    /// leader that has since been replaced (its writes must never land).
+    #[error("epoch {epoch} is fenced: the log already holds epoch {latest}")]
+    FencedEpoch { epoch: Epoch, latest: Epoch },
     /// The log was closed (shutdown or deletion) while the call was waiting.
     #[error("partition log is closed")]
     Closed,

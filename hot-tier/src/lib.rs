@@ -21,6 +21,7 @@ mod index;
 mod log;
 mod read;
 mod recovery;
+pub mod replication;
 mod retention;
 mod rewrite;
 mod scan;

@@ -203,6 +203,9 @@ impl PartitionLog {
         }
         {
             let mut epochs = self.epochs.lock();
+            if let Some(latest) = epochs.latest().filter(|l| *l > epoch) {
+                return Err(HotError::FencedEpoch { epoch, latest });
+            }
             if epochs.assign(epoch, LogOffset(end)) {
                 epochs.persist()?;
             }
@@ -639,6 +642,34 @@ impl PartitionLog {
     /// `(epoch, start offset)` pairs: the first offset each epoch wrote, oldest first.
     pub fn epochs(&self) -> Vec<(Epoch, LogOffset)> {
         self.epochs.lock().entries().to_vec()
+    }
+
+    /// A new leader's first act: `epoch` starts at the current log end, persisted before any
+    /// append, so a follower asking where its older epoch ends gets this log's end even if
+    /// nothing was appended yet, and appends under older epochs are fenced from now on.
+    pub fn begin_epoch(&self, epoch: Epoch) -> Result<(), HotError> {
+        let guard = self.inner.lock();
+        let end = guard.as_ref().ok_or(HotError::Closed)?.next_offset();
+        let mut epochs = self.epochs.lock();
+        if let Some(latest) = epochs.latest().filter(|l| *l > epoch) {
+            return Err(HotError::FencedEpoch { epoch, latest });
+        }
+        if epochs.assign(epoch, LogOffset(end)) {
+            epochs.persist()?;
+        }
+        Ok(())
+    }
+
+    /// The latest epoch this log holds (or began as leader).
+    pub fn latest_epoch(&self) -> Option<Epoch> {
+        self.epochs.lock().latest()
+    }
+
+    /// The largest epoch `<= epoch` this log has and where it ends here (KIP-279): what a
+    /// leader answers a follower whose last epoch is `epoch`; the follower truncates to the
+    /// lower of that end and its own end of the returned epoch.
+    pub fn epoch_end(&self, epoch: Epoch) -> Option<(Epoch, LogOffset)> {
+        self.epochs.lock().epoch_end(epoch, self.end_offset())
     }
 
     /// The end offset of `epoch` on this log: the start of the next newer epoch, or the log

@@ -73,6 +73,10 @@ impl Node {
         *log.last_compaction.lock() = Some(tokio::time::Instant::now());
         let mut out = Vec::with_capacity(log.partitions.len());
         for (i, p) in log.partitions.iter().enumerate() {
+            if !p.leads() {
+                // Clustered, the leader compacts (cold tier and its own segments).
+                continue;
+            }
             let res = self.compact_partition(log, i as PartitionId, p).await;
             out.push((i as PartitionId, res));
         }
@@ -205,9 +209,12 @@ impl Node {
     pub(super) async fn apply_retention(&self, log: &OpenLog) {
         let now = self.clock.now_micros();
         for (i, p) in log.partitions.iter().enumerate() {
+            // Every replica applies retention to its own segments; only the leader to the
+            // shared archive.
+            let cold = p.cold().filter(|_| p.leads());
             match apply_retention(
                 Some(p.log()),
-                p.cold().map(|c| &**c),
+                cold.map(|c| &**c),
                 log.config.retention,
                 now,
             )

@@ -1,0 +1,569 @@
+//! The controller runtime around openraft: start-up and bootstrap, writes from any voter,
+//! node heartbeats, and the leader's lease checker.
+//!
+//! - Bootstrap: the voters are static (config). A Raft that has never been initialized (no
+//!   vote, no log on disk) is initialized by the voter with the smallest id, with every voter
+//!   as a member; the others wait to be contacted. One voter initializes itself and leads.
+//! - Writes: on the leader a command goes straight to Raft; elsewhere it is forwarded to the
+//!   leader's `Controller.Write`, retried with backoff across elections until
+//!   `write_timeout`. A retry after a lost answer can apply a command twice; every command is
+//!   safe to repeat (a second `CreateLog` answers `LogAlreadyExists`, a second
+//!   `RegisterNode`/`FenceNode` changes nothing, a stale `AlterIsr` is rejected).
+//! - Liveness: every node heartbeats the leader and registers itself whenever the applied
+//!   state does not show it registered, at its address and unfenced. The Raft leader keeps
+//!   the leases ([`Leases`]) in memory and fences nodes whose lease ran out.
+//!
+//! Background tasks follow one pattern: a ticker, a [`CancellationToken`] checked at every
+//! await, and a [`TaskTracker`] that [`Controller::shutdown`] drains before stopping Raft.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, ServerState};
+use parking_lot::Mutex;
+use pyralog_proto::internal::controller_client::ControllerClient;
+use pyralog_proto::internal::controller_server::ControllerServer;
+use pyralog_proto::internal::raft_server::RaftServer;
+use pyralog_proto::internal::{HeartbeatRequest, RaftPayload};
+use pyralog_proto::status::reason_of;
+use pyralog_types::{NodeId, Reason};
+use tokio::sync::{watch, OnceCell};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::config::ControllerConfig;
+use crate::error::ControllerError;
+use crate::leases::Leases;
+use crate::network::{channel, Network, MAX_MESSAGE_BYTES};
+use crate::raft_types::Raft;
+use crate::service::{ControllerService, RaftService};
+use crate::state::{ClusterState, Command, CommandResult};
+use crate::store::log::log_dir;
+use crate::store::state_machine::snapshot_dir;
+use crate::store::{LogStore, StateMachineStore};
+
+/// Snapshot chunks stay far below [`MAX_MESSAGE_BYTES`] even as JSON arrays of numbers.
+const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
+const RETRY_MIN: Duration = Duration::from_millis(20);
+const RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// One controller voter: a Raft member with its storage, services and background tasks.
+pub struct Controller {
+    config: ControllerConfig,
+    raft: Raft,
+    state: watch::Receiver<Arc<ClusterState>>,
+    leases: Mutex<Leases>,
+    /// `Controller` clients of the other voters, by address.
+    peers: Mutex<HashMap<String, ControllerClient<Channel>>>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    stopped: OnceCell<()>,
+}
+
+impl fmt::Debug for Controller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Controller")
+            .field("node_id", &self.config.node_id)
+            .field("address", &self.config.address)
+            .field("leader", &self.leader())
+            .field("shutting_down", &self.cancel.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a failed write attempt is worth another try.
+fn retriable(e: &ControllerError) -> bool {
+    matches!(
+        e,
+        ControllerError::NotLeader { .. } | ControllerError::Timeout(_)
+    )
+}
+
+impl Controller {
+    /// Opens the storage (rebuilding the state from the snapshot and the committed log),
+    /// starts Raft, bootstraps a new cluster when this is the first voter, and starts the
+    /// heartbeat and lease tasks. The gRPC services must be served at `config.address` for
+    /// the other voters to reach this one.
+    pub async fn start(config: ControllerConfig) -> Result<Arc<Controller>, ControllerError> {
+        config.validate()?;
+        let mut raft_config = config.raft_config()?;
+        raft_config.snapshot_max_chunk_size = SNAPSHOT_CHUNK_BYTES;
+        let raft_config = Arc::new(
+            raft_config
+                .validate()
+                .map_err(|e| ControllerError::InvalidConfig(e.to_string()))?,
+        );
+
+        let log_store = LogStore::open(log_dir(&config.dir)).await?;
+        let state_machine = StateMachineStore::open(snapshot_dir(&config.dir)).await?;
+        let state = state_machine.subscribe();
+        let network = Network {
+            voters: Arc::new(config.voters.clone()),
+            connect_timeout: config.connect_timeout,
+            backoff: config.raft_heartbeat * 2,
+        };
+        let raft = Raft::new(
+            config.node_id,
+            raft_config,
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| ControllerError::raft("start", e))?;
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ControllerError::raft("start", e))?;
+        let first_voter = config.voters.keys().next().copied();
+        if !initialized && first_voter == Some(config.node_id) {
+            let members: BTreeMap<NodeId, BasicNode> = config
+                .voters
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            tracing::info!(node = config.node_id, voters = ?config.voters, "initializing the controller Raft");
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(ControllerError::raft("initialize", e)),
+            }
+        }
+
+        let controller = Arc::new(Controller {
+            leases: Mutex::new(Leases::new(config.node_lease, Instant::now())),
+            config,
+            raft,
+            state,
+            peers: Mutex::new(HashMap::new()),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            stopped: OnceCell::new(),
+        });
+        controller.spawn_tasks();
+        Ok(controller)
+    }
+
+    /// The Raft gRPC service, for the node to add to its tonic server.
+    pub fn raft_service(self: &Arc<Self>) -> RaftServer<impl pyralog_proto::internal::raft_server::Raft> {
+        RaftServer::new(RaftService {
+            controller: Arc::clone(self),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// The Controller gRPC service (writes and heartbeats), for the node's tonic server.
+    pub fn controller_service(
+        self: &Arc<Self>,
+    ) -> ControllerServer<impl pyralog_proto::internal::controller_server::Controller> {
+        ControllerServer::new(ControllerService {
+            controller: Arc::clone(self),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Proposes `cmd` and returns its result once committed and applied. On a non-leader it
+    /// forwards to the current leader, retrying across leader changes with backoff until
+    /// `config.write_timeout`; [`ControllerError::Timeout`] then means the command may or may
+    /// not have been applied.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResult, ControllerError> {
+        let deadline = tokio::time::Instant::now() + self.config.write_timeout;
+        let mut delay = RETRY_MIN;
+        // A leader address learnt from a NOT_LEADER answer, tried before our own view.
+        let mut hint: Option<String> = None;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(ControllerError::ShuttingDown);
+            }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(ControllerError::Timeout(self.config.write_timeout));
+            }
+            let target = hint.take().or_else(|| {
+                self.leader()
+                    .and_then(|id| self.config.voters.get(&id).cloned())
+            });
+            let attempt = match target {
+                Some(addr) if addr == self.config.address => {
+                    self.write_local(cmd.clone(), remaining).await
+                }
+                Some(addr) => self.forward(&addr, &cmd, remaining).await,
+                None => Err(ControllerError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Ok(result) => return Ok(result),
+                Err(e) if retriable(&e) => {
+                    tracing::debug!(error = %e, "controller write: retrying");
+                    if let ControllerError::NotLeader { leader: Some(addr) } = e {
+                        if !addr.is_empty() {
+                            hint = Some(addr);
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            let pause = delay.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Err(ControllerError::ShuttingDown),
+                _ = tokio::time::sleep(pause) => {}
+            }
+            delay = (delay * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// This voter's applied state; changes whenever a command is applied or a snapshot
+    /// installed.
+    pub fn state(&self) -> watch::Receiver<Arc<ClusterState>> {
+        let mut rx = self.state.clone();
+        rx.borrow_and_update();
+        rx
+    }
+
+    /// The Raft leader as this voter knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// The address of the Raft leader as this voter knows it.
+    pub fn leader_address(&self) -> Option<String> {
+        self.leader()
+            .and_then(|id| self.config.voters.get(&id).cloned())
+    }
+
+    /// Whether this voter is the Raft leader now.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.config.node_id)
+    }
+
+    /// The index of the last log entry this voter applied (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    /// Stops the background tasks and Raft; idempotent (concurrent calls all wait for the
+    /// one shutdown).
+    pub async fn shutdown(&self) {
+        self.stopped
+            .get_or_init(|| async {
+                self.cancel.cancel();
+                self.tasks.close();
+                self.tasks.wait().await;
+                if let Err(e) = self.raft.shutdown().await {
+                    tracing::warn!(error = %e, "controller Raft did not stop cleanly");
+                }
+                tracing::info!(node = self.config.node_id, "controller stopped");
+            })
+            .await;
+    }
+
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    fn not_leader(&self) -> ControllerError {
+        ControllerError::NotLeader {
+            leader: self
+                .leader()
+                .filter(|l| *l != self.config.node_id)
+                .and_then(|id| self.config.voters.get(&id).cloned()),
+        }
+    }
+
+    /// `Controller.Write` on this voter: commit on the leader, `NotLeader` elsewhere.
+    pub(crate) async fn write_as_leader(
+        &self,
+        cmd: Command,
+    ) -> Result<CommandResult, ControllerError> {
+        if self.cancel.is_cancelled() {
+            return Err(ControllerError::ShuttingDown);
+        }
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        self.write_local(cmd, self.config.write_timeout).await
+    }
+
+    /// `Controller.Heartbeat` on this voter: renew the lease on the leader.
+    pub(crate) fn heartbeat_as_leader(&self, node: NodeId) -> Result<NodeId, ControllerError> {
+        if self.cancel.is_cancelled() {
+            return Err(ControllerError::ShuttingDown);
+        }
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        self.leases.lock().heartbeat(node, Instant::now());
+        Ok(self.config.node_id)
+    }
+
+    async fn write_local(
+        &self,
+        cmd: Command,
+        timeout: Duration,
+    ) -> Result<CommandResult, ControllerError> {
+        let written = tokio::select! {
+            _ = self.cancel.cancelled() => return Err(ControllerError::ShuttingDown),
+            r = tokio::time::timeout(timeout, self.raft.client_write(cmd)) => r,
+        };
+        match written {
+            Err(_) => Err(ControllerError::Timeout(timeout)),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ControllerError::NotLeader {
+                    leader: f
+                        .leader_id
+                        .filter(|l| *l != self.config.node_id)
+                        .and_then(|id| self.config.voters.get(&id).cloned()),
+                })
+            }
+            Ok(Err(RaftError::APIError(e @ ClientWriteError::ChangeMembershipError(_)))) => {
+                Err(ControllerError::raft("write", e))
+            }
+            Ok(Err(RaftError::Fatal(f))) => {
+                if self.cancel.is_cancelled() {
+                    Err(ControllerError::ShuttingDown)
+                } else if self.raft.metrics().borrow().running_state.is_ok() {
+                    // The answer was dropped (leadership lost) but Raft runs on: the command
+                    // may or may not commit; the caller retries.
+                    Err(ControllerError::NotLeader { leader: None })
+                } else {
+                    Err(ControllerError::raft("write", f))
+                }
+            }
+        }
+    }
+
+    fn peer(&self, address: &str) -> Result<ControllerClient<Channel>, ControllerError> {
+        let mut peers = self.peers.lock();
+        if let Some(c) = peers.get(address) {
+            return Ok(c.clone());
+        }
+        let ch = channel(address, self.config.connect_timeout).map_err(|e| {
+            ControllerError::InvalidConfig(format!("bad voter address {address}: {e}"))
+        })?;
+        let client = ControllerClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        peers.insert(address.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// One attempt at the leader's `Controller.Write`.
+    async fn forward(
+        &self,
+        address: &str,
+        cmd: &Command,
+        timeout: Duration,
+    ) -> Result<CommandResult, ControllerError> {
+        let json = serde_json::to_vec(cmd).map_err(ControllerError::Decode)?;
+        let mut client = self.peer(address)?;
+        let mut request = tonic::Request::new(RaftPayload { json: json.into() });
+        request.set_timeout(timeout);
+        let answer = tokio::select! {
+            _ = self.cancel.cancelled() => return Err(ControllerError::ShuttingDown),
+            r = tokio::time::timeout(timeout, client.write(request)) => r,
+        };
+        let status = match answer {
+            Err(_) => return Err(ControllerError::Timeout(timeout)),
+            Ok(Ok(resp)) => {
+                return serde_json::from_slice(&resp.into_inner().json)
+                    .map_err(ControllerError::Decode)
+            }
+            Ok(Err(status)) => status,
+        };
+        let node = self
+            .config
+            .voters
+            .iter()
+            .find(|(_, a)| a.as_str() == address)
+            .map_or(0, |(id, _)| *id);
+        match reason_of(&status) {
+            Some((Reason::NotLeader, meta)) => Err(ControllerError::NotLeader {
+                leader: meta.get("leader").cloned(),
+            }),
+            // The leader is going away or could not commit in time: try again.
+            Some((Reason::ShuttingDown | Reason::Timeout, _)) => {
+                Err(ControllerError::NotLeader { leader: None })
+            }
+            Some(_) => Err(ControllerError::Remote {
+                node,
+                message: status.message().to_owned(),
+            }),
+            // No Pyralog reason: the transport failed (refused, reset, timed out).
+            None => match status.code() {
+                Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Cancelled
+                | Code::Unknown
+                | Code::Aborted => Err(ControllerError::NotLeader { leader: None }),
+                _ => Err(ControllerError::Remote {
+                    node,
+                    message: format!("{}: {}", status.code(), status.message()),
+                }),
+            },
+        }
+    }
+
+    fn spawn_tasks(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let cancel = self.cancel.clone();
+        let period = self.config.node_heartbeat;
+        self.tasks.spawn(every(period, cancel.clone(), weak.clone(), |c| async move {
+            c.send_heartbeat().await;
+        }));
+        self.tasks.spawn(register_loop(weak.clone(), cancel.clone()));
+        let mut was_leader = false;
+        let check = (self.config.node_lease / 4).max(Duration::from_millis(10));
+        self.tasks.spawn(every(check, cancel, weak, move |c| {
+            let became_leader = c.is_leader() && !was_leader;
+            was_leader = c.is_leader();
+            async move { c.check_leases(became_leader).await }
+        }));
+    }
+
+    /// This node's heartbeat to the leader (recorded locally when this voter leads).
+    async fn send_heartbeat(&self) {
+        let me = self.config.node_id;
+        if self.is_leader() {
+            self.leases.lock().heartbeat(me, Instant::now());
+            return;
+        }
+        let Some(address) = self.leader_address() else {
+            return;
+        };
+        let Ok(mut client) = self.peer(&address) else {
+            return;
+        };
+        let mut request = tonic::Request::new(HeartbeatRequest {
+            node_id: me,
+            address: self.config.address.clone(),
+        });
+        request.set_timeout(self.config.node_heartbeat);
+        let sent = tokio::time::timeout(self.config.node_heartbeat, client.heartbeat(request)).await;
+        match sent {
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => tracing::debug!(%status, leader = %address, "heartbeat refused"),
+            Err(_) => tracing::debug!(leader = %address, "heartbeat timed out"),
+        }
+    }
+
+    /// Whether the applied state lists this node registered at its address and unfenced.
+    fn registered(&self) -> bool {
+        let state = self.state.borrow();
+        state
+            .nodes
+            .get(&self.config.node_id)
+            .is_some_and(|n| !n.fenced && n.address == self.config.address)
+    }
+
+    /// On the leader: fence every node whose lease ran out. `became_leader` starts the leases
+    /// afresh (a new leader knows nothing of past heartbeats).
+    async fn check_leases(&self, became_leader: bool) {
+        if !self.is_leader() {
+            return;
+        }
+        let now = Instant::now();
+        if became_leader {
+            self.leases.lock().reset(now);
+            return;
+        }
+        let state = Arc::clone(&self.state.borrow());
+        let expired = self.leases.lock().expired(&state, now);
+        for id in expired {
+            tracing::warn!(node = id, lease = ?self.config.node_lease, "node lease expired: fencing it");
+            if let Err(e) = self
+                .write_local(Command::FenceNode { id }, self.config.node_lease)
+                .await
+            {
+                tracing::warn!(node = id, error = %e, "fencing failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Runs `f` every `period` while the controller lives and `cancel` is not cancelled.
+async fn every<F, Fut>(period: Duration, cancel: CancellationToken, weak: Weak<Controller>, mut f: F)
+where
+    F: FnMut(Arc<Controller>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(controller) = weak.upgrade() else {
+            return;
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            () = f(controller) => {}
+        }
+    }
+}
+
+/// Registers this node whenever the applied state does not show it registered and unfenced.
+async fn register_loop(weak: Weak<Controller>, cancel: CancellationToken) {
+    let (mut state, period, id, address) = match weak.upgrade() {
+        Some(c) => (
+            c.state(),
+            c.config.node_heartbeat,
+            c.config.node_id,
+            c.config.address.clone(),
+        ),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+            changed = state.changed() => if changed.is_err() { return },
+        }
+        let Some(controller) = weak.upgrade() else {
+            return;
+        };
+        if controller.registered() || controller.leader().is_none() {
+            continue;
+        }
+        let cmd = Command::RegisterNode {
+            id,
+            address: address.clone(),
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = controller.write(cmd) => match r {
+                Ok(_) => tracing::info!(node = id, %address, "registered with the controller"),
+                Err(e) => tracing::debug!(node = id, error = %e, "registration failed; will retry"),
+            },
+        }
+    }
+}

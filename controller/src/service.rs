@@ -1,0 +1,122 @@
+//! The controller's two gRPC services, mounted on the node's server.
+//!
+//! - `Raft`: decodes openraft's requests from JSON and hands them to the local Raft; the
+//!   answer is the JSON of openraft's `Result`, errors included (see [`crate::network`]).
+//! - `Controller`: `Write` commits a command on the leader and answers its JSON result;
+//!   `Heartbeat` renews a node's lease. A non-leader answers `NOT_LEADER` with the leader's
+//!   address in the `leader` metadata (when it knows it) and never forwards itself: the caller
+//!   retries at the leader, so a request cannot loop between voters during an election.
+
+use std::sync::Arc;
+
+use pyralog_proto::internal::controller_server::Controller as ControllerRpc;
+use pyralog_proto::internal::raft_server::Raft as RaftRpc;
+use pyralog_proto::internal::{HeartbeatRequest, HeartbeatResponse, RaftPayload};
+use pyralog_proto::status::status;
+use pyralog_types::Reason;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use crate::controller::Controller;
+use crate::error::ControllerError;
+use crate::state::Command;
+
+/// The `Raft` service of one voter.
+#[derive(Debug, Clone)]
+pub(crate) struct RaftService {
+    pub(crate) controller: Arc<Controller>,
+}
+
+/// The `Controller` service of one voter.
+#[derive(Debug, Clone)]
+pub(crate) struct ControllerService {
+    pub(crate) controller: Arc<Controller>,
+}
+
+fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, Status> {
+    serde_json::from_slice(&payload.json).map_err(|e| {
+        status(
+            Reason::InvalidRequest,
+            format!("undecodable controller payload: {e}"),
+            &[],
+        )
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
+    serde_json::to_vec(value)
+        .map(|json| Response::new(RaftPayload { json: json.into() }))
+        .map_err(|e| status(Reason::Internal, format!("encoding an answer: {e}"), &[]))
+}
+
+/// The status for a controller error.
+pub(crate) fn to_status(e: &ControllerError) -> Status {
+    match e {
+        ControllerError::NotLeader {
+            leader: Some(address),
+        } => status(Reason::NotLeader, e.to_string(), &[("leader", address.clone())]),
+        _ => status(e.reason(), e.to_string(), &[]),
+    }
+}
+
+impl RaftService {
+    fn check_running(&self) -> Result<(), Status> {
+        if self.controller.is_shutting_down() {
+            return Err(to_status(&ControllerError::ShuttingDown));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        self.check_running()?;
+        let req = decode(request.get_ref())?;
+        encode(&self.controller.raft().append_entries(req).await)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.check_running()?;
+        let req = decode(request.get_ref())?;
+        encode(&self.controller.raft().vote(req).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        self.check_running()?;
+        let req = decode(request.get_ref())?;
+        encode(&self.controller.raft().install_snapshot(req).await)
+    }
+}
+
+#[tonic::async_trait]
+impl ControllerRpc for ControllerService {
+    async fn write(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let cmd: Command = decode(request.get_ref())?;
+        match self.controller.write_as_leader(cmd).await {
+            Ok(result) => encode(&result),
+            Err(e) => Err(to_status(&e)),
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        match self.controller.heartbeat_as_leader(req.node_id) {
+            Ok(leader_id) => Ok(Response::new(HeartbeatResponse {
+                leader_id,
+                applied_index: self.controller.applied_index(),
+            })),
+            Err(e) => Err(to_status(&e)),
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! Cluster mode: the node as one replica among many (design §3, §5).
+//!
+//! - The [`Controller`] (openraft) holds the metadata; every node runs a voter and reads the
+//!   applied [`ClusterState`] locally.
+//! - The **reconciler** turns that state into local facts: it opens the logs this node
+//!   stores and gives each partition its role for the current epoch: leader (with a
+//!   [`LeaderState`] tracking followers), follower (with a task pulling from the leader), or
+//!   elsewhere. Roles only change here, and only to what the controller decided.
+//! - **Followers** first ask the leader where their last epoch ends and truncate there
+//!   (KIP-101/279), then keep one streaming fetch open, append what arrives, and take the HW
+//!   the leader reports (capped at their own end).
+//! - The **leader** answers those fetches (`Replication` service): a fetch from offset `o`
+//!   tells it the follower holds everything below `o`, which moves the HW and may grow the
+//!   ISR; a ticker proposes dropping followers that lag. ISR changes go through the
+//!   controller (`AlterIsr`), which refuses stale epochs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pyralog_controller::{
+    ClusterState, Command, CommandResult, Controller, ControllerConfig, PartitionMeta, Rejection,
+};
+use pyralog_hot_tier::replication::{LeaderState, ReplicationConfig};
+use pyralog_hot_tier::HotError;
+use pyralog_proto::internal::replication_client::ReplicationClient;
+use pyralog_proto::internal::{
+    EpochEndOffsetRequest, EpochEndOffsetResponse, ReplicaFetchRequest, ReplicaFetchResponse,
+};
+use pyralog_types::batch::split_batches;
+use pyralog_types::{Epoch, FsyncPolicy, LogId, LogOffset, NodeId, PartitionId, Reason};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use crate::config::{ClusterSettings, NodeConfig};
+use crate::error::GatewayError;
+use crate::metadata::{LogMeta, MetadataError, MetadataStore};
+use crate::node::NodeError;
+use crate::partition::{Partition, Role};
+
+/// Replication messages carry up to `replica_fetch_max_bytes` of batches.
+const MAX_REPLICA_MESSAGE: usize = 64 << 20;
+
+/// This node's membership: who it is, the controller, and connections to peers.
+#[derive(Debug)]
+pub struct Cluster {
+    pub(crate) me: NodeId,
+    pub(crate) address: String,
+    pub(crate) controller: Arc<Controller>,
+    pub(crate) settings: ClusterSettings,
+    peers: parking_lot::Mutex<HashMap<String, Channel>>,
+}
+
+impl Cluster {
+    pub(crate) async fn start(config: &NodeConfig) -> Result<Option<Arc<Cluster>>, NodeError> {
+        let Some(settings) = config.cluster.clone() else {
+            return Ok(None);
+        };
+        let voters = settings.voter_map()?;
+        let address = settings
+            .advertise
+            .clone()
+            .unwrap_or_else(|| config.listen.to_string());
+        let mut cc = ControllerConfig::new(
+            config.node_id,
+            address.clone(),
+            config.data_dir.join("controller"),
+            voters,
+        );
+        cc.raft_heartbeat = settings.raft_heartbeat;
+        cc.election_timeout_min = settings.election_timeout_min;
+        cc.election_timeout_max = settings.election_timeout_max;
+        cc.node_lease = settings.node_lease;
+        cc.node_heartbeat = settings.node_heartbeat;
+        let controller = Controller::start(cc)
+            .await
+            .map_err(|e| NodeError::Controller(e.to_string()))?;
+        Ok(Some(Arc::new(Cluster {
+            me: config.node_id,
+            address,
+            controller,
+            settings,
+            peers: parking_lot::Mutex::new(HashMap::new()),
+        })))
+    }
+
+    pub(crate) fn state(&self) -> Arc<ClusterState> {
+        self.controller.state().borrow().clone()
+    }
+
+    /// A (lazily connected, shared) channel to a peer's gRPC server.
+    pub(crate) fn channel(&self, address: &str) -> Result<Channel, GatewayError> {
+        if let Some(c) = self.peers.lock().get(address) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| GatewayError::Internal(format!("peer address {address}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .initial_stream_window_size(16 << 20)
+            .initial_connection_window_size(64 << 20);
+        let channel = endpoint.connect_lazy();
+        self.peers
+            .lock()
+            .insert(address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// The role this node has for a partition the controller describes.
+    pub(crate) fn desired_role(&self, state: &ClusterState, p: &PartitionMeta) -> Desired {
+        let leader = p
+            .leader
+            .and_then(|l| state.address(l).map(|a| (l, a.to_owned())));
+        match (p.leader, leader) {
+            (Some(l), _) if l == self.me => Desired::Leader,
+            (Some(l), Some((_, address))) if p.replicas.contains(&self.me) => {
+                Desired::Follower { leader: l, address }
+            }
+            (_, leader) => Desired::Elsewhere { leader },
+        }
+    }
+
+    pub(crate) fn replication_config(&self, min_isr: u16) -> ReplicationConfig {
+        ReplicationConfig {
+            replica_lag_max: self.settings.replica_lag_max,
+            min_in_sync_replicas: usize::from(min_isr.max(1)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Desired {
+    Leader,
+    Follower { leader: NodeId, address: String },
+    Elsewhere { leader: Option<(NodeId, String)> },
+}
+
+/// Brings a partition's role in line with the controller's decision for `meta`. Returns a
+/// follower task to spawn, if the partition now follows a new leader or epoch.
+pub(crate) async fn reconcile_partition(
+    cluster: &Arc<Cluster>,
+    state: &ClusterState,
+    log: &LogId,
+    partition: PartitionId,
+    p: &Arc<Partition>,
+    meta: &PartitionMeta,
+    min_isr: u16,
+) -> Option<FollowerTask> {
+    let desired = cluster.desired_role(state, meta);
+    let (cur_epoch, same) = {
+        let r = p.role();
+        let same = r.epoch == meta.epoch
+            && match (&r.role, &desired) {
+                (Role::Leader(_), Desired::Leader) => true,
+                (Role::Follower { leader, address }, Desired::Follower { leader: l, address: a }) => {
+                    leader == l && address == a
+                }
+                (Role::Elsewhere { leader }, Desired::Elsewhere { leader: l }) => leader == l,
+                _ => false,
+            };
+        (r.epoch, same)
+    };
+    if same {
+        if matches!(desired, Desired::Leader) {
+            // The controller committed an ISR change (ours, or a fencing).
+            let hw = {
+                let mut r = p.role();
+                match &mut r.role {
+                    Role::Leader(s) if s.isr() != meta.isr.as_slice() => {
+                        s.isr_committed(meta.isr.clone())
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(hw) = hw {
+                p.advance_hw(hw);
+            }
+        }
+        return None;
+    }
+    if meta.epoch < cur_epoch {
+        // Never go back to an older epoch (a state from before a restart's replay finished).
+        return None;
+    }
+    match desired {
+        Desired::Leader => {
+            let hot = p.log().clone();
+            let epoch = meta.epoch;
+            let begun = tokio::task::spawn_blocking(move || {
+                hot.begin_epoch(epoch)?;
+                Ok::<_, HotError>(hot.end_offset())
+            })
+            .await;
+            let end = match begun {
+                Ok(Ok(end)) => end,
+                Ok(Err(e)) => {
+                    warn!(%log, partition, epoch = %meta.epoch, error = %e, "cannot take leadership");
+                    return None;
+                }
+                Err(e) => {
+                    warn!(%log, partition, error = %e, "leadership task failed");
+                    return None;
+                }
+            };
+            let state = LeaderState::new(
+                cluster.me,
+                meta.epoch,
+                meta.replicas.clone(),
+                meta.isr.clone(),
+                end,
+                p.high_watermark(),
+                Instant::now(),
+                cluster.replication_config(min_isr),
+            );
+            let hw = state.high_watermark();
+            p.set_role(meta.epoch, Role::Leader(Box::new(state)));
+            p.advance_hw(hw);
+            info!(%log, partition, epoch = %meta.epoch, end = %end, isr = ?meta.isr, "leading");
+            None
+        }
+        Desired::Follower { leader, address } => {
+            p.set_role(
+                meta.epoch,
+                Role::Follower {
+                    leader,
+                    address: address.clone(),
+                },
+            );
+            info!(%log, partition, epoch = %meta.epoch, leader, %address, "following");
+            Some(FollowerTask {
+                cluster: cluster.clone(),
+                log: log.clone(),
+                partition,
+                p: p.clone(),
+                epoch: meta.epoch,
+                address,
+            })
+        }
+        Desired::Elsewhere { leader } => {
+            p.set_role(meta.epoch, Role::Elsewhere { leader });
+            None
+        }
+    }
+}
+
+/// A follower's replication loop for one partition in one epoch; ends when the role changes.
+#[derive(Debug)]
+pub(crate) struct FollowerTask {
+    cluster: Arc<Cluster>,
+    log: LogId,
+    partition: PartitionId,
+    p: Arc<Partition>,
+    epoch: Epoch,
+    address: String,
+}
+
+impl FollowerTask {
+    fn still_current(&self) -> bool {
+        let r = self.p.role();
+        r.epoch == self.epoch && matches!(&r.role, Role::Follower { address, .. } if *address == self.address)
+    }
+
+    pub(crate) async fn run(self) {
+        let mut roles = self.p.subscribe_roles();
+        roles.borrow_and_update();
+        let mut backoff = Duration::from_millis(50);
+        while self.still_current() {
+            match self.follow(&mut roles).await {
+                Ok(()) => {}
+                Err(e) => {
+                    debug!(log = %self.log, partition = self.partition, error = %e,
+                        "replica fetch failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = roles.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    fn rpc(&self) -> Result<ReplicationClient<Channel>, GatewayError> {
+        Ok(ReplicationClient::new(self.cluster.channel(&self.address)?)
+            .max_decoding_message_size(MAX_REPLICA_MESSAGE)
+            .max_encoding_message_size(MAX_REPLICA_MESSAGE))
+    }
+
+    /// Truncates to where this replica and the leader agree, then fetches until the role
+    /// changes (`Ok`) or something fails (`Err`, retried).
+    async fn follow(&self, roles: &mut tokio::sync::watch::Receiver<u64>) -> Result<(), GatewayError> {
+        let mut rpc = self.rpc()?;
+        self.truncate(&mut rpc).await?;
+        let hot = self.p.log().clone();
+        let request = |offset: LogOffset| ReplicaFetchRequest {
+            log: self.log.to_string(),
+            partition: self.partition,
+            replica_id: self.cluster.me,
+            leader_epoch: self.epoch.0,
+            fetch_offset: offset.0,
+            max_bytes: self.cluster.settings.replica_fetch_max_bytes,
+            max_wait_ms: u32::try_from(self.cluster.settings.replica_fetch_wait.as_millis())
+                .unwrap_or(u32::MAX),
+        };
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(request(hot.end_offset()))
+            .await
+            .map_err(|_| GatewayError::Internal("fetch stream closed".into()))?;
+        let mut responses = rpc
+            .fetch(ReceiverStream::new(rx))
+            .await
+            .map_err(peer_error)?
+            .into_inner();
+        let every_batch = self.p.fsync_policy() == FsyncPolicy::EveryBatch;
+        loop {
+            let msg = tokio::select! {
+                m = responses.message() => m,
+                _ = roles.changed() => return Ok(()),
+            };
+            let resp: ReplicaFetchResponse = match msg {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err(GatewayError::Internal("leader closed the fetch".into())),
+                Err(status) => return Err(self.on_fetch_error(status).await),
+            };
+            if !self.still_current() {
+                return Ok(());
+            }
+            if !resp.batches.is_empty() {
+                let hot = hot.clone();
+                let batches = resp.batches;
+                tokio::task::spawn_blocking(move || append_all(&hot, batches, every_batch))
+                    .await
+                    .map_err(|e| GatewayError::Internal(e.to_string()))??;
+            }
+            let end = hot.end_offset();
+            self.p.advance_hw(LogOffset(resp.high_watermark).min(end));
+            tx.send(request(end))
+                .await
+                .map_err(|_| GatewayError::Internal("fetch stream closed".into()))?;
+        }
+    }
+
+    /// KIP-101/279: ask where the leader's copy of our last epoch ends; cut our log there.
+    async fn truncate(&self, rpc: &mut ReplicationClient<Channel>) -> Result<(), GatewayError> {
+        let hot = self.p.log().clone();
+        let Some(mine) = hot.latest_epoch() else {
+            return Ok(());
+        };
+        let resp: EpochEndOffsetResponse = rpc
+            .epoch_end_offset(EpochEndOffsetRequest {
+                log: self.log.to_string(),
+                partition: self.partition,
+                replica_id: self.cluster.me,
+                leader_epoch: self.epoch.0,
+                epoch: mine.0,
+            })
+            .await
+            .map_err(peer_error)?
+            .into_inner();
+        let end = hot.end_offset();
+        let target = if resp.found {
+            let (epoch, leader_end) = (Epoch(resp.epoch), LogOffset(resp.end_offset));
+            // Our own end of that epoch: where our next newer epoch starts.
+            let ours = hot.end_offset_for_epoch(epoch).unwrap_or(end);
+            leader_end.min(ours).min(end)
+        } else {
+            // The leader has nothing as old as our last epoch: keep only what it has shown
+            // us as committed.
+            self.p.high_watermark().min(end)
+        };
+        if target < end {
+            warn!(log = %self.log, partition = self.partition, from = %end, to = %target,
+                epoch = %self.epoch, "truncating a diverged tail");
+            tokio::task::spawn_blocking(move || hot.truncate_to(target))
+                .await
+                .map_err(|e| GatewayError::Internal(e.to_string()))??;
+        }
+        Ok(())
+    }
+
+    /// Out of range: our end is below the leader's start (its retention moved on: restart
+    /// our log there) or above its end (cut back to it).
+    async fn on_fetch_error(&self, status: tonic::Status) -> GatewayError {
+        if let Some((Reason::OffsetOutOfRange, meta)) = pyralog_proto::status::reason_of(&status) {
+            let earliest = meta.get("earliest").and_then(|v| v.parse().ok());
+            let latest = meta.get("latest").and_then(|v| v.parse().ok());
+            let hot = self.p.log().clone();
+            let end = hot.end_offset();
+            let fix = tokio::task::spawn_blocking(move || match (earliest, latest) {
+                (Some(start), _) if end.0 < start => hot.reset_to(LogOffset(start)),
+                (_, Some(last)) if end.0 > last => hot.truncate_to(LogOffset(last)),
+                _ => Ok(()),
+            })
+            .await;
+            if let Ok(Err(e)) = fix {
+                return e.into();
+            }
+        }
+        peer_error(status)
+    }
+}
+
+fn append_all(
+    hot: &pyralog_hot_tier::PartitionLog,
+    batches: Bytes,
+    every_batch: bool,
+) -> Result<(), GatewayError> {
+    for batch in split_batches(batches) {
+        let batch = batch.map_err(GatewayError::CorruptBatch)?;
+        batch.verify_crc().map_err(GatewayError::CorruptBatch)?;
+        hot.append_replicated(batch.into_bytes())?;
+    }
+    if every_batch {
+        hot.flush()?;
+    }
+    Ok(())
+}
+
+fn peer_error(status: tonic::Status) -> GatewayError {
+    match pyralog_proto::status::reason_of(&status) {
+        Some((Reason::NotLeader, meta)) => GatewayError::NotLeader {
+            leader: meta.get("leader").cloned(),
+            detail: status.message().to_owned(),
+        },
+        _ => GatewayError::Storage(format!("peer: {}", status.message())),
+    }
+}
+
+/// Carries out an ISR proposal of a leader: through the controller, then back into the
+/// leader's state (a refusal clears the pending proposal; a success arrives through the
+/// reconciler as the new committed ISR).
+pub(crate) fn propose_isr(
+    cluster: Arc<Cluster>,
+    log: LogId,
+    partition: PartitionId,
+    p: Arc<Partition>,
+    epoch: Epoch,
+    isr: Vec<NodeId>,
+) {
+    tokio::spawn(async move {
+        let cmd = Command::AlterIsr {
+            log: log.clone(),
+            partition,
+            leader: cluster.me,
+            epoch,
+            isr: isr.clone(),
+        };
+        let outcome = cluster.controller.write(cmd).await;
+        let refused = match &outcome {
+            Ok(CommandResult::Done) => {
+                info!(%log, partition, %epoch, ?isr, "ISR changed");
+                false
+            }
+            Ok(other) => {
+                debug!(%log, partition, ?other, "ISR change refused");
+                true
+            }
+            Err(e) => {
+                debug!(%log, partition, error = %e, "ISR change not committed");
+                true
+            }
+        };
+        if refused {
+            let mut r = p.role();
+            if r.epoch == epoch {
+                if let Role::Leader(s) = &mut r.role {
+                    s.isr_rejected();
+                }
+            }
+        }
+    });
+}
+
+/// The gateway's [`MetadataStore`] in cluster mode: logs live in the controller.
+#[derive(Debug)]
+pub(crate) struct ControllerMetadata {
+    pub(crate) cluster: Arc<Cluster>,
+}
+
+fn gateway_meta(meta: &pyralog_controller::LogMeta) -> LogMeta {
+    LogMeta {
+        config: meta.config.clone(),
+        epochs: meta.partitions.iter().map(|p| p.epoch).collect(),
+    }
+}
+
+#[async_trait::async_trait]
+impl MetadataStore for ControllerMetadata {
+    async fn create_log(
+        &self,
+        log: &LogId,
+        config: &pyralog_types::LogConfig,
+    ) -> Result<LogMeta, MetadataError> {
+        let cmd = Command::CreateLog {
+            log: log.clone(),
+            config: config.clone(),
+        };
+        match self.cluster.controller.write(cmd).await {
+            Ok(CommandResult::LogCreated(meta)) => Ok(gateway_meta(&meta)),
+            Ok(CommandResult::Rejected(Rejection::LogAlreadyExists(l))) => {
+                Err(MetadataError::AlreadyExists(l))
+            }
+            Ok(CommandResult::Rejected(r)) => Err(MetadataError::Rejected(r.to_string())),
+            Ok(CommandResult::Done) => Err(MetadataError::Unavailable(
+                "controller answered a create without the log".into(),
+            )),
+            Err(e) => Err(MetadataError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn delete_log(&self, log: &LogId) -> Result<(), MetadataError> {
+        match self
+            .cluster
+            .controller
+            .write(Command::DeleteLog { log: log.clone() })
+            .await
+        {
+            Ok(CommandResult::Rejected(Rejection::LogNotFound(l))) => {
+                Err(MetadataError::NotFound(l))
+            }
+            Ok(CommandResult::Rejected(r)) => Err(MetadataError::Rejected(r.to_string())),
+            Ok(_) => Ok(()),
+            Err(e) => Err(MetadataError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn list_logs(&self) -> Result<BTreeMap<LogId, LogMeta>, MetadataError> {
+        Ok(self
+            .cluster
+            .state()
+            .logs
+            .iter()
+            .map(|(id, m)| (id.clone(), gateway_meta(m)))
+            .collect())
+    }
+}

@@ -1,0 +1,311 @@
+//! The node's side of cluster mode: the reconciler task, the ISR ticker, and the leader's
+//! answers to follower fetches (the `Replication` gRPC service). The decisions themselves
+//! live in `pyralog_hot_tier::replication` and `crate::cluster`.
+
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use pyralog_controller::ClusterState;
+use pyralog_proto::internal::replication_server::Replication;
+use pyralog_proto::internal::{
+    EpochEndOffsetRequest, EpochEndOffsetResponse, ReplicaFetchRequest, ReplicaFetchResponse,
+};
+use pyralog_types::{Epoch, LogOffset};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::warn;
+
+use super::{Node, OpenLog};
+use crate::cluster::{propose_isr, reconcile_partition, Cluster};
+use crate::error::GatewayError;
+use crate::metadata::LogMeta;
+use crate::partition::Role;
+
+/// How often leaders check their followers' lag.
+const ISR_TICK: Duration = Duration::from_millis(200);
+
+impl Node {
+    /// Follows the controller's applied state: opens logs this node stores, removes deleted
+    /// ones, and sets every partition's role. Also re-runs every second, so a failed open or
+    /// leadership take-over is retried.
+    pub(super) fn spawn_reconciler(self: &Arc<Self>, cluster: Arc<Cluster>) {
+        let node = Arc::downgrade(self);
+        let cancel = self.shutdown.clone();
+        let mut states = cluster.controller.state();
+        self.tasks.spawn(async move {
+            loop {
+                let state = states.borrow_and_update().clone();
+                {
+                    let Some(node) = node.upgrade() else { break };
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = node.reconcile(&cluster, &state) => {}
+                    }
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    changed = states.changed() => if changed.is_err() { break },
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+    }
+
+    async fn reconcile(self: &Arc<Self>, cluster: &Arc<Cluster>, state: &ClusterState) {
+        for (id, meta) in &state.logs {
+            let existing = self.logs.read().get(id).cloned();
+            let open = match existing {
+                Some(o) if o.incarnation == meta.incarnation => o,
+                other => {
+                    if let Some(old) = other {
+                        if let Err(e) = self.remove_local(&old).await {
+                            warn!(log = %id, error = %e, "cannot remove an old incarnation");
+                            continue;
+                        }
+                    }
+                    let gm = LogMeta {
+                        config: meta.config.clone(),
+                        epochs: meta.partitions.iter().map(|p| p.epoch).collect(),
+                    };
+                    match self.open_log(id.clone(), gm, meta.incarnation).await {
+                        Ok(o) => {
+                            self.logs.write().insert(id.clone(), o.clone());
+                            if let Some(cold) = &self.cold {
+                                if let Err(e) = cold.register(id, &meta.config).await {
+                                    warn!(log = %id, error = %e, "cannot register in the bucket");
+                                }
+                            }
+                            o
+                        }
+                        Err(e) => {
+                            warn!(log = %id, error = %e, "cannot open log");
+                            continue;
+                        }
+                    }
+                }
+            };
+            for (i, pm) in meta.partitions.iter().enumerate() {
+                let Some(p) = open.partitions.get(i) else {
+                    continue;
+                };
+                let task = reconcile_partition(
+                    cluster,
+                    state,
+                    id,
+                    i as u32,
+                    p,
+                    pm,
+                    meta.config.min_in_sync_replicas,
+                )
+                .await;
+                if let Some(task) = task {
+                    self.tasks.spawn(task.run());
+                }
+            }
+        }
+        let gone: Vec<Arc<OpenLog>> = self
+            .logs
+            .read()
+            .values()
+            .filter(|o| !state.logs.contains_key(&o.id))
+            .cloned()
+            .collect();
+        for log in gone {
+            if let Err(e) = self.remove_local(&log).await {
+                warn!(log = %log.id, error = %e, "cannot remove a deleted log");
+            }
+        }
+    }
+
+    /// Leaders propose dropping followers that lag past `replica_lag_max`.
+    pub(super) fn spawn_replication_ticker(self: &Arc<Self>, cluster: Arc<Cluster>) {
+        let node: Weak<Node> = Arc::downgrade(self);
+        self.spawn_ticker(ISR_TICK, self.shutdown.clone(), move || {
+            let node = node.clone();
+            let cluster = cluster.clone();
+            async move {
+                let Some(node) = node.upgrade() else {
+                    return false;
+                };
+                let logs: Vec<_> = node.logs.read().values().cloned().collect();
+                let now = Instant::now();
+                for log in logs {
+                    for (i, p) in log.partitions.iter().enumerate() {
+                        let proposal = {
+                            let mut r = p.role();
+                            let epoch = r.epoch;
+                            match &mut r.role {
+                                Role::Leader(s) => {
+                                    let progress = s.tick(now);
+                                    progress.propose_isr.map(|isr| (epoch, isr))
+                                }
+                                _ => None,
+                            }
+                        };
+                        if let Some((epoch, isr)) = proposal {
+                            propose_isr(
+                                cluster.clone(),
+                                log.id.clone(),
+                                i as u32,
+                                p.clone(),
+                                epoch,
+                                isr,
+                            );
+                        }
+                    }
+                }
+                true
+            }
+        });
+    }
+
+    /// One follower fetch, answered by the leader of `leader_epoch`.
+    async fn replica_fetch(
+        &self,
+        req: ReplicaFetchRequest,
+    ) -> Result<ReplicaFetchResponse, GatewayError> {
+        let cluster = self
+            .cluster
+            .clone()
+            .ok_or_else(|| GatewayError::InvalidRequest("not a clustered node".into()))?;
+        let log = self.log(&req.log)?;
+        let p = self.partition(&req.log, req.partition)?;
+        let asked = Epoch(req.leader_epoch);
+        let from = LogOffset(req.fetch_offset);
+        let (epoch, hw) = {
+            let mut r = p.role();
+            let epoch = r.epoch;
+            if asked > epoch {
+                // The follower knows a newer epoch: this node was replaced and must not take
+                // writes until the reconciler catches up.
+                let e = r.not_leader();
+                r.role = Role::Elsewhere { leader: None };
+                r.epoch = asked;
+                drop(r);
+                p.set_role(asked, Role::Elsewhere { leader: None });
+                return Err(e);
+            }
+            let Role::Leader(state) = &mut r.role else {
+                return Err(r.not_leader());
+            };
+            if asked < epoch {
+                return Err(GatewayError::NotLeader {
+                    leader: Some(cluster.address.clone()),
+                    detail: format!("fetch for epoch {asked}; the current epoch is {epoch}"),
+                });
+            }
+            let progress = state
+                .on_fetch(req.replica_id, from, Instant::now())
+                .map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
+            if let Some(isr) = progress.propose_isr {
+                propose_isr(
+                    cluster.clone(),
+                    log.id.clone(),
+                    req.partition,
+                    p.clone(),
+                    epoch,
+                    isr,
+                );
+            }
+            (epoch, progress.high_watermark)
+        };
+        if let Some(hw) = hw {
+            p.advance_hw(hw);
+        }
+        let hot = p.log().clone();
+        if from >= hot.end_offset() {
+            // Caught up: wait for an append (or a role change) before answering.
+            let wait = Duration::from_millis(u64::from(req.max_wait_ms))
+                .min(cluster.settings.replica_fetch_wait);
+            let mut ends = hot.subscribe_end();
+            let mut roles = p.subscribe_roles();
+            roles.borrow_and_update();
+            tokio::select! {
+                _ = ends.wait_for(|end| *end > from) => {}
+                _ = roles.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        let max = usize::try_from(req.max_bytes.max(1)).unwrap_or(usize::MAX);
+        let read = tokio::task::spawn_blocking(move || hot.read(from, max, LogOffset::MAX))
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))??;
+        Ok(ReplicaFetchResponse {
+            batches: read.batches,
+            high_watermark: p.high_watermark().0,
+            log_start_offset: p.start_offset().0,
+            leader_epoch: epoch.0,
+        })
+    }
+
+    fn epoch_end_offset(
+        &self,
+        req: &EpochEndOffsetRequest,
+    ) -> Result<EpochEndOffsetResponse, GatewayError> {
+        let p = self.partition(&req.log, req.partition)?;
+        {
+            let r = p.role();
+            if !matches!(r.role, Role::Leader(_)) || r.epoch != Epoch(req.leader_epoch) {
+                return Err(r.not_leader());
+            }
+        }
+        Ok(match p.log().epoch_end(Epoch(req.epoch)) {
+            Some((epoch, end)) => EpochEndOffsetResponse {
+                epoch: epoch.0,
+                end_offset: end.0,
+                found: true,
+            },
+            None => EpochEndOffsetResponse {
+                epoch: 0,
+                end_offset: 0,
+                found: false,
+            },
+        })
+    }
+}
+
+/// The `Replication` gRPC service over a node.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplicationService {
+    pub(crate) node: Arc<Node>,
+}
+
+type FetchStream = Pin<Box<dyn Stream<Item = Result<ReplicaFetchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Replication for ReplicationService {
+    type FetchStream = FetchStream;
+
+    async fn fetch(
+        &self,
+        request: Request<Streaming<ReplicaFetchRequest>>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
+        let mut inbound = request.into_inner();
+        let node = self.node.clone();
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            // One request at a time: the follower sends its next position after appending.
+            while let Ok(Some(req)) = inbound.message().await {
+                let answer = node.replica_fetch(req).await.map_err(GatewayError::into_status);
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn epoch_end_offset(
+        &self,
+        request: Request<EpochEndOffsetRequest>,
+    ) -> Result<Response<EpochEndOffsetResponse>, Status> {
+        self.node
+            .epoch_end_offset(request.get_ref())
+            .map(Response::new)
+            .map_err(GatewayError::into_status)
+    }
+}
