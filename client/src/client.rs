@@ -92,7 +92,7 @@ impl TryFrom<v1::LogDescription> for LogInfo {
                     local_bytes: p.local_bytes,
                     local_segments: p.local_segments,
                     leader: (p.leader_node != 0 && !p.leader_address.is_empty())
-                        .then(|| (p.leader_node, p.leader_address)),
+                        .then_some((p.leader_node, p.leader_address)),
                     replicas: p.replicas,
                     isr: p.isr,
                     answered_by: p.answered_by,
@@ -126,7 +126,11 @@ impl Client {
 
     /// The channel for a partition's known leader, or the seed's.
     fn channel_for(&self, log: &str, partition: PartitionId) -> Channel {
-        let route = self.routes.lock().get(&(log.to_owned(), partition)).cloned();
+        let route = self
+            .routes
+            .lock()
+            .get(&(log.to_owned(), partition))
+            .cloned();
         let Some(address) = route else {
             return self.channel.clone();
         };
@@ -146,7 +150,13 @@ impl Client {
 
     /// Learns from an error where the partition's leader is. Returns whether to retry, and
     /// after how long.
-    pub(crate) fn reroute(&self, log: &str, partition: PartitionId, e: &ClientError, attempt: u32) -> Option<Duration> {
+    pub(crate) fn reroute(
+        &self,
+        log: &str,
+        partition: PartitionId,
+        e: &ClientError,
+        attempt: u32,
+    ) -> Option<Duration> {
         let key = (log.to_owned(), partition);
         match e.reason() {
             Some(Reason::NotLeader) => match e.metadata("leader") {
@@ -160,8 +170,13 @@ impl Client {
                     Some(Duration::from_millis(50 * u64::from(attempt + 1)))
                 }
             },
-            None if matches!(e, ClientError::Server { code: tonic::Code::Unavailable, .. })
-                || matches!(e, ClientError::Connect { .. }) =>
+            None if matches!(
+                e,
+                ClientError::Server {
+                    code: tonic::Code::Unavailable,
+                    ..
+                }
+            ) || matches!(e, ClientError::Connect { .. }) =>
             {
                 // The routed node is gone: forget it; the seed knows the next leader.
                 self.routes.lock().remove(&key);
@@ -179,7 +194,11 @@ impl Client {
         AdminClient::new(self.channel.clone())
     }
 
-    pub(crate) fn producer_rpc_for(&self, log: &str, partition: PartitionId) -> ProducerClient<Channel> {
+    pub(crate) fn producer_rpc_for(
+        &self,
+        log: &str,
+        partition: PartitionId,
+    ) -> ProducerClient<Channel> {
         ProducerClient::new(self.channel_for(log, partition))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)

@@ -407,8 +407,7 @@ async fn partition_sender(
                     if err.is_retriable() && attempt < config.retries {
                         attempt += 1;
                         debug!(%log, partition, attempt, error = %err, "retrying produce");
-                        let wait =
-                            redirect.unwrap_or(config.retry_backoff * attempt.min(10));
+                        let wait = redirect.unwrap_or(config.retry_backoff * attempt.min(10));
                         tokio::time::sleep(wait).await;
                         continue;
                     }

@@ -74,12 +74,14 @@ impl ControllerConfig {
                     self.voters.keys().collect::<Vec<_>>()
                 ))
             }
-            Some(addr) if *addr != self.address => {
-                return invalid(format!(
-                    "voters list node {} at {addr}, but its address is {}",
-                    self.node_id, self.address
-                ))
-            }
+            // Other voters connect to the listed address; the node registers its own. They
+            // usually match, but a proxy or a name may stand between them.
+            Some(addr) if *addr != self.address => tracing::warn!(
+                node = self.node_id,
+                listed = %addr,
+                address = %self.address,
+                "this voter's address differs from the one in the voter list"
+            ),
             Some(_) => {}
         }
         if self.raft_heartbeat.is_zero() || self.raft_heartbeat >= self.election_timeout_min {
@@ -118,13 +120,52 @@ impl ControllerConfig {
             election_timeout_min: ms(self.election_timeout_min),
             election_timeout_max: ms(self.election_timeout_max),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
-            // The snapshot holds everything: keep no log behind it. A follower that lags
-            // further gets the snapshot (it is small).
-            max_in_snapshot_log_to_keep: 0,
+            // The snapshot holds everything; keep only a short tail of the log behind it, so
+            // a follower a few entries behind is not sent a snapshot. One further behind gets
+            // the snapshot (it is small).
+            max_in_snapshot_log_to_keep: self.snapshot_every / 10,
             ..Default::default()
         };
         config
             .validate()
             .map_err(|e| ControllerError::InvalidConfig(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ControllerConfig {
+        let voters = [
+            (1, "127.0.0.1:7001".to_owned()),
+            (2, "127.0.0.1:7002".to_owned()),
+        ];
+        ControllerConfig::new(1, "127.0.0.1:7001", "/tmp/c", voters.into_iter().collect())
+    }
+
+    #[test]
+    fn defaults_are_valid_and_bad_timings_are_refused() {
+        let c = config();
+        assert!(c.validate().is_ok());
+        assert!(c.raft_config().is_ok());
+
+        let mut c = config();
+        c.node_id = 3;
+        assert!(
+            matches!(c.validate(), Err(ControllerError::InvalidConfig(m)) if m.contains("not among the voters"))
+        );
+        let mut c = config();
+        c.node_heartbeat = c.node_lease;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.election_timeout_max = c.election_timeout_min;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.raft_heartbeat = c.election_timeout_min;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.snapshot_every = 0;
+        assert!(c.validate().is_err());
     }
 }

@@ -150,7 +150,9 @@ impl Controller {
     }
 
     /// The Raft gRPC service, for the node to add to its tonic server.
-    pub fn raft_service(self: &Arc<Self>) -> RaftServer<impl pyralog_proto::internal::raft_server::Raft> {
+    pub fn raft_service(
+        self: &Arc<Self>,
+    ) -> RaftServer<impl pyralog_proto::internal::raft_server::Raft> {
         RaftServer::new(RaftService {
             controller: Arc::clone(self),
         })
@@ -186,15 +188,19 @@ impl Controller {
             if remaining.is_zero() {
                 return Err(ControllerError::Timeout(self.config.write_timeout));
             }
-            let target = hint.take().or_else(|| {
-                self.leader()
-                    .and_then(|id| self.config.voters.get(&id).cloned())
-            });
+            let target = match hint.take() {
+                Some(addr) if self.is_own_address(&addr) => Some(None),
+                Some(addr) => Some(Some(addr)),
+                None => match self.leader() {
+                    Some(id) if id == self.config.node_id => Some(None),
+                    Some(id) => self.config.voters.get(&id).cloned().map(Some),
+                    None => None,
+                },
+            };
             let attempt = match target {
-                Some(addr) if addr == self.config.address => {
-                    self.write_local(cmd.clone(), remaining).await
-                }
-                Some(addr) => self.forward(&addr, &cmd, remaining).await,
+                // This voter leads (as far as it knows).
+                Some(None) => self.write_local(cmd.clone(), remaining).await,
+                Some(Some(addr)) => self.forward(&addr, &cmd, remaining).await,
                 None => Err(ControllerError::NotLeader { leader: None }),
             };
             match attempt {
@@ -275,6 +281,16 @@ impl Controller {
                 tracing::info!(node = self.config.node_id, "controller stopped");
             })
             .await;
+    }
+
+    fn is_own_address(&self, address: &str) -> bool {
+        address == self.config.address
+            || self
+                .config
+                .voters
+                .get(&self.config.node_id)
+                .map(String::as_str)
+                == Some(address)
     }
 
     pub(crate) fn raft(&self) -> &Raft {
@@ -432,10 +448,16 @@ impl Controller {
         let weak = Arc::downgrade(self);
         let cancel = self.cancel.clone();
         let period = self.config.node_heartbeat;
-        self.tasks.spawn(every(period, cancel.clone(), weak.clone(), |c| async move {
-            c.send_heartbeat().await;
-        }));
-        self.tasks.spawn(register_loop(weak.clone(), cancel.clone()));
+        self.tasks.spawn(every(
+            period,
+            cancel.clone(),
+            weak.clone(),
+            |c| async move {
+                c.send_heartbeat().await;
+            },
+        ));
+        self.tasks
+            .spawn(register_loop(weak.clone(), cancel.clone()));
         let mut was_leader = false;
         let check = (self.config.node_lease / 4).max(Duration::from_millis(10));
         self.tasks.spawn(every(check, cancel, weak, move |c| {
@@ -463,7 +485,8 @@ impl Controller {
             address: self.config.address.clone(),
         });
         request.set_timeout(self.config.node_heartbeat);
-        let sent = tokio::time::timeout(self.config.node_heartbeat, client.heartbeat(request)).await;
+        let sent =
+            tokio::time::timeout(self.config.node_heartbeat, client.heartbeat(request)).await;
         match sent {
             Ok(Ok(_)) => {}
             Ok(Err(status)) => tracing::debug!(%status, leader = %address, "heartbeat refused"),
@@ -507,8 +530,12 @@ impl Controller {
 }
 
 /// Runs `f` every `period` while the controller lives and `cancel` is not cancelled.
-async fn every<F, Fut>(period: Duration, cancel: CancellationToken, weak: Weak<Controller>, mut f: F)
-where
+async fn every<F, Fut>(
+    period: Duration,
+    cancel: CancellationToken,
+    weak: Weak<Controller>,
+    mut f: F,
+) where
     F: FnMut(Arc<Controller>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {

@@ -17,8 +17,8 @@ use openraft::error::{
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use pyralog_proto::internal::raft_client::RaftClient;
@@ -35,7 +35,10 @@ use crate::raft_types::TypeConfig;
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// A lazily connected gRPC channel to `address`.
-pub(crate) fn channel(address: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+pub(crate) fn channel(
+    address: &str,
+    connect_timeout: Duration,
+) -> Result<Channel, tonic::transport::Error> {
     Ok(Endpoint::from_shared(format!("http://{address}"))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
@@ -165,7 +168,11 @@ impl PeerClient {
                 RPCError::Network(NetworkError::new(&e))
             })?;
         result.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e))
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
         })
     }
 }
@@ -184,7 +191,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(Rpc::InstallSnapshot, &rpc, option.hard_ttl()).await
+        self.call(Rpc::InstallSnapshot, &rpc, option.hard_ttl())
+            .await
     }
 
     async fn vote(

@@ -55,7 +55,11 @@ pub(crate) fn to_status(e: &ControllerError) -> Status {
     match e {
         ControllerError::NotLeader {
             leader: Some(address),
-        } => status(Reason::NotLeader, e.to_string(), &[("leader", address.clone())]),
+        } => status(
+            Reason::NotLeader,
+            e.to_string(),
+            &[("leader", address.clone())],
+        ),
         _ => status(e.reason(), e.to_string(), &[]),
     }
 }

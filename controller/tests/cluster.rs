@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::{within, Cluster};
+use harness::{eventually, within, Cluster};
 use pyralog_controller::{
     ClusterState, Command, CommandResult, ControllerError, LogMeta, Rejection,
 };
@@ -113,12 +113,26 @@ async fn three_voters_elect_forward_writes_and_keep_state_across_restarts() {
     assert_eq!(leaders.len(), 3);
     for id in [1, 2, 3] {
         let state = cluster
-            .wait_state(id, SHORT, "the log orders", |s| s.logs.contains_key(&log("orders")))
+            .wait_state(id, SHORT, "the log orders", |s| {
+                s.logs.contains_key(&log("orders"))
+            })
             .await;
         assert_eq!(state.logs[&log("orders")], meta);
     }
-    // More writes than `snapshot_every`, from every voter.
-    for (i, id) in [1, 2, 3, 1, 2, 3].into_iter().enumerate() {
+
+    // A follower is down while more than `snapshot_every` commands commit: the leader
+    // snapshots and purges the log it would need, so it catches up from a snapshot.
+    let lagging = *cluster
+        .running()
+        .iter()
+        .find(|id| **id != leader && **id != follower)
+        .expect("another follower");
+    let lagging_applied = cluster.controller(lagging).applied_index();
+    cluster.stop(lagging).await;
+    for (i, id) in [leader, follower, leader, follower, leader, follower]
+        .into_iter()
+        .enumerate()
+    {
         let name = format!("log-{i}");
         created(
             cluster
@@ -128,10 +142,34 @@ async fn three_voters_elect_forward_writes_and_keep_state_across_restarts() {
                 .expect("write"),
         );
     }
-    let expected = cluster.controller(leader).state().borrow().logs.clone();
-    assert_eq!(expected.len(), 7);
+    let leader_dir = cluster.config(leader).dir;
+    eventually(
+        SHORT,
+        "the leader's log purged past the lagging voter",
+        || {
+            let meta = std::fs::read(leader_dir.join("log/meta.json")).ok()?;
+            let meta: serde_json::Value = serde_json::from_slice(&meta).ok()?;
+            let purged = meta["last_purged"]["index"].as_u64()?;
+            (purged > lagging_applied).then_some(())
+        },
+    )
+    .await;
+    cluster.restart(lagging).await;
+    let current = || cluster.controller(leader).state().borrow().logs.clone();
+    eventually(SHORT, "the restarted voter caught up", || {
+        (cluster.controller(lagging).state().borrow().logs == current()).then_some(())
+    })
+    .await;
+    assert_eq!(current().len(), 7);
+    wait_registered(&cluster, &[1, 2, 3]).await;
 
+    // Everyone restarts from their directories.
     cluster.stop_all().await;
+    let expected = [1, 2, 3]
+        .into_iter()
+        .map(|id| Arc::clone(&cluster.controller(id).state().borrow()))
+        .max_by_key(|s| s.version)
+        .expect("a state");
     for id in [1, 2, 3] {
         cluster.restart(id).await;
     }
@@ -139,7 +177,7 @@ async fn three_voters_elect_forward_writes_and_keep_state_across_restarts() {
     for id in [1, 2, 3] {
         cluster
             .wait_state(id, SHORT, "the logs from before the restart", |s| {
-                s.logs == expected
+                s.logs == expected.logs
             })
             .await;
     }
@@ -189,7 +227,6 @@ async fn retry_is_consistent(
         .await
         .expect("retry");
     let exists = CommandResult::Rejected(Rejection::LogAlreadyExists(log(name)));
-    eprintln!("DEBUG {name}: first {:?} again {:?}", first.as_ref().map(std::mem::discriminant), std::mem::discriminant(&again));
     match &first {
         // The first attempt's outcome is known: the retry must find its log.
         Ok(CommandResult::LogCreated(_))
@@ -216,7 +253,10 @@ async fn retry_is_consistent(
         _ => None,
     };
     if let Some(m) = returned {
-        assert_eq!(**m, metas[0], "{name}: the log in the state is the one created");
+        assert_eq!(
+            **m, metas[0],
+            "{name}: the log in the state is the one created"
+        );
     }
 }
 
@@ -280,7 +320,10 @@ async fn a_leader_killed_during_create_log_leaves_one_consistent_outcome() {
         })
         .await;
     let took = killed_at.elapsed();
-    assert!(took >= lease, "fenced after {took:?}, before its lease of {lease:?} ran out");
+    assert!(
+        took >= lease,
+        "fenced after {took:?}, before its lease of {lease:?} ran out"
+    );
     assert_took_over(&state, leader, &before);
 
     // It comes back: it registers again and catches up.
@@ -320,19 +363,81 @@ async fn a_node_that_stops_heartbeating_is_fenced_after_its_lease() {
     let stopped_at = Instant::now();
     cluster.stop(silent).await;
     let state = cluster
-        .wait_state(leader, SHORT, "the silent node fenced", |s| !s.is_live(silent))
+        .wait_state(leader, SHORT, "the silent node fenced", |s| {
+            !s.is_live(silent)
+        })
         .await;
     let took = stopped_at.elapsed();
     // Its last heartbeat was at most one heartbeat period before it stopped; the leader
     // checks leases every quarter lease.
     let heartbeat = cluster.config(silent).node_heartbeat;
-    assert!(took + heartbeat >= lease, "fenced after {took:?}, lease {lease:?}");
-    assert!(took <= lease * 2, "fenced only after {took:?}, lease {lease:?}");
+    assert!(
+        took + heartbeat >= lease,
+        "fenced after {took:?}, lease {lease:?}"
+    );
+    assert!(
+        took <= lease * 2,
+        "fenced only after {took:?}, lease {lease:?}"
+    );
     assert_took_over(&state, silent, &before);
     // The rest stay live.
     assert!(all_live(
         &state,
-        &[1, 2, 3].into_iter().filter(|id| *id != silent).collect::<Vec<_>>()
+        &[1, 2, 3]
+            .into_iter()
+            .filter(|id| *id != silent)
+            .collect::<Vec<_>>()
     ));
     cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_writes_time_out_and_shutdown_ends_them() {
+    harness::init_tracing();
+    let tmp = tempfile::TempDir::new().expect("tempdir");
+    // Three voters, of which only node 1 runs: it can never win an election.
+    let mut voters = BTreeMap::new();
+    for id in 1..=3 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        voters.insert(id, l.local_addr().expect("addr").to_string());
+    }
+    let mut config = pyralog_controller::ControllerConfig::new(
+        1,
+        voters[&1].clone(),
+        tmp.path().join("controller"),
+        voters,
+    );
+    harness::tune(&mut config);
+    config.write_timeout = Duration::from_millis(800);
+    let c = pyralog_controller::Controller::start(config)
+        .await
+        .expect("start");
+
+    let started = Instant::now();
+    let answer = c.write(create("orders", 1, 1)).await;
+    assert!(
+        matches!(answer, Err(ControllerError::Timeout(_))),
+        "{answer:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    assert_eq!(
+        answer.map_err(|e| e.reason()).err(),
+        Some(pyralog_types::Reason::Timeout)
+    );
+
+    let pending = {
+        let c = Arc::clone(&c);
+        tokio::spawn(async move { c.write(create("orders", 1, 1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    within(SHORT, "shutdown", c.shutdown()).await;
+    let answer = within(SHORT, "the pending write", pending)
+        .await
+        .expect("join");
+    assert!(
+        matches!(answer, Err(ControllerError::ShuttingDown)),
+        "{answer:?}"
+    );
 }

@@ -157,9 +157,13 @@ pub(crate) async fn reconcile_partition(
         let same = r.epoch == meta.epoch
             && match (&r.role, &desired) {
                 (Role::Leader(_), Desired::Leader) => true,
-                (Role::Follower { leader, address }, Desired::Follower { leader: l, address: a }) => {
-                    leader == l && address == a
-                }
+                (
+                    Role::Follower { leader, address },
+                    Desired::Follower {
+                        leader: l,
+                        address: a,
+                    },
+                ) => leader == l && address == a,
                 (Role::Elsewhere { leader }, Desired::Elsewhere { leader: l }) => leader == l,
                 _ => false,
             };
@@ -262,7 +266,8 @@ pub(crate) struct FollowerTask {
 impl FollowerTask {
     fn still_current(&self) -> bool {
         let r = self.p.role();
-        r.epoch == self.epoch && matches!(&r.role, Role::Follower { address, .. } if *address == self.address)
+        r.epoch == self.epoch
+            && matches!(&r.role, Role::Follower { address, .. } if *address == self.address)
     }
 
     pub(crate) async fn run(self) {
@@ -293,7 +298,10 @@ impl FollowerTask {
 
     /// Truncates to where this replica and the leader agree, then fetches until the role
     /// changes (`Ok`) or something fails (`Err`, retried).
-    async fn follow(&self, roles: &mut tokio::sync::watch::Receiver<u64>) -> Result<(), GatewayError> {
+    async fn follow(
+        &self,
+        roles: &mut tokio::sync::watch::Receiver<u64>,
+    ) -> Result<(), GatewayError> {
         let mut rpc = self.rpc()?;
         self.truncate(&mut rpc).await?;
         let hot = self.p.log().clone();

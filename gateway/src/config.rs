@@ -91,15 +91,25 @@ impl ClusterSettings {
     /// The parsed `voters` list.
     pub fn voter_map(&self) -> Result<std::collections::BTreeMap<u64, String>, NodeConfigError> {
         let mut out = std::collections::BTreeMap::new();
-        for part in self.voters.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        for part in self
+            .voters
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             let (id, addr) = part.split_once('=').ok_or_else(|| {
                 NodeConfigError(format!("cluster.voters: {part:?} is not `id=host:port`"))
             })?;
-            let id: u64 = id.trim().parse().map_err(|_| {
-                NodeConfigError(format!("cluster.voters: {id:?} is not a node id"))
-            })?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| NodeConfigError(format!("cluster.voters: {id:?} is not a node id")))?;
             let addr = addr.trim();
-            if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            if addr
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
                 return Err(NodeConfigError(format!(
                     "cluster.voters: {addr:?} is not host:port"
                 )));

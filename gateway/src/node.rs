@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::cluster::{Cluster, ControllerMetadata};
 use crate::cold::ColdTier;
 use crate::config::NodeConfig;
 use crate::error::GatewayError;
-use crate::cluster::{Cluster, ControllerMetadata};
 use crate::metadata::{LocalMetadataStore, LogMeta, MetadataStore};
 use crate::metrics::{LogLabels, Metrics};
 use crate::partition::{Partition, Role};
@@ -941,18 +941,23 @@ impl Node {
                         Role::Follower { .. } => "follower",
                         Role::Elsewhere { .. } => "none",
                     };
-                    let (leader, replicas, isr) = match (&state, meta.and_then(|m| m.partitions.get(i))) {
-                        (Some(s), Some(pm)) => (
-                            pm.leader
-                                .and_then(|l| s.address(l).map(|a| (l, a.to_owned()))),
-                            pm.replicas.clone(),
-                            pm.isr.clone(),
-                        ),
-                        _ => {
-                            let me = self.config.node_id;
-                            (Some((me, self.config.listen.to_string())), vec![me], vec![me])
-                        }
-                    };
+                    let (leader, replicas, isr) =
+                        match (&state, meta.and_then(|m| m.partitions.get(i))) {
+                            (Some(s), Some(pm)) => (
+                                pm.leader
+                                    .and_then(|l| s.address(l).map(|a| (l, a.to_owned()))),
+                                pm.replicas.clone(),
+                                pm.isr.clone(),
+                            ),
+                            _ => {
+                                let me = self.config.node_id;
+                                (
+                                    Some((me, self.config.listen.to_string())),
+                                    vec![me],
+                                    vec![me],
+                                )
+                            }
+                        };
                     PartitionStatus {
                         partition: i as PartitionId,
                         start_offset: p.earliest(),

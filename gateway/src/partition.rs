@@ -17,8 +17,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use pyralog_cold_tier::{ColdError, ColdPartition};
 use pyralog_compactor::CompactionReport;
-use pyralog_hot_tier::{AppendInfo, PartitionLog, ReadResult};
 use pyralog_hot_tier::replication::LeaderState;
+use pyralog_hot_tier::{AppendInfo, PartitionLog, ReadResult};
 use pyralog_types::{Epoch, FsyncPolicy, LogOffset, NodeId, TimestampMicros};
 use tokio::sync::watch;
 

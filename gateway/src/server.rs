@@ -12,8 +12,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 use crate::node::{Node, ReplicationService};
-use pyralog_proto::internal::replication_server::ReplicationServer;
 use crate::services::Services;
+use pyralog_proto::internal::replication_server::ReplicationServer;
 
 /// gRPC messages may carry the largest batch plus framing.
 const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES as usize + 1024 * 1024;

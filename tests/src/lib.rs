@@ -118,6 +118,10 @@ pub fn unique(name: &str) -> String {
 #[derive(Debug)]
 pub struct TestNode {
     child: Option<Child>,
+    /// `dev` (the default) or `serve`.
+    mode: &'static str,
+    /// The `--listen` address: port 0 picks a new port at every start.
+    listen: String,
     addr: String,
     metrics_url: Option<String>,
     data_dir: PathBuf,
@@ -139,6 +143,8 @@ impl TestNode {
         let log_path = root.path().join("node.log");
         let mut node = TestNode {
             child: None,
+            mode: "dev",
+            listen: "127.0.0.1:0".into(),
             addr: String::new(),
             metrics_url: None,
             data_dir,
@@ -160,9 +166,9 @@ impl TestNode {
             .open(&self.log_path)
             .expect("node log file");
         let mut cmd = Command::new(pyralog_bin());
-        cmd.arg("dev")
+        cmd.arg(self.mode)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(&self.listen)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--metrics-listen")
@@ -230,6 +236,24 @@ impl TestNode {
         self.child.as_ref().map(Child::id)
     }
 
+    /// SIGSTOP: the process stays, but does nothing (a node cut off from the network).
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT after [`TestNode::pause`].
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGCONT);
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// SIGKILL: no chance to flush or close anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -279,7 +303,101 @@ impl TestNode {
 
 impl Drop for TestNode {
     fn drop(&mut self) {
+        // A paused process ignores SIGTERM but not SIGKILL; resume anyway so nothing lingers.
+        self.resume();
         self.kill9();
+    }
+}
+
+/// A free loopback port (bound and released: another process could take it in between,
+/// which tests accept).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `n` `pyralog serve` processes forming one cluster on loopback, each a controller voter,
+/// on fixed ports (so a restarted node keeps its address). `nodes[i]` has node id `i + 1`.
+#[derive(Debug)]
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+    pub addresses: Vec<String>,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes with short failure-detection timings (lease 2 s) plus `env`.
+    pub fn start<K: AsRef<str>, V: AsRef<str>>(n: usize, env: &[(K, V)]) -> TestCluster {
+        let addresses: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let voters = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let root = tempfile::tempdir().expect("tempdir");
+                let mut vars: Vec<(String, String)> = vec![
+                    ("PYRALOG_NODE_ID".into(), (i + 1).to_string()),
+                    ("PYRALOG_CLUSTER__VOTERS".into(), voters.clone()),
+                    ("PYRALOG_CLUSTER__NODE_LEASE".into(), "2s".into()),
+                    ("PYRALOG_CLUSTER__NODE_HEARTBEAT".into(), "250ms".into()),
+                    ("PYRALOG_CLUSTER__REPLICA_LAG_MAX".into(), "3s".into()),
+                    ("PYRALOG_CLUSTER__REPLICA_FETCH_WAIT".into(), "200ms".into()),
+                ];
+                vars.extend(
+                    env.iter()
+                        .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned())),
+                );
+                let mut node = TestNode {
+                    child: None,
+                    mode: "serve",
+                    listen: addr.clone(),
+                    addr: String::new(),
+                    metrics_url: None,
+                    data_dir: root.path().join("data"),
+                    log_path: root.path().join("node.log"),
+                    extra_env: vars,
+                    _root: Some(root),
+                };
+                node.spawn();
+                node
+            })
+            .collect();
+        TestCluster { nodes, addresses }
+    }
+
+    /// The node with id `id` (1-based).
+    pub fn node(&mut self, id: u64) -> &mut TestNode {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    pub fn url(&self, id: u64) -> String {
+        format!("http://{}", self.addresses[(id - 1) as usize])
+    }
+
+    /// Node id for a `host:port` address.
+    pub fn id_of(&self, address: &str) -> Option<u64> {
+        self.addresses
+            .iter()
+            .position(|a| a == address)
+            .map(|i| i as u64 + 1)
+    }
+
+    /// Every node's stderr, labelled (for failure messages).
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("===== node {} =====\n{}", i + 1, n.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 

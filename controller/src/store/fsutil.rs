@@ -18,7 +18,8 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), S
             .truncate(true)
             .open(&tmp)
             .map_err(StoreError::io("create", &tmp))?;
-        file.write_all(bytes).map_err(StoreError::io("write", &tmp))?;
+        file.write_all(bytes)
+            .map_err(StoreError::io("write", &tmp))?;
         file.sync_all().map_err(StoreError::io("fsync", &tmp))?;
     }
     fs::rename(&tmp, &target).map_err(StoreError::io("rename", &target))?;

@@ -34,8 +34,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError> {
-    Suite::test_all(Builder)
+fn openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(Builder) {
+        panic!("openraft storage suite: {e}");
+    }
 }
 
 fn log_id(term: u64, index: u64) -> LogId {
@@ -81,7 +83,9 @@ async fn appends_truncation_purge_and_vote_survive_reopen() {
         .expect("append");
     let vote = Vote::new(3, 2);
     log.save_vote(&vote).await.expect("vote");
-    log.save_committed(Some(log_id(1, 6))).await.expect("committed");
+    log.save_committed(Some(log_id(1, 6)))
+        .await
+        .expect("committed");
     assert!(log.segment_paths().len() >= 2);
     drop(log);
 
@@ -109,7 +113,11 @@ async fn appends_truncation_purge_and_vote_survive_reopen() {
     let after = log.segment_paths();
     assert!(after.len() < before.len(), "{before:?} -> {after:?}");
     for gone in before.iter().filter(|p| !after.contains(p)) {
-        assert!(!gone.exists(), "{} was purged but is still there", gone.display());
+        assert!(
+            !gone.exists(),
+            "{} was purged but is still there",
+            gone.display()
+        );
     }
     let state = log.get_log_state().await.expect("state");
     assert_eq!(state.last_purged_log_id, Some(log_id(1, 5)));

@@ -30,8 +30,7 @@ pub(crate) fn tune(config: &mut ControllerConfig) {
 pub(crate) fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
@@ -220,7 +219,11 @@ impl Drop for Cluster {
 }
 
 /// Polls `probe` until it answers `Some`, or panics after `within`.
-pub(crate) async fn eventually<T>(within: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(
+    within: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         if let Some(v) = probe() {

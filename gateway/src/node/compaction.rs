@@ -212,13 +212,8 @@ impl Node {
             // Every replica applies retention to its own segments; only the leader to the
             // shared archive.
             let cold = p.cold().filter(|_| p.leads());
-            match apply_retention(
-                Some(p.log()),
-                cold.map(|c| &**c),
-                log.config.retention,
-                now,
-            )
-            .await
+            match apply_retention(Some(p.log()), cold.map(|c| &**c), log.config.retention, now)
+                .await
             {
                 Ok(r) if r.cut.is_some() => {
                     self.metrics

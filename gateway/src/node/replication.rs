@@ -289,7 +289,10 @@ impl Replication for ReplicationService {
         tokio::spawn(async move {
             // One request at a time: the follower sends its next position after appending.
             while let Ok(Some(req)) = inbound.message().await {
-                let answer = node.replica_fetch(req).await.map_err(GatewayError::into_status);
+                let answer = node
+                    .replica_fetch(req)
+                    .await
+                    .map_err(GatewayError::into_status);
                 let failed = answer.is_err();
                 if tx.send(answer).await.is_err() || failed {
                     break;

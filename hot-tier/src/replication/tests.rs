@@ -28,10 +28,18 @@ fn secs(t0: Instant, s: u64) -> Instant {
 fn the_high_watermark_is_the_lowest_end_in_the_isr_and_never_moves_back() {
     let t0 = Instant::now();
     let mut l = leader(vec![1, 2, 3], 2, t0);
-    assert_eq!(l.high_watermark(), LogOffset(100), "carried over from before");
+    assert_eq!(
+        l.high_watermark(),
+        LogOffset(100),
+        "carried over from before"
+    );
     assert_eq!(l.on_append(LogOffset(150)), None, "no follower has it yet");
     l.on_fetch(2, LogOffset(150), t0).expect("fetch");
-    assert_eq!(l.high_watermark(), LogOffset(100), "follower 3 still lacks it");
+    assert_eq!(
+        l.high_watermark(),
+        LogOffset(100),
+        "follower 3 still lacks it"
+    );
     let p = l.on_fetch(3, LogOffset(120), t0).expect("fetch");
     assert_eq!(p.high_watermark, Some(LogOffset(120)));
     // A follower that restarts and fetches from lower down does not pull the HW back.
@@ -56,11 +64,23 @@ fn a_follower_that_lags_for_replica_lag_max_is_proposed_out_and_the_hw_moves_on(
     let mut l = leader(vec![1, 2, 3], 2, t0);
     l.on_append(LogOffset(200));
     l.on_fetch(2, LogOffset(200), secs(t0, 1)).expect("fetch");
-    assert_eq!(l.tick(secs(t0, 5)), Progress::default(), "within its lag budget");
+    assert_eq!(
+        l.tick(secs(t0, 5)),
+        Progress::default(),
+        "within its lag budget"
+    );
     let p = l.tick(secs(t0, 11));
     assert_eq!(p.propose_isr, Some(vec![1, 2]));
-    assert_eq!(l.high_watermark(), LogOffset(100), "pending shrink: old ISR still counts");
-    assert_eq!(l.tick(secs(t0, 12)), Progress::default(), "one proposal at a time");
+    assert_eq!(
+        l.high_watermark(),
+        LogOffset(100),
+        "pending shrink: old ISR still counts"
+    );
+    assert_eq!(
+        l.tick(secs(t0, 12)),
+        Progress::default(),
+        "one proposal at a time"
+    );
     assert_eq!(l.isr_committed(vec![1, 2]), Some(LogOffset(200)));
     assert_eq!(l.check_in_sync(), Ok(()));
 }
@@ -74,8 +94,10 @@ fn a_follower_that_keeps_up_with_a_moving_end_stays_in_sync() {
     for s in 1..40 {
         let end = 100 + 10 * s;
         l.on_append(LogOffset(end));
-        l.on_fetch(2, LogOffset(end - 10), secs(t0, s)).expect("fetch");
-        l.on_fetch(3, LogOffset(end - 10), secs(t0, s)).expect("fetch");
+        l.on_fetch(2, LogOffset(end - 10), secs(t0, s))
+            .expect("fetch");
+        l.on_fetch(3, LogOffset(end - 10), secs(t0, s))
+            .expect("fetch");
         assert_eq!(l.tick(secs(t0, s)).propose_isr, None, "at {s}s");
     }
 }
@@ -91,7 +113,11 @@ fn a_caught_up_follower_is_proposed_back_in_and_counts_for_the_hw_at_once() {
     let p = l.on_fetch(3, LogOffset(125), t0).expect("fetch");
     assert_eq!(p.propose_isr, Some(vec![1, 2, 3]));
     l.on_fetch(2, LogOffset(130), t0).expect("fetch");
-    assert_eq!(l.high_watermark(), LogOffset(125), "the joining member holds the HW back");
+    assert_eq!(
+        l.high_watermark(),
+        LogOffset(125),
+        "the joining member holds the HW back"
+    );
     assert_eq!(
         l.isr_rejected(),
         Some(LogOffset(130)),
