@@ -33,6 +33,11 @@ pub struct Client {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
+/// Added to a request's own timeout for its gRPC deadline.
+const RPC_SLACK: Duration = Duration::from_secs(5);
+/// The server's default produce timeout (requests with `timeout_ms = 0`).
+const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How many `NOT_LEADER` redirects a request follows before giving up.
 const MAX_REDIRECTS: u32 = 10;
 
@@ -170,15 +175,9 @@ impl Client {
                     Some(Duration::from_millis(50 * u64::from(attempt + 1)))
                 }
             },
-            None if matches!(
-                e,
-                ClientError::Server {
-                    code: tonic::Code::Unavailable,
-                    ..
-                }
-            ) || matches!(e, ClientError::Connect { .. }) =>
-            {
-                // The routed node is gone: forget it; the seed knows the next leader.
+            None if matches!(e, ClientError::Server { .. } | ClientError::Connect { .. }) => {
+                // No answer from Pyralog itself (unreachable, deadline passed): the routed
+                // node may be gone; forget it, the seed knows the next leader.
                 self.routes.lock().remove(&key);
                 None
             }
@@ -318,6 +317,15 @@ impl Client {
             .partitions)
     }
 
+    /// The cluster as the connected node sees it.
+    pub async fn describe_cluster(&self) -> Result<v1::DescribeClusterResponse, ClientError> {
+        Ok(self
+            .admin()
+            .describe_cluster(v1::DescribeClusterRequest {})
+            .await?
+            .into_inner())
+    }
+
     /// One raw fetch, from the partition's leader (following redirects; retried once
     /// against the seed when the routed node is unreachable).
     pub async fn fetch(&self, req: v1::FetchRequest) -> Result<v1::FetchResponse, ClientError> {
@@ -327,7 +335,10 @@ impl Client {
             let rpc = ConsumerClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
-            let e = match rpc.clone().fetch(req.clone()).await {
+            // A deadline, so a node that stopped answering (paused, cut off) is given up on.
+            let mut call = tonic::Request::new(req.clone());
+            call.set_timeout(Duration::from_millis(u64::from(req.wait_ms)) + RPC_SLACK);
+            let e = match rpc.clone().fetch(call).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) => ClientError::from(s),
             };
@@ -353,7 +364,13 @@ impl Client {
             let rpc = ProducerClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
-            let e = match rpc.clone().produce(req.clone()).await {
+            let mut call = tonic::Request::new(req.clone());
+            let server_timeout = match req.timeout_ms {
+                0 => DEFAULT_PRODUCE_TIMEOUT,
+                ms => Duration::from_millis(u64::from(ms)),
+            };
+            call.set_timeout(server_timeout + RPC_SLACK);
+            let e = match rpc.clone().produce(call).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) => ClientError::from(s),
             };

@@ -467,6 +467,54 @@ impl Controller {
         }));
     }
 
+    /// Confirms that this voter's applied state holds every decision the controller made
+    /// before the call: as the Raft leader, by a quorum round (`ensure_linearizable`);
+    /// otherwise by a heartbeat to the leader and waiting until this voter has applied at
+    /// least as much as the leader had. A node that may have been away (paused, cut off) calls
+    /// this before acting on its state again; it fails without a controller quorum.
+    pub async fn confirm_current(&self, timeout: Duration) -> Result<(), ControllerError> {
+        let work = async {
+            if self.is_leader() {
+                self.raft
+                    .ensure_linearizable()
+                    .await
+                    .map_err(|e| ControllerError::Raft {
+                        context: "confirming leadership",
+                        source: Box::new(e),
+                    })?;
+                return Ok(());
+            }
+            let address = self
+                .leader_address()
+                .ok_or(ControllerError::NotLeader { leader: None })?;
+            let mut client = self
+                .peer(&address)
+                .map_err(|_| ControllerError::NotLeader {
+                    leader: Some(address.clone()),
+                })?;
+            let answer = client
+                .heartbeat(HeartbeatRequest {
+                    node_id: self.config.node_id,
+                    address: self.config.address.clone(),
+                })
+                .await
+                .map_err(|status| ControllerError::Remote {
+                    node: self.leader().unwrap_or_default(),
+                    message: status.message().to_owned(),
+                })?
+                .into_inner();
+            self.raft
+                .wait(Some(timeout))
+                .applied_index_at_least(Some(answer.applied_index), "confirm_current")
+                .await
+                .map_err(|_| ControllerError::Timeout(timeout))?;
+            Ok(())
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| ControllerError::Timeout(timeout))?
+    }
+
     /// This node's heartbeat to the leader (recorded locally when this voter leads).
     async fn send_heartbeat(&self) {
         let me = self.config.node_id;

@@ -51,6 +51,9 @@ pub struct LogMeta {
     /// The state version that created it: a log deleted and created again under the same
     /// name is another incarnation, and nodes must not mistake its old files for its data.
     pub incarnation: u64,
+    /// The request that created it (0 if none was given).
+    #[serde(default)]
+    pub created_by: u64,
     /// Index = partition id.
     pub partitions: Vec<PartitionMeta>,
 }
@@ -78,9 +81,13 @@ pub enum Command {
     FenceNode {
         id: NodeId,
     },
+    /// `request` (non-zero) identifies the caller's request: a retry of a creation that was
+    /// committed but whose answer was lost gets `LogCreated` again, not `LogAlreadyExists`.
     CreateLog {
         log: LogId,
         config: LogConfig,
+        #[serde(default)]
+        request: u64,
     },
     DeleteLog {
         log: LogId,
@@ -131,7 +138,11 @@ impl ClusterState {
         let result = match cmd {
             Command::RegisterNode { id, address } => self.register_node(*id, address),
             Command::FenceNode { id } => self.fence_node(*id),
-            Command::CreateLog { log, config } => self.create_log(log, config),
+            Command::CreateLog {
+                log,
+                config,
+                request,
+            } => self.create_log(log, config, *request),
             Command::DeleteLog { log } => match self.logs.remove(log) {
                 Some(_) => CommandResult::Done,
                 None => CommandResult::Rejected(Rejection::LogNotFound(log.clone())),
@@ -219,8 +230,12 @@ impl ClusterState {
         CommandResult::Done
     }
 
-    fn create_log(&mut self, log: &LogId, config: &LogConfig) -> CommandResult {
-        if self.logs.contains_key(log) {
+    fn create_log(&mut self, log: &LogId, config: &LogConfig, request: u64) -> CommandResult {
+        if let Some(existing) = self.logs.get(log) {
+            if request != 0 && existing.created_by == request {
+                // The same request again (a retry after a lost answer): same answer.
+                return CommandResult::LogCreated(Box::new(existing.clone()));
+            }
             return CommandResult::Rejected(Rejection::LogAlreadyExists(log.clone()));
         }
         let live = self.live_nodes();
@@ -252,6 +267,7 @@ impl ClusterState {
         let meta = LogMeta {
             config: config.clone(),
             incarnation: self.version + 1,
+            created_by: request,
             partitions,
         };
         self.logs.insert(log.clone(), meta.clone());

@@ -28,6 +28,7 @@ fn create(name: &str, partitions: u32, rf: u16) -> Command {
             min_in_sync_replicas: 1,
             ..LogConfig::default()
         },
+        request: 0,
     }
 }
 

@@ -15,6 +15,7 @@
 //!   controller (`AlterIsr`), which refuses stale epochs.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,11 @@ pub struct Cluster {
     pub(crate) controller: Arc<Controller>,
     pub(crate) settings: ClusterSettings,
     peers: parking_lot::Mutex<HashMap<String, Channel>>,
+    /// Pause detection: when the alive ticker last ran (ms since `started`), and whether a
+    /// gap was seen that leadership has not been re-confirmed since.
+    started: Instant,
+    alive_ms: AtomicU64,
+    suspect: AtomicBool,
 }
 
 impl Cluster {
@@ -84,7 +90,79 @@ impl Cluster {
             controller,
             settings,
             peers: parking_lot::Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            alive_ms: AtomicU64::new(0),
+            suspect: AtomicBool::new(false),
         })))
+    }
+
+    /// How long the node may go without running its alive ticker before it suspects it was
+    /// paused (SIGSTOP, a VM freeze, a stalled runtime) and re-confirms its leaderships.
+    fn pause_threshold(&self) -> Duration {
+        (self.settings.node_lease / 2).max(Duration::from_millis(300))
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The alive ticker's beat (every 100 ms).
+    pub(crate) fn tick_alive(&self) {
+        let now = self.now_ms();
+        let last = self.alive_ms.swap(now, Ordering::AcqRel);
+        if Duration::from_millis(now.saturating_sub(last)) > self.pause_threshold() {
+            warn!(
+                gap_ms = now - last,
+                "this node was paused: leaderships are re-confirmed before the next write"
+            );
+            self.suspect.store(true, Ordering::Release);
+        }
+    }
+
+    /// Before a leader appends: is it still the leader of `epoch`? A node that was paused
+    /// (its alive ticker fell behind) first confirms with the controller that its state is
+    /// current, since a new leader may have been elected meanwhile and its own state not
+    /// yet updated; then the controller's state must name it leader of this epoch. This is
+    /// what keeps a woken-up old leader from appending under its stale epoch.
+    pub(crate) async fn check_leadership(
+        &self,
+        log: &LogId,
+        partition: PartitionId,
+        epoch: Epoch,
+    ) -> Result<(), GatewayError> {
+        let gap = Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.alive_ms.load(Ordering::Acquire)),
+        );
+        if gap > self.pause_threshold() {
+            self.suspect.store(true, Ordering::Release);
+        }
+        if self.suspect.load(Ordering::Acquire) {
+            self.controller
+                .confirm_current(Duration::from_secs(2))
+                .await
+                .map_err(|e| GatewayError::NotLeader {
+                    leader: None,
+                    detail: format!("cannot confirm leadership after a pause: {e}"),
+                })?;
+            self.alive_ms.store(self.now_ms(), Ordering::Release);
+            self.suspect.store(false, Ordering::Release);
+        }
+        let state = self.state();
+        let Some(pm) = state.partition(log, partition) else {
+            return Err(GatewayError::LogNotFound(log.clone()));
+        };
+        if pm.leader == Some(self.me) && pm.epoch == epoch {
+            return Ok(());
+        }
+        let leader = pm.leader.and_then(|l| state.address(l).map(str::to_owned));
+        Err(GatewayError::NotLeader {
+            detail: format!(
+                "epoch {epoch} is over: the controller says epoch {} led by {:?}",
+                pm.epoch, pm.leader
+            ),
+            leader,
+        })
     }
 
     pub(crate) fn state(&self) -> Arc<ClusterState> {
@@ -504,9 +582,12 @@ impl MetadataStore for ControllerMetadata {
         log: &LogId,
         config: &pyralog_types::LogConfig,
     ) -> Result<LogMeta, MetadataError> {
+        // A random request id makes the controller's retries (after a lost answer) come back
+        // as "created", not "already exists".
         let cmd = Command::CreateLog {
             log: log.clone(),
             config: config.clone(),
+            request: rand::random::<u64>().max(1),
         };
         match self.cluster.controller.write(cmd).await {
             Ok(CommandResult::LogCreated(meta)) => Ok(gateway_meta(&meta)),

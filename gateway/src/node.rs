@@ -228,6 +228,7 @@ impl Node {
             // Logs come from the controller's state as it is applied: the reconciler opens
             // them and gives every partition its role.
             node.spawn_reconciler(cluster.clone());
+            node.spawn_alive_ticker(cluster.clone());
             node.spawn_replication_ticker(cluster);
         } else {
             node.open_known_logs().await?;
@@ -689,6 +690,16 @@ impl Node {
             log: log.id.to_string(),
         };
         let bytes = batch.len() as u64;
+        if let Some(cluster) = &self.cluster {
+            let epoch = {
+                let r = p.role();
+                match r.role {
+                    Role::Leader(_) => r.epoch,
+                    _ => return Err(r.not_leader()),
+                }
+            };
+            cluster.check_leadership(&log.id, partition, epoch).await?;
+        }
         if acks == AckPolicy::None {
             let id = log.id.clone();
             let epoch = p.epoch();
@@ -891,15 +902,25 @@ impl Node {
 
     // ------------------------------------------------------------------ lifecycle
 
-    /// Stops background tasks and closes every log cleanly (the next start scans nothing).
-    pub async fn shutdown(&self) {
+    /// The first step of shutdown, taken as soon as the signal arrives (before the gRPC
+    /// server drains): background tasks are told to stop, and every partition gives up its
+    /// role, so long-lived replication streams end and the server can finish draining.
+    pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
-        // Follower tasks end when their role changes.
         for log in self.logs.read().values() {
             for p in &log.partitions {
                 p.set_role(p.epoch(), Role::Elsewhere { leader: None });
             }
         }
+    }
+
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Stops background tasks and closes every log cleanly (the next start scans nothing).
+    pub async fn shutdown(&self) {
+        self.begin_shutdown();
         self.tasks.close();
         self.tasks.wait().await;
         let logs: Vec<_> = self.logs.read().values().cloned().collect();

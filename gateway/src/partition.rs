@@ -205,7 +205,7 @@ impl Partition {
                 Role::Leader(state) => {
                     if wait_for_isr {
                         state
-                            .check_in_sync()
+                            .check_in_sync(std::time::Instant::now())
                             .map_err(|e| GatewayError::NotEnoughReplicas(e.to_string()))?;
                     }
                     r.epoch

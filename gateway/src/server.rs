@@ -75,7 +75,13 @@ pub async fn serve(
         )
         .add_optional_service(node.cluster().map(|c| c.controller.raft_service()))
         .add_optional_service(node.cluster().map(|c| c.controller.controller_service()))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
+            let node = node.clone();
+            async move {
+                shutdown.await;
+                node.begin_shutdown();
+            }
+        })
         .await
         .map_err(|e| ServeError(e.to_string()))?;
     node.shutdown().await;

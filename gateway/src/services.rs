@@ -235,6 +235,44 @@ impl Admin for Services {
         Ok(Response::new(v1::DeleteLogResponse {}))
     }
 
+    async fn describe_cluster(
+        &self,
+        _request: Request<v1::DescribeClusterRequest>,
+    ) -> Result<Response<v1::DescribeClusterResponse>, Status> {
+        let node = &self.node;
+        let me = node.config().node_id;
+        let Some(cluster) = node.cluster() else {
+            return Ok(Response::new(v1::DescribeClusterResponse {
+                clustered: false,
+                answered_by: me,
+                controller_leader: me,
+                nodes: vec![v1::ClusterNode {
+                    node_id: me,
+                    address: node.config().listen.to_string(),
+                    fenced: false,
+                    voter: true,
+                }],
+            }));
+        };
+        let state = cluster.state();
+        let voters = &cluster.controller.config().voters;
+        Ok(Response::new(v1::DescribeClusterResponse {
+            clustered: true,
+            answered_by: me,
+            controller_leader: cluster.controller.leader().unwrap_or(0),
+            nodes: state
+                .nodes
+                .iter()
+                .map(|(id, n)| v1::ClusterNode {
+                    node_id: *id,
+                    address: n.address.clone(),
+                    fenced: n.fenced,
+                    voter: voters.contains_key(id),
+                })
+                .collect(),
+        }))
+    }
+
     async fn roll_segments(
         &self,
         request: Request<v1::RollSegmentsRequest>,

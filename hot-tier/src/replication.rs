@@ -127,15 +127,33 @@ impl LeaderState {
         &self.isr
     }
 
-    /// Whether a write that waits for the ISR may be accepted now.
-    pub fn check_in_sync(&self) -> Result<(), ReplicationError> {
-        let smallest = match &self.pending {
-            Some(p) => self.isr.iter().filter(|r| p.contains(r)).count(),
-            None => self.isr.len(),
+    /// Whether a write that waits for the ISR may be accepted now: at least
+    /// `min_in_sync_replicas` ISR members (the smaller set while a change is pending) must be
+    /// keeping up. A member that has not caught up for `replica_lag_max` counts as gone even
+    /// before the controller commits its removal (the controller may be unreachable too), so
+    /// the write fails fast instead of waiting for a HW that cannot move.
+    pub fn check_in_sync(&self, now: Instant) -> Result<(), ReplicationError> {
+        let keeping_up = |r: &NodeId| {
+            *r == self.me
+                || self.followers.get(r).is_some_and(|f| {
+                    let within = |t: Instant| {
+                        now.saturating_duration_since(t) <= self.config.replica_lag_max
+                    };
+                    // Still fetching (followers long-poll, so an idle log is no excuse),
+                    // and caught up recently or holding everything.
+                    let fetching = within(f.prev_fetch.map_or(f.caught_up_at, |(_, at)| at));
+                    fetching && (f.end >= self.end || within(f.caught_up_at))
+                })
         };
-        if smallest < self.config.min_in_sync_replicas {
+        let count = self
+            .isr
+            .iter()
+            .filter(|r| self.pending.as_ref().is_none_or(|p| p.contains(r)))
+            .filter(|r| keeping_up(r))
+            .count();
+        if count < self.config.min_in_sync_replicas {
             return Err(ReplicationError::NotEnoughReplicas {
-                isr: smallest,
+                isr: count,
                 min: self.config.min_in_sync_replicas,
             });
         }

@@ -56,12 +56,15 @@ async fn wait_for(
     let deadline = Instant::now() + timeout;
     let mut last = None;
     while Instant::now() < deadline {
-        if let Ok(c) = Client::connect(cluster.url(id)).await {
-            match c.describe_log(LOG).await {
-                Ok(info) if pred(&info) => return info,
-                Ok(info) => last = Some(format!("{info:?}")),
-                Err(e) => last = Some(e.to_string()),
-            }
+        let describe = async {
+            let c = Client::connect(cluster.url(id)).await?;
+            c.describe_log(LOG).await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), describe).await {
+            Ok(Ok(info)) if pred(&info) => return info,
+            Ok(Ok(info)) => last = Some(format!("{info:?}")),
+            Ok(Err(e)) => last = Some(e.to_string()),
+            Err(_) => last = Some("no answer within 2 s".into()),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -138,20 +141,22 @@ struct ProduceLog {
 }
 
 async fn produce_one(client: &Client, id: u64, acks: v1::AckPolicy) -> Result<u64, ClientError> {
-    let resp = client
-        .produce_raw(v1::ProduceRequest {
-            log: LOG.into(),
-            partition: 0,
-            payload: Some(v1::produce_request::Payload::Records(v1::RecordList {
-                records: vec![v1::NewRecord {
-                    value: Some(Bytes::from(format!("record-{id}"))),
-                    ..Default::default()
-                }],
-            })),
-            acks: acks as i32,
-            timeout_ms: 3000,
-        })
-        .await?;
+    let call = client.produce_raw(v1::ProduceRequest {
+        log: LOG.into(),
+        partition: 0,
+        payload: Some(v1::produce_request::Payload::Records(v1::RecordList {
+            records: vec![v1::NewRecord {
+                value: Some(Bytes::from(format!("record-{id}"))),
+                ..Default::default()
+            }],
+        })),
+        acks: acks as i32,
+        timeout_ms: 3000,
+    });
+    // The server answers within its 3 s timeout; redirects and a stalled peer get 10 s more.
+    let resp = tokio::time::timeout(Duration::from_secs(13), call)
+        .await
+        .map_err(|_| ClientError::InvalidArgument(format!("produce {id}: no answer in 13 s")))??;
     Ok(resp.base_offset)
 }
 
@@ -503,5 +508,321 @@ async fn acknowledged_quorum_writes_survive_leader_kills_and_restarts() {
                 "consumer saw another record at {o}"
             );
         }
+    }
+}
+
+fn stale_request(i: u64, acks: v1::AckPolicy) -> v1::ProduceRequest {
+    v1::ProduceRequest {
+        log: LOG.into(),
+        partition: 0,
+        payload: Some(v1::produce_request::Payload::Records(v1::RecordList {
+            records: vec![v1::NewRecord {
+                value: Some(Bytes::from(format!("stale-{i}"))),
+                ..Default::default()
+            }],
+        })),
+        acks: acks as i32,
+        timeout_ms: 2000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_old_leader_cannot_append_under_its_stale_epoch() {
+    let mut cluster = TestCluster::start::<&str, &str>(3, &[]);
+    create_log(&cluster, log_config(3, 2)).await;
+    let info = wait_for(&cluster, 1, "a full ISR", Duration::from_secs(20), |i| {
+        leader_of(i).is_some() && i.partitions[0].isr.len() == 3
+    })
+    .await;
+    let old = leader_of(&info).expect("leader");
+    let old_epoch = info.partitions[0].epoch.0;
+    let other = (1..=3).find(|n| *n != old).expect("another node");
+    let client = Client::connect(cluster.url(other)).await.expect("connect");
+    for id in 0..20 {
+        produce_one(&client, id, v1::AckPolicy::Quorum)
+            .await
+            .expect("produce before the pause");
+    }
+
+    cluster.node(old).pause();
+    let (new, epoch) = wait_for_new_leader(&cluster, other, Some(old)).await;
+    assert!(epoch > old_epoch);
+    // The client's route still points at the paused node: its first attempt times out and
+    // the route is dropped. Attempts use fresh ids (a timed-out one may still be applied).
+    let mut acked = 0;
+    let mut id = 20;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "no progress on the new leader {new}"
+        );
+        id += 1;
+        if produce_one(&client, id, v1::AckPolicy::Quorum)
+            .await
+            .is_ok()
+        {
+            acked += 1;
+        }
+    }
+
+    // Wake the old leader and write to it at once, with no redirect following: it must not
+    // take a single write, even with acks=leader.
+    cluster.node(old).resume();
+    let mut raw = v1::producer_client::ProducerClient::connect(cluster.url(old))
+        .await
+        .expect("connect to the woken node");
+    for i in 0..20 {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            raw.produce(stale_request(i, v1::AckPolicy::Leader)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no answer from the woken node\n{}", cluster.logs()));
+        match answer {
+            Ok(r) => panic!(
+                "the stale leader acknowledged a write at {}\n{}",
+                r.into_inner().base_offset,
+                cluster.logs()
+            ),
+            Err(status) => {
+                let reason = pyralog_proto::status::reason_of(&status).map(|(r, _)| r);
+                assert_eq!(reason, Some(Reason::NotLeader), "{status:?}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // It rejoins as a follower of the new epoch and holds exactly the new leader's log.
+    let info = wait_for(
+        &cluster,
+        new,
+        "the old leader back in the ISR",
+        Duration::from_secs(30),
+        |i| i.partitions[0].isr.len() == 3 && i.partitions[0].high_watermark.0 >= 40,
+    )
+    .await;
+    let hw = info.partitions[0].high_watermark.0;
+    wait_for(
+        &cluster,
+        old,
+        "the old leader caught up",
+        Duration::from_secs(20),
+        |i| i.partitions[0].role == "follower" && i.partitions[0].high_watermark.0 >= hw,
+    )
+    .await;
+    let (leader_raw, records) = read_replica(&cluster, new, hw).await;
+    let (old_raw, _) = read_replica(&cluster, old, hw).await;
+    assert!(
+        old_raw == leader_raw,
+        "the old leader's log differs below the HW"
+    );
+    assert!(
+        records.iter().all(|(_, v)| !v.starts_with(b"stale-")),
+        "a stale write reached the log"
+    );
+    assert_eq!(records.len() as u64, hw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_two_of_three_down_quorum_writes_fail_fast_and_leader_writes_go_on() {
+    let mut cluster = TestCluster::start::<&str, &str>(3, &[]);
+    create_log(&cluster, log_config(3, 2)).await;
+    let info = wait_for(&cluster, 1, "a full ISR", Duration::from_secs(20), |i| {
+        leader_of(i).is_some() && i.partitions[0].isr.len() == 3
+    })
+    .await;
+    let leader = leader_of(&info).expect("leader");
+    let client = Client::connect(cluster.url(leader)).await.expect("connect");
+    let mut acked = BTreeMap::new();
+    for id in 0..20 {
+        let o = produce_one(&client, id, v1::AckPolicy::Quorum)
+            .await
+            .expect("produce with all three up");
+        acked.insert(id, o);
+    }
+    let followers: Vec<u64> = (1..=3).filter(|n| *n != leader).collect();
+    for f in &followers {
+        cluster.node(*f).kill9();
+    }
+    // Past replica_lag_max (3 s here) the leader counts them as gone.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let t = Instant::now();
+    let err = produce_one(&client, 1000, v1::AckPolicy::Quorum)
+        .await
+        .expect_err("a quorum write with one live replica");
+    let took = t.elapsed();
+    assert_eq!(err.reason(), Some(Reason::NotEnoughReplicas), "{err}");
+    assert!(err.is_retriable());
+    assert!(
+        took < Duration::from_secs(1),
+        "fails fast, not by timeout: {took:?}"
+    );
+    println!("FIGURES quorum produce with 1 of 3 replicas up failed in {took:?}");
+    for id in 2000..2020 {
+        let o = produce_one(&client, id, v1::AckPolicy::Leader)
+            .await
+            .unwrap_or_else(|e| panic!("acks=leader with the followers down: {e}"));
+        acked.insert(id, o);
+    }
+
+    for f in &followers {
+        cluster.node(*f).restart();
+    }
+    let info = wait_for(
+        &cluster,
+        leader,
+        "all three back in sync",
+        Duration::from_secs(40),
+        |i| i.partitions[0].isr.len() == 3 && i.partitions[0].high_watermark.0 >= 40,
+    )
+    .await;
+    let hw = info.partitions[0].high_watermark.0;
+    let (leader_raw, records) = read_replica(&cluster, leader, hw).await;
+    for f in &followers {
+        wait_for(&cluster, *f, "caught up", Duration::from_secs(20), |i| {
+            i.partitions[0].high_watermark.0 >= hw
+        })
+        .await;
+        let (raw, _) = read_replica(&cluster, *f, hw).await;
+        assert!(raw == leader_raw, "node {f} differs below the HW");
+    }
+    let where_is: HashMap<Bytes, u64> = records.iter().map(|(o, v)| (v.clone(), *o)).collect();
+    for (id, offset) in &acked {
+        assert_eq!(
+            where_is.get(&Bytes::from(format!("record-{id}"))),
+            Some(offset),
+            "acknowledged record {id} lost"
+        );
+    }
+}
+
+async fn controller_leader(cluster: &TestCluster, ask: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(c) = Client::connect(cluster.url(ask)).await {
+            if let Ok(d) = c.describe_cluster().await {
+                if d.controller_leader != 0 {
+                    return d.controller_leader;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no controller leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn log_names(cluster: &TestCluster, id: u64) -> Vec<String> {
+    let c = Client::connect(cluster.url(id)).await.expect("connect");
+    c.list_logs()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|l| l.name)
+        .collect()
+}
+
+async fn wait_all_registered(cluster: &TestCluster) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = async {
+            let c = Client::connect(cluster.url(1)).await?;
+            c.describe_cluster().await
+        };
+        if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(2), d).await {
+            if d.nodes.iter().filter(|n| !n.fenced).count() == cluster.nodes.len() {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes did not register\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_controller_leader_during_creation_creates_a_log_once_or_not_at_all() {
+    let mut cluster = TestCluster::start::<&str, &str>(3, &[]);
+    let mut names = Vec::new();
+    // The kill lands at different points of the creation: before, during, after the commit.
+    for (round, delay_us) in [0u64, 400, 1500].into_iter().enumerate() {
+        wait_all_registered(&cluster).await;
+        let raft_leader = controller_leader(&cluster, 1).await;
+        let via = (1..=3)
+            .find(|n| *n != raft_leader)
+            .expect("a follower voter");
+        let client = Client::connect(cluster.url(via)).await.expect("connect");
+        let name = format!("created-{round}");
+        // Forwarded to the Raft leader, which a thread kills (SIGKILL) `delay_us` after the
+        // request leaves: before, during or after the commit.
+        let pid = cluster.node(raft_leader).pid().expect("running");
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(delay_us));
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        });
+        let first = client.create_log(&name, log_config(2, 1)).await;
+        killer.join().expect("killer thread");
+        cluster.node(raft_leader).kill9();
+        // Retrying gives a consistent answer: created now, or already there.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let retried = loop {
+            match client.create_log(&name, log_config(2, 1)).await {
+                Ok(_) => break "created",
+                Err(e) if e.reason() == Some(Reason::LogAlreadyExists) => break "already existed",
+                Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => panic!("retry: {e}\n{}", cluster.logs()),
+            }
+        };
+        println!(
+            "round {round} (kill after {delay_us} µs): first attempt {:?}, retry {retried}",
+            first.as_ref().map(|_| "created").map_err(|e| e.to_string())
+        );
+        if first.is_ok() {
+            assert_eq!(
+                retried, "already existed",
+                "a success is never followed by a second creation"
+            );
+        }
+        names.push(name);
+        for n in (1..=3).filter(|n| *n != raft_leader) {
+            assert_eq!(
+                log_names(&cluster, n).await,
+                names,
+                "node {n}: each log exactly once"
+            );
+        }
+        cluster.node(raft_leader).restart();
+    }
+
+    // Metadata survives a clean restart of all three nodes.
+    wait_all_registered(&cluster).await;
+    for n in 1..=3 {
+        assert_eq!(
+            log_names(&cluster, n).await,
+            names,
+            "node {n} before the restart"
+        );
+    }
+    for n in 1..=3 {
+        assert_eq!(cluster.node(n).stop(), Some(0), "clean stop of node {n}");
+    }
+    for n in 1..=3 {
+        cluster.node(n).restart();
+    }
+    wait_all_registered(&cluster).await;
+    for n in 1..=3 {
+        assert_eq!(
+            log_names(&cluster, n).await,
+            names,
+            "node {n} after the restart"
+        );
     }
 }

@@ -30,6 +30,7 @@ fn created(s: &mut ClusterState, name: &str, partitions: u32, rf: u16) -> LogMet
     match s.apply(&Command::CreateLog {
         log: log(name),
         config: config(partitions, rf),
+        request: 0,
     }) {
         CommandResult::LogCreated(meta) => *meta,
         other => panic!("create failed: {other:?}"),
@@ -61,7 +62,8 @@ fn a_log_is_created_once_and_needs_enough_live_nodes() {
     assert_eq!(
         s.apply(&Command::CreateLog {
             log: log("a"),
-            config: config(1, 3)
+            config: config(1, 3),
+            request: 0
         }),
         CommandResult::Rejected(Rejection::NotEnoughNodes {
             needed: 3,
@@ -73,7 +75,8 @@ fn a_log_is_created_once_and_needs_enough_live_nodes() {
     assert_eq!(
         s.apply(&Command::CreateLog {
             log: log("a"),
-            config: config(1, 1)
+            config: config(1, 1),
+            request: 0
         }),
         CommandResult::Rejected(Rejection::LogAlreadyExists(log("a")))
     );
@@ -153,6 +156,32 @@ fn the_last_isr_member_stays_in_the_isr_and_leads_again_when_it_returns() {
 }
 
 #[test]
+fn a_retried_creation_gets_the_same_answer_and_another_request_does_not() {
+    let mut s = cluster(3);
+    let create = |request| Command::CreateLog {
+        log: log("a"),
+        config: config(2, 3),
+        request,
+    };
+    let first = s.apply(&create(7));
+    assert!(matches!(first, CommandResult::LogCreated(_)));
+    assert_eq!(
+        s.apply(&create(7)),
+        first,
+        "the same request: the same answer"
+    );
+    assert_eq!(
+        s.apply(&create(8)),
+        CommandResult::Rejected(Rejection::LogAlreadyExists(log("a")))
+    );
+    assert_eq!(
+        s.apply(&create(0)),
+        CommandResult::Rejected(Rejection::LogAlreadyExists(log("a"))),
+        "no request id, no retry detection"
+    );
+}
+
+#[test]
 fn unclean_election_is_only_taken_when_the_log_allows_it() {
     let mut s = cluster(2);
     let mut cfg = config(1, 2);
@@ -160,6 +189,7 @@ fn unclean_election_is_only_taken_when_the_log_allows_it() {
     s.apply(&Command::CreateLog {
         log: log("u"),
         config: cfg,
+        request: 0,
     });
     let r = s.partition(&log("u"), 0).expect("p").replicas.clone();
     s.apply(&Command::AlterIsr {
@@ -232,6 +262,7 @@ fn any_command() -> impl Strategy<Value = Command> {
             Command::CreateLog {
                 log: log(["a", "b", "c"][l]),
                 config,
+                request: 0,
             }
         }),
         (0..3usize).prop_map(|l| Command::DeleteLog {

@@ -120,6 +120,22 @@ impl Node {
         }
     }
 
+    /// The alive ticker behind pause detection (see `Cluster::check_leadership`).
+    pub(super) fn spawn_alive_ticker(self: &Arc<Self>, cluster: Arc<Cluster>) {
+        cluster.tick_alive();
+        self.spawn_ticker(
+            Duration::from_millis(100),
+            self.shutdown.clone(),
+            move || {
+                let cluster = cluster.clone();
+                async move {
+                    cluster.tick_alive();
+                    true
+                }
+            },
+        );
+    }
+
     /// Leaders propose dropping followers that lag past `replica_lag_max`.
     pub(super) fn spawn_replication_ticker(self: &Arc<Self>, cluster: Arc<Cluster>) {
         let node: Weak<Node> = Arc::downgrade(self);
@@ -286,9 +302,16 @@ impl Replication for ReplicationService {
         let mut inbound = request.into_inner();
         let node = self.node.clone();
         let (tx, rx) = mpsc::channel(1);
+        let stop = node.shutdown_token().clone();
         tokio::spawn(async move {
             // One request at a time: the follower sends its next position after appending.
-            while let Ok(Some(req)) = inbound.message().await {
+            // Shutdown ends the stream, so the server can drain.
+            loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    next = inbound.message() => next,
+                };
+                let Ok(Some(req)) = next else { break };
                 let answer = node
                     .replica_fetch(req)
                     .await

@@ -52,10 +52,25 @@ fn writes_that_wait_for_the_isr_fail_fast_below_min_in_sync_replicas() {
     let t0 = Instant::now();
     let l = leader(vec![1], 2, t0);
     assert_eq!(
-        l.check_in_sync(),
+        l.check_in_sync(t0),
         Err(ReplicationError::NotEnoughReplicas { isr: 1, min: 2 })
     );
-    assert_eq!(leader(vec![1, 3], 2, t0).check_in_sync(), Ok(()));
+    let mut l = leader(vec![1, 3], 2, t0);
+    assert_eq!(l.check_in_sync(t0), Ok(()));
+    // Follower 3 stops fetching while the leader appends: once it has lagged for
+    // replica_lag_max the write fails fast, before any controller decision.
+    l.on_append(LogOffset(150));
+    assert_eq!(l.check_in_sync(secs(t0, 9)), Ok(()));
+    assert_eq!(
+        l.check_in_sync(secs(t0, 11)),
+        Err(ReplicationError::NotEnoughReplicas { isr: 1, min: 2 })
+    );
+    // An idle log is not lag: a follower holding everything and still fetching is in sync.
+    l.on_fetch(3, LogOffset(150), secs(t0, 11)).expect("fetch");
+    l.on_fetch(3, LogOffset(150), secs(t0, 99)).expect("fetch");
+    assert_eq!(l.check_in_sync(secs(t0, 100)), Ok(()));
+    // A follower that stopped fetching is gone, even if it held everything.
+    assert!(l.check_in_sync(secs(t0, 110)).is_err());
 }
 
 #[test]
@@ -82,7 +97,7 @@ fn a_follower_that_lags_for_replica_lag_max_is_proposed_out_and_the_hw_moves_on(
         "one proposal at a time"
     );
     assert_eq!(l.isr_committed(vec![1, 2]), Some(LogOffset(200)));
-    assert_eq!(l.check_in_sync(), Ok(()));
+    assert_eq!(l.check_in_sync(secs(t0, 11)), Ok(()));
 }
 
 #[test]
