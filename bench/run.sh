@@ -5,15 +5,19 @@
 #   BENCH_SMOKE=1 bench/run.sh           smoke run: every workload, tiny sizes (seconds; CI)
 #   BENCH_S3=1 bench/run.sh              cold tier on the S3-compatible server of localstack/
 #   BENCH_PEER=tansu bench/run.sh        also the Tansu peer (bench/peer/tansu.sh)
+#   BENCH_CLUSTER=1 bench/run.sh         also RF=3 quorum vs RF=1 on a 3-node loopback cluster
+#                                        (bench/results/replication.{json,md}; on in smoke runs)
 #
 # Knobs (environment): BENCH_RECORDS (per W1 run), BENCH_RECORD_BYTES ("1024,100"),
 # BENCH_PARTITIONS ("1,8"), BENCH_LATENCY_SECONDS, BENCH_DRAIN_MB (W4 backlog),
-# BENCH_COLD_RECORDS (W5/W6), BENCH_W7_MB (W7's archived backlog), BENCH_PROFILE (release|debug).
+# BENCH_COLD_RECORDS (W5/W6), BENCH_W7_MB (W7's archived backlog), BENCH_PROFILE (release|debug),
+# BENCH_REPLICATION_RECORDS, BENCH_CLUSTER_PORT_BASE (default 17410).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${BENCH_SMOKE:-}" ]; then
   : "${BENCH_RECORDS:=20000}" "${BENCH_LATENCY_SECONDS:=2}" "${BENCH_DRAIN_MB:=8}"
   : "${BENCH_COLD_RECORDS:=20000}" "${BENCH_W7_MB:=16}" "${BENCH_PROFILE:=debug}" "${BENCH_QUIET:=1}"
+  : "${BENCH_CLUSTER:=1}" "${BENCH_REPLICATION_RECORDS:=5000}"
 fi
 profile=${BENCH_PROFILE:-release}
 if [ "$profile" = release ]; then cargo build --locked --release --bin pyralog; else cargo build --locked --bin pyralog; fi
@@ -22,6 +26,8 @@ work=$(mktemp -d)
 pid=
 cleanup() {
   [ -n "$pid" ] && { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+  [ -n "${BENCH_CLUSTER:-}" ] && PYRALOG_CLUSTER_STATE="$work/cluster" PYRALOG_BIN="$bin" \
+    PYRALOG_CLUSTER_PORT_BASE="${BENCH_CLUSTER_PORT_BASE:-17410}" localstack/cluster.sh stop 2>/dev/null || true
   [ -n "${BENCH_S3:-}" ] && localstack/s3-server.sh stop >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -59,3 +65,16 @@ mkdir -p bench/results
   --cold-records "${BENCH_COLD_RECORDS:-2000000}" --w7-mb "${BENCH_W7_MB:-256}" \
   "${peer_args[@]}" \
   --json bench/results/report.json --markdown bench/results/report.md ${BENCH_QUIET:+--quiet}
+
+if [ -n "${BENCH_CLUSTER:-}" ]; then
+  # The single node is done; the cluster gets the machine to itself.
+  kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=
+  base=${BENCH_CLUSTER_PORT_BASE:-17410}
+  rb=${BENCH_RECORD_BYTES:-1024}; rb=${rb%%,*}
+  PYRALOG_CLUSTER_STATE="$work/cluster" PYRALOG_BIN="$bin" PYRALOG_CLUSTER_NO_S3=1 \
+    PYRALOG_CLUSTER_PORT_BASE="$base" localstack/cluster.sh start
+  "$bin" --server "http://127.0.0.1:$base" bench replication \
+    --records "${BENCH_REPLICATION_RECORDS:-500000}" --record-bytes "$rb" \
+    --latency-seconds "${BENCH_LATENCY_SECONDS:-20}" \
+    --json bench/results/replication.json --markdown bench/results/replication.md ${BENCH_QUIET:+--quiet}
+fi

@@ -115,7 +115,7 @@ pub struct PeerComparison {
     pub cpu_per_gb_ratio: Option<f64>,
 }
 
-fn git_revision() -> String {
+pub(crate) fn git_revision() -> String {
     std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()
@@ -172,6 +172,8 @@ pub async fn run_suite(client: &Client, opts: &SuiteOptions) -> Result<Report, B
                     acks: AckPolicy::Leader,
                     fsync: fsync.into(),
                     compression: Compression::None,
+                    replication_factor: 1,
+                    min_in_sync_replicas: 1,
                 };
                 workload::create_log(client, &spec).await?;
                 let before = opts.server_pid.and_then(process::stats);

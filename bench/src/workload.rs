@@ -28,6 +28,9 @@ pub struct ProduceSpec {
     /// `"every_batch"`, `"never"` or an interval, for the log created by the run.
     pub fsync: String,
     pub compression: Compression,
+    /// Replicas per partition and the write quorum (1 and 1 on a single node).
+    pub replication_factor: u32,
+    pub min_in_sync_replicas: u32,
 }
 
 /// Latency percentiles in microseconds.
@@ -98,6 +101,8 @@ pub async fn create_log(client: &Client, spec: &ProduceSpec) -> Result<(), Bench
             &spec.log,
             v1::LogConfig {
                 partition_count: Some(spec.partitions),
+                replication_factor: Some(spec.replication_factor),
+                min_in_sync_replicas: Some(spec.min_in_sync_replicas),
                 fsync: Some(spec.fsync.clone()),
                 retention: Some(v1::Retention::default()),
                 ..Default::default()
@@ -360,6 +365,8 @@ pub async fn archive_backlog(
         acks: AckPolicy::Leader,
         fsync: "1s".into(),
         compression: Compression::None,
+        replication_factor: 1,
+        min_in_sync_replicas: 1,
     };
     let _ = client.delete_log(log).await;
     client

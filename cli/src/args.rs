@@ -49,11 +49,25 @@ pub(crate) enum Command {
     Offsets(OffsetsArgs),
     /// Run or inspect a log's compaction.
     Compaction(CompactionArgs),
+    /// Inspect the cluster: nodes, liveness, the controller's leader.
+    Cluster(ClusterArgs),
     /// Run the standalone compactor on a bucket: compaction, retention and orphan GC of the
     /// archive, without a node.
     Compactor(CompactorArgs),
     /// Load generator and same-run baselines (see bench/README.md).
     Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ClusterArgs {
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Nodes, their addresses and liveness, and the controller's leader.
+    Describe,
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +88,29 @@ pub(crate) enum BenchWorkload {
     /// Tiering and cold catch-up reads against an object store, next to raw GETs of the same
     /// objects (the store's credentials come from the standard environment, e.g. AWS_*).
     Cold(ColdBenchArgs),
+    /// RF=3 acks=quorum against RF=1 acks=leader on a running cluster of 3+ nodes: peak
+    /// throughput and open-loop latency of both in the same run.
+    Replication(ReplicationBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplicationBenchArgs {
+    #[arg(long, default_value_t = 500_000)]
+    pub records: u64,
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// Length of each open-loop latency run.
+    #[arg(long, default_value_t = 10)]
+    pub latency_seconds: u64,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

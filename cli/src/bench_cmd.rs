@@ -54,6 +54,36 @@ pub(crate) async fn bench(server: &str, args: BenchArgs) -> CliResult {
                 std::fs::write(&p, json)?;
             }
         }
+        BenchWorkload::Replication(a) => {
+            if a.records == 0 || a.record_bytes == 0 || a.partitions == 0 {
+                return Err(CliError::usage(
+                    "--records, --record-bytes and --partitions must be positive",
+                ));
+            }
+            let client = pyralog_client::Client::connect(server)
+                .await
+                .map_err(|e| CliError::runtime(e.to_string()))?;
+            let opts = pyralog_bench::replication::ReplicationOptions {
+                records: a.records,
+                record_bytes: a.record_bytes,
+                partitions: a.partitions,
+                latency_seconds: a.latency_seconds,
+                progress: !a.quiet,
+            };
+            let report = pyralog_bench::replication::run(&client, &opts)
+                .await
+                .map_err(|e| CliError::runtime(e.to_string()))?;
+            let md = report.markdown();
+            println!("{md}");
+            if let Some(path) = &a.markdown {
+                std::fs::write(path, &md)?;
+            }
+            if let Some(path) = &a.json {
+                let json = serde_json::to_string_pretty(&report)
+                    .map_err(|e| CliError::runtime(e.to_string()))?;
+                std::fs::write(path, json)?;
+            }
+        }
         BenchWorkload::Suite(a) => {
             if a.partitions.is_empty() || a.partitions.contains(&0) {
                 return Err(CliError::usage("--partitions needs positive counts"));

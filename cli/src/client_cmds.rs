@@ -13,8 +13,8 @@ use pyralog_proto::v1;
 use tokio::sync::mpsc;
 
 use crate::args::{
-    Acks, CompactionArgs, CompactionCommand, ConsumeArgs, CreateArgs, LogsArgs, LogsCommand,
-    OffsetsArgs, OutputFormat, ProduceArgs,
+    Acks, ClusterArgs, ClusterCommand, CompactionArgs, CompactionCommand, ConsumeArgs, CreateArgs,
+    LogsArgs, LogsCommand, OffsetsArgs, OutputFormat, ProduceArgs,
 };
 use crate::error::{CliError, CliResult};
 
@@ -193,6 +193,40 @@ fn time_series_arg(c: &CreateArgs) -> Result<Option<v1::TimeSeriesSpec>, CliErro
 }
 
 /// `pyralog compaction run|status LOG`.
+pub(crate) async fn cluster(server: &str, args: ClusterArgs) -> CliResult {
+    let client = connect(server).await?;
+    match args.command {
+        ClusterCommand::Describe => {
+            let d = client.describe_cluster().await?;
+            if !d.clustered {
+                println!("standalone node {} (no controller)", d.answered_by);
+            }
+            let leader = match d.controller_leader {
+                0 => "unknown".to_owned(),
+                id => id.to_string(),
+            };
+            println!(
+                "controller leader: {leader} (as node {} sees it)",
+                d.answered_by
+            );
+            println!(
+                "{:>6}  {:<22} {:<6} {:<8}",
+                "node", "address", "voter", "state"
+            );
+            for n in &d.nodes {
+                println!(
+                    "{:>6}  {:<22} {:<6} {:<8}",
+                    n.node_id,
+                    n.address,
+                    if n.voter { "yes" } else { "no" },
+                    if n.fenced { "fenced" } else { "live" }
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 pub(crate) async fn compaction(server: &str, args: CompactionArgs) -> CliResult {
     let client = connect(server).await?;
     match args.command {
@@ -271,18 +305,38 @@ fn print_description(info: &LogInfo) -> CliResult {
     let config = toml::to_string(&info.config).map_err(|e| CliError::runtime(e.to_string()))?;
     println!("[config]\n{config}");
     println!(
-        "{:>9} {:>20} {:>20} {:>6} {:>14} {:>8}",
-        "PARTITION", "START", "HIGH_WATERMARK", "EPOCH", "LOCAL_BYTES", "SEGMENTS"
+        "{:>9} {:>20} {:>20} {:>6} {:>14} {:>8} {:>6} {:<10} {:<10}",
+        "PARTITION",
+        "START",
+        "HIGH_WATERMARK",
+        "EPOCH",
+        "LOCAL_BYTES",
+        "SEGMENTS",
+        "LEADER",
+        "REPLICAS",
+        "ISR"
     );
+    let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     for p in &info.partitions {
         println!(
-            "{:>9} {:>20} {:>20} {:>6} {:>14} {:>8}",
+            "{:>9} {:>20} {:>20} {:>6} {:>14} {:>8} {:>6} {:<10} {:<10}",
             p.partition,
             p.start_offset.0,
             p.high_watermark.0,
             p.epoch.0,
             p.local_bytes,
-            p.local_segments
+            p.local_segments,
+            p.leader
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |(id, _)| id.to_string()),
+            ids(&p.replicas),
+            ids(&p.isr)
+        );
+    }
+    if let Some(p) = info.partitions.first() {
+        println!(
+            "(offsets and sizes as node {} sees them; it is a {} here)",
+            p.answered_by, p.role
         );
     }
     Ok(())

@@ -35,6 +35,7 @@ fn main() -> std::process::ExitCode {
             Command::Consume(a) => client_cmds::consume(&cli.server, a).await,
             Command::Offsets(a) => client_cmds::offsets(&cli.server, a).await,
             Command::Compaction(a) => client_cmds::compaction(&cli.server, a).await,
+            Command::Cluster(a) => client_cmds::cluster(&cli.server, a).await,
             Command::Compactor(a) => compactor_cmd::run(a, cli.log_format).await,
             Command::Bench(a) => bench_cmd::bench(&cli.server, a).await,
         }

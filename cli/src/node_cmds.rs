@@ -65,7 +65,13 @@ pub(crate) fn load_config(
     fig = fig.merge(Env::prefixed("PYRALOG_").split("__").filter(|k| {
         // Keys keep the variable's case here (COLD_TIER__STORE__URL).
         let k = k.as_str().to_ascii_lowercase();
-        ENV_KEYS.iter().any(|known| k.starts_with(known))
+        // A known key, or a nested key under it: PYRALOG_CLUSTER__VOTERS is a node setting,
+        // PYRALOG_CLUSTER_STATE (a script's variable) is not.
+        ENV_KEYS.iter().any(|known| {
+            k.strip_prefix(known).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with("__") || rest.starts_with('.')
+            })
+        })
     }));
     if let Some(d) = &flags.data_dir {
         fig = fig.merge(Serialized::default("data_dir", d));
