@@ -6,7 +6,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use pyralog_gateway::metrics::serve_metrics;
 use pyralog_gateway::ObjectStoreConfig;
-use pyralog_gateway::{ColdTierSettings, Node, NodeComponents, NodeConfig};
+use pyralog_gateway::{ClusterSettings, ColdTierSettings, Node, NodeComponents, NodeConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -128,13 +128,25 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn run(config: NodeConfig, banner: &str) -> CliResult {
+async fn run(mut config: NodeConfig, banner: &str, one_voter: bool) -> CliResult {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::runtime(e.to_string()))?;
+    if one_voter && config.cluster.is_none() {
+        // `pyralog dev`: a one-voter controller at the address actually bound (port 0 picks
+        // one), the same code path as a cluster, with nothing to configure.
+        config.cluster = Some(ClusterSettings {
+            advertise: Some(addr.to_string()),
+            voters: format!("{}={addr}", config.node_id),
+            ..ClusterSettings::default()
+        });
+        config
+            .validate()
+            .map_err(|e| CliError::usage(e.to_string()))?;
+    }
     let metrics_listener = match config.metrics_listen {
         Some(a) => Some(
             tokio::net::TcpListener::bind(a)
@@ -179,11 +191,11 @@ async fn run(config: NodeConfig, banner: &str) -> CliResult {
 pub(crate) async fn serve(args: ServeArgs, format: LogFormat) -> CliResult {
     init_tracing(format);
     let config = load_config(args.config.as_deref(), &args.node, false)?;
-    run(config, "pyralog node").await
+    run(config, "pyralog node", false).await
 }
 
 pub(crate) async fn dev(args: DevArgs, format: LogFormat) -> CliResult {
     init_tracing(format);
     let config = load_config(None, &args.node, true)?;
-    run(config, "pyralog dev").await
+    run(config, "pyralog dev", true).await
 }

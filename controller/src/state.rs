@@ -92,6 +92,14 @@ pub enum Command {
     DeleteLog {
         log: LogId,
     },
+    /// Moves a partition's epoch past `above` (same leader): a replica found archived data
+    /// written in epochs up to `above` (a restored or replaced disk), and new appends must be
+    /// in a newer epoch than anything in the log. No-op if the epoch is already newer.
+    AdvanceEpoch {
+        log: LogId,
+        partition: PartitionId,
+        above: Epoch,
+    },
     /// The leader of `epoch` reports the partition's new ISR.
     AlterIsr {
         log: LogId,
@@ -146,6 +154,25 @@ impl ClusterState {
             Command::DeleteLog { log } => match self.logs.remove(log) {
                 Some(_) => CommandResult::Done,
                 None => CommandResult::Rejected(Rejection::LogNotFound(log.clone())),
+            },
+            Command::AdvanceEpoch {
+                log,
+                partition,
+                above,
+            } => match self
+                .logs
+                .get_mut(log)
+                .and_then(|l| l.partitions.get_mut(*partition as usize))
+            {
+                Some(p) if p.epoch <= *above => {
+                    p.epoch = Epoch(above.0 + 1);
+                    CommandResult::Done
+                }
+                Some(_) => CommandResult::Done,
+                None => CommandResult::Rejected(Rejection::PartitionNotFound {
+                    log: log.clone(),
+                    partition: *partition,
+                }),
             },
             Command::AlterIsr {
                 log,

@@ -172,6 +172,9 @@ pub struct Node {
     cold: Option<Arc<ColdTier>>,
     /// Cluster mode (controller, replication); `None` for a standalone node.
     cluster: Option<Arc<Cluster>>,
+    /// Completed reconciler passes (cluster mode): start-up waits for one, so a restarted
+    /// node serves its logs from the first request, as a standalone node does.
+    reconciled: tokio::sync::watch::Sender<u64>,
     _dir_lock: std::fs::File,
 }
 
@@ -222,6 +225,7 @@ impl Node {
             metrics: Metrics::new(),
             cold,
             cluster: cluster.clone(),
+            reconciled: tokio::sync::watch::Sender::new(0),
             _dir_lock: lock,
         });
         if let Some(cluster) = cluster {
@@ -229,7 +233,33 @@ impl Node {
             // them and gives every partition its role.
             node.spawn_reconciler(cluster.clone());
             node.spawn_alive_ticker(cluster.clone());
-            node.spawn_replication_ticker(cluster);
+            node.spawn_replication_ticker(cluster.clone());
+            if cluster.controller.config().voters.len() == 1 {
+                // A one-voter controller (`pyralog dev`) is up at once: serve only once this
+                // node is registered and the bucket's logs are back, as a standalone node would.
+                if !node
+                    .wait_registered(&cluster, Duration::from_secs(30))
+                    .await
+                {
+                    return Err(NodeError::Controller(
+                        "this node did not register with its own controller within 30 s".into(),
+                    ));
+                }
+                if node.restore_from_registry(&cluster).await {
+                    node.wait_reconciled(2, true).await;
+                } else {
+                    node.wait_reconciled(1, false).await;
+                }
+            } else {
+                node.wait_reconciled(1, false).await;
+                let weak = Arc::downgrade(&node);
+                node.tasks.spawn(async move {
+                    let Some(n) = weak.upgrade() else { return };
+                    if n.wait_registered(&cluster, Duration::from_secs(600)).await {
+                        n.restore_from_registry(&cluster).await;
+                    }
+                });
+            }
         } else {
             node.open_known_logs().await?;
         }
@@ -329,6 +359,7 @@ impl Node {
             if let Some((e, _)) = log.epochs().last() {
                 epoch = epoch.max(*e);
             }
+            let mut behind_archive = false;
             let cold = match &self.cold {
                 Some(tier) => {
                     let cold = tier.partition(&id, p).await?;
@@ -344,8 +375,10 @@ impl Node {
                                 source,
                             })?;
                         if self.cluster.is_none() {
-                            // Clustered, only the controller bumps epochs.
                             epoch = epoch.max(Epoch(cold.last_epoch() + 1));
+                        } else {
+                            // Clustered, only the controller bumps epochs.
+                            behind_archive = true;
                         }
                     }
                     Some(cold)
@@ -362,13 +395,11 @@ impl Node {
             } else {
                 epoch
             };
-            partitions.push(Arc::new(Partition::new(
-                log,
-                meta.config.fsync,
-                epoch,
-                role,
-                cold,
-            )));
+            let partition = Partition::new(log, meta.config.fsync, epoch, role, cold);
+            partition
+                .behind_archive
+                .store(behind_archive, std::sync::atomic::Ordering::Release);
+            partitions.push(Arc::new(partition));
         }
         let open = Arc::new(OpenLog {
             id,
@@ -599,10 +630,14 @@ impl Node {
         let log = self.log(name)?;
         self.metadata.delete_log(&log.id).await?;
         if self.cluster.is_some() {
-            // Every replica's reconciler removes its own copy.
-            return self.wait_for_local(&log.id, false).await;
+            // Every replica's reconciler removes its own copy; the archive goes once, here.
+            self.wait_for_local(&log.id, false).await?;
+            if let Some(cold) = &self.cold {
+                cold.forget(&log.id, log.config.partition_count).await;
+            }
+            return Ok(());
         }
-        self.remove_local(&log).await
+        self.remove_local(&log, true).await
     }
 
     /// Waits (bounded) until the log is open here (`present`) or gone, as the reconciler
@@ -620,8 +655,12 @@ impl Node {
         Ok(())
     }
 
-    /// Closes and removes this node's copy of a log.
-    async fn remove_local(&self, log: &Arc<OpenLog>) -> Result<(), GatewayError> {
+    /// Closes and removes this node's copy of a log, and with `forget_archive` its archive.
+    async fn remove_local(
+        &self,
+        log: &Arc<OpenLog>,
+        forget_archive: bool,
+    ) -> Result<(), GatewayError> {
         self.logs.write().remove(&log.id);
         for p in &log.partitions {
             p.set_role(p.epoch(), Role::Elsewhere { leader: None });
@@ -638,7 +677,7 @@ impl Node {
         .await
         .map_err(|e| GatewayError::Internal(e.to_string()))?
         .map_err(|e| GatewayError::Storage(format!("removing {}: {e}", log.dir.display())))?;
-        if let Some(cold) = &self.cold {
+        if let (true, Some(cold)) = (forget_archive, &self.cold) {
             cold.forget(&log.id, log.config.partition_count).await;
         }
         info!(log = %log.id, "deleted log");

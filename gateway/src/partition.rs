@@ -71,6 +71,10 @@ pub(crate) struct Partition {
     role_changes: watch::Sender<u64>,
     hw: watch::Sender<LogOffset>,
     cold: Option<Arc<ColdPartition>>,
+    /// Clustered: the local log was moved up to the archive's end at open (a replaced or
+    /// wiped disk). As leader, it first asks the controller for an epoch newer than the
+    /// archive's (see the reconciler).
+    pub(crate) behind_archive: std::sync::atomic::AtomicBool,
     /// Held for a whole compaction pass (one pass per partition at a time); its content is
     /// what `compaction status` reports.
     pub(crate) compaction: tokio::sync::Mutex<CompactionState>,
@@ -121,6 +125,7 @@ impl Partition {
             role_changes: watch::Sender::new(0),
             hw: watch::Sender::new(hw),
             cold: cold.map(Arc::new),
+            behind_archive: std::sync::atomic::AtomicBool::new(false),
             compaction: tokio::sync::Mutex::new(CompactionState::default()),
         }
     }

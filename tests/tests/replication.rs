@@ -712,14 +712,24 @@ async fn controller_leader(cluster: &TestCluster, ask: u64) -> u64 {
     }
 }
 
-async fn log_names(cluster: &TestCluster, id: u64) -> Vec<String> {
-    let c = Client::connect(cluster.url(id)).await.expect("connect");
-    c.list_logs()
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|l| l.name)
-        .collect()
+/// The logs node `id` serves, once they are `expected` (a node that just restarted or lags
+/// catches up within seconds); panics with what it serves otherwise.
+async fn assert_logs(cluster: &TestCluster, id: u64, expected: &[String], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let names: Result<Vec<String>, ClientError> = async {
+            let c = Client::connect(cluster.url(id)).await?;
+            Ok(c.list_logs().await?.into_iter().map(|l| l.name).collect())
+        }
+        .await;
+        match names {
+            Ok(n) if n == expected => return,
+            other if Instant::now() > deadline => {
+                panic!("node {id} {what}: {other:?}, expected {expected:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 async fn wait_all_registered(cluster: &TestCluster) {
@@ -793,11 +803,7 @@ async fn killing_the_controller_leader_during_creation_creates_a_log_once_or_not
         }
         names.push(name);
         for n in (1..=3).filter(|n| *n != raft_leader) {
-            assert_eq!(
-                log_names(&cluster, n).await,
-                names,
-                "node {n}: each log exactly once"
-            );
+            assert_logs(&cluster, n, &names, "holds each log exactly once").await;
         }
         cluster.node(raft_leader).restart();
     }
@@ -805,11 +811,7 @@ async fn killing_the_controller_leader_during_creation_creates_a_log_once_or_not
     // Metadata survives a clean restart of all three nodes.
     wait_all_registered(&cluster).await;
     for n in 1..=3 {
-        assert_eq!(
-            log_names(&cluster, n).await,
-            names,
-            "node {n} before the restart"
-        );
+        assert_logs(&cluster, n, &names, "before the restart").await;
     }
     for n in 1..=3 {
         assert_eq!(cluster.node(n).stop(), Some(0), "clean stop of node {n}");
@@ -819,10 +821,6 @@ async fn killing_the_controller_leader_during_creation_creates_a_log_once_or_not
     }
     wait_all_registered(&cluster).await;
     for n in 1..=3 {
-        assert_eq!(
-            log_names(&cluster, n).await,
-            names,
-            "node {n} after the restart"
-        );
+        assert_logs(&cluster, n, &names, "after the restart").await;
     }
 }

@@ -182,6 +182,22 @@ fn a_retried_creation_gets_the_same_answer_and_another_request_does_not() {
 }
 
 #[test]
+fn advancing_the_epoch_past_archived_data_keeps_the_leader_and_never_goes_back() {
+    let mut s = cluster(1);
+    created(&mut s, "a", 1, 1);
+    let advance = |above| Command::AdvanceEpoch {
+        log: log("a"),
+        partition: 0,
+        above: Epoch(above),
+    };
+    s.apply(&advance(4));
+    let p = s.partition(&log("a"), 0).expect("p").clone();
+    assert_eq!((p.epoch, p.leader), (Epoch(5), Some(1)));
+    s.apply(&advance(2));
+    assert_eq!(s.partition(&log("a"), 0).expect("p").epoch, Epoch(5));
+}
+
+#[test]
 fn unclean_election_is_only_taken_when_the_log_allows_it() {
     let mut s = cluster(2);
     let mut cfg = config(1, 2);
@@ -264,6 +280,11 @@ fn any_command() -> impl Strategy<Value = Command> {
                 config,
                 request: 0,
             }
+        }),
+        (0..3usize, 0..3u32, 0..8u64).prop_map(|(l, partition, above)| Command::AdvanceEpoch {
+            log: log(["a", "b", "c"][l]),
+            partition,
+            above: Epoch(above),
         }),
         (0..3usize).prop_map(|l| Command::DeleteLog {
             log: log(["a", "b", "c"][l])

@@ -3,6 +3,7 @@
 //! live in `pyralog_hot_tier::replication` and `crate::cluster`.
 
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,7 @@ impl Node {
                         _ = cancel.cancelled() => break,
                         _ = node.reconcile(&cluster, &state) => {}
                     }
+                    node.reconciled.send_modify(|n| *n += 1);
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => break,
@@ -61,7 +63,7 @@ impl Node {
                 Some(o) if o.incarnation == meta.incarnation => o,
                 other => {
                     if let Some(old) = other {
-                        if let Err(e) = self.remove_local(&old).await {
+                        if let Err(e) = self.remove_local(&old, false).await {
                             warn!(log = %id, error = %e, "cannot remove an old incarnation");
                             continue;
                         }
@@ -91,6 +93,24 @@ impl Node {
                 let Some(p) = open.partitions.get(i) else {
                     continue;
                 };
+                // New appends must be in a newer epoch than anything archived (a replaced or
+                // restored disk continues after the archive): only the controller bumps it.
+                let archived = p.cold().map_or(0, |c| c.last_epoch());
+                let behind = p.behind_archive.load(Ordering::Acquire);
+                if behind && archived < pm.epoch.0 {
+                    p.behind_archive.store(false, Ordering::Release);
+                }
+                if behind && pm.leader == Some(cluster.me) && archived >= pm.epoch.0 {
+                    let cmd = pyralog_controller::Command::AdvanceEpoch {
+                        log: id.clone(),
+                        partition: i as u32,
+                        above: Epoch(archived),
+                    };
+                    if let Err(e) = cluster.controller.write(cmd).await {
+                        warn!(log = %id, partition = i, error = %e, "cannot advance the epoch past the archive");
+                    }
+                    continue;
+                }
                 let task = reconcile_partition(
                     cluster,
                     state,
@@ -114,7 +134,7 @@ impl Node {
             .cloned()
             .collect();
         for log in gone {
-            if let Err(e) = self.remove_local(&log).await {
+            if let Err(e) = self.remove_local(&log, false).await {
                 warn!(log = %log.id, error = %e, "cannot remove a deleted log");
             }
         }
@@ -134,6 +154,66 @@ impl Node {
                 }
             },
         );
+    }
+
+    /// Waits (at most 30 s) until the reconciler has completed a pass over the state as it
+    /// is now: `passes` more if a change may be mid-pass, or until `passes` in total.
+    pub(super) async fn wait_reconciled(&self, passes: u64, relative: bool) {
+        let mut rx = self.reconciled.subscribe();
+        let target = if relative {
+            *rx.borrow_and_update() + passes
+        } else {
+            passes
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|n| *n >= target)).await;
+    }
+
+    /// Waits until the controller lists this node as live (it registers itself on start).
+    pub(super) async fn wait_registered(&self, cluster: &Cluster, timeout: Duration) -> bool {
+        let mut states = cluster.controller.state();
+        let me = cluster.me;
+        let registered = tokio::time::timeout(timeout, async {
+            states.wait_for(|s| s.is_live(me)).await.is_ok()
+        })
+        .await;
+        matches!(registered, Ok(true))
+    }
+
+    /// Logs the bucket's registry knows but the controller does not (every disk of the
+    /// cluster was lost or replaced) are created again, so their archives serve again. Runs
+    /// once the controller's state is confirmed current, so a deleted log is not revived.
+    pub(super) async fn restore_from_registry(&self, cluster: &Cluster) -> bool {
+        let Some(cold) = &self.cold else {
+            return false;
+        };
+        if let Err(e) = cluster
+            .controller
+            .confirm_current(Duration::from_secs(10))
+            .await
+        {
+            warn!(error = %e, "cannot confirm the controller's state; not restoring logs from the bucket");
+            return false;
+        }
+        let registered = match cold.registered_logs().await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "cannot list the bucket's log registry");
+                return false;
+            }
+        };
+        let known = cluster.state();
+        let mut restored = false;
+        for (id, config) in registered {
+            if known.logs.contains_key(&id) {
+                continue;
+            }
+            tracing::info!(log = %id, "restoring log from the cold tier's registry");
+            match self.metadata.create_log(&id, &config).await {
+                Ok(_) => restored = true,
+                Err(e) => warn!(log = %id, error = %e, "cannot restore log from the bucket"),
+            }
+        }
+        restored
     }
 
     /// Leaders propose dropping followers that lag past `replica_lag_max`.
