@@ -119,6 +119,12 @@ impl Cluster {
         }
     }
 
+    /// Something suggests this node's state is behind (a follower named a newer epoch): the
+    /// next write re-confirms with the controller first.
+    pub(crate) fn suspect_stale(&self) {
+        self.suspect.store(true, Ordering::Release);
+    }
+
     /// Before a leader appends: is it still the leader of `epoch`? A node that was paused
     /// (its alive ticker fell behind) first confirms with the controller that its state is
     /// current, since a new leader may have been elected meanwhile and its own state not

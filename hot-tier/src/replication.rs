@@ -166,19 +166,27 @@ impl LeaderState {
         self.recompute_hw()
     }
 
-    /// `follower` fetched from `offset` at `now`: it holds everything below `offset`.
+    /// `follower` fetched from `offset` at `now`: it holds everything below `offset`. The
+    /// caller caps `offset` at the leader's log end. The follower may already hold a batch
+    /// whose [`LeaderState::on_append`] has not run yet (it was woken by the append itself),
+    /// so `offset` also moves the known end: capping the follower at a stale end would hold
+    /// the HW back until the follower's next fetch, a whole long-poll later.
     pub fn on_fetch(
         &mut self,
         follower: NodeId,
         offset: LogOffset,
         now: Instant,
     ) -> Result<Progress, ReplicationError> {
+        if !self.followers.contains_key(&follower) {
+            return Err(ReplicationError::NotAReplica(follower));
+        }
+        self.end = self.end.max(offset);
         let leader_end = self.end;
         let f = self
             .followers
             .get_mut(&follower)
             .ok_or(ReplicationError::NotAReplica(follower))?;
-        f.end = offset.min(leader_end);
+        f.end = offset;
         if offset >= leader_end {
             f.caught_up_at = now;
         } else if let Some((prev_end, at)) = f.prev_fetch {

@@ -271,18 +271,21 @@ impl Node {
         let p = self.partition(&req.log, req.partition)?;
         let asked = Epoch(req.leader_epoch);
         let from = LogOffset(req.fetch_offset);
+        // A follower never holds more than this log (a bogus offset must not move the HW).
+        let holds = from.min(p.log().end_offset());
         let (epoch, hw) = {
             let mut r = p.role();
             let epoch = r.epoch;
             if asked > epoch {
-                // The follower knows a newer epoch: this node was replaced and must not take
-                // writes until the reconciler catches up.
-                let e = r.not_leader();
-                r.role = Role::Elsewhere { leader: None };
-                r.epoch = asked;
-                drop(r);
-                p.set_role(asked, Role::Elsewhere { leader: None });
-                return Err(e);
+                // The follower knows a newer epoch than this node's state: it may have been
+                // replaced. The next write here re-confirms with the controller first (the
+                // follower's word alone does not demote it: a wrong epoch must not stall the
+                // partition).
+                cluster.suspect_stale();
+                return Err(GatewayError::NotLeader {
+                    leader: None,
+                    detail: format!("fetch for epoch {asked}; this node knows epoch {epoch}"),
+                });
             }
             let Role::Leader(state) = &mut r.role else {
                 return Err(r.not_leader());
@@ -294,7 +297,7 @@ impl Node {
                 });
             }
             let progress = state
-                .on_fetch(req.replica_id, from, Instant::now())
+                .on_fetch(req.replica_id, holds, Instant::now())
                 .map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
             if let Some(isr) = progress.propose_isr {
                 propose_isr(

@@ -48,6 +48,18 @@ fn the_high_watermark_is_the_lowest_end_in_the_isr_and_never_moves_back() {
 }
 
 #[test]
+fn a_follower_ahead_of_the_leaders_bookkeeping_counts_at_once() {
+    // The append woke the followers before the leader's on_append ran: their next fetch
+    // already reports the new end, and the HW must take it then, not a long-poll later.
+    let t0 = Instant::now();
+    let mut l = leader(vec![1, 2, 3], 2, t0);
+    l.on_fetch(2, LogOffset(130), t0).expect("fetch");
+    let p = l.on_fetch(3, LogOffset(130), t0).expect("fetch");
+    assert_eq!(p.high_watermark, Some(LogOffset(130)));
+    assert_eq!(l.on_append(LogOffset(130)), None, "already covered");
+}
+
+#[test]
 fn writes_that_wait_for_the_isr_fail_fast_below_min_in_sync_replicas() {
     let t0 = Instant::now();
     let l = leader(vec![1], 2, t0);
