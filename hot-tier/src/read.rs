@@ -42,6 +42,7 @@ pub(crate) fn read(
             // A segment starts at its base, unless compaction removed its first records.
             expect = (!gaps_allowed).then_some(s.base());
         }
+        let reading_first = is_first;
         let start = if is_first {
             s.locate(from)?.map_or(size, |(pos, _)| pos)
         } else {
@@ -116,6 +117,12 @@ pub(crate) fn read(
             }
         }
         if total == 0 && start >= size {
+            if reading_first && !gaps_allowed {
+                // A dense segment always holds the offsets of its range: nothing found means
+                // the segment went away under the read (retention; the caller reports
+                // out-of-range) or is damaged. Never skip ahead: that would be a gap.
+                return Err(s.corrupt(start, format!("offset {from} not found in its segment")));
+            }
             // Nothing at or after `from` here (a compacted segment's trailing gap): the next
             // read starts past this segment.
             next_offset = next_offset.max(s.end().min(limit));
