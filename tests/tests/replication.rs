@@ -374,10 +374,41 @@ impl Stop {
     }
 }
 
-/// The leader as a live node sees it, once one exists that is not `not`.
-async fn wait_for_new_leader(cluster: &TestCluster, ask: u64, not: Option<u64>) -> (u64, u64) {
+/// The newest view of the log among the running nodes (highest epoch): one node's view can
+/// lag another's for a moment.
+async fn newest_view(cluster: &TestCluster) -> LogInfo {
+    let mut best: Option<LogInfo> = None;
+    for id in 1..=cluster.nodes.len() as u64 {
+        if !cluster.nodes[(id - 1) as usize].is_running() {
+            continue;
+        }
+        let describe = async {
+            let c = Client::connect(cluster.url(id)).await?;
+            c.describe_log(LOG).await
+        };
+        if let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(2), describe).await {
+            if best
+                .as_ref()
+                .is_none_or(|b| info.partitions[0].epoch > b.partitions[0].epoch)
+            {
+                best = Some(info);
+            }
+        }
+    }
+    best.expect("no node describes the log")
+}
+
+/// The leader as node `ask` sees it, once that node knows an epoch newer than `after` led by
+/// someone other than `not` (nodes' views may lag one another, and leadership may already
+/// have moved once, e.g. a slow start that cost a node its lease).
+async fn wait_for_new_leader(
+    cluster: &TestCluster,
+    ask: u64,
+    not: Option<u64>,
+    after: u64,
+) -> (u64, u64) {
     let info = wait_for(cluster, ask, "a new leader", Duration::from_secs(30), |i| {
-        leader_of(i).is_some_and(|l| Some(l) != not)
+        leader_of(i).is_some_and(|l| Some(l) != not) && i.partitions[0].epoch.0 > after
     })
     .await;
     (
@@ -390,7 +421,7 @@ async fn wait_for_new_leader(cluster: &TestCluster, ask: u64, not: Option<u64>) 
 async fn acknowledged_quorum_writes_survive_leader_kills_and_restarts() {
     let mut cluster = TestCluster::start::<&str, &str>(3, &[]);
     create_log(&cluster, log_config(3, 2)).await;
-    let info = wait_for(&cluster, 1, "a full ISR", Duration::from_secs(20), |i| {
+    wait_for(&cluster, 1, "a full ISR", Duration::from_secs(20), |i| {
         leader_of(i).is_some() && i.partitions[0].isr.len() == 3
     })
     .await;
@@ -405,13 +436,15 @@ async fn acknowledged_quorum_writes_survive_leader_kills_and_restarts() {
     ));
     let consumer = tokio::spawn(run_consumer(seeds.clone(), stop.clone()));
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let info = newest_view(&cluster).await;
 
     // 1. kill -9 the leader; a new one takes over from the ISR.
     let first = leader_of(&info).expect("leader");
     let killed_at = Instant::now();
     cluster.node(first).kill9();
     let ask = if first == 1 { 2 } else { 1 };
-    let (second, epoch2) = wait_for_new_leader(&cluster, ask, Some(first)).await;
+    let (second, epoch2) =
+        wait_for_new_leader(&cluster, ask, Some(first), info.partitions[0].epoch.0).await;
     assert!(
         epoch2 > info.partitions[0].epoch.0,
         "a new leader means a new epoch"
@@ -432,7 +465,7 @@ async fn acknowledged_quorum_writes_survive_leader_kills_and_restarts() {
 
     // 3. kill the current leader too.
     cluster.node(second).kill9();
-    let (third, _) = wait_for_new_leader(&cluster, first, Some(second)).await;
+    let (third, _) = wait_for_new_leader(&cluster, first, Some(second), epoch2).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.set();
     let report = producer.await.expect("producer task");
@@ -543,10 +576,11 @@ fn stale_request(i: u64, acks: v1::AckPolicy) -> v1::ProduceRequest {
 async fn a_paused_old_leader_cannot_append_under_its_stale_epoch() {
     let mut cluster = TestCluster::start::<&str, &str>(3, &[]);
     create_log(&cluster, log_config(3, 2)).await;
-    let info = wait_for(&cluster, 1, "a full ISR", Duration::from_secs(20), |i| {
+    wait_for(&cluster, 1, "a full ISR", Duration::from_secs(20), |i| {
         leader_of(i).is_some() && i.partitions[0].isr.len() == 3
     })
     .await;
+    let info = newest_view(&cluster).await;
     let old = leader_of(&info).expect("leader");
     let old_epoch = info.partitions[0].epoch.0;
     let other = (1..=3).find(|n| *n != old).expect("another node");
@@ -558,7 +592,7 @@ async fn a_paused_old_leader_cannot_append_under_its_stale_epoch() {
     }
 
     cluster.node(old).pause();
-    let (new, epoch) = wait_for_new_leader(&cluster, other, Some(old)).await;
+    let (new, epoch) = wait_for_new_leader(&cluster, other, Some(old), old_epoch).await;
     assert!(epoch > old_epoch);
     // The client's route still points at the paused node: its first attempt times out and
     // the route is dropped. Attempts use fresh ids (a timed-out one may still be applied).
