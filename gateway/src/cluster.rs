@@ -41,9 +41,7 @@ use crate::error::GatewayError;
 use crate::metadata::{LogMeta, MetadataError, MetadataStore};
 use crate::node::NodeError;
 use crate::partition::{Partition, Role};
-
-/// Replication messages carry up to `replica_fetch_max_bytes` of batches.
-const MAX_REPLICA_MESSAGE: usize = 64 << 20;
+use crate::server::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
 
 /// This node's membership: who it is, the controller, and connections to peers.
 #[derive(Debug)]
@@ -186,8 +184,9 @@ impl Cluster {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
-            .initial_stream_window_size(16 << 20)
-            .initial_connection_window_size(64 << 20);
+            // The same windows the server grants: replication moves whole batches.
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
         let channel = endpoint.connect_lazy();
         self.peers
             .lock()
@@ -376,8 +375,8 @@ impl FollowerTask {
 
     fn rpc(&self) -> Result<ReplicationClient<Channel>, GatewayError> {
         Ok(ReplicationClient::new(self.cluster.channel(&self.address)?)
-            .max_decoding_message_size(MAX_REPLICA_MESSAGE)
-            .max_encoding_message_size(MAX_REPLICA_MESSAGE))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// Truncates to where this replica and the leader agree, then fetches until the role

@@ -261,6 +261,12 @@ impl NodeConfig {
                     self.node_id
                 )));
             }
+            let max = pyralog_types::config::limits::MAX_BATCH_BYTES;
+            if c.replica_fetch_max_bytes == 0 || c.replica_fetch_max_bytes > max {
+                return Err(NodeConfigError(format!(
+                    "cluster.replica_fetch_max_bytes must be 1..={max} (a gRPC message holds at most that)"
+                )));
+            }
             if c.election_timeout_min >= c.election_timeout_max
                 || c.raft_heartbeat >= c.election_timeout_min
                 || c.node_heartbeat >= c.node_lease

@@ -159,6 +159,16 @@ struct OpenLog {
     cancel: CancellationToken,
 }
 
+impl OpenLog {
+    /// Every partition stops leading or following here (follower tasks and replication
+    /// streams end, waiters for replication get `NOT_LEADER`).
+    fn give_up_roles(&self) {
+        for p in &self.partitions {
+            p.set_role(p.epoch(), Role::Elsewhere { leader: None });
+        }
+    }
+}
+
 /// One Pyralog node.
 #[derive(Debug)]
 pub struct Node {
@@ -662,9 +672,7 @@ impl Node {
         forget_archive: bool,
     ) -> Result<(), GatewayError> {
         self.logs.write().remove(&log.id);
-        for p in &log.partitions {
-            p.set_role(p.epoch(), Role::Elsewhere { leader: None });
-        }
+        log.give_up_roles();
         log.cancel.cancel();
         let dir = log.dir.clone();
         let parts: Vec<_> = log.partitions.iter().map(|p| p.log().clone()).collect();
@@ -947,9 +955,7 @@ impl Node {
     pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
         for log in self.logs.read().values() {
-            for p in &log.partitions {
-                p.set_role(p.epoch(), Role::Elsewhere { leader: None });
-            }
+            log.give_up_roles();
         }
     }
 

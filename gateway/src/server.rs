@@ -16,10 +16,10 @@ use crate::services::Services;
 use pyralog_proto::internal::replication_server::ReplicationServer;
 
 /// gRPC messages may carry the largest batch plus framing.
-const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES as usize + 1024 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES as usize + 1024 * 1024;
 /// HTTP/2 flow-control windows: room for several batches in flight per stream and connection.
-const STREAM_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
-const CONNECTION_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
+pub(crate) const STREAM_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[error("gRPC server: {0}")]

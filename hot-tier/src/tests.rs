@@ -1,6 +1,6 @@
 //! Specification of the partition log: what a caller can rely on, one test per promise.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -666,18 +666,25 @@ fn deleting_below_an_offset_takes_whole_closed_segments_only() {
     assert!(matches!(err, HotError::OffsetOutOfRange { .. }), "{err}");
 }
 
+/// A log of two closed segments, closed cleanly: the first segment's path, its bytes, and
+/// the size of its first batch (for tests that damage fields outside the batch CRC).
+fn closed_first_segment(dir: &Path, clock: &Arc<ManualClock>) -> (PathBuf, Vec<u8>, usize) {
+    let log = open(dir, options(1 << 20, 1 << 20), clock);
+    closed_segments(&log, 2);
+    log.close().expect("close");
+    drop(log);
+    let path = dir.join("00000000000000000000.log");
+    let bytes = std::fs::read(&path).expect("read");
+    let first = pyralog_types::batch::peek_size(&bytes).expect("size");
+    (path, bytes, first)
+}
+
 #[test]
 fn a_shifted_base_offset_is_corruption_unless_the_segment_was_compacted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(T0);
-    let log = open(dir.path(), options(1 << 20, 1 << 20), &clock);
-    closed_segments(&log, 2);
-    log.close().expect("close");
-    drop(log);
     // Base offsets sit outside the batch CRC: move the second batch of segment 0 forward.
-    let path = dir.path().join("00000000000000000000.log");
-    let mut bytes = std::fs::read(&path).expect("read");
-    let first = pyralog_types::batch::peek_size(&bytes).expect("size");
+    let (path, mut bytes, first) = closed_first_segment(dir.path(), &clock);
     bytes[first..first + 8].copy_from_slice(&7u64.to_le_bytes());
     std::fs::write(&path, &bytes).expect("write");
     let log = open(dir.path(), options(1 << 20, 1 << 20), &clock);
@@ -691,13 +698,7 @@ fn a_shifted_base_offset_is_corruption_unless_the_segment_was_compacted() {
 fn a_flipped_epoch_or_base_offset_outside_the_crc_is_corruption() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(T0);
-    let log = open(dir.path(), options(1 << 20, 1 << 20), &clock);
-    closed_segments(&log, 2);
-    log.close().expect("close");
-    drop(log);
-    let path = dir.path().join("00000000000000000000.log");
-    let pristine = std::fs::read(&path).expect("read");
-    let first = pyralog_types::batch::peek_size(&pristine).expect("size");
+    let (path, pristine, first) = closed_first_segment(dir.path(), &clock);
     // The epoch field (bytes 12..20 of a batch) of the second batch; the base offset of the
     // first batch, which a read from offset 0 starts at without a previous batch to check.
     for (at, what) in [

@@ -102,14 +102,7 @@ async fn read_replica(cluster: &TestCluster, id: u64, end: u64) -> (Vec<u8>, Vec
     let mut from = 0u64;
     while from < end {
         let resp = client
-            .fetch(v1::FetchRequest {
-                log: LOG.into(),
-                partition: 0,
-                start: Some(v1::fetch_request::Start::Offset(from)),
-                max_bytes: 4 << 20,
-                wait_ms: 0,
-                ..Default::default()
-            })
+            .fetch(fetch_from(from, 4 << 20, 0))
             .await
             .unwrap_or_else(|e| panic!("fetch from node {id} at {from}: {e}"));
         let batches = resp.batches;
@@ -140,6 +133,34 @@ struct ProduceLog {
     acked: BTreeMap<u64, u64>,
 }
 
+/// A produce request for one record with `value` to partition 0.
+fn one_record(value: String, acks: v1::AckPolicy, timeout_ms: u32) -> v1::ProduceRequest {
+    v1::ProduceRequest {
+        log: LOG.into(),
+        partition: 0,
+        payload: Some(v1::produce_request::Payload::Records(v1::RecordList {
+            records: vec![v1::NewRecord {
+                value: Some(Bytes::from(value)),
+                ..Default::default()
+            }],
+        })),
+        acks: acks as i32,
+        timeout_ms,
+    }
+}
+
+/// A fetch of partition 0 from `from`.
+fn fetch_from(from: u64, max_bytes: u32, wait_ms: u32) -> v1::FetchRequest {
+    v1::FetchRequest {
+        log: LOG.into(),
+        partition: 0,
+        start: Some(v1::fetch_request::Start::Offset(from)),
+        max_bytes,
+        wait_ms,
+        ..Default::default()
+    }
+}
+
 async fn produce_one(client: &Client, id: u64, acks: v1::AckPolicy) -> Result<u64, ClientError> {
     produce_with_epoch(client, id, acks)
         .await
@@ -152,18 +173,7 @@ async fn produce_with_epoch(
     id: u64,
     acks: v1::AckPolicy,
 ) -> Result<(u64, u64), ClientError> {
-    let call = client.produce_raw(v1::ProduceRequest {
-        log: LOG.into(),
-        partition: 0,
-        payload: Some(v1::produce_request::Payload::Records(v1::RecordList {
-            records: vec![v1::NewRecord {
-                value: Some(Bytes::from(format!("record-{id}"))),
-                ..Default::default()
-            }],
-        })),
-        acks: acks as i32,
-        timeout_ms: 3000,
-    });
+    let call = client.produce_raw(one_record(format!("record-{id}"), acks, 3000));
     // The server answers within its 3 s timeout; redirects and a stalled peer get 10 s more.
     let resp = tokio::time::timeout(Duration::from_secs(13), call)
         .await
@@ -212,21 +222,48 @@ async fn a_three_node_cluster_replicates_and_every_replica_holds_the_same_bytes(
     }
 }
 
-/// Seeds to try, in rotation, when the node a client talks to is down.
-#[derive(Debug, Clone)]
-struct Seeds {
+/// A client that moves on to the next node when the one it talks to stops answering.
+#[derive(Debug)]
+struct RotatingClient {
     urls: Vec<String>,
+    next: usize,
+    current: Option<Client>,
 }
 
-impl Seeds {
-    async fn client(&self, start: usize) -> Option<(usize, Client)> {
-        for k in 0..self.urls.len() {
-            let i = (start + k) % self.urls.len();
-            if let Ok(c) = Client::connect(self.urls[i].clone()).await {
-                return Some((i, c));
+impl RotatingClient {
+    fn new(urls: Vec<String>, start: usize) -> Self {
+        RotatingClient {
+            urls,
+            next: start,
+            current: None,
+        }
+    }
+
+    /// The current client, or a new one to the first node (from `next` on) that answers;
+    /// `None` after a short pause if none does.
+    async fn get(&mut self) -> Option<Client> {
+        if self.current.is_none() {
+            for k in 0..self.urls.len() {
+                let i = (self.next + k) % self.urls.len();
+                if let Ok(c) = Client::connect(self.urls[i].clone()).await {
+                    self.next = i;
+                    self.current = Some(c);
+                    break;
+                }
             }
         }
-        None
+        if self.current.is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.current.clone()
+    }
+
+    /// `e` came back: without a Pyralog reason the node is gone, so use the next one.
+    fn failed(&mut self, e: &ClientError) {
+        if e.reason().is_none() {
+            self.current = None;
+            self.next += 1;
+        }
     }
 }
 
@@ -239,28 +276,15 @@ struct ProducerReport {
     last_error: Option<String>,
 }
 
-/// Produces unique records (never resending an id) until `stop`, rotating seeds on errors.
-async fn run_producer(seeds: Seeds, acks: v1::AckPolicy, stop: Stop) -> ProducerReport {
+/// Produces unique records (never resending an id) until `stop`, moving to the next node when one is gone.
+async fn run_producer(urls: Vec<String>, acks: v1::AckPolicy, stop: Stop) -> ProducerReport {
     let mut report = ProducerReport::default();
-    let mut seed = 0usize;
-    let mut client: Option<Client> = None;
+    let mut nodes = RotatingClient::new(urls, 0);
     let mut id = 0u64;
     while !stop.is_set() {
-        if client.is_none() {
-            match seeds.client(seed).await {
-                Some((i, c)) => {
-                    seed = i;
-                    client = Some(c);
-                }
-                None => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            }
-        }
-        let Some(c) = &client else { continue };
+        let Some(c) = nodes.get().await else { continue };
         id += 1;
-        match produce_with_epoch(c, id, acks).await {
+        match produce_with_epoch(&c, id, acks).await {
             Ok((offset, epoch)) => {
                 report.acked.insert(id, offset);
                 report.acked_at.push((Instant::now(), epoch));
@@ -268,11 +292,7 @@ async fn run_producer(seeds: Seeds, acks: v1::AckPolicy, stop: Stop) -> Producer
             Err(e) => {
                 report.failures += 1;
                 report.last_error = Some(e.to_string());
-                if e.reason().is_none() {
-                    // The node is gone: next seed.
-                    client = None;
-                    seed += 1;
-                }
+                nodes.failed(&e);
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -288,42 +308,17 @@ struct ConsumerReport {
 
 /// Tails the log from 0 until `stop`, asserting that offsets only move forward, that the log
 /// is dense, and that an offset read twice (after reconnecting elsewhere) is the same record.
-async fn run_consumer(seeds: Seeds, stop: Stop) -> Result<ConsumerReport, String> {
+async fn run_consumer(urls: Vec<String>, stop: Stop) -> Result<ConsumerReport, String> {
     let mut report = ConsumerReport::default();
     let mut position = 0u64;
-    let mut seed = 1usize;
-    let mut client: Option<Client> = None;
+    let mut nodes = RotatingClient::new(urls, 1);
     while !stop.is_set() {
-        if client.is_none() {
-            match seeds.client(seed).await {
-                Some((i, c)) => {
-                    seed = i;
-                    client = Some(c);
-                }
-                None => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            }
-        }
-        let Some(c) = &client else { continue };
-        let resp = c
-            .fetch(v1::FetchRequest {
-                log: LOG.into(),
-                partition: 0,
-                start: Some(v1::fetch_request::Start::Offset(position)),
-                max_bytes: 1 << 20,
-                wait_ms: 200,
-                ..Default::default()
-            })
-            .await;
+        let Some(c) = nodes.get().await else { continue };
+        let resp = c.fetch(fetch_from(position, 1 << 20, 200)).await;
         let resp = match resp {
             Ok(r) => r,
             Err(e) => {
-                if e.reason().is_none() {
-                    client = None;
-                    seed += 1;
-                }
+                nodes.failed(&e);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -425,16 +420,14 @@ async fn acknowledged_quorum_writes_survive_leader_kills_and_restarts() {
         leader_of(i).is_some() && i.partitions[0].isr.len() == 3
     })
     .await;
-    let seeds = Seeds {
-        urls: (1..=3).map(|id| cluster.url(id)).collect(),
-    };
+    let urls: Vec<String> = (1..=3).map(|id| cluster.url(id)).collect();
     let stop = Stop::default();
     let producer = tokio::spawn(run_producer(
-        seeds.clone(),
+        urls.clone(),
         v1::AckPolicy::Quorum,
         stop.clone(),
     ));
-    let consumer = tokio::spawn(run_consumer(seeds.clone(), stop.clone()));
+    let consumer = tokio::spawn(run_consumer(urls, stop.clone()));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let info = newest_view(&cluster).await;
 
@@ -557,21 +550,6 @@ async fn acknowledged_quorum_writes_survive_leader_kills_and_restarts() {
     }
 }
 
-fn stale_request(i: u64, acks: v1::AckPolicy) -> v1::ProduceRequest {
-    v1::ProduceRequest {
-        log: LOG.into(),
-        partition: 0,
-        payload: Some(v1::produce_request::Payload::Records(v1::RecordList {
-            records: vec![v1::NewRecord {
-                value: Some(Bytes::from(format!("stale-{i}"))),
-                ..Default::default()
-            }],
-        })),
-        acks: acks as i32,
-        timeout_ms: 2000,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_old_leader_cannot_append_under_its_stale_epoch() {
     let mut cluster = TestCluster::start::<&str, &str>(3, &[]);
@@ -622,7 +600,11 @@ async fn a_paused_old_leader_cannot_append_under_its_stale_epoch() {
     for i in 0..20 {
         let answer = tokio::time::timeout(
             Duration::from_secs(10),
-            raw.produce(stale_request(i, v1::AckPolicy::Leader)),
+            raw.produce(one_record(
+                format!("stale-{i}"),
+                v1::AckPolicy::Leader,
+                2000,
+            )),
         )
         .await
         .unwrap_or_else(|_| panic!("no answer from the woken node\n{}", cluster.logs()));
