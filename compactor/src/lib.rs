@@ -32,6 +32,6 @@ pub use archive::{archive_partition, ArchiveOptions, ArchiveReport, PartitionTie
 pub use compact::{compact_partition, ColdTarget, CompactOptions, CompactTarget, CompactionReport};
 pub use error::CompactorError;
 pub use keys::KeyMap;
-pub use retention::{apply_retention, RetentionReport};
+pub use retention::{apply_retention, Archive, RetentionReport};
 pub use standalone::{PartitionPass, StandaloneCompactor, StandaloneConfig};
 pub use timeseries::{downsample, BucketValue, BUCKET_HEADER};

@@ -11,6 +11,12 @@
 //! objects become orphans for GC) and local segments below it are deleted, including local
 //! copies of archived data. A reader below the cut then gets `OFFSET_OUT_OF_RANGE` with the new
 //! earliest offset, never a silent skip.
+//!
+//! With an archive, a local segment is deletable only once archived (Kafka's tiered-storage
+//! rule). Deleting an expired local segment the archiver had not reached yet would let the
+//! archiver's next upload start past it, leaving a hole between the archive and the rest of
+//! the log, and an upload in flight during the cut could land below the new start. Expired
+//! data is archived first and leaves the archive on the next pass.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,15 +74,37 @@ fn cut(segments: &[Candidate], retention: Retention, now: TimestampMicros) -> Op
     cut
 }
 
+/// How retention may use a partition's archive.
+#[derive(Debug, Clone, Copy)]
+pub enum Archive<'a> {
+    /// No cold tier: the local segments are the whole log.
+    Absent,
+    /// Another process writes the archive (this node follows the partition): its end gates
+    /// which local segments may go, but it is left alone.
+    ReadOnly(&'a ColdPartition),
+    /// This process owns the archive: the cut applies to it too.
+    Owned(&'a ColdPartition),
+}
+
+impl<'a> Archive<'a> {
+    fn partition(self) -> Option<&'a ColdPartition> {
+        match self {
+            Archive::Absent => None,
+            Archive::ReadOnly(c) | Archive::Owned(c) => Some(c),
+        }
+    }
+}
+
 /// Applies the log's total `retention` to a partition's tiers (either may be absent: a node
 /// without a cold tier, or the standalone compactor without the local log).
 pub async fn apply_retention(
     hot: Option<&Arc<PartitionLog>>,
-    cold: Option<&ColdPartition>,
+    archive: Archive<'_>,
     retention: Retention,
     now: TimestampMicros,
 ) -> Result<RetentionReport, CompactorError> {
     let mut candidates = Vec::new();
+    let cold = archive.partition();
     let archived_end = cold.and_then(|c| c.end_offset()).unwrap_or(LogOffset::ZERO);
     if let Some(c) = cold {
         candidates.extend(c.manifest().segments.iter().map(|s| Candidate {
@@ -95,7 +123,8 @@ pub async fn apply_retention(
                     size: s.size_bytes,
                     max_timestamp: s.max_timestamp,
                     last_offset: s.last_offset,
-                    deletable: !s.is_active,
+                    // With an archive, only what it holds (see the module doc).
+                    deletable: !s.is_active && cold.is_none(),
                 }),
         );
     }
@@ -106,7 +135,7 @@ pub async fn apply_retention(
         cut: Some(cut),
         ..RetentionReport::default()
     };
-    if let Some(c) = cold {
+    if let Archive::Owned(c) = archive {
         report.removed = c
             .remove_oldest(|m| {
                 m.segments

@@ -26,7 +26,7 @@ use crate::compact::{
     compact_partition, ColdTarget, CompactOptions, CompactTarget, CompactionReport,
 };
 use crate::error::CompactorError;
-use crate::retention::{apply_retention, RetentionReport};
+use crate::retention::{apply_retention, Archive, RetentionReport};
 
 /// `pyralog compactor`'s config file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,7 +172,7 @@ impl StandaloneCompactor {
             }
         }
         if self.config.retention {
-            match apply_retention(None, Some(&cold), config.retention, now).await {
+            match apply_retention(None, Archive::Owned(&cold), config.retention, now).await {
                 Ok(r) => pass.retention = Some(r),
                 Err(e) => warn!(%log, partition, error = %e, "retention failed"),
             }

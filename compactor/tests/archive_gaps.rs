@@ -1,44 +1,16 @@
 //! Archiving after compaction: a local segment whose tail (or whole content) compaction
 //! removed is archived over its full range, so archiving moves on to the next segment.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use bytes::Bytes;
-use object_store::memory::InMemory;
-use object_store::ObjectStore;
-use pyralog_cold_tier::{ColdPartition, ColdReader, Layout, ManifestStore};
 use pyralog_compactor::{archive_partition, ArchiveOptions, PartitionTiers};
-use pyralog_hot_tier::{PartitionLog, PartitionOptions};
-use pyralog_types::batch::{BatchBuilder, Compression, NewRecord};
-use pyralog_types::{Epoch, FsyncPolicy, LogId, LogOffset, ManualClock};
+use pyralog_types::LogOffset;
 
 #[tokio::test]
 async fn segments_emptied_or_cut_short_by_compaction_are_archived_over_their_range() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = PartitionOptions {
-        segment_bytes: 1 << 20,
-        segment_ms: Duration::from_secs(3600),
-        index_interval_bytes: 256,
-        max_index_bytes: 1 << 16,
-        fsync: FsyncPolicy::Never,
-    };
-    let hot =
-        Arc::new(PartitionLog::open(dir.path(), opts, ManualClock::new(1_000)).expect("open"));
-    for _ in 0..3 {
-        let mut b = BatchBuilder::new(Compression::None);
-        for i in 0..10 {
-            b.push(&NewRecord {
-                timestamp: 1_000 + i,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from_static(b"v")),
-                headers: Vec::new(),
-            });
-        }
-        hot.append(b.build().expect("batch"), Epoch(1))
-            .expect("append");
-        hot.roll().expect("roll");
-    }
+    let hot = common::hot_log(dir.path(), 1_000);
+    common::closed_segments(&hot, 3, 1_000);
     // [0,10) keeps 0..=4; [10,20) keeps nothing; [20,30) is untouched.
     hot.rewrite_segment(LogOffset(0), |r| {
         Some(r.into_iter().filter(|r| r.offset.0 < 5).collect())
@@ -49,24 +21,15 @@ async fn segments_emptied_or_cut_short_by_compaction_are_archived_over_their_ran
         .expect("rewrite")
         .expect("changed");
 
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let layout = Layout::new("a").expect("layout");
-    let log = LogId::new("state").expect("log");
-    let cold = ColdPartition::open(
-        log.clone(),
-        0,
-        ManifestStore::new(store.clone(), layout.clone()),
-        Arc::new(ColdReader::new(store.clone())),
-    )
-    .await
-    .expect("cold");
+    let c = common::Cold::new("state");
+    let cold = c.partition().await;
     let tiers = PartitionTiers {
-        log: &log,
+        log: &c.log,
         partition: 0,
         hot: &hot,
         cold: &cold,
-        store: store.as_ref(),
-        layout: &layout,
+        store: c.store.as_ref(),
+        layout: &c.layout,
     };
     let report = archive_partition(tiers, LogOffset(30), &ArchiveOptions::default())
         .await

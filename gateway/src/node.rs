@@ -901,7 +901,16 @@ impl Node {
         let read = if from < p.start_offset() {
             p.read_cold(from, max_bytes).await?
         } else {
-            p.read(from, max_bytes).await?
+            match p.read(from, max_bytes).await {
+                // Local retention moved the hot start past `from` during the read: the
+                // archive holds it (or answers out of range with the log's earliest offset).
+                Err(GatewayError::OffsetOutOfRange { .. })
+                    if p.cold().is_some() && from < p.start_offset() =>
+                {
+                    p.read_cold(from, max_bytes).await?
+                }
+                other => other?,
+            }
         };
         self.metrics
             .fetched_bytes

@@ -336,10 +336,22 @@ impl Partition {
                 batches: Bytes::new(),
                 next_offset: r.next_offset.min(hot_start).max(from),
             }),
-            None => Ok(ReadResult {
-                batches: Bytes::new(),
-                next_offset: hot_start.max(from),
-            }),
+            None => {
+                // Nothing archived at or after `from`. Retention may have emptied the archive
+                // since the caller's range check: out of range, never a silent skip.
+                let earliest = self.earliest();
+                if from < earliest {
+                    return Err(GatewayError::OffsetOutOfRange {
+                        requested: from.0,
+                        earliest,
+                        latest: self.high_watermark(),
+                    });
+                }
+                Ok(ReadResult {
+                    batches: Bytes::new(),
+                    next_offset: hot_start.max(from),
+                })
+            }
         }
     }
 

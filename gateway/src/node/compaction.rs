@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pyralog_compactor::{
-    apply_retention, compact_partition, ColdTarget, CompactOptions, CompactTarget, CompactionReport,
+    apply_retention, compact_partition, Archive, ColdTarget, CompactOptions, CompactTarget,
+    CompactionReport,
 };
 use pyralog_types::{CompactionMode, LogOffset, PartitionId};
 use tracing::{info, warn};
@@ -206,15 +207,28 @@ impl Node {
     }
 
     /// Total retention over both tiers, then orphan GC (see `pyralog_compactor::retention`).
+    ///
+    /// Every replica applies retention to its own segments; only the leader cuts the shared
+    /// archive and collects its orphans. A follower reloads the manifest first (its copy goes
+    /// stale, as it never archives) and deletes only local segments already archived, by the
+    /// total retention and then by `local_retention`.
     pub(super) async fn apply_retention(&self, log: &OpenLog) {
         let now = self.clock.now_micros();
         for (i, p) in log.partitions.iter().enumerate() {
-            // Every replica applies retention to its own segments; only the leader to the
-            // shared archive.
-            let cold = p.cold().filter(|_| p.leads());
-            match apply_retention(Some(p.log()), cold.map(|c| &**c), log.config.retention, now)
-                .await
-            {
+            let leads = p.leads();
+            let archive = match p.cold() {
+                None => Archive::Absent,
+                Some(c) if leads => Archive::Owned(c),
+                Some(c) => match c.refresh().await {
+                    Ok(()) => Archive::ReadOnly(c),
+                    Err(e) => {
+                        warn!(log = %log.id, partition = i, error = %e,
+                            "manifest reload failed; local segments kept");
+                        continue;
+                    }
+                },
+            };
+            match apply_retention(Some(p.log()), archive, log.config.retention, now).await {
                 Ok(r) if r.cut.is_some() => {
                     self.metrics
                         .segments_deleted
@@ -229,6 +243,26 @@ impl Node {
             let (Some(cold), Some(cp)) = (&self.cold, p.cold()) else {
                 continue;
             };
+            if !leads {
+                // The leader applies local retention after each upload; a follower here.
+                if let Some(end) = cp.end_offset() {
+                    let (hot, local) = (p.log().clone(), log.config.local_retention);
+                    match tokio::task::spawn_blocking(move || hot.enforce_retention(local, end))
+                        .await
+                    {
+                        Ok(Ok(deleted)) => {
+                            self.metrics.segments_deleted.inc_by(deleted.len() as u64);
+                        }
+                        Ok(Err(e)) => {
+                            warn!(log = %log.id, partition = i, error = %e, "local retention failed")
+                        }
+                        Err(e) => {
+                            warn!(log = %log.id, partition = i, error = %e, "local retention task failed")
+                        }
+                    }
+                }
+                continue;
+            }
             // GC deletes what the manifest does not name: it must be the latest one (a
             // standalone compactor may have committed new objects since we last looked).
             if let Err(e) = cp.refresh().await {
