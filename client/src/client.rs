@@ -7,7 +7,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use pyralog_proto::v1::{
-    self, admin_client::AdminClient, consumer_client::ConsumerClient,
+    self, admin_client::AdminClient, consumer_client::ConsumerClient, groups_client::GroupsClient,
     producer_client::ProducerClient,
 };
 use pyralog_types::config::limits::MAX_BATCH_BYTES;
@@ -201,6 +201,100 @@ impl Client {
         ProducerClient::new(self.channel_for(log, partition))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// The `Groups` service of the seed node (any node answers or forwards to the controller).
+    pub(crate) fn groups_rpc(&self) -> GroupsClient<Channel> {
+        GroupsClient::new(self.channel.clone())
+    }
+
+    /// A producer identity for an idempotent producer. A `name` makes it stable across
+    /// restarts: the new instance gets the next epoch and the previous one is fenced.
+    pub async fn init_producer(&self, name: Option<&str>) -> Result<(i64, i16), ClientError> {
+        let resp = ProducerClient::new(self.channel.clone())
+            .init_producer(v1::InitProducerRequest {
+                name: name.map(str::to_owned),
+            })
+            .await?
+            .into_inner();
+        let epoch = i16::try_from(resp.producer_epoch)
+            .map_err(|_| ClientError::Decode(format!("producer epoch {}", resp.producer_epoch)))?;
+        Ok((resp.producer_id, epoch))
+    }
+
+    pub async fn list_groups(&self) -> Result<Vec<v1::GroupSummary>, ClientError> {
+        Ok(self
+            .groups_rpc()
+            .list_groups(v1::ListGroupsRequest {})
+            .await?
+            .into_inner()
+            .groups)
+    }
+
+    pub async fn describe_group(
+        &self,
+        group: &str,
+    ) -> Result<v1::DescribeGroupResponse, ClientError> {
+        Ok(self
+            .groups_rpc()
+            .describe_group(v1::DescribeGroupRequest {
+                group: group.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Committed offsets of `group` for `logs` (all logs if empty).
+    pub async fn fetch_offsets(
+        &self,
+        group: &str,
+        logs: &[String],
+    ) -> Result<Vec<v1::CommittedOffset>, ClientError> {
+        Ok(self
+            .groups_rpc()
+            .fetch_offsets(v1::FetchOffsetsRequest {
+                group: group.to_owned(),
+                logs: logs.to_vec(),
+            })
+            .await?
+            .into_inner()
+            .offsets)
+    }
+
+    /// Moves the committed offsets of a group that has no members.
+    pub async fn reset_offsets(
+        &self,
+        req: v1::ResetOffsetsRequest,
+    ) -> Result<Vec<v1::CommittedOffset>, ClientError> {
+        Ok(self
+            .groups_rpc()
+            .reset_offsets(req)
+            .await?
+            .into_inner()
+            .offsets)
+    }
+
+    pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
+        self.groups_rpc()
+            .delete_group(v1::DeleteGroupRequest {
+                group: group.to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Commits offsets as given (`member_id` empty: outside any membership, allowed only
+    /// while the group has no members).
+    pub async fn commit_offsets(
+        &self,
+        req: v1::CommitOffsetsRequest,
+    ) -> Result<Vec<v1::CommittedOffset>, ClientError> {
+        Ok(self
+            .groups_rpc()
+            .commit_offsets(req)
+            .await?
+            .into_inner()
+            .committed)
     }
 
     pub(crate) fn consumer_rpc(&self) -> ConsumerClient<Channel> {

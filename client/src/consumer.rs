@@ -111,24 +111,34 @@ impl PartitionConsumer {
             })
             .await?;
         self.high_watermark = LogOffset(resp.high_watermark);
-        let mut out = Vec::new();
-        let from = self.next;
-        for batch in split_batches(resp.batches) {
-            let batch: Batch = batch.map_err(|e| ClientError::Decode(e.to_string()))?;
-            if self.config.verify_crc {
-                batch
-                    .verify_crc()
-                    .map_err(|e| ClientError::Decode(e.to_string()))?;
-            }
-            let records = batch
-                .records()
-                .map_err(|e| ClientError::Decode(e.to_string()))?;
-            out.extend(records.into_iter().filter(|r| r.offset >= from));
-        }
-        self.next = match out.last() {
-            Some(r) => LogOffset(r.offset.0 + 1),
-            None => LogOffset(resp.next_offset.max(from.0)),
-        };
+        let (out, next) = records_from(resp, self.next, self.config.verify_crc)?;
+        self.next = next;
         Ok(out)
     }
+}
+
+/// The records of a fetch answer at or after `from`, and where the next fetch starts.
+pub(crate) fn records_from(
+    resp: v1::FetchResponse,
+    from: LogOffset,
+    verify_crc: bool,
+) -> Result<(Vec<Record>, LogOffset), ClientError> {
+    let mut out = Vec::new();
+    for batch in split_batches(resp.batches) {
+        let batch: Batch = batch.map_err(|e| ClientError::Decode(e.to_string()))?;
+        if verify_crc {
+            batch
+                .verify_crc()
+                .map_err(|e| ClientError::Decode(e.to_string()))?;
+        }
+        let records = batch
+            .records()
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        out.extend(records.into_iter().filter(|r| r.offset >= from));
+    }
+    let next = match out.last() {
+        Some(r) => LogOffset(r.offset.0 + 1),
+        None => LogOffset(resp.next_offset.max(from.0)),
+    };
+    Ok((out, next))
 }

@@ -6,15 +6,24 @@
 //!   keeps per-partition order (one request in flight per partition).
 //! - [`PartitionConsumer`]: reads one partition from an offset or timestamp, long-polling at
 //!   the end.
+//! - [`GroupConsumer`]: a consumer group member (cooperative rebalancing, auto or manual
+//!   commits, commits by VLSN, offset reset policy).
+//! - With `ProducerConfig::enable_idempotence`, the producer's retries never duplicate a
+//!   batch.
 
 mod client;
 mod consumer;
 mod error;
+mod group;
 mod producer;
 
 pub use client::{Client, LogInfo, PartitionInfo};
 pub use consumer::{ConsumerConfig, PartitionConsumer};
 pub use error::ClientError;
+pub use group::{
+    GroupConfig, GroupConsumer, GroupRecord, LogPartition, OffsetReset, RebalanceListener,
+};
 pub use producer::{Delivered, DeliveryFuture, ProduceRecord, Producer, ProducerConfig};
+pub use pyralog_proto::v1::AssignmentStrategy;
 pub use pyralog_types::batch::Compression;
 pub use pyralog_types::{AckPolicy, Header, LogConfig, LogOffset, Record, Retention};

@@ -5,6 +5,13 @@
 //! reaches `batch_bytes` or has waited `linger`. Each partition has one sender task that sends
 //! sealed batches in order, one request in flight, retrying retriable errors with backoff, so
 //! records of a partition are stored in the order they were sent.
+//!
+//! With `enable_idempotence` the producer first gets a producer id and epoch from the cluster
+//! and stamps every batch with them and the partition's next sequence number. A batch whose
+//! answer was lost (a broken connection, a timeout, a leader failover) is then sent again as
+//! the same bytes until `delivery_timeout`, and the partition leader appends it only once: a
+//! retry of a batch already in the log is answered with the original offsets. Without it, a
+//! retry after a lost answer may store the batch twice.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,6 +50,17 @@ pub struct ProducerConfig {
     pub buffer_records: usize,
     /// Sealed batches queued per partition before the accumulator waits.
     pub queued_batches_per_partition: usize,
+    /// Exactly-once appends per partition across retries (see the module doc).
+    pub enable_idempotence: bool,
+    /// A stable name for the idempotent producer: a new producer under the same name fences
+    /// the previous one (`PRODUCER_FENCED`).
+    pub producer_name: Option<String>,
+    /// With idempotence: how long a batch is retried before it fails.
+    pub delivery_timeout: Duration,
+    /// Testing only: the fraction of successful produce answers to discard as if the
+    /// connection broke after the server appended (the lost-acknowledgement fault).
+    #[doc(hidden)]
+    pub fault_drop_acks: f64,
 }
 
 impl Default for ProducerConfig {
@@ -57,6 +75,10 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             buffer_records: 10_000,
             queued_batches_per_partition: 4,
+            enable_idempotence: false,
+            producer_name: None,
+            delivery_timeout: Duration::from_secs(120),
+            fault_drop_acks: 0.0,
         }
     }
 }
@@ -193,6 +215,10 @@ struct Accumulator {
     sticky: HashMap<String, PartitionId>,
     open: HashMap<(String, PartitionId), Open>,
     senders: HashMap<(String, PartitionId), mpsc::Sender<Work>>,
+    /// The idempotent producer's id and epoch, once the cluster handed them out.
+    identity: Option<(i64, i16)>,
+    /// The next sequence number per partition (idempotent producer).
+    sequences: HashMap<(String, PartitionId), i32>,
 }
 
 impl Accumulator {
@@ -205,7 +231,22 @@ impl Accumulator {
             sticky: HashMap::new(),
             open: HashMap::new(),
             senders: HashMap::new(),
+            identity: None,
+            sequences: HashMap::new(),
         }
+    }
+
+    /// The producer identity, asked for on first use.
+    async fn identity(&mut self) -> Result<(i64, i16), ClientError> {
+        if let Some(id) = self.identity {
+            return Ok(id);
+        }
+        let id = self
+            .client
+            .init_producer(self.config.producer_name.as_deref())
+            .await?;
+        self.identity = Some(id);
+        Ok(id)
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
@@ -313,7 +354,23 @@ impl Accumulator {
                 *sticky = (key.1 + 1) % count.max(1);
             }
         }
-        let sealed = match open.builder.build() {
+        let mut builder = open.builder;
+        if self.config.enable_idempotence {
+            match self.identity().await {
+                Ok((id, epoch)) => {
+                    let seq = self.sequences.entry(key.clone()).or_insert(0);
+                    builder = builder.with_producer(id, epoch, *seq);
+                    *seq = next_sequence(*seq, builder.record_count());
+                }
+                Err(e) => {
+                    for w in open.waiters {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                    return;
+                }
+            }
+        }
+        let sealed = match builder.build() {
             Ok(batch) => Sealed {
                 batch,
                 waiters: open.waiters,
@@ -378,6 +435,7 @@ async fn partition_sender(
     partition: PartitionId,
     mut rx: mpsc::Receiver<Work>,
 ) {
+    let mut faults = Faults::new(config.fault_drop_acks, partition);
     while let Some(work) = rx.recv().await {
         let sealed = match work {
             Work::Batch(s) => s,
@@ -392,19 +450,36 @@ async fn partition_sender(
             payload: Some(v1::produce_request::Payload::Batch(sealed.batch)),
             acks: v1::AckPolicy::from(config.acks) as i32,
             timeout_ms: u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX),
+            ..Default::default()
         };
         let mut attempt = 0;
+        let started = Instant::now();
         let result = loop {
             let mut request = tonic::Request::new(req.clone());
             request.set_timeout(config.request_timeout + Duration::from_secs(5));
             // Routed to the partition's leader as the client last learned it.
             let mut rpc = client.producer_rpc_for(&log, partition);
-            match rpc.produce(request).await {
+            let answer = rpc.produce(request).await;
+            let answer = match answer {
+                Ok(_) if faults.drop_ack() => Err(tonic::Status::unavailable(
+                    "fault injection: acknowledgement dropped",
+                )),
+                other => other,
+            };
+            match answer {
                 Ok(resp) => break Ok(resp.into_inner()),
                 Err(status) => {
                     let err = ClientError::from(status);
                     let redirect = client.reroute(&log, partition, &err, attempt);
-                    if err.is_retriable() && attempt < config.retries {
+                    // An idempotent batch may be sent again whatever happened to the last
+                    // attempt (the leader drops a second copy), until the delivery timeout.
+                    let retry = if config.enable_idempotence {
+                        (err.is_retriable() || err.reason().is_none())
+                            && started.elapsed() < config.delivery_timeout
+                    } else {
+                        err.is_retriable() && attempt < config.retries
+                    };
+                    if retry {
                         attempt += 1;
                         debug!(%log, partition, attempt, error = %err, "retrying produce");
                         let wait = redirect.unwrap_or(config.retry_backoff * attempt.min(10));
@@ -432,5 +507,56 @@ async fn partition_sender(
                 }
             }
         }
+    }
+}
+
+/// The sequence after a batch of `count` records starting at `seq` (wraps to 0 past
+/// `i32::MAX`, as the leader expects).
+fn next_sequence(seq: i32, count: u32) -> i32 {
+    let next = i64::from(seq) + i64::from(count);
+    i32::try_from(next % (i64::from(i32::MAX) + 1)).unwrap_or(0)
+}
+
+/// The lost-acknowledgement fault (testing only): a small deterministic generator per sender.
+struct Faults {
+    probability: f64,
+    state: u64,
+}
+
+impl Faults {
+    fn new(probability: f64, salt: PartitionId) -> Self {
+        // A random seed without a dependency: std's per-map random hasher keys.
+        use std::hash::{BuildHasher, Hasher};
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Faults {
+            probability,
+            state: (seed ^ (u64::from(salt) << 32)) | 1,
+        }
+    }
+
+    fn drop_ack(&mut self) -> bool {
+        if self.probability <= 0.0 {
+            return false;
+        }
+        // xorshift64
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        (self.state >> 11) as f64 / (1u64 << 53) as f64 <= self.probability
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_wrap_past_i32_max() {
+        assert_eq!(next_sequence(0, 10), 10);
+        assert_eq!(next_sequence(i32::MAX - 1, 2), 0);
+        assert_eq!(next_sequence(i32::MAX, 1), 0);
+        assert_eq!(next_sequence(i32::MAX - 1, 5), 3);
     }
 }

@@ -36,13 +36,14 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
 use tonic::Code;
 
+use crate::assign::Tp;
 use crate::config::ControllerConfig;
 use crate::error::ControllerError;
-use crate::leases::Leases;
+use crate::leases::{Leases, MemberSessions};
 use crate::network::{channel, Network, MAX_MESSAGE_BYTES};
 use crate::raft_types::Raft;
 use crate::service::{ControllerService, RaftService};
-use crate::state::{ClusterState, Command, CommandResult};
+use crate::state::{ClusterState, Command, CommandResult, Rejection};
 use crate::store::log::log_dir;
 use crate::store::state_machine::snapshot_dir;
 use crate::store::{LogStore, StateMachineStore};
@@ -58,6 +59,8 @@ pub struct Controller {
     raft: Raft,
     state: watch::Receiver<Arc<ClusterState>>,
     leases: Mutex<Leases>,
+    /// Consumer group members' sessions (meaningful on the leader only).
+    sessions: Mutex<MemberSessions>,
     /// `Controller` clients of the other voters, by address.
     peers: Mutex<HashMap<String, ControllerClient<Channel>>>,
     cancel: CancellationToken,
@@ -137,6 +140,7 @@ impl Controller {
 
         let controller = Arc::new(Controller {
             leases: Mutex::new(Leases::new(config.node_lease, Instant::now())),
+            sessions: Mutex::new(MemberSessions::default()),
             config,
             raft,
             state,
@@ -334,6 +338,99 @@ impl Controller {
         }
         self.leases.lock().heartbeat(node, Instant::now());
         Ok(self.config.node_id)
+    }
+
+    /// A group member's heartbeat: renews its session on the Raft leader (forwarding there
+    /// from any other voter) and, when the member reports it gave up partitions taken from it,
+    /// commits that report. Answers the member's current generation and assignment.
+    pub async fn group_heartbeat(
+        &self,
+        hb: GroupHeartbeat,
+    ) -> Result<GroupHeartbeatAnswer, ControllerError> {
+        if self.is_leader() {
+            return self.group_heartbeat_as_leader(hb).await;
+        }
+        let address = self
+            .leader_address()
+            .ok_or(ControllerError::NotLeader { leader: None })?;
+        let json = serde_json::to_vec(&hb).map_err(ControllerError::Decode)?;
+        let mut client = self.peer(&address)?;
+        let timeout = self.config.write_timeout;
+        let mut request = tonic::Request::new(RaftPayload { json: json.into() });
+        request.set_timeout(timeout);
+        let answer = tokio::time::timeout(timeout, client.group_heartbeat(request))
+            .await
+            .map_err(|_| ControllerError::Timeout(timeout))?;
+        match answer {
+            Ok(resp) => {
+                let answer: Result<GroupHeartbeatAnswer, Rejection> =
+                    serde_json::from_slice(&resp.into_inner().json)
+                        .map_err(ControllerError::Decode)?;
+                answer.map_err(ControllerError::Rejected)
+            }
+            Err(status) => Err(match reason_of(&status) {
+                Some((Reason::NotLeader, meta)) => ControllerError::NotLeader {
+                    leader: meta.get("leader").cloned(),
+                },
+                _ => ControllerError::NotLeader { leader: None },
+            }),
+        }
+    }
+
+    /// `Controller.GroupHeartbeat` on this voter.
+    pub(crate) async fn group_heartbeat_as_leader(
+        &self,
+        hb: GroupHeartbeat,
+    ) -> Result<GroupHeartbeatAnswer, ControllerError> {
+        if self.cancel.is_cancelled() {
+            return Err(ControllerError::ShuttingDown);
+        }
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let gave_up = {
+            let state = Arc::clone(&self.state.borrow());
+            let member = state
+                .groups
+                .get(&hb.group)
+                .and_then(|g| g.members.get(&hb.member))
+                .ok_or_else(|| {
+                    ControllerError::Rejected(Rejection::UnknownMember {
+                        group: hb.group.clone(),
+                        member: hb.member.clone(),
+                    })
+                })?;
+            let gave_up = member.revoking().any(|tp| !hb.owned.contains(tp));
+            gave_up
+        };
+        self.sessions
+            .lock()
+            .heartbeat(&hb.group, &hb.member, Instant::now());
+        if gave_up {
+            let cmd = Command::ReportOwned {
+                group: hb.group.clone(),
+                member: hb.member.clone(),
+                owned: hb.owned.clone(),
+            };
+            if let CommandResult::Rejected(r) =
+                self.write_local(cmd, self.config.write_timeout).await?
+            {
+                return Err(ControllerError::Rejected(r));
+            }
+        }
+        let state = Arc::clone(&self.state.borrow());
+        let g = state.groups.get(&hb.group);
+        let member = g.and_then(|g| g.members.get(&hb.member)).ok_or_else(|| {
+            ControllerError::Rejected(Rejection::UnknownMember {
+                group: hb.group.clone(),
+                member: hb.member.clone(),
+            })
+        })?;
+        Ok(GroupHeartbeatAnswer {
+            generation: member.generation,
+            group_generation: g.map_or(0, |g| g.generation),
+            assigned: member.assigned.clone(),
+        })
     }
 
     async fn write_local(
@@ -560,8 +657,10 @@ impl Controller {
         let now = Instant::now();
         if became_leader {
             self.leases.lock().reset(now);
+            self.sessions.lock().reset();
             return;
         }
+        self.expire_members(now).await;
         let state = Arc::clone(&self.state.borrow());
         let expired = self.leases.lock().expired(&state, now);
         for id in expired {
@@ -575,6 +674,45 @@ impl Controller {
             }
         }
     }
+}
+
+impl Controller {
+    /// On the leader: removes group members whose session or rebalance time ran out.
+    async fn expire_members(&self, now: Instant) {
+        let state = Arc::clone(&self.state.borrow());
+        let expired = self.sessions.lock().expired(&state, now);
+        let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (group, member) in expired {
+            by_group.entry(group).or_default().push(member);
+        }
+        for (group, members) in by_group {
+            tracing::info!(%group, ?members, "group members' sessions expired: removing them");
+            let cmd = Command::LeaveGroup { group, members };
+            if let Err(e) = self.write_local(cmd, self.config.write_timeout).await {
+                tracing::warn!(error = %e, "removing expired group members failed");
+                return;
+            }
+        }
+    }
+}
+
+/// A group member's heartbeat, as forwarded to the controller leader.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupHeartbeat {
+    pub group: String,
+    pub member: String,
+    /// The partitions the member still consumes.
+    pub owned: std::collections::BTreeSet<Tp>,
+}
+
+/// The leader's answer to a group heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupHeartbeatAnswer {
+    /// The generation at which the member's assignment last changed.
+    pub generation: u64,
+    pub group_generation: u64,
+    /// What the member may consume now.
+    pub assigned: std::collections::BTreeSet<Tp>,
 }
 
 /// Runs `f` every `period` while the controller lives and `cancel` is not cancelled.

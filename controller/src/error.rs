@@ -38,6 +38,10 @@ pub enum ControllerError {
     /// Another voter answered with an error this node cannot recover from by retrying.
     #[error("controller voter {node} answered: {message}")]
     Remote { node: NodeId, message: String },
+    /// The state machine refused the request (for requests answered outside a write, such as
+    /// group heartbeats).
+    #[error("{0}")]
+    Rejected(crate::state::Rejection),
     /// Bytes from another voter could not be decoded.
     #[error("bad controller message: {0}")]
     Decode(#[source] serde_json::Error),
@@ -52,6 +56,7 @@ impl ControllerError {
             ControllerError::ShuttingDown => Reason::ShuttingDown,
             ControllerError::Storage(_) => Reason::StorageError,
             ControllerError::InvalidConfig(_) => Reason::InvalidConfig,
+            ControllerError::Rejected(r) => r.reason(),
             ControllerError::Raft { .. }
             | ControllerError::Remote { .. }
             | ControllerError::Decode(_) => Reason::Internal,

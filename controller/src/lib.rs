@@ -5,16 +5,21 @@
 //! and ISRs locally. Only the controller bumps epochs.
 //!
 //! - [`state`]: the pure state machine (nodes, logs, placement, elections, ISR changes).
-//! - [`leases`]: the Raft leader's liveness bookkeeping (pure; the caller brings the clock).
+//! - [`groups`] and [`assign`]: consumer groups (cooperative rebalancing, generation-fenced
+//!   commits) and producer ids, part of the same state machine.
+//! - [`leases`]: the Raft leader's liveness bookkeeping for nodes and group members (pure;
+//!   the caller brings the clock).
 //! - `store`: openraft's log and state-machine storage in plain files (CRC-framed log
 //!   segments, atomic vote and snapshot files).
 //! - `network` and `service`: openraft's RPCs over the node's gRPC server (JSON payloads).
 //! - [`Controller`]: the runtime that ties them together: bootstrap, writes forwarded to the
 //!   leader, node heartbeats and lease-based fencing.
 
+pub mod assign;
 mod config;
 mod controller;
 mod error;
+pub mod groups;
 pub mod leases;
 mod network;
 mod raft_types;
@@ -22,10 +27,14 @@ mod service;
 pub mod state;
 mod store;
 
+pub use assign::{Strategy, Tp};
 pub use config::ControllerConfig;
-pub use controller::Controller;
+pub use controller::{Controller, GroupHeartbeat, GroupHeartbeatAnswer};
 pub use error::{ControllerError, StoreError};
-pub use leases::Leases;
+pub use groups::{
+    Committed, GroupMeta, JoinRequest, Joined, Member, OffsetCommit, ProducerIdentity,
+};
+pub use leases::{Leases, MemberSessions};
 pub use state::{
     ClusterState, Command, CommandResult, LogMeta, NodeInfo, PartitionMeta, Rejection,
 };

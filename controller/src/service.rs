@@ -18,9 +18,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use crate::controller::Controller;
+use crate::controller::{Controller, GroupHeartbeat, GroupHeartbeatAnswer};
 use crate::error::ControllerError;
-use crate::state::Command;
+use crate::state::{Command, Rejection};
 
 /// The `Raft` service of one voter.
 #[derive(Debug, Clone)]
@@ -106,6 +106,19 @@ impl ControllerRpc for ControllerService {
         let cmd: Command = decode(request.get_ref())?;
         match self.controller.write_as_leader(cmd).await {
             Ok(result) => encode(&result),
+            Err(e) => Err(to_status(&e)),
+        }
+    }
+
+    async fn group_heartbeat(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let hb: GroupHeartbeat = decode(request.get_ref())?;
+        match self.controller.group_heartbeat_as_leader(hb).await {
+            Ok(answer) => encode(&Ok::<_, Rejection>(answer)),
+            // A refusal is an answer (the member must rejoin), not a transport error.
+            Err(ControllerError::Rejected(r)) => encode(&Err::<GroupHeartbeatAnswer, _>(r)),
             Err(e) => Err(to_status(&e)),
         }
     }

@@ -15,10 +15,13 @@
 //! - ISR changes come from the partition's leader in its current epoch; anything else is
 //!   stale and rejected.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use pyralog_types::{Epoch, LogConfig, LogId, NodeId, PartitionId};
 use serde::{Deserialize, Serialize};
+
+use crate::assign::Tp;
+use crate::groups::{self, GroupMeta, JoinRequest, Joined, OffsetCommit, ProducerIdentity};
 
 /// A node as the controller knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +70,15 @@ pub struct ClusterState {
     pub version: u64,
     /// Where the next log's placement starts, so logs spread over the nodes.
     next_placement: u64,
+    /// Consumer groups: members, assignments, committed offsets (see [`crate::groups`]).
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupMeta>,
+    /// The next producer id `InitProducer` hands out.
+    #[serde(default)]
+    next_producer_id: i64,
+    /// Producers that asked for an identity by name, and the identity they got last.
+    #[serde(default)]
+    pub producers: BTreeMap<String, ProducerIdentity>,
 }
 
 /// A change proposed to the controller.
@@ -108,6 +120,36 @@ pub enum Command {
         epoch: Epoch,
         isr: Vec<NodeId>,
     },
+    /// A member joins `group` (or a member already in it updates its subscription).
+    JoinGroup {
+        group: String,
+        request: JoinRequest,
+    },
+    /// Members leave `group` (asked to, or their session ran out).
+    LeaveGroup {
+        group: String,
+        members: Vec<String>,
+    },
+    /// A member reports the partitions it still consumes (after giving some up).
+    ReportOwned {
+        group: String,
+        member: String,
+        owned: BTreeSet<Tp>,
+    },
+    /// Committed offsets: from a member in `generation`, or administrative (`member: None`,
+    /// only while the group has no members).
+    CommitOffsets {
+        group: String,
+        member: Option<(String, u64)>,
+        offsets: Vec<OffsetCommit>,
+    },
+    DeleteGroup {
+        group: String,
+    },
+    /// Hands out a producer id (and epoch, for a named producer).
+    InitProducer {
+        name: Option<String>,
+    },
 }
 
 /// What applying a command did.
@@ -115,6 +157,8 @@ pub enum Command {
 pub enum CommandResult {
     Done,
     LogCreated(Box<LogMeta>),
+    Joined(Box<Joined>),
+    Producer(ProducerIdentity),
     Rejected(Rejection),
 }
 
@@ -138,6 +182,54 @@ pub enum Rejection {
     },
     #[error("invalid ISR: {0}")]
     InvalidIsr(String),
+    #[error("group {0} does not exist")]
+    GroupNotFound(String),
+    #[error("group {group} has {members} active members; stop them first")]
+    GroupNotEmpty { group: String, members: usize },
+    #[error("member {member} is not in group {group} (removed after its session expired, or it left); join again")]
+    UnknownMember { group: String, member: String },
+    #[error("member {member} of group {group} acts on generation {generation}, but its assignment changed in generation {current}")]
+    IllegalGeneration {
+        group: String,
+        member: String,
+        generation: u64,
+        current: u64,
+    },
+    #[error("member {member} of group {group} does not own {log}/{partition}")]
+    NotAssigned {
+        group: String,
+        member: String,
+        log: LogId,
+        partition: PartitionId,
+    },
+    #[error("group {group} uses the {current} strategy; a member asked for {asked}")]
+    InconsistentStrategy {
+        group: String,
+        current: String,
+        asked: String,
+    },
+}
+
+impl Rejection {
+    /// The wire reason for this rejection.
+    pub fn reason(&self) -> pyralog_types::Reason {
+        use pyralog_types::Reason;
+        match self {
+            Rejection::LogAlreadyExists(_) => Reason::LogAlreadyExists,
+            Rejection::LogNotFound(_) => Reason::LogNotFound,
+            Rejection::PartitionNotFound { .. } => Reason::PartitionNotFound,
+            Rejection::NotEnoughNodes { .. } => Reason::NotEnoughReplicas,
+            Rejection::StaleLeader { .. } => Reason::NotLeader,
+            Rejection::InvalidIsr(_) | Rejection::InconsistentStrategy { .. } => {
+                Reason::InvalidRequest
+            }
+            Rejection::GroupNotFound(_) => Reason::GroupNotFound,
+            Rejection::GroupNotEmpty { .. } => Reason::GroupNotEmpty,
+            Rejection::UnknownMember { .. } => Reason::UnknownMember,
+            Rejection::IllegalGeneration { .. } => Reason::IllegalGeneration,
+            Rejection::NotAssigned { .. } => Reason::NotAssigned,
+        }
+    }
 }
 
 impl ClusterState {
@@ -150,9 +242,16 @@ impl ClusterState {
                 log,
                 config,
                 request,
-            } => self.create_log(log, config, *request),
+            } => {
+                let r = self.create_log(log, config, *request);
+                groups::logs_changed(&mut self.groups, &self.logs, log);
+                r
+            }
             Command::DeleteLog { log } => match self.logs.remove(log) {
-                Some(_) => CommandResult::Done,
+                Some(_) => {
+                    groups::logs_changed(&mut self.groups, &self.logs, log);
+                    CommandResult::Done
+                }
                 None => CommandResult::Rejected(Rejection::LogNotFound(log.clone())),
             },
             Command::AdvanceEpoch {
@@ -181,6 +280,28 @@ impl ClusterState {
                 epoch,
                 isr,
             } => self.alter_isr(log, *partition, *leader, *epoch, isr),
+            Command::JoinGroup { group, request } => {
+                groups::join(&mut self.groups, &self.logs, group, request)
+            }
+            Command::LeaveGroup { group, members } => {
+                groups::remove_members(&mut self.groups, &self.logs, group, members)
+            }
+            Command::ReportOwned {
+                group,
+                member,
+                owned,
+            } => groups::report_owned(&mut self.groups, &self.logs, group, member, owned),
+            Command::CommitOffsets {
+                group,
+                member,
+                offsets,
+            } => groups::commit(&mut self.groups, group, member.as_ref(), offsets),
+            Command::DeleteGroup { group } => groups::delete(&mut self.groups, group),
+            Command::InitProducer { name } => CommandResult::Producer(groups::init_producer(
+                &mut self.next_producer_id,
+                &mut self.producers,
+                name.as_deref(),
+            )),
         };
         if !matches!(result, CommandResult::Rejected(_)) {
             self.version += 1;

@@ -600,9 +600,9 @@ impl MetadataStore for ControllerMetadata {
                 Err(MetadataError::AlreadyExists(l))
             }
             Ok(CommandResult::Rejected(r)) => Err(MetadataError::Rejected(r.to_string())),
-            Ok(CommandResult::Done) => Err(MetadataError::Unavailable(
-                "controller answered a create without the log".into(),
-            )),
+            Ok(other) => Err(MetadataError::Unavailable(format!(
+                "controller answered a create with {other:?}"
+            ))),
             Err(e) => Err(MetadataError::Unavailable(e.to_string())),
         }
     }

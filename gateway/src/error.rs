@@ -61,6 +61,9 @@ pub enum GatewayError {
     ShuttingDown,
     #[error("internal error: {0}")]
     Internal(String),
+    /// A refusal with its own reason (group membership and fencing, producer fencing).
+    #[error("{detail}")]
+    Refused { reason: Reason, detail: String },
 }
 
 impl GatewayError {
@@ -84,6 +87,7 @@ impl GatewayError {
             GatewayError::Unavailable(_) => Reason::StorageError,
             GatewayError::ShuttingDown => Reason::ShuttingDown,
             GatewayError::Internal(_) => Reason::Internal,
+            GatewayError::Refused { reason, .. } => *reason,
         }
     }
 
@@ -144,6 +148,14 @@ impl From<HotError> for GatewayError {
             HotError::BatchTooLarge { size, limit } => GatewayError::BatchTooLarge {
                 size,
                 limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            },
+            HotError::ProducerFenced { .. } => GatewayError::Refused {
+                reason: Reason::ProducerFenced,
+                detail: e.to_string(),
+            },
+            HotError::OutOfOrderSequence { .. } => GatewayError::Refused {
+                reason: Reason::OutOfOrderSequence,
+                detail: e.to_string(),
             },
             HotError::FencedEpoch { epoch, latest } => GatewayError::NotLeader {
                 leader: None,

@@ -10,6 +10,7 @@ mod cluster;
 mod cold;
 pub mod config;
 pub mod error;
+mod group_service;
 pub mod metadata;
 pub mod metrics;
 pub mod node;

@@ -25,6 +25,8 @@ pub struct ErrorLabels {
 pub struct Metrics {
     pub produced_records: Family<LogLabels, Counter>,
     pub produced_bytes: Family<LogLabels, Counter>,
+    /// Idempotent-producer retries answered from the log instead of appended again.
+    pub duplicate_batches: Family<LogLabels, Counter>,
     pub fetched_bytes: Family<LogLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     /// Produce request latency (validation + append + fsync), seconds.
@@ -48,6 +50,12 @@ impl Metrics {
         let mut registry = Registry::with_prefix("pyralog");
         let produced_records = Family::<LogLabels, Counter>::default();
         let produced_bytes = Family::<LogLabels, Counter>::default();
+        let duplicate_batches = Family::<LogLabels, Counter>::default();
+        registry.register(
+            "duplicate_batches",
+            "Idempotent-producer retries answered with the original offsets (not appended)",
+            duplicate_batches.clone(),
+        );
         let fetched_bytes = Family::<LogLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         let produce_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
@@ -126,6 +134,7 @@ impl Metrics {
         Arc::new(Metrics {
             produced_records,
             produced_bytes,
+            duplicate_batches,
             fetched_bytes,
             errors,
             produce_seconds,

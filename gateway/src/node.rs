@@ -77,6 +77,19 @@ pub enum ProducePayload {
     Batch(Bytes),
     /// Records for the node to encode.
     Records(Vec<NewRecord>),
+    /// Records of an idempotent producer: the batch carries its id, epoch and sequence.
+    IdempotentRecords {
+        records: Vec<NewRecord>,
+        producer: ProducerStamp,
+    },
+}
+
+/// An idempotent producer's identity and the sequence of a batch's first record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStamp {
+    pub id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +97,9 @@ pub struct Produced {
     pub base_offset: LogOffset,
     pub last_offset: LogOffset,
     pub epoch: Epoch,
+    /// A retry of a batch already in the log: nothing was written; the offsets are the
+    /// original's.
+    pub duplicate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -759,6 +775,7 @@ impl Node {
                 base_offset: LogOffset::MAX,
                 last_offset: LogOffset::MAX,
                 epoch,
+                duplicate: false,
             });
         }
         // Leader answers after the local append; Quorum and All once the HW covers the batch,
@@ -782,18 +799,23 @@ impl Node {
         self.metrics
             .produce_seconds
             .observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .produced_records
-            .get_or_create(&labels)
-            .inc_by(u64::from(records));
-        self.metrics
-            .produced_bytes
-            .get_or_create(&labels)
-            .inc_by(bytes);
+        if info.duplicate {
+            self.metrics.duplicate_batches.get_or_create(&labels).inc();
+        } else {
+            self.metrics
+                .produced_records
+                .get_or_create(&labels)
+                .inc_by(u64::from(records));
+            self.metrics
+                .produced_bytes
+                .get_or_create(&labels)
+                .inc_by(bytes);
+        }
         Ok(Produced {
             base_offset: info.base_offset,
             last_offset: info.last_offset,
             epoch,
+            duplicate: info.duplicate,
         })
     }
 
@@ -822,7 +844,23 @@ impl Node {
                 let count = batch.record_count();
                 Ok((batch.into_bytes(), count))
             }
-            ProducePayload::Records(records) => {
+            ProducePayload::Records(records) => self.encode_records(config, records, None),
+            ProducePayload::IdempotentRecords { records, producer } => {
+                self.encode_records(config, records, Some(producer))
+            }
+        }
+    }
+
+    fn encode_records(
+        &self,
+        config: &LogConfig,
+        records: Vec<NewRecord>,
+        producer: Option<ProducerStamp>,
+    ) -> Result<(Bytes, u32), GatewayError> {
+        let max_batch = config.max_batch_bytes;
+        let max_record = config.max_record_bytes as usize;
+        {
+            {
                 if records.is_empty() {
                     return Err(GatewayError::InvalidRequest(
                         "produce request has no records".into(),
@@ -830,6 +868,9 @@ impl Node {
                 }
                 let now = self.clock.now_micros();
                 let mut builder = BatchBuilder::new(Compression::None);
+                if let Some(p) = producer {
+                    builder = builder.with_producer(p.id, p.epoch, p.base_sequence);
+                }
                 for mut r in records {
                     let size = r.key.as_ref().map_or(0, Bytes::len)
                         + r.value.as_ref().map_or(0, Bytes::len)
@@ -1052,8 +1093,13 @@ impl Node {
 }
 
 mod compaction;
+mod groups;
 mod replication;
 pub use compaction::PartitionCompaction;
+pub use groups::{
+    CommitPosition, CommitSpec, CommittedAt, JoinSpec, PartitionLag, ResetTo,
+    DEFAULT_REBALANCE_TIMEOUT, DEFAULT_SESSION_TIMEOUT, DEFAULT_VLSN_HEADER,
+};
 pub(crate) use replication::ReplicationService;
 
 #[cfg(test)]

@@ -4,13 +4,15 @@ use std::future::Future;
 use std::sync::Arc;
 
 use pyralog_proto::v1::{
-    admin_server::AdminServer, consumer_server::ConsumerServer, producer_server::ProducerServer,
+    admin_server::AdminServer, consumer_server::ConsumerServer, groups_server::GroupsServer,
+    producer_server::ProducerServer,
 };
 use pyralog_types::config::limits::MAX_BATCH_BYTES;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
+use crate::group_service::GroupService;
 use crate::node::{Node, ReplicationService};
 use crate::services::Services;
 use pyralog_proto::internal::replication_server::ReplicationServer;
@@ -40,6 +42,9 @@ pub async fn serve(
         .set_serving::<ConsumerServer<Services>>()
         .await;
     health_reporter.set_serving::<AdminServer<Services>>().await;
+    health_reporter
+        .set_serving::<GroupsServer<GroupService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pyralog_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -68,6 +73,7 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(AdminServer::new(services))
+        .add_service(GroupsServer::new(GroupService::new(node.clone())))
         .add_service(
             ReplicationServer::new(ReplicationService { node: node.clone() })
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -12,7 +12,7 @@ use pyralog_types::LogOffset;
 use tonic::{Request, Response, Status};
 
 use crate::error::GatewayError;
-use crate::node::{FetchSpec, FetchStart, LogStatus, Node, ProducePayload};
+use crate::node::{FetchSpec, FetchStart, LogStatus, Node, ProducePayload, ProducerStamp};
 
 /// Implements the `Producer`, `Consumer` and `Admin` services over one node.
 #[derive(Debug, Clone)]
@@ -74,7 +74,28 @@ impl Producer for Services {
         let payload = match req.payload {
             Some(produce_request::Payload::Batch(b)) => ProducePayload::Batch(b),
             Some(produce_request::Payload::Records(list)) => {
-                ProducePayload::Records(list.records.into_iter().map(Into::into).collect())
+                let records = list.records.into_iter().map(Into::into).collect();
+                match req.producer_id {
+                    None => ProducePayload::Records(records),
+                    Some(id) => ProducePayload::IdempotentRecords {
+                        records,
+                        producer: ProducerStamp {
+                            id,
+                            epoch: i16::try_from(req.producer_epoch).map_err(|_| {
+                                GatewayError::InvalidRequest(format!(
+                                    "producer epoch {} is out of range",
+                                    req.producer_epoch
+                                ))
+                            })?,
+                            base_sequence: i32::try_from(req.base_sequence).map_err(|_| {
+                                GatewayError::InvalidRequest(format!(
+                                    "base sequence {} is out of range",
+                                    req.base_sequence
+                                ))
+                            })?,
+                        },
+                    },
+                }
             }
             None => {
                 return Err(GatewayError::InvalidRequest(
@@ -97,6 +118,23 @@ impl Producer for Services {
             base_offset: done.base_offset.0,
             last_offset: done.last_offset.0,
             epoch: done.epoch.0,
+            duplicate: done.duplicate,
+        }))
+    }
+
+    async fn init_producer(
+        &self,
+        request: Request<v1::InitProducerRequest>,
+    ) -> Result<Response<v1::InitProducerResponse>, Status> {
+        let name = request.into_inner().name.filter(|n| !n.is_empty());
+        let p = self
+            .node
+            .init_producer(name)
+            .await
+            .map_err(|e| self.fail("init_producer", e))?;
+        Ok(Response::new(v1::InitProducerResponse {
+            producer_id: p.id,
+            producer_epoch: u32::try_from(p.epoch).unwrap_or_default(),
         }))
     }
 }

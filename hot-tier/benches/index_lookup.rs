@@ -20,6 +20,7 @@ fn lookup(c: &mut Criterion) {
         index_interval_bytes: 4096,
         max_index_bytes: 1 << 20,
         fsync: FsyncPolicy::Never,
+        producer_expiration: pyralog_hot_tier::DEFAULT_PRODUCER_EXPIRATION,
     };
     let log = PartitionLog::open(dir.path(), opts, ManualClock::new(T0)).expect("open");
     // 200k records of ~100 B in batches of 10: ~24 MB, one closed segment.

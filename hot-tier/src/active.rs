@@ -170,6 +170,7 @@ impl Active {
             next_offset,
             cursor,
             out: ScanOut::default(),
+            producers: None,
         }
     }
 

@@ -39,6 +39,24 @@ pub enum HotError {
     /// leader that has since been replaced (its writes must never land).
     #[error("epoch {epoch} is fenced: the log already holds epoch {latest}")]
     FencedEpoch { epoch: Epoch, latest: Epoch },
+    /// An idempotent producer's batch under a producer epoch older than the one the log
+    /// knows: another instance of the producer has taken over, and this one must stop (not
+    /// retriable).
+    #[error("producer {producer_id} is fenced: its epoch {epoch} is older than the current epoch {current}")]
+    ProducerFenced {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    /// An idempotent producer's batch whose base sequence neither continues the producer's
+    /// sequence nor repeats one of its recent batches: batches were lost or reordered in
+    /// between (not retriable as is; the producer must reset its sequence or epoch).
+    #[error("out-of-order sequence from producer {producer_id}: expected base sequence {expected}, got {got}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
     /// The log was closed (shutdown or deletion) while the call was waiting.
     #[error("partition log is closed")]
     Closed,

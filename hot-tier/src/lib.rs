@@ -13,12 +13,17 @@
 //! commit: concurrent callers share one fsync). The log's [`FsyncPolicy`] tells callers which to
 //! call when; segments are always fsynced when they roll, so recovery after a crash only has to
 //! check the active segment.
+//!
+//! Idempotent producers: the leader's append drops a retried batch (answering with the
+//! original offsets) and refuses out-of-order sequences and fenced producer epochs; the
+//! per-producer state is kept in memory and in `{offset}.snapshot` files (see `producers`).
 
 mod active;
 mod epochs;
 mod error;
 mod index;
 mod log;
+mod producers;
 mod read;
 mod recovery;
 pub mod replication;
@@ -33,3 +38,4 @@ pub use error::HotError;
 pub use log::{
     AppendInfo, PartitionLog, PartitionOptions, ReadResult, RewriteOutcome, SegmentInfo,
 };
+pub use producers::{ProducerSnapshot, DEFAULT_PRODUCER_EXPIRATION};

@@ -5,6 +5,8 @@
 //! taken: `inner` (the append lock: one writer at a time, held for a `write` syscall, never
 //! for an fsync of appended data), then `flush_lock` (group commit), then `segments` (a map of
 //! `Arc<Segment>`, held only to look up or swap entries). Readers take only the last, briefly.
+//! `epochs` and `producers` are leaves, held briefly and changed only under `inner`; so the
+//! idempotent-producer check and the offset assignment form one critical section.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +25,11 @@ use tokio::sync::watch;
 use crate::active::Active;
 use crate::epochs::{sync_dir, EpochCache};
 use crate::error::HotError;
-use crate::recovery::{open_dir, write_marker, Marker};
+use crate::producers::{
+    snapshot, ProducerBatch, ProducerSnapshot, ProducerStateTable, Verdict,
+    DEFAULT_PRODUCER_EXPIRATION,
+};
+use crate::recovery::{open_dir, rebuild_producers, write_marker, Marker};
 use crate::retention::{Candidate, Rule};
 use crate::segment::{io_err, Segment};
 
@@ -36,6 +42,10 @@ pub struct PartitionOptions {
     /// Bytes preallocated for the active segment's mmap'd indexes (trimmed when it rolls).
     pub max_index_bytes: u64,
     pub fsync: FsyncPolicy,
+    /// An idempotent producer whose last batch is older than this is forgotten (when the
+    /// producer-state snapshot is next written, at a roll or on close); its next batch is
+    /// accepted whatever its sequence.
+    pub producer_expiration: Duration,
 }
 
 impl PartitionOptions {
@@ -46,6 +56,8 @@ impl PartitionOptions {
             index_interval_bytes: c.index_interval_bytes,
             max_index_bytes: 10 * 1024 * 1024,
             fsync: c.fsync,
+            // Not in `LogConfig` (yet).
+            producer_expiration: DEFAULT_PRODUCER_EXPIRATION,
         }
     }
 }
@@ -58,6 +70,11 @@ pub struct AppendInfo {
     /// The log end offset after the append (= `last_offset + 1`).
     pub end_offset: LogOffset,
     pub max_timestamp: TimestampMicros,
+    /// The batch was a retry of one an idempotent producer already wrote: nothing was
+    /// appended, and the offsets (and `end_offset`, its last offset + 1, possibly below the
+    /// log end) are the original batch's. The caller acknowledges it like a fresh append
+    /// (waiting for the original to be replicated, if the ack policy says so).
+    pub duplicate: bool,
 }
 
 /// Whole batches read from the log.
@@ -106,6 +123,8 @@ pub struct PartitionLog {
     durable: AtomicU64,
     end_tx: watch::Sender<LogOffset>,
     epochs: Mutex<EpochCache>,
+    /// Idempotent producers' sequence state (see `crate::producers`).
+    producers: Mutex<ProducerStateTable>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -149,17 +168,25 @@ impl PartitionLog {
             durable: AtomicU64::new(durable),
             end_tx: watch::Sender::new(LogOffset(end)),
             epochs: Mutex::new(opened.epochs),
+            producers: Mutex::new(opened.producers),
         })
     }
 
     /// Appends a validated batch (as received from a producer or leader), assigning offsets
     /// from the log end and stamping `epoch`. Rolls first if the active segment is full or old.
+    ///
+    /// A batch of an idempotent producer (`producer_id >= 0`) is checked against the
+    /// producer's state first: a retry of one of its last five batches is not written and is
+    /// answered with the original offsets ([`AppendInfo::duplicate`]); an older producer epoch
+    /// is [`HotError::ProducerFenced`]; a sequence that does not continue the producer's last
+    /// one (or a new epoch that does not start at 0) is [`HotError::OutOfOrderSequence`].
     pub fn append(&self, batch: Bytes, epoch: Epoch) -> Result<AppendInfo, HotError> {
         self.append_inner(batch, Some(epoch))
     }
 
     /// Appends a batch that already carries its offsets and epoch (a follower copying its
-    /// leader). Its base offset must equal the log end offset.
+    /// leader). Its base offset must equal the log end offset. Producer sequences are not
+    /// checked (the leader did), only recorded, so this log can take over as leader.
     pub fn append_replicated(&self, batch: Bytes) -> Result<AppendInfo, HotError> {
         self.append_inner(batch, None)
     }
@@ -194,6 +221,23 @@ impl PartitionLog {
         };
         h.base_offset = end;
         h.epoch = epoch.0;
+        let producer = ProducerBatch::of(&parsed);
+        if let (Some(p), Some(_)) = (&producer, assign_epoch) {
+            // A replaced leader answers nothing, not even "duplicate".
+            if let Some(latest) = self.epochs.lock().latest().filter(|l| *l > epoch) {
+                return Err(HotError::FencedEpoch { epoch, latest });
+            }
+            // Under the append lock: no other append can pass the same check meanwhile.
+            if let Verdict::Duplicate(original) = self.producers.lock().check(p)? {
+                return Ok(AppendInfo {
+                    base_offset: LogOffset(original.base_offset),
+                    last_offset: LogOffset(original.last_offset),
+                    end_offset: LogOffset(original.last_offset.saturating_add(1)),
+                    max_timestamp: original.max_timestamp,
+                    duplicate: true,
+                });
+            }
+        }
         let now = self.clock.now_micros();
         if guard
             .as_ref()
@@ -220,6 +264,9 @@ impl PartitionLog {
         let active = guard.as_mut().ok_or(HotError::Closed)?;
         active.append(&bytes, &h, now)?;
         let new_end = active.next_offset();
+        if let Some(p) = &producer {
+            self.producers.lock().record(p, end, h.last_offset());
+        }
         self.end.store(new_end, Ordering::Release);
         drop(guard);
         self.end_tx.send_replace(LogOffset(new_end));
@@ -228,6 +275,7 @@ impl PartitionLog {
             last_offset: LogOffset(h.last_offset()),
             end_offset: LogOffset(new_end),
             max_timestamp: h.max_timestamp,
+            duplicate: false,
         })
     }
 
@@ -369,7 +417,64 @@ impl PartitionLog {
         // Everything below `end` is in fsynced segments now.
         self.durable.fetch_max(end, Ordering::AcqRel);
         *guard = Some(next);
+        // Not fatal: the previous snapshot stays valid, only opening gets slower.
+        if let Err(e) = self.snapshot_producers(end) {
+            tracing::warn!(dir = %self.dir.display(), error = %e,
+                "could not write the producer snapshot at a roll");
+        }
         Ok(())
+    }
+
+    /// Writes the producer snapshot covering everything below `end` (all of it fsynced),
+    /// first dropping expired producers (from the table too, but only once the snapshot is
+    /// written, so the table stays what the snapshot plus a replay of later headers gives).
+    /// Call with the append lock held.
+    fn snapshot_producers(&self, end: u64) -> Result<(), HotError> {
+        let mut table = self.producers.lock().clone();
+        let expired = table.expire(self.clock.now_micros(), self.options.producer_expiration);
+        snapshot::persist(&self.dir, end, &table)?;
+        if expired > 0 {
+            tracing::info!(dir = %self.dir.display(), expired, remaining = table.len(),
+                "expired idle producers");
+        }
+        *self.producers.lock() = table;
+        Ok(())
+    }
+
+    /// After the log was cut to end at `end`: the producer table of what is left, from the
+    /// newest snapshot at or below `end` plus the headers after it (snapshots beyond `end`
+    /// are deleted). With `discard` (nothing of the old log is left) every snapshot goes.
+    /// Call with the append lock held.
+    fn reload_producers(&self, end: u64, discard: bool) -> Result<(), HotError> {
+        // If the rebuild fails, forget everything rather than keep batches that were cut: a
+        // retry of one of those answered "duplicate" would be lost, one appended again is not.
+        *self.producers.lock() = ProducerStateTable::new();
+        if discard {
+            snapshot::remove(&self.dir, |_| true)?;
+        }
+        let segments = self.segments.read().clone();
+        let rebuilt = rebuild_producers(&self.dir, &segments, end)?;
+        *self.producers.lock() = rebuilt.table;
+        if rebuilt.scanned_all {
+            // Everything below `end` is fsynced (a truncation syncs): spare the next open the
+            // scan. Not fatal: without it the next open scans again.
+            if let Err(e) = self.snapshot_producers(end) {
+                tracing::warn!(dir = %self.dir.display(), error = %e,
+                    "could not write the producer snapshot after a truncation");
+            }
+        }
+        Ok(())
+    }
+
+    /// Every idempotent producer this log knows, by producer id.
+    pub fn producers(&self) -> Vec<ProducerSnapshot> {
+        self.producers.lock().describe()
+    }
+
+    /// The whole producer table (with every remembered batch), for tests to compare.
+    #[cfg(test)]
+    pub(crate) fn producer_table(&self) -> ProducerStateTable {
+        self.producers.lock().clone()
     }
 
     /// Applies `retention` in whole closed segments, oldest first, only to segments whose
@@ -543,6 +648,7 @@ impl PartitionLog {
         }
         let all: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
         let keep = all.iter().rev().find(|s| s.base() <= offset.0).cloned();
+        let below_start = keep.is_none();
         let new_end = match keep {
             None => {
                 // Below the start: nothing survives.
@@ -589,6 +695,7 @@ impl PartitionLog {
                 epochs.persist()?;
             }
         }
+        self.reload_producers(new_end, below_start)?;
         drop(guard);
         self.end_tx.send_replace(LogOffset(new_end));
         Ok(())
@@ -634,6 +741,7 @@ impl PartitionLog {
                 epochs.persist()?;
             }
         }
+        self.reload_producers(offset.0, true)?;
         drop(guard);
         self.end_tx.send_replace(offset);
         Ok(())
@@ -686,6 +794,7 @@ impl PartitionLog {
         };
         active.finish()?;
         let end = active.next_offset();
+        self.snapshot_producers(end)?;
         let marker = Marker {
             end,
             first_append: active.first_append,

@@ -10,6 +10,11 @@
 //!
 //! The marker is removed (and the removal fsynced) before the log accepts writes, so a later
 //! crash is never mistaken for a clean shutdown.
+//!
+//! The idempotent-producer table comes from the newest producer snapshot plus the batch
+//! headers after the snapshot's offset. Snapshots are written at every roll and on clean
+//! close, so after a clean shutdown nothing is replayed and after a crash only the active
+//! segment is; without a usable snapshot every segment's headers are replayed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +27,9 @@ use crate::active::Active;
 use crate::epochs::{sync_dir, EpochCache, CHECKPOINT};
 use crate::error::HotError;
 use crate::log::PartitionOptions;
+use crate::producers::snapshot::{self, Loaded};
+use crate::producers::ProducerStateTable;
+use crate::scan::replay_producers;
 use crate::segment::{
     io_err, parse_segment_name, segment_path, Segment, COMPACTED_EXT, INDEX_EXT, LOG_EXT, TIME_EXT,
 };
@@ -33,6 +41,7 @@ pub(crate) struct Opened {
     pub(crate) segments: BTreeMap<u64, Arc<Segment>>,
     pub(crate) active: Active,
     pub(crate) epochs: EpochCache,
+    pub(crate) producers: ProducerStateTable,
     pub(crate) clean: bool,
 }
 
@@ -161,10 +170,12 @@ pub(crate) fn open_dir(
         epochs.persist()?;
         let mut segments = BTreeMap::new();
         segments.insert(0, active.seg.clone());
+        let producers = rebuild_producers(dir, &segments, 0)?.table;
         return Ok(Opened {
             segments,
             active,
             epochs,
+            producers,
             clean: marker.is_some(),
         });
     };
@@ -221,12 +232,63 @@ pub(crate) fn open_dir(
     if changed || !epochs_found {
         epochs.persist()?;
     }
+    let producers = rebuild_producers(dir, &segments, end)?.table;
     Ok(Opened {
         segments,
         active,
         epochs,
+        producers,
         clean: marker.is_some() && !recovered,
     })
+}
+
+/// A producer table rebuilt from the directory.
+pub(crate) struct RebuiltProducers {
+    pub(crate) table: ProducerStateTable,
+    /// No snapshot was usable and batch headers were replayed from the start of the log.
+    pub(crate) scanned_all: bool,
+}
+
+/// The producer table of the log made of `segments` (ending at `end`): the newest usable
+/// snapshot at or below `end` plus the headers of the batches at or after its offset, or,
+/// without one, the headers of every batch. Segments that end at or before the snapshot's
+/// offset are not read. Snapshots beyond `end` (the log was cut below them) and corrupt ones
+/// are deleted first: once the log grew past a stale snapshot's offset it would look valid.
+pub(crate) fn rebuild_producers(
+    dir: &Path,
+    segments: &BTreeMap<u64, Arc<Segment>>,
+    end: u64,
+) -> Result<RebuiltProducers, HotError> {
+    let offsets = snapshot::list(dir)?;
+    if offsets.iter().any(|&o| o > end) {
+        warn!(dir = %dir.display(), end,
+            "deleting producer snapshots beyond the log end");
+        snapshot::remove(dir, |o| o > end)?;
+    }
+    let mut found = None;
+    for &offset in offsets.iter().rev().filter(|&&o| o <= end) {
+        match snapshot::load(dir, offset)? {
+            Loaded::Found(table) => {
+                found = Some((offset, table));
+                break;
+            }
+            Loaded::Corrupt(why) => {
+                warn!(dir = %dir.display(), offset, %why, "deleting a corrupt producer snapshot");
+                snapshot::remove(dir, |o| o == offset)?;
+            }
+            Loaded::Missing => {}
+        }
+    }
+    let scanned_all = found.is_none() && segments.values().any(|s| s.size() > 0);
+    if scanned_all {
+        info!(dir = %dir.display(), end,
+            "no usable producer snapshot; rebuilding producer state from every batch header");
+    }
+    let (from, mut table) = found.unwrap_or((0, ProducerStateTable::new()));
+    for seg in segments.values().filter(|s| s.end() > from) {
+        replay_producers(seg, from, &mut table)?;
+    }
+    Ok(RebuiltProducers { table, scanned_all })
 }
 
 /// Writes the clean-shutdown marker (fsynced, with its directory entry).

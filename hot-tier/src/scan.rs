@@ -14,7 +14,8 @@ use bytes::Bytes;
 use pyralog_types::batch::{Batch, HEADER_LEN};
 
 use crate::error::HotError;
-use crate::segment::io_err;
+use crate::producers::{ProducerBatch, ProducerStateTable};
+use crate::segment::{io_err, Segment};
 use pyralog_types::batch::BatchHeader;
 
 /// Decides, batch by batch, which index entries to add.
@@ -105,6 +106,8 @@ pub(crate) struct Scan<'a> {
     pub(crate) next_offset: u64,
     pub(crate) cursor: IndexCursor,
     pub(crate) out: ScanOut,
+    /// Fed the producer fields of every good batch (replaying producer state).
+    pub(crate) producers: Option<&'a mut ProducerStateTable>,
 }
 
 impl Scan<'_> {
@@ -149,6 +152,10 @@ impl Scan<'_> {
                 return self.stop(pos, "batch beyond the 32-bit index range");
             };
             let rest = (h.size as usize) - HEADER_LEN;
+            let producer = self
+                .producers
+                .as_ref()
+                .and_then(|_| ProducerBatch::from_header(&head));
             if self.verify {
                 let mut whole = head;
                 whole.resize(h.size as usize, 0);
@@ -168,6 +175,9 @@ impl Scan<'_> {
                 .on_batch(rel_base, pos32, h.size, h.max_timestamp);
             self.out.offsets.extend(o);
             self.out.times.extend(t);
+            if let (Some(table), Some(b)) = (self.producers.as_deref_mut(), producer) {
+                table.record(&b, h.base_offset, h.last_offset());
+            }
             if last_epoch != Some(h.epoch) {
                 self.out.epochs.push((h.epoch, h.base_offset));
                 last_epoch = Some(h.epoch);
@@ -182,4 +192,43 @@ impl Scan<'_> {
         self.out.error = Some((pos, why.into()));
         Ok(())
     }
+}
+
+/// Feeds `table` the producer fields of every batch of `seg` that starts at or after `from`,
+/// reading headers only. A damaged batch ends the replay of this segment with a warning (its
+/// reads fail as `Corrupt` anyway); only I/O failures are errors.
+pub(crate) fn replay_producers(
+    seg: &Segment,
+    from: u64,
+    table: &mut ProducerStateTable,
+) -> Result<(), HotError> {
+    let (pos, next_offset) = if from <= seg.base() {
+        (0, seg.base())
+    } else {
+        match seg.locate(from)? {
+            Some((pos, h)) if h.base_offset >= from => (pos, h.base_offset),
+            // `from` inside a batch (never written so): that batch is before it.
+            Some((pos, h)) => (pos + h.size, h.next_offset()),
+            None => return Ok(()),
+        }
+    };
+    let mut scan = Scan {
+        file: seg.file()?,
+        path: seg.log_path(),
+        base: seg.base(),
+        verify: false,
+        allow_gaps: seg.is_compacted(),
+        pos,
+        next_offset,
+        // No index entries wanted.
+        cursor: IndexCursor::new(u64::MAX, None),
+        out: ScanOut::default(),
+        producers: Some(table),
+    };
+    scan.run(seg.size())?;
+    if let Some((pos, why)) = &scan.out.error {
+        tracing::warn!(segment = %seg.log_path().display(), position = pos, %why,
+            "damaged batch: producer state replayed up to it only");
+    }
+    Ok(())
 }

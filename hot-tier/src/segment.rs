@@ -260,6 +260,7 @@ impl Segment {
             next_offset: self.base,
             cursor: IndexCursor::new(self.index_interval, None),
             out: ScanOut::default(),
+            producers: None,
         };
         scan.run(self.size())?;
         if let Some((pos, why)) = &scan.out.error {

@@ -9,7 +9,9 @@ use proptest::prelude::*;
 use pyralog_types::batch::{split_batches, BatchBuilder, Compression, NewRecord};
 use pyralog_types::{Epoch, FsyncPolicy, LogOffset, ManualClock, Record, Retention};
 
-use crate::{HotError, PartitionLog, PartitionOptions};
+use crate::{HotError, PartitionLog, PartitionOptions, DEFAULT_PRODUCER_EXPIRATION};
+
+mod producers;
 
 const T0: i64 = 1_700_000_000_000_000;
 
@@ -20,6 +22,7 @@ fn options(segment_bytes: u64, index_interval_bytes: u32) -> PartitionOptions {
         index_interval_bytes,
         max_index_bytes: 64 * 1024,
         fsync: FsyncPolicy::EveryBatch,
+        producer_expiration: DEFAULT_PRODUCER_EXPIRATION,
     }
 }
 

@@ -27,6 +27,7 @@ fn records_req(log: &str, partition: u32, values: Vec<Vec<u8>>) -> v1::ProduceRe
         })),
         acks: 0,
         timeout_ms: 0,
+        ..Default::default()
     }
 }
 

@@ -146,6 +146,7 @@ fn one_record(value: String, acks: v1::AckPolicy, timeout_ms: u32) -> v1::Produc
         })),
         acks: acks as i32,
         timeout_ms,
+        ..Default::default()
     }
 }
 

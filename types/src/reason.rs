@@ -26,6 +26,13 @@ pub enum Reason {
     StorageError,
     ShuttingDown,
     Internal,
+    GroupNotFound,
+    GroupNotEmpty,
+    UnknownMember,
+    IllegalGeneration,
+    NotAssigned,
+    ProducerFenced,
+    OutOfOrderSequence,
 }
 
 impl Reason {
@@ -49,6 +56,13 @@ impl Reason {
             Reason::StorageError => "STORAGE_ERROR",
             Reason::ShuttingDown => "SHUTTING_DOWN",
             Reason::Internal => "INTERNAL",
+            Reason::GroupNotFound => "GROUP_NOT_FOUND",
+            Reason::GroupNotEmpty => "GROUP_NOT_EMPTY",
+            Reason::UnknownMember => "UNKNOWN_MEMBER",
+            Reason::IllegalGeneration => "ILLEGAL_GENERATION",
+            Reason::NotAssigned => "NOT_ASSIGNED",
+            Reason::ProducerFenced => "PRODUCER_FENCED",
+            Reason::OutOfOrderSequence => "OUT_OF_ORDER_SEQUENCE",
         }
     }
 
@@ -69,7 +83,7 @@ impl Reason {
         )
     }
 
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 24] = [
         Reason::InvalidRequest,
         Reason::InvalidLogName,
         Reason::InvalidConfig,
@@ -87,6 +101,13 @@ impl Reason {
         Reason::StorageError,
         Reason::ShuttingDown,
         Reason::Internal,
+        Reason::GroupNotFound,
+        Reason::GroupNotEmpty,
+        Reason::UnknownMember,
+        Reason::IllegalGeneration,
+        Reason::NotAssigned,
+        Reason::ProducerFenced,
+        Reason::OutOfOrderSequence,
     ];
 }
 
