@@ -51,6 +51,8 @@ pub(crate) enum Command {
     Compaction(CompactionArgs),
     /// Inspect the cluster: nodes, liveness, the controller's leader.
     Cluster(ClusterArgs),
+    /// Consumer groups: list, describe (members, assignment, lag), reset offsets, delete.
+    Groups(GroupsArgs),
     /// Run the standalone compactor on a bucket: compaction, retention and orphan GC of the
     /// archive, without a node.
     Compactor(CompactorArgs),
@@ -68,6 +70,53 @@ pub(crate) struct ClusterArgs {
 pub(crate) enum ClusterCommand {
     /// Nodes, their addresses and liveness, and the controller's leader.
     Describe,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GroupsArgs {
+    #[command(subcommand)]
+    pub command: GroupsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GroupsCommand {
+    /// Every group with its member count, generation and strategy.
+    List,
+    /// Members and their partitions, and per partition the committed offset and lag.
+    Describe { group: String },
+    /// Move a group's committed offsets (the group must have no active members).
+    ResetOffsets(ResetOffsetsArgs),
+    /// Delete a group without members, with its committed offsets.
+    Delete { group: String },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("to").required(true).args(["to_earliest", "to_latest", "to_offset", "to_timestamp"])))]
+pub(crate) struct ResetOffsetsArgs {
+    pub group: String,
+    pub log: String,
+    /// Only these partitions (repeatable; default: all).
+    #[arg(long)]
+    pub partition: Vec<u32>,
+    #[arg(long)]
+    pub to_earliest: bool,
+    #[arg(long)]
+    pub to_latest: bool,
+    #[arg(long)]
+    pub to_offset: Option<u64>,
+    /// The first record at or after this time (RFC 3339, or µs since the epoch).
+    #[arg(long)]
+    pub to_timestamp: Option<String>,
+    /// Show the new offsets without committing them.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum StrategyArg {
+    Range,
+    RoundRobin,
+    Sticky,
 }
 
 #[derive(Debug, Args)]
@@ -352,6 +401,13 @@ pub(crate) struct ProduceArgs {
     pub batch_bytes: usize,
     #[arg(long, default_value_t = 5)]
     pub linger_ms: u64,
+    /// Idempotent producer: retries never store a batch twice.
+    #[arg(long)]
+    pub idempotent: bool,
+    /// A stable name for the idempotent producer (a later producer with the same name
+    /// fences this one). Implies --idempotent.
+    #[arg(long)]
+    pub producer_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -388,6 +444,19 @@ pub(crate) struct ConsumeArgs {
     /// In text format, print `partition:offset key<TAB>value`.
     #[arg(long)]
     pub verbose: bool,
+    /// Consume as a member of this group: the group's partitions are shared among its
+    /// members, and positions are committed after records are printed (at least once).
+    #[arg(long, conflicts_with_all = ["partition", "offset", "timestamp"])]
+    pub group: Option<String>,
+    /// With --group: how partitions are spread over the members.
+    #[arg(long, value_enum, default_value_t = StrategyArg::Sticky, requires = "group")]
+    pub strategy: StrategyArg,
+    /// With --group: commit printed positions this often.
+    #[arg(long, default_value_t = 1000, requires = "group")]
+    pub commit_interval_ms: u64,
+    /// With --group: the member is removed after this long without heartbeats.
+    #[arg(long, default_value_t = 10_000, requires = "group")]
+    pub session_timeout_ms: u64,
 }
 
 #[derive(Debug, Args)]

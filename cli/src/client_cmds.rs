@@ -18,7 +18,7 @@ use crate::args::{
 };
 use crate::error::{CliError, CliResult};
 
-async fn connect(server: &str) -> Result<Client, CliError> {
+pub(crate) async fn connect(server: &str) -> Result<Client, CliError> {
     Client::connect(server)
         .await
         .map_err(|e| CliError::runtime(format!("{e} (is a node running? try `pyralog dev`)")))
@@ -31,7 +31,7 @@ fn parse_duration_ms(field: &str, s: &str) -> Result<u64, CliError> {
 }
 
 /// RFC 3339 (`2026-11-24T10:00:00Z`) or microseconds since the Unix epoch.
-fn parse_timestamp(s: &str) -> Result<i64, CliError> {
+pub(crate) fn parse_timestamp(s: &str) -> Result<i64, CliError> {
     if let Ok(us) = s.parse::<i64>() {
         return Ok(us);
     }
@@ -379,6 +379,8 @@ pub(crate) async fn produce(server: &str, args: ProduceArgs) -> CliResult {
                 Acks::Quorum => AckPolicy::Quorum,
                 Acks::All => AckPolicy::All,
             },
+            enable_idempotence: args.idempotent || args.producer_name.is_some(),
+            producer_name: args.producer_name.clone(),
             ..Default::default()
         },
     );
@@ -449,6 +451,9 @@ pub(crate) async fn produce(server: &str, args: ProduceArgs) -> CliResult {
 }
 
 pub(crate) async fn consume(server: &str, args: ConsumeArgs) -> CliResult {
+    if let Some(group) = args.group.clone() {
+        return crate::group_cmds::consume_group(server, args, group).await;
+    }
     let client = connect(server).await?;
     let info = client.describe_log(&args.log).await?;
     let partitions: Vec<u32> = match args.partition {
@@ -538,7 +543,7 @@ pub(crate) async fn consume(server: &str, args: ConsumeArgs) -> CliResult {
     Ok(())
 }
 
-fn print_record(
+pub(crate) fn print_record(
     out: &mut impl Write,
     partition: u32,
     r: &Record,

@@ -40,10 +40,12 @@ impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
         use tonic::Code;
         let bad_input = match &e {
-            ClientError::Server { code, .. } => matches!(
-                code,
-                Code::InvalidArgument | Code::NotFound | Code::AlreadyExists | Code::OutOfRange
-            ),
+            ClientError::Server { code, reason, .. } => {
+                matches!(
+                    code,
+                    Code::InvalidArgument | Code::NotFound | Code::AlreadyExists | Code::OutOfRange
+                ) || matches!(reason, Some(pyralog_types::Reason::GroupNotEmpty))
+            }
             ClientError::InvalidArgument(_) => true,
             _ => false,
         };

@@ -8,6 +8,7 @@ mod bench_cmd;
 mod client_cmds;
 mod compactor_cmd;
 mod error;
+mod group_cmds;
 mod node_cmds;
 
 use clap::Parser;
@@ -36,6 +37,7 @@ fn main() -> std::process::ExitCode {
             Command::Offsets(a) => client_cmds::offsets(&cli.server, a).await,
             Command::Compaction(a) => client_cmds::compaction(&cli.server, a).await,
             Command::Cluster(a) => client_cmds::cluster(&cli.server, a).await,
+            Command::Groups(a) => group_cmds::groups(&cli.server, a).await,
             Command::Compactor(a) => compactor_cmd::run(a, cli.log_format).await,
             Command::Bench(a) => bench_cmd::bench(&cli.server, a).await,
         }

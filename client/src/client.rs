@@ -18,16 +18,22 @@ use crate::error::ClientError;
 
 const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES as usize + 1024 * 1024;
 
-/// A connection to a Pyralog cluster through one node (the seed). Cheap to clone (clones
-/// share the channels and the routing table).
+/// A connection to a Pyralog cluster through a seed node. Cheap to clone (clones share the
+/// channels and the routing table).
 ///
 /// Produce and fetch requests go to the partition's leader: a node that does not lead
 /// answers `NOT_LEADER` with the leader's address, the client remembers it for that
 /// partition and sends there from then on (a fetch also retries when a routed node is
 /// unreachable; a produce does not, since it may have been applied: the caller decides).
+///
+/// The client learns every node's address at connect time (and from redirects); when the
+/// node it uses as seed stops answering, the next request goes to another one.
 #[derive(Debug, Clone)]
 pub struct Client {
     url: String,
+    /// Addresses (`host:port`) of the nodes that can serve as seed; `seed` indexes it.
+    seeds: Arc<Mutex<Vec<String>>>,
+    seed: Arc<std::sync::atomic::AtomicUsize>,
     channel: Channel,
     routes: Arc<Mutex<HashMap<(String, PartitionId), String>>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
@@ -121,12 +127,61 @@ impl Client {
             .connect()
             .await
             .map_err(|e| err(e.to_string()))?;
-        Ok(Client {
+        let client = Client {
             url,
+            seeds: Arc::default(),
+            seed: Arc::default(),
             channel,
             routes: Arc::default(),
             channels: Arc::default(),
-        })
+        };
+        // Best effort: the other nodes, to fall back on when the seed goes away.
+        if let Ok(cluster) = client.describe_cluster().await {
+            for n in cluster.nodes.iter().filter(|n| !n.address.is_empty()) {
+                client.learn_seed(&n.address);
+            }
+        }
+        Ok(client)
+    }
+
+    /// The seed's channel: the connected node, or another known node once it failed.
+    fn seed_channel(&self) -> Channel {
+        let seeds = self.seeds.lock();
+        let i = self.seed.load(std::sync::atomic::Ordering::Relaxed);
+        if i == 0 || seeds.is_empty() {
+            return self.channel.clone();
+        }
+        let address = seeds[(i - 1) % seeds.len()].clone();
+        drop(seeds);
+        self.channel_to(&address)
+    }
+
+    /// Remembers a node address (from a redirect) as a possible seed.
+    fn learn_seed(&self, address: &str) {
+        let mut seeds = self.seeds.lock();
+        if !seeds.iter().any(|s| s == address) {
+            seeds.push(address.to_owned());
+        }
+    }
+
+    /// The seed did not answer: use the next known node (0 is the connected URL).
+    fn next_seed(&self) {
+        let n = self.seeds.lock().len() + 1;
+        let _ = self.seed.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |i| Some((i + 1) % n),
+        );
+    }
+
+    /// After a call to the seed failed: a transport failure (no answer from Pyralog) moves
+    /// to the next known node.
+    pub(crate) fn seed_failed(&self, e: &ClientError) {
+        if e.reason().is_none()
+            && matches!(e, ClientError::Server { .. } | ClientError::Connect { .. })
+        {
+            self.next_seed();
+        }
     }
 
     /// The channel for a partition's known leader, or the seed's.
@@ -137,8 +192,13 @@ impl Client {
             .get(&(log.to_owned(), partition))
             .cloned();
         let Some(address) = route else {
-            return self.channel.clone();
+            return self.seed_channel();
         };
+        self.channel_to(&address)
+    }
+
+    fn channel_to(&self, address: &str) -> Channel {
+        let address = address.to_owned();
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(&address) {
             return c.clone();
@@ -166,6 +226,7 @@ impl Client {
         match e.reason() {
             Some(Reason::NotLeader) => match e.metadata("leader") {
                 Some(addr) if !addr.is_empty() => {
+                    self.learn_seed(addr);
                     self.routes.lock().insert(key, addr.to_owned());
                     Some(Duration::ZERO)
                 }
@@ -177,8 +238,11 @@ impl Client {
             },
             None if matches!(e, ClientError::Server { .. } | ClientError::Connect { .. }) => {
                 // No answer from Pyralog itself (unreachable, deadline passed): the routed
-                // node may be gone; forget it, the seed knows the next leader.
-                self.routes.lock().remove(&key);
+                // node may be gone; forget it, the seed knows the next leader. If there was
+                // no route, the seed itself failed: try another node next time.
+                if self.routes.lock().remove(&key).is_none() {
+                    self.next_seed();
+                }
                 None
             }
             _ => None,
@@ -190,7 +254,7 @@ impl Client {
     }
 
     pub(crate) fn admin(&self) -> AdminClient<Channel> {
-        AdminClient::new(self.channel.clone())
+        AdminClient::new(self.seed_channel())
     }
 
     pub(crate) fn producer_rpc_for(
@@ -205,13 +269,13 @@ impl Client {
 
     /// The `Groups` service of the seed node (any node answers or forwards to the controller).
     pub(crate) fn groups_rpc(&self) -> GroupsClient<Channel> {
-        GroupsClient::new(self.channel.clone())
+        GroupsClient::new(self.seed_channel())
     }
 
     /// A producer identity for an idempotent producer. A `name` makes it stable across
     /// restarts: the new instance gets the next epoch and the previous one is fenced.
     pub async fn init_producer(&self, name: Option<&str>) -> Result<(i64, i16), ClientError> {
-        let resp = ProducerClient::new(self.channel.clone())
+        let resp = ProducerClient::new(self.seed_channel())
             .init_producer(v1::InitProducerRequest {
                 name: name.map(str::to_owned),
             })
@@ -298,7 +362,7 @@ impl Client {
     }
 
     pub(crate) fn consumer_rpc(&self) -> ConsumerClient<Channel> {
-        ConsumerClient::new(self.channel.clone())
+        ConsumerClient::new(self.seed_channel())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }

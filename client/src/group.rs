@@ -76,7 +76,7 @@ impl GroupConfig {
 }
 
 /// Told about assignment changes, from inside `poll`.
-pub trait RebalanceListener: Send {
+pub trait RebalanceListener: Send + Sync {
     /// Partitions this member consumes from now on.
     fn on_assigned(&mut self, _partitions: &[LogPartition]) {}
     /// Partitions taken away; in auto-commit mode their positions were committed first.
@@ -189,6 +189,15 @@ impl GroupConsumer {
 
     pub fn assignment(&self) -> BTreeSet<LogPartition> {
         self.positions.keys().cloned().collect()
+    }
+
+    /// Moves the position of an assigned partition back (or forward) to `offset`: the next
+    /// poll reads from there, and commits commit it. Ignored for a partition not assigned.
+    pub fn seek(&mut self, log: &str, partition: PartitionId, offset: u64) {
+        let key = (log.to_owned(), partition);
+        if let Some(pos) = self.positions.get_mut(&key) {
+            *pos = offset;
+        }
     }
 
     /// The next offset this member reads in each assigned partition.
@@ -385,7 +394,10 @@ impl GroupConsumer {
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<GroupRecord>, ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
-            self.maintain().await?;
+            if let Err(e) = self.maintain().await {
+                self.client.seed_failed(&e);
+                return Err(e);
+            }
             let tps: Vec<LogPartition> = self.positions.keys().cloned().collect();
             let mut out = Vec::new();
             if !tps.is_empty() {

@@ -33,6 +33,13 @@ pub fn code_for(reason: Reason) -> Code {
         }
         Reason::Timeout => Code::DeadlineExceeded,
         Reason::Internal => Code::Internal,
+        Reason::GroupNotFound => Code::NotFound,
+        Reason::GroupNotEmpty
+        | Reason::UnknownMember
+        | Reason::IllegalGeneration
+        | Reason::NotAssigned
+        | Reason::OutOfOrderSequence => Code::FailedPrecondition,
+        Reason::ProducerFenced => Code::PermissionDenied,
         _ => Code::Unknown,
     }
 }
