@@ -213,7 +213,7 @@ async fn four_members_share_twelve_partitions_exclusively_through_kills_and_join
                 };
                 let _ = p.send("jobs", r).await;
                 i += 1;
-                if i % 100 == 0 {
+                if i.is_multiple_of(100) {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
