@@ -458,15 +458,22 @@ impl ClusterState {
                 p.replicas
             )));
         }
-        // Fenced nodes never join; the order is the replicas' order, without duplicates.
+        // Fenced nodes never join. Refused rather than left out: the leader counts its
+        // proposal as the new ISR once it is committed, so what commits must be exactly it
+        // (a silently shortened ISR left the leader waiting on a proposal that never came).
         let nodes = &self.nodes;
+        let fenced = |r: &NodeId| *r != leader && !nodes.get(r).is_some_and(|n| !n.fenced);
+        if let Some(r) = isr.iter().find(|r| fenced(r)) {
+            return CommandResult::Rejected(Rejection::InvalidIsr(format!(
+                "{r} is fenced; it joins again after it registers"
+            )));
+        }
+        // The order is the replicas' order, without duplicates.
         p.isr = p
             .replicas
             .iter()
             .copied()
-            .filter(|r| {
-                isr.contains(r) && (*r == leader || nodes.get(r).is_some_and(|n| !n.fenced))
-            })
+            .filter(|r| isr.contains(r))
             .collect();
         CommandResult::Done
     }

@@ -253,6 +253,22 @@ fn isr_changes_from_a_stale_leader_or_with_strangers_are_rejected() {
         s.apply(&alter(leader, Epoch(1), vec![p.replicas[1]])),
         CommandResult::Rejected(Rejection::InvalidIsr(_))
     ));
+    // A fenced replica is refused, not silently left out: the leader must learn that its
+    // proposal did not commit as proposed (CI: a leader waited forever on such a proposal).
+    s.apply(&Command::FenceNode { id: p.replicas[2] });
+    assert!(matches!(
+        s.apply(&alter(leader, Epoch(1), p.replicas.clone())),
+        CommandResult::Rejected(Rejection::InvalidIsr(_))
+    ));
+    s.apply(&Command::RegisterNode {
+        id: p.replicas[2],
+        address: "back:1".into(),
+    });
+    assert_eq!(
+        s.apply(&alter(leader, Epoch(1), p.replicas.clone())),
+        CommandResult::Done
+    );
+    assert_eq!(s.partition(&log("a"), 0).expect("p").isr, p.replicas);
 }
 
 #[test]
