@@ -9,6 +9,7 @@
 
 pub mod baseline;
 pub mod cold;
+pub mod groups;
 pub mod process;
 pub mod replication;
 pub mod report;

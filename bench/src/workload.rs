@@ -43,7 +43,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(h: &Histogram<u64>) -> Latency {
+    pub(crate) fn of(h: &Histogram<u64>) -> Latency {
         Latency {
             p50_us: h.value_at_quantile(0.5),
             p99_us: h.value_at_quantile(0.99),
@@ -63,7 +63,7 @@ pub struct Throughput {
 }
 
 impl Throughput {
-    fn new(records: u64, payload_bytes: u64, seconds: f64) -> Self {
+    pub(crate) fn new(records: u64, payload_bytes: u64, seconds: f64) -> Self {
         Throughput {
             records,
             payload_bytes,
@@ -74,7 +74,7 @@ impl Throughput {
     }
 }
 
-fn hist() -> Result<Histogram<u64>, BenchError> {
+pub(crate) fn hist() -> Result<Histogram<u64>, BenchError> {
     Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
         .map_err(|e| BenchError::Invalid(e.to_string()))
 }
@@ -112,7 +112,7 @@ pub async fn create_log(client: &Client, spec: &ProduceSpec) -> Result<(), Bench
     Ok(())
 }
 
-fn producer(client: &Client, spec: &ProduceSpec) -> Producer {
+fn producer(client: &Client, spec: &ProduceSpec, idempotent: bool) -> Producer {
     Producer::new(
         client.clone(),
         ProducerConfig {
@@ -120,6 +120,7 @@ fn producer(client: &Client, spec: &ProduceSpec) -> Producer {
             linger: Duration::from_millis(2),
             compression: spec.compression,
             acks: spec.acks,
+            enable_idempotence: idempotent,
             ..Default::default()
         },
     )
@@ -153,7 +154,17 @@ pub async fn produce_peak(
     spec: &ProduceSpec,
     progress: bool,
 ) -> Result<ProduceResult, BenchError> {
-    let producer = producer(client, spec);
+    produce_peak_with(client, spec, progress, false).await
+}
+
+/// [`produce_peak`], optionally with an idempotent producer.
+pub async fn produce_peak_with(
+    client: &Client,
+    spec: &ProduceSpec,
+    progress: bool,
+    idempotent: bool,
+) -> Result<ProduceResult, BenchError> {
+    let producer = producer(client, spec, idempotent);
     let payloads = payloads(spec);
     let pb = bar(spec.records, progress, "produce");
     let mut h = hist()?;
@@ -238,7 +249,7 @@ pub async fn produce_open_loop(
             Ok::<_, BenchError>(h)
         }));
     }
-    let producer = producer(client, spec);
+    let producer = producer(client, spec, false);
     let payloads = payloads(spec);
     let pb = bar(total, progress, "open-loop");
     let mut h = hist()?;

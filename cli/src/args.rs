@@ -140,6 +140,28 @@ pub(crate) enum BenchWorkload {
     /// RF=3 acks=quorum against RF=1 acks=leader on a running cluster of 3+ nodes: peak
     /// throughput and open-loop latency of both in the same run.
     Replication(ReplicationBenchArgs),
+    /// Idempotent vs plain produce (same run), commit throughput, rebalance times.
+    Groups(GroupsBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GroupsBenchArgs {
+    #[arg(long, default_value_t = 500_000)]
+    pub records: u64,
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
+    #[arg(long, default_value_t = 12)]
+    pub partitions: u32,
+    #[arg(long, default_value_t = 5)]
+    pub commit_seconds: u64,
+    #[arg(long, default_value_t = 3000)]
+    pub session_timeout_ms: u64,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -84,6 +84,37 @@ pub(crate) async fn bench(server: &str, args: BenchArgs) -> CliResult {
                 std::fs::write(path, json)?;
             }
         }
+        BenchWorkload::Groups(a) => {
+            if a.records == 0 || a.record_bytes == 0 || a.partitions < 2 {
+                return Err(CliError::usage(
+                    "--records and --record-bytes must be positive and --partitions at least 2",
+                ));
+            }
+            let client = pyralog_client::Client::connect(server)
+                .await
+                .map_err(|e| CliError::runtime(e.to_string()))?;
+            let opts = pyralog_bench::groups::GroupsOptions {
+                records: a.records,
+                record_bytes: a.record_bytes,
+                partitions: a.partitions,
+                commit_seconds: a.commit_seconds,
+                session_timeout: std::time::Duration::from_millis(a.session_timeout_ms),
+                progress: !a.quiet,
+            };
+            let report = pyralog_bench::groups::run(&client, &opts)
+                .await
+                .map_err(|e| CliError::runtime(e.to_string()))?;
+            let md = report.markdown();
+            println!("{md}");
+            if let Some(path) = &a.markdown {
+                std::fs::write(path, &md)?;
+            }
+            if let Some(path) = &a.json {
+                let json = serde_json::to_string_pretty(&report)
+                    .map_err(|e| CliError::runtime(e.to_string()))?;
+                std::fs::write(path, json)?;
+            }
+        }
         BenchWorkload::Suite(a) => {
             if a.partitions.is_empty() || a.partitions.contains(&0) {
                 return Err(CliError::usage("--partitions needs positive counts"));

@@ -462,7 +462,7 @@ impl ClusterState {
         // proposal as the new ISR once it is committed, so what commits must be exactly it
         // (a silently shortened ISR left the leader waiting on a proposal that never came).
         let nodes = &self.nodes;
-        let fenced = |r: &NodeId| *r != leader && !nodes.get(r).is_some_and(|n| !n.fenced);
+        let fenced = |r: &NodeId| *r != leader && nodes.get(r).is_none_or(|n| n.fenced);
         if let Some(r) = isr.iter().find(|r| fenced(r)) {
             return CommandResult::Rejected(Rejection::InvalidIsr(format!(
                 "{r} is fenced; it joins again after it registers"
