@@ -210,7 +210,10 @@ async fn wait_sizes(
 ) -> Result<Duration, BenchError> {
     let t = Instant::now();
     loop {
-        let mut sizes: Vec<usize> = members.iter().map(|m| m.assignment.borrow().len()).collect();
+        let mut sizes: Vec<usize> = members
+            .iter()
+            .map(|m| m.assignment.borrow().len())
+            .collect();
         sizes.sort_unstable();
         if sizes == want {
             return Ok(t.elapsed());
@@ -270,7 +273,8 @@ impl GroupsReport {
              fsync every 100 ms.\n\n",
             self.git_revision, self.cores, self.records, self.record_bytes, self.partitions
         );
-        s += "| produce | records/s | MB/s | ack p50 µs | ack p99 µs |\n|---|---:|---:|---:|---:|\n";
+        s +=
+            "| produce | records/s | MB/s | ack p50 µs | ack p99 µs |\n|---|---:|---:|---:|---:|\n";
         for (name, r) in [
             ("idempotence off (baseline)", &self.produce_plain),
             ("idempotence on", &self.produce_idempotent),

@@ -543,6 +543,25 @@ async fn a_zombie_members_commit_is_refused_with_a_reason() {
         .expect("heartbeat")
         .into_inner();
     assert!(hb.generation > a.generation);
+    // SyncGroup answers the same assignment for that generation, from any node.
+    let mut other = v1::groups_client::GroupsClient::new(
+        tonic::transport::Channel::from_shared(cluster.url(3))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    let synced = other
+        .sync_group(v1::SyncGroupRequest {
+            group: "g".into(),
+            member_id: a.member_id.clone(),
+            generation: hb.generation,
+        })
+        .await
+        .expect("sync")
+        .into_inner();
+    assert_eq!(synced.generation, hb.generation);
+    assert_eq!(synced.assignment, hb.assignment);
     // a, acting on its first generation, is a zombie for partition 3 now.
     let e = ClientError::from(
         groups
@@ -595,4 +614,114 @@ async fn a_zombie_members_commit_is_refused_with_a_reason() {
     let out = pyralog_e2e::run_cli(&cluster.url(3), &["groups", "delete", "g"], None);
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("active members"), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_by_vlsn_resets_and_the_reset_policy_on_a_dev_node() {
+    let node = pyralog_e2e::TestNode::start();
+    let c = node.client().await;
+    c.create_log(
+        "events",
+        v1::LogConfig {
+            partition_count: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("create");
+    // Ten records whose client-managed sequence (VLSN) is 100..110, in header `vlsn`.
+    let producer = Producer::new(c.clone(), ProducerConfig::default());
+    for i in 0..10u64 {
+        let mut r = ProduceRecord::new(None::<Bytes>, format!("e{i}"));
+        r.headers.push(pyralog_client::Header {
+            key: "vlsn".into(),
+            value: Bytes::from((100 + i).to_string()),
+        });
+        producer.send("events", r).await.expect("send");
+    }
+    producer.close().await.expect("close");
+
+    let mut config = GroupConfig::new("auditors", vec!["events".into()]);
+    config.auto_commit = None;
+    config.reset = OffsetReset::Earliest;
+    let mut member = GroupConsumer::subscribe(c.clone(), config.clone())
+        .await
+        .expect("subscribe");
+    member
+        .commit_vlsn("events", 0, 104, "")
+        .await
+        .expect("commit by vlsn");
+    let committed = c.fetch_offsets("auditors", &[]).await.expect("offsets");
+    assert_eq!(committed.len(), 1);
+    assert_eq!(
+        committed[0].offset, 5,
+        "the offset after the record with VLSN 104"
+    );
+    assert_eq!(committed[0].vlsn, Some(104));
+    let e = member
+        .commit_vlsn("events", 0, 999, "")
+        .await
+        .expect_err("no such vlsn");
+    assert_eq!(e.reason(), Some(Reason::InvalidRequest), "{e}");
+    // The member reads on from the commit after a restart of the group.
+    member.close().await.expect("close");
+    let mut again = GroupConsumer::subscribe(c.clone(), config.clone())
+        .await
+        .expect("subscribe again");
+    let first = again.poll(Duration::from_secs(5)).await.expect("poll");
+    assert_eq!(first.first().map(|r| r.record.offset.0), Some(5));
+    again.close().await.expect("close");
+
+    // Resets: a dry run commits nothing, a real one moves the group.
+    let out = pyralog_e2e::run_cli(
+        node.url(),
+        &[
+            "groups",
+            "reset-offsets",
+            "auditors",
+            "events",
+            "--to-earliest",
+            "--dry-run",
+        ],
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("events\t0\t0"), "{}", out.stdout);
+    assert_eq!(
+        c.fetch_offsets("auditors", &[]).await.expect("offsets")[0].offset,
+        5,
+        "a dry run commits nothing"
+    );
+    let out = pyralog_e2e::run_cli(
+        node.url(),
+        &[
+            "groups",
+            "reset-offsets",
+            "auditors",
+            "events",
+            "--to-offset",
+            "7",
+        ],
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        c.fetch_offsets("auditors", &[]).await.expect("offsets")[0].offset,
+        7
+    );
+    let out = pyralog_e2e::run_cli(node.url(), &["groups", "list"], None);
+    assert!(out.stdout.contains("auditors\t0\t"), "{}", out.stdout);
+
+    // `error` policy: a group without a commit refuses to guess where to start.
+    let mut strict = GroupConfig::new("strict", vec!["events".into()]);
+    strict.reset = OffsetReset::Error;
+    let e = GroupConsumer::subscribe(c.clone(), strict)
+        .await
+        .expect_err("no commit and reset=error");
+    assert!(e.to_string().contains("reset policy"), "{e}");
+
+    let out = pyralog_e2e::run_cli(node.url(), &["groups", "delete", "auditors"], None);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = pyralog_e2e::run_cli(node.url(), &["groups", "describe", "auditors"], None);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
 }
