@@ -83,13 +83,31 @@ fn spec(opts: &GroupsOptions, name: &str) -> ProduceSpec {
 }
 
 pub async fn run(client: &Client, opts: &GroupsOptions) -> Result<GroupsReport, BenchError> {
+    // Two rounds, alternating, so neither setting always runs first on a cold machine; each
+    // setting reports its better round.
     let plain = spec(opts, "plain");
-    workload::create_log(client, &plain).await?;
-    let produce_plain = workload::produce_peak_with(client, &plain, opts.progress, false).await?;
     let idem = spec(opts, "idempotent");
-    workload::create_log(client, &idem).await?;
-    let produce_idempotent =
-        workload::produce_peak_with(client, &idem, opts.progress, true).await?;
+    let mut produce_plain: Option<ProduceResult> = None;
+    let mut produce_idempotent: Option<ProduceResult> = None;
+    for _round in 0..2 {
+        for (spec, idempotent, best) in [
+            (&plain, false, &mut produce_plain),
+            (&idem, true, &mut produce_idempotent),
+        ] {
+            workload::create_log(client, spec).await?;
+            let r = workload::produce_peak_with(client, spec, opts.progress, idempotent).await?;
+            if best
+                .as_ref()
+                .is_none_or(|b| r.throughput.mb_per_s > b.throughput.mb_per_s)
+            {
+                *best = Some(r);
+            }
+        }
+    }
+    let (Some(produce_plain), Some(produce_idempotent)) = (produce_plain, produce_idempotent)
+    else {
+        return Err(BenchError::Invalid("no produce run".into()));
+    };
     let commits = commit_throughput(client, &plain.log, opts).await?;
     let rebalance = rebalance_times(client, &plain.log, opts).await?;
     for log in [&plain.log, &idem.log] {
@@ -127,7 +145,10 @@ async fn commit_throughput(
     opts: &GroupsOptions,
 ) -> Result<CommitResult, BenchError> {
     let group = format!("bench-commits-{}", std::process::id());
-    let member = GroupConsumer::subscribe(client.clone(), group_config(&group, log, opts)).await?;
+    // The loop below only commits (no polls, so no heartbeats): a session that outlasts it.
+    let mut config = group_config(&group, log, opts);
+    config.session_timeout = Duration::from_secs(opts.commit_seconds * 2 + 30);
+    let member = GroupConsumer::subscribe(client.clone(), config).await?;
     let owned: Vec<LogPartition> = member.assignment().into_iter().collect();
     let mut h = hist()?;
     let t = Instant::now();
@@ -270,7 +291,7 @@ impl GroupsReport {
         s += "# Consumer groups and the idempotent producer (same run)\n\n";
         s += &format!(
             "Revision `{}`, {} cores, {} records of {} B, {} partitions, 1 MiB batches, acks=leader, \
-             fsync every 100 ms.\n\n",
+             fsync every 100 ms; produce: the better of two alternating rounds per setting.\n\n",
             self.git_revision, self.cores, self.records, self.record_bytes, self.partitions
         );
         s +=

@@ -27,6 +27,23 @@ pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
 #[error("gRPC server: {0}")]
 pub struct ServeError(String);
 
+/// Accepted connections with `TCP_NODELAY`. The server builder's `tcp_nodelay` applies only
+/// to listeners it binds itself, not to an incoming stream: without this, a response written
+/// in several small pieces (headers, data, trailers) waited for the client's delayed ACK, and
+/// about one request in two took 40 ms more (controller writes, replication fetches).
+fn no_delay(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        if let Err(e) = conn.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
+        }
+        Ok(conn)
+    })
+}
+
 /// Serves `node` on `listener` until `shutdown` resolves, then closes the node cleanly.
 pub async fn serve(
     node: Arc<Node>,
@@ -81,7 +98,7 @@ pub async fn serve(
         )
         .add_optional_service(node.cluster().map(|c| c.controller.raft_service()))
         .add_optional_service(node.cluster().map(|c| c.controller.controller_service()))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
+        .serve_with_incoming_shutdown(no_delay(listener), {
             let node = node.clone();
             async move {
                 shutdown.await;
