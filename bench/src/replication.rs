@@ -142,7 +142,15 @@ async fn wait_for_live_nodes(client: &Client, n: usize) -> Result<(), BenchError
 async fn wait_for_full_isr(client: &Client, spec: &ProduceSpec) -> Result<(), BenchError> {
     let rf = spec.replication_factor as usize;
     for _ in 0..300 {
-        let info = client.describe_log(&spec.log).await?;
+        let info = match client.describe_log(&spec.log).await {
+            Ok(info) => info,
+            // The answering node has not opened the new log yet.
+            Err(e) if e.reason() == Some(pyralog_types::Reason::LogNotFound) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if info
             .partitions
             .iter()
