@@ -430,6 +430,10 @@ pub(crate) struct ProduceArgs {
     /// fences this one). Implies --idempotent.
     #[arg(long)]
     pub producer_name: Option<String>,
+    /// Use each record's key as its dedup id: a record whose key was stored recently (10
+    /// minutes) is not stored again, so replaying the same input is harmless.
+    #[arg(long, conflicts_with_all = ["idempotent", "producer_name"])]
+    pub dedup_by_key: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -415,6 +415,19 @@ pub(crate) async fn produce(server: &str, args: ProduceArgs) -> CliResult {
             headers: headers.clone(),
             timestamp: None,
             partition: args.partition,
+            dedup_id: None,
+        };
+        let record = if args.dedup_by_key {
+            let id = record
+                .key
+                .as_ref()
+                .map(|k| String::from_utf8_lossy(k).into_owned());
+            ProduceRecord {
+                dedup_id: id,
+                ..record
+            }
+        } else {
+            record
         };
         pending.push_back(producer.send(&args.log, record).await?);
         sent += 1;

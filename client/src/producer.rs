@@ -94,6 +94,11 @@ pub struct ProduceRecord {
     pub timestamp: Option<TimestampMicros>,
     /// Overrides key-based partitioning.
     pub partition: Option<PartitionId>,
+    /// The partition leader stores a record whose dedup id it saw recently (default window:
+    /// 10 minutes) only once; the copy's delivery reports the stored record's offset. Sent
+    /// as the `pyralog.dedup_id` header. Not combined with `enable_idempotence` (the
+    /// producer's sequences already make its retries safe).
+    pub dedup_id: Option<String>,
 }
 
 impl ProduceRecord {
@@ -300,11 +305,18 @@ impl Accumulator {
             (None, None) => *self.sticky.entry(log.clone()).or_insert(0) % count,
         };
         let timestamp = record.timestamp.unwrap_or_else(|| self.clock.now_micros());
+        let mut headers = record.headers;
+        if let Some(id) = record.dedup_id {
+            headers.push(Header {
+                key: pyralog_types::batch::DEDUP_ID_HEADER.to_owned(),
+                value: Bytes::from(id),
+            });
+        }
         let new = NewRecord {
             timestamp,
             key: record.key,
             value: record.value,
-            headers: record.headers,
+            headers,
         };
         let key = (log, partition);
         // Seal first if this record would push the open batch past `batch_bytes`, so batches
@@ -492,11 +504,19 @@ async fn partition_sender(
         };
         match result {
             Ok(resp) => {
+                // Records dropped for their dedup id report the stored copy's offset; the
+                // others were stored in order from the base offset.
+                let dropped: HashMap<u32, u64> =
+                    resp.dropped.iter().map(|d| (d.index, d.offset)).collect();
+                let mut stored = 0u64;
                 for (i, w) in sealed.waiters.into_iter().enumerate() {
                     let offset = if resp.base_offset == u64::MAX {
                         LogOffset::MAX
+                    } else if let Some(o) = u32::try_from(i).ok().and_then(|i| dropped.get(&i)) {
+                        LogOffset(*o)
                     } else {
-                        LogOffset(resp.base_offset + i as u64)
+                        stored += 1;
+                        LogOffset(resp.base_offset + stored - 1)
                     };
                     let _ = w.send(Ok(Delivered { partition, offset }));
                 }

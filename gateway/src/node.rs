@@ -92,7 +92,7 @@ pub struct ProducerStamp {
     pub base_sequence: i32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Produced {
     pub base_offset: LogOffset,
     pub last_offset: LogOffset,
@@ -100,6 +100,8 @@ pub struct Produced {
     /// A retry of a batch already in the log: nothing was written; the offsets are the
     /// original's.
     pub duplicate: bool,
+    /// Records left out for their dedup id: (index in the batch, offset of the stored copy).
+    pub dropped: Vec<(u32, LogOffset)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -776,6 +778,7 @@ impl Node {
                 last_offset: LogOffset::MAX,
                 epoch,
                 duplicate: false,
+                dropped: Vec::new(),
             });
         }
         // Leader answers after the local append; Quorum and All once the HW covers the batch,
@@ -816,6 +819,7 @@ impl Node {
             last_offset: info.last_offset,
             epoch,
             duplicate: info.duplicate,
+            dropped: info.dropped,
         })
     }
 

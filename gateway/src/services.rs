@@ -119,6 +119,14 @@ impl Producer for Services {
             last_offset: done.last_offset.0,
             epoch: done.epoch.0,
             duplicate: done.duplicate,
+            dropped: done
+                .dropped
+                .iter()
+                .map(|(index, offset)| v1::DroppedRecord {
+                    index: *index,
+                    offset: offset.0,
+                })
+                .collect(),
         }))
     }
 

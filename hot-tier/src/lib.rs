@@ -17,8 +17,11 @@
 //! Idempotent producers: the leader's append drops a retried batch (answering with the
 //! original offsets) and refuses out-of-order sequences and fenced producer epochs; the
 //! per-producer state is kept in memory and in `{offset}.snapshot` files (see `producers`).
+//! Records carrying a dedup id (`pyralog_types::batch::DEDUP_ID_HEADER`) are stored once
+//! within a window of recent ids (see `dedup`).
 
 mod active;
+mod dedup;
 mod epochs;
 mod error;
 mod index;
@@ -34,6 +37,7 @@ mod segment;
 #[cfg(test)]
 mod tests;
 
+pub use dedup::DedupSettings;
 pub use error::HotError;
 pub use log::{
     AppendInfo, PartitionLog, PartitionOptions, ReadResult, RewriteOutcome, SegmentInfo,

@@ -16,13 +16,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
-use pyralog_types::batch::{assign, Batch};
+use pyralog_types::batch::{assign, split_batches, Batch, BatchBuilder, NewRecord};
 use pyralog_types::{
     Clock, Epoch, FsyncPolicy, LogConfig, LogOffset, Record, Retention, TimestampMicros,
 };
 use tokio::sync::watch;
 
 use crate::active::Active;
+use crate::dedup::{DedupSettings, DedupWindow};
 use crate::epochs::{sync_dir, EpochCache};
 use crate::error::HotError;
 use crate::producers::{
@@ -63,13 +64,17 @@ impl PartitionOptions {
 }
 
 /// Where an appended batch landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendInfo {
     pub base_offset: LogOffset,
     pub last_offset: LogOffset,
     /// The log end offset after the append (= `last_offset + 1`).
     pub end_offset: LogOffset,
     pub max_timestamp: TimestampMicros,
+    /// Records of the batch left out because their dedup id was stored recently: (index in
+    /// the batch as sent, offset of the stored copy). The others were stored in order from
+    /// `base_offset`.
+    pub dropped: Vec<(u32, LogOffset)>,
     /// The batch was a retry of one an idempotent producer already wrote: nothing was
     /// appended, and the offsets (and `end_offset`, its last offset + 1, possibly below the
     /// log end) are the original batch's. The caller acknowledges it like a fresh append
@@ -109,6 +114,18 @@ pub struct RewriteOutcome {
     pub bytes_after: u64,
 }
 
+/// What the dedup-id check made of a leader's batch.
+enum DedupOutcome {
+    Keep,
+    /// Every record was stored already: (index, offset of the stored copy).
+    AllStored(Vec<(u32, LogOffset)>),
+    /// Some records were dropped; the rest re-encoded.
+    Rebuilt {
+        batch: Batch,
+        dups: Vec<(u32, LogOffset)>,
+    },
+}
+
 /// One partition's local log.
 pub struct PartitionLog {
     dir: PathBuf,
@@ -125,6 +142,8 @@ pub struct PartitionLog {
     epochs: Mutex<EpochCache>,
     /// Idempotent producers' sequence state (see `crate::producers`).
     producers: Mutex<ProducerStateTable>,
+    /// Recent records' dedup ids (see `crate::dedup`).
+    dedup: Mutex<DedupWindow>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -169,6 +188,7 @@ impl PartitionLog {
             end_tx: watch::Sender::new(LogOffset(end)),
             epochs: Mutex::new(opened.epochs),
             producers: Mutex::new(opened.producers),
+            dedup: Mutex::new(DedupWindow::new(DedupSettings::default())),
         })
     }
 
@@ -222,6 +242,34 @@ impl PartitionLog {
         h.base_offset = end;
         h.epoch = epoch.0;
         let producer = ProducerBatch::of(&parsed);
+        // Dedup ids: the leader drops records whose id it stored recently (not for idempotent
+        // producers, whose sequences count every record of a batch).
+        let mut parsed = parsed;
+        let mut dropped: Vec<(u32, LogOffset)> = Vec::new();
+        if assign_epoch.is_some() && producer.is_none() && parsed.has_dedup_ids() {
+            match self.drop_duplicate_ids(&parsed, end)? {
+                DedupOutcome::Keep => {}
+                DedupOutcome::AllStored(dups) => {
+                    let first = dups.iter().map(|d| d.1).min().unwrap_or(LogOffset(end));
+                    let last = dups.iter().map(|d| d.1).max().unwrap_or(LogOffset(end));
+                    return Ok(AppendInfo {
+                        base_offset: first,
+                        last_offset: last,
+                        end_offset: LogOffset(last.0.saturating_add(1)),
+                        max_timestamp: h.max_timestamp,
+                        duplicate: true,
+                        dropped: dups,
+                    });
+                }
+                DedupOutcome::Rebuilt { batch, dups } => {
+                    parsed = batch;
+                    h = parsed.header();
+                    h.base_offset = end;
+                    h.epoch = epoch.0;
+                    dropped = dups;
+                }
+            }
+        }
         if let (Some(p), Some(_)) = (&producer, assign_epoch) {
             // A replaced leader answers nothing, not even "duplicate".
             if let Some(latest) = self.epochs.lock().latest().filter(|l| *l > epoch) {
@@ -235,6 +283,7 @@ impl PartitionLog {
                     end_offset: LogOffset(original.last_offset.saturating_add(1)),
                     max_timestamp: original.max_timestamp,
                     duplicate: true,
+                    dropped: Vec::new(),
                 });
             }
         }
@@ -254,6 +303,7 @@ impl PartitionLog {
                 epochs.persist()?;
             }
         }
+        let has_dedup_ids = parsed.has_dedup_ids();
         let mut bytes = match parsed.into_bytes().try_into_mut() {
             Ok(b) => b,
             Err(shared) => BytesMut::from(&shared[..]),
@@ -267,6 +317,14 @@ impl PartitionLog {
         if let Some(p) = &producer {
             self.producers.lock().record(p, end, h.last_offset());
         }
+        if has_dedup_ids {
+            let mut window = self.dedup.lock();
+            if window.is_loaded() {
+                // The stored bytes carry the assigned offsets now.
+                let stored = Batch::parse(bytes.freeze())?;
+                window.note(&stored.records()?, now);
+            }
+        }
         self.end.store(new_end, Ordering::Release);
         drop(guard);
         self.end_tx.send_replace(LogOffset(new_end));
@@ -276,7 +334,93 @@ impl PartitionLog {
             end_offset: LogOffset(new_end),
             max_timestamp: h.max_timestamp,
             duplicate: false,
+            dropped,
         })
+    }
+
+    /// Checks a leader's batch against the dedup window (rebuilding the window first if it
+    /// does not reflect the log). Call with the append lock held; `end` is the log end.
+    fn drop_duplicate_ids(&self, batch: &Batch, end: u64) -> Result<DedupOutcome, HotError> {
+        if !self.dedup.lock().is_loaded() {
+            self.load_dedup_window(end)?;
+        }
+        let records = batch.records()?;
+        let verdict = self.dedup.lock().check(&records, self.clock.now_micros());
+        if verdict.drop.is_empty() {
+            return Ok(DedupOutcome::Keep);
+        }
+        let dropped: std::collections::HashSet<usize> = verdict.drop.iter().map(|d| d.0).collect();
+        if dropped.len() == records.len() {
+            // Every record is stored already (a batch's first copy of an id is never dropped,
+            // so each has a stored offset).
+            return Ok(DedupOutcome::AllStored(
+                verdict
+                    .drop
+                    .iter()
+                    .filter_map(|(i, at, _)| Some((u32::try_from(*i).ok()?, (*at)?)))
+                    .collect(),
+            ));
+        }
+        // The kept records, re-encoded; the k-th kept record gets offset end + k.
+        let mut builder = BatchBuilder::new(batch.compression());
+        let mut position_of_kept = std::collections::HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            if dropped.contains(&i) {
+                continue;
+            }
+            position_of_kept.insert(i, builder.record_count());
+            builder.push(&NewRecord {
+                timestamp: r.timestamp,
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers: r.headers.clone(),
+            });
+        }
+        let dups = verdict
+            .drop
+            .iter()
+            .filter_map(|(i, stored, first)| {
+                let at = match stored {
+                    Some(o) => *o,
+                    None => LogOffset(end + u64::from(*position_of_kept.get(first)?)),
+                };
+                Some((u32::try_from(*i).ok()?, at))
+            })
+            .collect();
+        Ok(DedupOutcome::Rebuilt {
+            batch: Batch::parse(builder.build()?)?,
+            dups,
+        })
+    }
+
+    /// Notes the dedup ids of the records appended within the window's age (read from the
+    /// log, from the time index on). Call with the append lock held.
+    fn load_dedup_window(&self, end: u64) -> Result<(), HotError> {
+        let settings = self.dedup.lock().settings();
+        let now = self.clock.now_micros();
+        let age = i64::try_from(settings.window.as_micros()).unwrap_or(i64::MAX);
+        let from = self
+            .offset_for_timestamp(now.saturating_sub(age))?
+            .map_or(end, |o| o.0)
+            .max(self.start_offset().0);
+        let mut window = DedupWindow::new(settings);
+        let mut at = LogOffset(from);
+        while at.0 < end {
+            let read = self.read(at, 8 << 20, LogOffset(end))?;
+            if read.batches.is_empty() {
+                break;
+            }
+            for b in split_batches(read.batches) {
+                let b = b?;
+                if b.has_dedup_ids() {
+                    window.note(&b.records()?, now);
+                }
+            }
+            at = read.next_offset.max(LogOffset(at.0 + 1));
+        }
+        window.mark_loaded();
+        *self.dedup.lock() = window;
+        Ok(())
     }
 
     /// fsyncs everything appended so far; returns the durable end offset. Concurrent callers
@@ -446,6 +590,8 @@ impl PartitionLog {
     /// are deleted). With `discard` (nothing of the old log is left) every snapshot goes.
     /// Call with the append lock held.
     fn reload_producers(&self, end: u64, discard: bool) -> Result<(), HotError> {
+        // The dedup window is rebuilt from the log the next time it is needed.
+        self.dedup.lock().invalidate();
         // If the rebuild fails, forget everything rather than keep batches that were cut: a
         // retry of one of those answered "duplicate" would be lost, one appended again is not.
         *self.producers.lock() = ProducerStateTable::new();

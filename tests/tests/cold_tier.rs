@@ -29,6 +29,7 @@ fn record(i: u64, value_bytes: usize) -> ProduceRecord {
         }],
         timestamp: Some(T0 + i as i64),
         partition: Some(0),
+        dedup_id: None,
     }
 }
 

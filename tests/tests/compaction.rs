@@ -104,6 +104,7 @@ async fn produce_more(node: &TestNode, written: &mut Vec<(String, Option<String>
             headers: Vec::new(),
             timestamp: None,
             partition: Some(0),
+            dedup_id: None,
         };
         acks.push(producer.send("state", record).await.expect("send"));
         written.push((k, v));

@@ -165,3 +165,58 @@ async fn lost_acks_and_a_leader_failover_leave_every_record_exactly_once() {
     assert!(dups > 0, "the injected faults never caused a retry");
     assert!((0..n).all(|i| without.contains_key(&format!("r{i}"))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_with_a_dedup_id_are_stored_once_across_producer_restarts() {
+    let node = pyralog_e2e::TestNode::start();
+    let c = node.client().await;
+    c.create_log(
+        "payments",
+        v1::LogConfig {
+            partition_count: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("create");
+    // A job replays its input after a crash: the same keys are not stored twice.
+    let input = b"pay-1:10\npay-2:20\n";
+    let args = [
+        "produce",
+        "payments",
+        "--key-separator",
+        ":",
+        "--dedup-by-key",
+    ];
+    let out = pyralog_e2e::run_cli(node.url(), &args, Some(input));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = pyralog_e2e::run_cli(node.url(), &args, Some(b"pay-1:10\npay-2:20\npay-3:30\n"));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let counted = counts(&c, "payments").await;
+    assert_eq!(
+        counted.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("10".to_owned(), 1),
+            ("20".to_owned(), 1),
+            ("30".to_owned(), 1)
+        ]
+    );
+    // In one batch too; each delivery names the stored record's offset.
+    let p = Producer::new(c.clone(), ProducerConfig::default());
+    let mut acks = Vec::new();
+    for (id, v) in [("pay-4", "40"), ("pay-4", "40"), ("pay-1", "10")] {
+        let r = ProduceRecord {
+            dedup_id: Some(id.to_owned()),
+            ..ProduceRecord::new(None::<Bytes>, v)
+        };
+        acks.push(p.send("payments", r).await.expect("send"));
+    }
+    p.flush().await.expect("flush");
+    let mut offsets = Vec::new();
+    for a in acks {
+        offsets.push(a.await.expect("delivered").offset.0);
+    }
+    assert_eq!(offsets, vec![3, 3, 0]);
+    p.close().await.expect("close");
+    assert_eq!(counts(&c, "payments").await.len(), 4);
+}

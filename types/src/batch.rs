@@ -13,7 +13,7 @@
 //! | 12 | 8 | `epoch` u64 | leader epoch, assigned by the leader |
 //! | 20 | 1 | `magic` u8 | format version, `1` |
 //! | 21 | 4 | `crc` u32 | CRC32C of every byte from offset 25 to the end |
-//! | 25 | 2 | `attributes` u16 | bits 0-1 compression (0 none, 1 zstd); bit 2 has tombstones |
+//! | 25 | 2 | `attributes` u16 | bits 0-1 compression (0 none, 1 zstd); bit 2 has tombstones; bit 3 has dedup ids |
 //! | 27 | 4 | `last_offset_delta` u32 | offset of the last record minus `base_offset` |
 //! | 31 | 4 | `record_count` u32 | |
 //! | 35 | 8 | `first_timestamp` i64 | µs since the Unix epoch |
@@ -61,6 +61,12 @@ const OFF_BASE_SEQUENCE: usize = 61;
 
 const ATTR_COMPRESSION_MASK: u16 = 0b11;
 const ATTR_HAS_TOMBSTONES: u16 = 0b100;
+const ATTR_HAS_DEDUP_IDS: u16 = 0b1000;
+
+/// The record header carrying a record's dedup id: the partition leader stores a record whose
+/// dedup id it saw recently only once (see the hot tier's dedup window). A batch holding such
+/// a record has attribute bit 3 set, so batches without one are never decoded for the check.
+pub const DEDUP_ID_HEADER: &str = "pyralog.dedup_id";
 
 /// Largest decompressed records region accepted (guards against decompression bombs).
 pub const MAX_UNCOMPRESSED_BYTES: usize = 256 * 1024 * 1024;
@@ -115,6 +121,7 @@ pub struct BatchBuilder {
     first_ts: TimestampMicros,
     max_ts: TimestampMicros,
     has_tombstones: bool,
+    has_dedup_ids: bool,
     producer: Option<(i64, i16, i32)>,
     /// Offset delta of the last pushed record (`None` before the first).
     last_delta: Option<u32>,
@@ -129,6 +136,7 @@ impl BatchBuilder {
             first_ts: 0,
             max_ts: i64::MIN,
             has_tombstones: false,
+            has_dedup_ids: false,
             producer: None,
             last_delta: None,
         }
@@ -190,6 +198,7 @@ impl BatchBuilder {
         }
         self.max_ts = self.max_ts.max(r.timestamp);
         self.has_tombstones |= r.value.is_none();
+        self.has_dedup_ids |= r.headers.iter().any(|h| h.key == DEDUP_ID_HEADER);
         let mut body = Vec::with_capacity(16 + r_len(r));
         body.put_u8(0);
         put_varint_i64(&mut body, r.timestamp.wrapping_sub(self.first_ts));
@@ -235,6 +244,11 @@ impl BatchBuilder {
         let attributes = codec
             | if self.has_tombstones {
                 ATTR_HAS_TOMBSTONES
+            } else {
+                0
+            }
+            | if self.has_dedup_ids {
+                ATTR_HAS_DEDUP_IDS
             } else {
                 0
             };
@@ -439,6 +453,19 @@ impl Batch {
 
     pub fn epoch(&self) -> Epoch {
         Epoch(u64_at(&self.bytes, OFF_EPOCH))
+    }
+
+    /// Whether some record carries a [`DEDUP_ID_HEADER`].
+    pub fn has_dedup_ids(&self) -> bool {
+        self.attributes() & ATTR_HAS_DEDUP_IDS != 0
+    }
+
+    /// The compression of this batch (for re-encoding a subset of its records).
+    pub fn compression(&self) -> Compression {
+        match self.attributes() & ATTR_COMPRESSION_MASK {
+            1 => Compression::Zstd(1),
+            _ => Compression::None,
+        }
     }
 
     pub fn attributes(&self) -> u16 {

@@ -276,7 +276,7 @@ proptest! {
                 }
                 Op::Retry { p, back } => {
                     let m = &producers[p];
-                    let Some(&(seq, n, original)) = m.sent.iter().rev().nth(back) else {
+                    let Some((seq, n, original)) = m.sent.iter().rev().nth(back).cloned() else {
                         continue;
                     };
                     let answer = log.append(idem(p as i64, 0, seq, n), Epoch(1));

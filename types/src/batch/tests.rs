@@ -214,3 +214,24 @@ fn header_of_garbage_is_an_error_not_a_panic() {
     assert!(BatchHeader::decode(&[0u8; HEADER_LEN]).is_err());
     assert!(BatchHeader::decode(&[0xffu8; HEADER_LEN]).is_err());
 }
+
+#[test]
+fn a_batch_with_a_dedup_id_says_so_in_its_attributes() {
+    let mut plain = BatchBuilder::new(Compression::Zstd(1));
+    plain.push(&rec(1, None, Some(b"v")));
+    let plain = Batch::parse_verified(plain.build().expect("build")).expect("valid");
+    assert!(!plain.has_dedup_ids());
+    assert_eq!(plain.compression(), Compression::Zstd(1));
+    let mut with = BatchBuilder::new(Compression::None);
+    with.push(&rec(1, None, Some(b"v")));
+    let mut r = rec(2, None, Some(b"w"));
+    r.headers.push(Header {
+        key: DEDUP_ID_HEADER.into(),
+        value: Bytes::from_static(b"order-7"),
+    });
+    with.push(&r);
+    let with = Batch::parse_verified(with.build().expect("build")).expect("valid");
+    assert!(with.has_dedup_ids());
+    assert!(!with.has_tombstones());
+    assert_eq!(with.compression(), Compression::None);
+}
