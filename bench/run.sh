@@ -11,17 +11,20 @@
 # Knobs (environment): BENCH_RECORDS (per W1 run), BENCH_RECORD_BYTES ("1024,100"),
 # BENCH_PARTITIONS ("1,8"), BENCH_LATENCY_SECONDS, BENCH_DRAIN_MB (W4 backlog),
 # BENCH_COLD_RECORDS (W5/W6), BENCH_W7_MB (W7's archived backlog), BENCH_PROFILE (release|debug),
-# BENCH_REPLICATION_RECORDS, BENCH_CLUSTER_PORT_BASE (default 17410).
+# BENCH_REPLICATION_RECORDS, BENCH_CLUSTER_PORT_BASE (default 17410), BENCH_GROUPS_RECORDS,
+# BENCH_COMMIT_SECONDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${BENCH_SMOKE:-}" ]; then
   : "${BENCH_RECORDS:=20000}" "${BENCH_LATENCY_SECONDS:=2}" "${BENCH_DRAIN_MB:=8}"
   : "${BENCH_COLD_RECORDS:=20000}" "${BENCH_W7_MB:=16}" "${BENCH_PROFILE:=debug}" "${BENCH_QUIET:=1}"
   : "${BENCH_CLUSTER:=1}" "${BENCH_REPLICATION_RECORDS:=5000}"
+  : "${BENCH_GROUPS_RECORDS:=20000}" "${BENCH_COMMIT_SECONDS:=1}"
 fi
+: "${BENCH_RECORD_BYTES:=1024,100}"
 profile=${BENCH_PROFILE:-release}
 if [ "$profile" = release ]; then cargo build --locked --release --bin pyralog; else cargo build --locked --bin pyralog; fi
-bin=target/$profile/pyralog
+bin=${CARGO_TARGET_DIR:-target}/$profile/pyralog
 work=$(mktemp -d)
 pid=
 cleanup() {
@@ -65,6 +68,12 @@ mkdir -p bench/results
   --cold-records "${BENCH_COLD_RECORDS:-2000000}" --w7-mb "${BENCH_W7_MB:-256}" \
   "${peer_args[@]}" \
   --json bench/results/report.json --markdown bench/results/report.md ${BENCH_QUIET:+--quiet}
+
+# Consumer groups and the idempotent producer on the same node: idempotent vs plain produce,
+# commit throughput, rebalance times (bench/results/groups.{json,md}).
+"$bin" --server "$url" bench groups --records "${BENCH_GROUPS_RECORDS:-500000}" \
+  --record-bytes "${BENCH_RECORD_BYTES%%,*}" --commit-seconds "${BENCH_COMMIT_SECONDS:-5}" \
+  --json bench/results/groups.json --markdown bench/results/groups.md ${BENCH_QUIET:+--quiet}
 
 if [ -n "${BENCH_CLUSTER:-}" ]; then
   # The single node is done; the cluster gets the machine to itself.
