@@ -73,16 +73,12 @@ pub(crate) async fn bench(server: &str, args: BenchArgs) -> CliResult {
             let report = pyralog_bench::replication::run(&client, &opts)
                 .await
                 .map_err(|e| CliError::runtime(e.to_string()))?;
-            let md = report.markdown();
-            println!("{md}");
-            if let Some(path) = &a.markdown {
-                std::fs::write(path, &md)?;
-            }
-            if let Some(path) = &a.json {
-                let json = serde_json::to_string_pretty(&report)
-                    .map_err(|e| CliError::runtime(e.to_string()))?;
-                std::fs::write(path, json)?;
-            }
+            publish(
+                &report.markdown(),
+                &report,
+                a.markdown.as_deref(),
+                a.json.as_deref(),
+            )?;
         }
         BenchWorkload::Groups(a) => {
             if a.records == 0 || a.record_bytes == 0 || a.partitions < 2 {
@@ -104,16 +100,12 @@ pub(crate) async fn bench(server: &str, args: BenchArgs) -> CliResult {
             let report = pyralog_bench::groups::run(&client, &opts)
                 .await
                 .map_err(|e| CliError::runtime(e.to_string()))?;
-            let md = report.markdown();
-            println!("{md}");
-            if let Some(path) = &a.markdown {
-                std::fs::write(path, &md)?;
-            }
-            if let Some(path) = &a.json {
-                let json = serde_json::to_string_pretty(&report)
-                    .map_err(|e| CliError::runtime(e.to_string()))?;
-                std::fs::write(path, json)?;
-            }
+            publish(
+                &report.markdown(),
+                &report,
+                a.markdown.as_deref(),
+                a.json.as_deref(),
+            )?;
         }
         BenchWorkload::Suite(a) => {
             if a.partitions.is_empty() || a.partitions.contains(&0) {
@@ -192,6 +184,25 @@ pub(crate) async fn bench(server: &str, args: BenchArgs) -> CliResult {
                 std::fs::write(&p, md)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Prints a report's Markdown and writes it, and its JSON, where asked.
+fn publish(
+    markdown: &str,
+    report: &impl serde::Serialize,
+    markdown_path: Option<&std::path::Path>,
+    json_path: Option<&std::path::Path>,
+) -> CliResult {
+    println!("{markdown}");
+    if let Some(path) = markdown_path {
+        std::fs::write(path, markdown)?;
+    }
+    if let Some(path) = json_path {
+        let json =
+            serde_json::to_string_pretty(report).map_err(|e| CliError::runtime(e.to_string()))?;
+        std::fs::write(path, json)?;
     }
     Ok(())
 }

@@ -26,15 +26,7 @@ impl GroupService {
     }
 
     fn fail(&self, rpc: &str, e: GatewayError) -> Status {
-        self.node
-            .metrics()
-            .errors
-            .get_or_create(&crate::metrics::ErrorLabels {
-                rpc: rpc.to_owned(),
-                reason: e.reason().as_str().to_owned(),
-            })
-            .inc();
-        e.into_status()
+        crate::services::fail(&self.node, rpc, e)
     }
 }
 

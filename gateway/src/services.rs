@@ -25,18 +25,21 @@ impl Services {
         Services { node }
     }
 
-    /// Counts the error by RPC and reason, then turns it into a status.
     fn fail(&self, rpc: &str, e: GatewayError) -> Status {
-        self.node
-            .metrics()
-            .errors
-            .get_or_create(&crate::metrics::ErrorLabels {
-                rpc: rpc.to_owned(),
-                reason: e.reason().as_str().to_owned(),
-            })
-            .inc();
-        e.into_status()
+        fail(&self.node, rpc, e)
     }
+}
+
+/// Counts the error by RPC and reason, then turns it into a status.
+pub(crate) fn fail(node: &Node, rpc: &str, e: GatewayError) -> Status {
+    node.metrics()
+        .errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            rpc: rpc.to_owned(),
+            reason: e.reason().as_str().to_owned(),
+        })
+        .inc();
+    e.into_status()
 }
 
 fn describe(s: LogStatus, me: u64) -> v1::LogDescription {

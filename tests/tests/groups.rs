@@ -529,16 +529,18 @@ async fn a_zombie_members_commit_is_refused_with_a_reason() {
         .await
         .expect("join b")
         .into_inner();
+    // a's heartbeat: it consumes partitions 0 and 1 only (it gave 2 and 3 up).
+    let a_heartbeat = |generation: u64| v1::GroupHeartbeatRequest {
+        group: "g".into(),
+        member_id: a.member_id.clone(),
+        generation,
+        owned: vec![v1::LogPartitions {
+            log: "tasks".into(),
+            partitions: vec![0, 1],
+        }],
+    };
     let hb = groups
-        .heartbeat(v1::GroupHeartbeatRequest {
-            group: "g".into(),
-            member_id: a.member_id.clone(),
-            generation: a.generation,
-            owned: vec![v1::LogPartitions {
-                log: "tasks".into(),
-                partitions: vec![0, 1],
-            }],
-        })
+        .heartbeat(a_heartbeat(a.generation))
         .await
         .expect("heartbeat")
         .into_inner();
@@ -593,17 +595,7 @@ async fn a_zombie_members_commit_is_refused_with_a_reason() {
         }
         assert!(Instant::now() < deadline, "b was never removed");
         // a keeps its session.
-        let _ = groups
-            .heartbeat(v1::GroupHeartbeatRequest {
-                group: "g".into(),
-                member_id: a.member_id.clone(),
-                generation: hb.generation,
-                owned: vec![v1::LogPartitions {
-                    log: "tasks".into(),
-                    partitions: vec![0, 1],
-                }],
-            })
-            .await;
+        let _ = groups.heartbeat(a_heartbeat(hb.generation)).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(e.to_string().contains("join again"), "{e}");
