@@ -52,6 +52,8 @@ use crate::store::{LogStore, StateMachineStore};
 const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 const RETRY_MIN: Duration = Duration::from_millis(20);
 const RETRY_MAX: Duration = Duration::from_millis(500);
+/// How often the leader looks for group members whose session ran out.
+const MEMBER_SESSION_CHECK: Duration = Duration::from_millis(100);
 
 /// One controller voter: a Raft member with its storage, services and background tasks.
 pub struct Controller {
@@ -556,6 +558,27 @@ impl Controller {
         self.tasks
             .spawn(register_loop(weak.clone(), cancel.clone()));
         let mut was_leader = false;
+        // Group members' sessions are checked more often than node leases: a dead member's
+        // partitions wait for this check after its session timeout.
+        let mut was_member_leader = false;
+        self.tasks.spawn(every(
+            MEMBER_SESSION_CHECK,
+            cancel.clone(),
+            weak.clone(),
+            move |c| {
+                let leader = c.is_leader();
+                // A new leader knows nothing of past heartbeats: everyone starts a full session.
+                let became_leader = leader && !was_member_leader;
+                was_member_leader = leader;
+                async move {
+                    if became_leader {
+                        c.sessions.lock().reset();
+                    } else if leader {
+                        c.expire_members(Instant::now()).await;
+                    }
+                }
+            },
+        ));
         let check = (self.config.node_lease / 4).max(Duration::from_millis(10));
         self.tasks.spawn(every(check, cancel, weak, move |c| {
             let became_leader = c.is_leader() && !was_leader;
@@ -657,10 +680,8 @@ impl Controller {
         let now = Instant::now();
         if became_leader {
             self.leases.lock().reset(now);
-            self.sessions.lock().reset();
             return;
         }
-        self.expire_members(now).await;
         let state = Arc::clone(&self.state.borrow());
         let expired = self.leases.lock().expired(&state, now);
         for id in expired {
