@@ -166,9 +166,19 @@ pub(crate) async fn consume_group(server: &str, args: ConsumeArgs, group: String
     let mut printed = 0u64;
     let mut stop = std::pin::pin!(tokio::signal::ctrl_c());
     while printed < limit {
-        let records = tokio::select! {
-            r = consumer.poll(Duration::from_secs(1)) => r?,
+        let polled = tokio::select! {
+            r = consumer.poll(Duration::from_secs(1)) => r,
             _ = &mut stop => break,
+        };
+        let records = match polled {
+            Ok(r) => r,
+            // A node or the controller leader going away: try again.
+            Err(e) if e.is_retriable() => {
+                eprintln!("warning: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
         };
         if records.is_empty() && !args.follow {
             break;

@@ -375,18 +375,38 @@ impl GroupConsumer {
             self.join().await?;
         }
         if Instant::now() >= self.next_heartbeat {
-            self.heartbeat().await?;
+            let beat = self.heartbeat().await;
+            self.tolerate(beat, "heartbeat")?;
             if self.rejoin {
                 self.join().await?;
             }
         }
         if let (Some(at), Some(every)) = (self.next_commit, self.config.auto_commit) {
             if Instant::now() >= at {
-                self.commit().await?;
+                let committed = self.commit().await;
+                self.tolerate(committed, "auto-commit")?;
                 self.next_commit = Some(Instant::now() + every);
             }
         }
         Ok(())
+    }
+
+    /// A heartbeat or auto-commit that failed for a passing reason (a controller election, a
+    /// node going away) is tried again at the next poll: the session outlasts a few misses,
+    /// and an uncommitted position is committed later. Other failures end the poll.
+    fn tolerate(&mut self, r: Result<(), ClientError>, what: &str) -> Result<(), ClientError> {
+        match r {
+            Err(e) if e.is_retriable() || e.reason().is_none() => {
+                self.client.seed_failed(&e);
+                tracing::warn!(group = %self.config.group, error = %e, "{what} failed; will retry");
+                self.next_heartbeat = Instant::now() + self.config.heartbeat_interval / 4;
+                Ok(())
+            }
+            // Removed from the group (its partitions are already given up): it joins again
+            // at the next poll.
+            Err(e) if e.reason() == Some(Reason::UnknownMember) && self.rejoin => Ok(()),
+            other => other,
+        }
     }
 
     /// Returns the next records of the assigned partitions, waiting up to `timeout` when

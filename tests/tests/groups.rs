@@ -717,3 +717,83 @@ async fn commits_by_vlsn_resets_and_the_reset_policy_on_a_dev_node() {
     let out = pyralog_e2e::run_cli(node.url(), &["groups", "describe", "auditors"], None);
     assert_eq!(out.code, Some(2), "{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_state_and_members_survive_a_controller_failover() {
+    let mut cluster = cluster();
+    let admin = client(&cluster, 1).await;
+    create_log(&admin, "ledger", 4).await;
+    let shared = Arc::new(Mutex::new(Ownership::default()));
+    // The controller's leader is killed below; the members talk to the other two nodes.
+    let leader = admin
+        .describe_cluster()
+        .await
+        .expect("describe")
+        .controller_leader;
+    assert_ne!(leader, 0, "a controller leader");
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let a = start_member(client(&cluster, others[0]).await, "ledger", shared.clone()).await;
+    let b = start_member(client(&cluster, others[1]).await, "ledger", shared.clone()).await;
+    wait_balanced(&[&a, &b], &[2, 2], Duration::from_secs(20)).await;
+    let p = Producer::new(client(&cluster, others[0]).await, ProducerConfig::default());
+    for i in 0..400u64 {
+        let r = ProduceRecord {
+            partition: Some((i % 4) as u32),
+            ..ProduceRecord::new(None::<Bytes>, format!("r{i}"))
+        };
+        p.send("ledger", r).await.expect("send");
+    }
+    p.close().await.expect("close");
+    // The members commit (auto-commit every 500 ms) up to the end of every partition.
+    let observer = client(&cluster, others[1]).await;
+    let committed_all = |offsets: &[v1::CommittedOffset]| {
+        offsets.len() == 4 && offsets.iter().all(|o| o.offset == 100)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !committed_all(
+        &observer
+            .fetch_offsets("workers", &[])
+            .await
+            .unwrap_or_default(),
+    ) {
+        assert!(
+            Instant::now() < deadline,
+            "members did not commit everything"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let names_before: BTreeSet<String> = [&a, &b]
+        .iter()
+        .map(|m| m.name.lock().expect("lock").clone())
+        .collect();
+
+    cluster.node(leader).kill9();
+    // A new controller leader: the offsets are there, the members are the same (the new
+    // leader gave them fresh sessions), and the group still rebalances.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let offsets = loop {
+        match observer.fetch_offsets("workers", &[]).await {
+            Ok(o) if !o.is_empty() => break o,
+            _ => {
+                assert!(Instant::now() < deadline, "no controller answered");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert!(committed_all(&offsets), "{offsets:?}");
+    let c = start_member(client(&cluster, others[1]).await, "ledger", shared.clone()).await;
+    wait_balanced(&[&a, &b, &c], &[1, 1, 2], Duration::from_secs(30)).await;
+    let names_after: BTreeSet<String> = [&a, &b]
+        .iter()
+        .map(|m| m.name.lock().expect("lock").clone())
+        .collect();
+    assert_eq!(
+        names_before, names_after,
+        "no member was dropped by the failover"
+    );
+    for m in [a, b, c] {
+        m.task.abort();
+    }
+    let s = shared.lock().expect("lock");
+    assert!(s.violations.is_empty(), "{}", s.violations.join("\n"));
+}
