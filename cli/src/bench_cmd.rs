@@ -60,9 +60,7 @@ pub(crate) async fn bench(server: &str, args: BenchArgs) -> CliResult {
                     "--records, --record-bytes and --partitions must be positive",
                 ));
             }
-            let client = pyralog_client::Client::connect(server)
-                .await
-                .map_err(|e| CliError::runtime(e.to_string()))?;
+            let client = connect(server).await?;
             let opts = pyralog_bench::replication::ReplicationOptions {
                 records: a.records,
                 record_bytes: a.record_bytes,
@@ -86,9 +84,7 @@ pub(crate) async fn bench(server: &str, args: BenchArgs) -> CliResult {
                     "--records and --record-bytes must be positive and --partitions at least 2",
                 ));
             }
-            let client = pyralog_client::Client::connect(server)
-                .await
-                .map_err(|e| CliError::runtime(e.to_string()))?;
+            let client = connect(server).await?;
             let opts = pyralog_bench::groups::GroupsOptions {
                 records: a.records,
                 record_bytes: a.record_bytes,
@@ -114,9 +110,7 @@ pub(crate) async fn bench(server: &str, args: BenchArgs) -> CliResult {
             if a.record_bytes.is_empty() || a.record_bytes.contains(&0) {
                 return Err(CliError::usage("--record-bytes needs positive sizes"));
             }
-            let client = pyralog_client::Client::connect(server)
-                .await
-                .map_err(|e| CliError::runtime(e.to_string()))?;
+            let client = connect(server).await?;
             let tmp =
                 std::env::temp_dir().join(format!("pyralog-bench-cache-{}", std::process::id()));
             let cold = match &a.object_store {
@@ -205,4 +199,11 @@ fn publish(
         std::fs::write(path, json)?;
     }
     Ok(())
+}
+
+/// A client for a bench run; failing to connect is a runtime error (exit 1).
+async fn connect(server: &str) -> Result<pyralog_client::Client, CliError> {
+    pyralog_client::Client::connect(server)
+        .await
+        .map_err(|e| CliError::runtime(e.to_string()))
 }

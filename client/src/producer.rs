@@ -307,10 +307,7 @@ impl Accumulator {
         let timestamp = record.timestamp.unwrap_or_else(|| self.clock.now_micros());
         let mut headers = record.headers;
         if let Some(id) = record.dedup_id {
-            headers.push(Header {
-                key: pyralog_types::batch::DEDUP_ID_HEADER.to_owned(),
-                value: Bytes::from(id),
-            });
+            headers.push(Header::dedup_id(id));
         }
         let new = NewRecord {
             timestamp,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use pyralog_compactor::{archive_partition, ArchiveOptions, PartitionTiers};
+use pyralog_compactor::{archive_partition, ArchiveOptions};
 use pyralog_types::LogOffset;
 
 #[tokio::test]
@@ -23,14 +23,7 @@ async fn segments_emptied_or_cut_short_by_compaction_are_archived_over_their_ran
 
     let c = common::Cold::new("state");
     let cold = c.partition().await;
-    let tiers = PartitionTiers {
-        log: &c.log,
-        partition: 0,
-        hot: &hot,
-        cold: &cold,
-        store: c.store.as_ref(),
-        layout: &c.layout,
-    };
+    let tiers = c.tiers(&hot, &cold);
     let report = archive_partition(tiers, LogOffset(30), &ArchiveOptions::default())
         .await
         .expect("archive");

@@ -7,9 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use pyralog_compactor::{
-    apply_retention, archive_partition, Archive, ArchiveOptions, PartitionTiers,
-};
+use pyralog_compactor::{apply_retention, archive_partition, Archive, ArchiveOptions};
 use pyralog_types::{LogOffset, Retention};
 
 const NOW: i64 = 10_000_000_000;
@@ -22,14 +20,7 @@ async fn expired_local_segments_wait_for_the_archive_and_the_tiers_stay_contiguo
     common::closed_segments(&hot, 4, 1_000);
     let c = common::Cold::new("ledger");
     let cold = c.partition().await;
-    let tiers = PartitionTiers {
-        log: &c.log,
-        partition: 0,
-        hot: &hot,
-        cold: &cold,
-        store: c.store.as_ref(),
-        layout: &c.layout,
-    };
+    let tiers = c.tiers(&hot, &cold);
     let opts = ArchiveOptions::default();
     archive_partition(tiers, LogOffset(20), &opts)
         .await

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyralog_controller::{Committed, Strategy, Tp};
+use pyralog_controller::{Strategy, Tp};
 use pyralog_proto::v1::{self, groups_server::Groups, partition_commit, reset_offsets_request};
 use pyralog_types::LogId;
 use tonic::{Request, Response, Status};
@@ -92,10 +92,6 @@ fn millis_or(ms: u32, default: Duration) -> Duration {
     } else {
         Duration::from_millis(u64::from(ms))
     }
-}
-
-fn committed_vlsn(c: Option<&Committed>) -> Option<u64> {
-    c.and_then(|c| c.vlsn)
 }
 
 #[tonic::async_trait]
@@ -285,7 +281,7 @@ impl Groups for GroupService {
                     committed: l.committed.as_ref().map(|c| c.offset),
                     high_watermark: l.high_watermark.0,
                     lag: l.lag,
-                    vlsn: committed_vlsn(l.committed.as_ref()),
+                    vlsn: l.committed.as_ref().and_then(|c| c.vlsn),
                     owner: l.owner.unwrap_or_default(),
                 })
                 .collect(),

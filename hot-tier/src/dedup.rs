@@ -151,12 +151,7 @@ mod tests {
             key: None,
             value: Some(Bytes::from_static(b"v")),
             headers: id
-                .map(|id| {
-                    vec![Header {
-                        key: DEDUP_ID_HEADER.into(),
-                        value: Bytes::from(id.to_owned()),
-                    }]
-                })
+                .map(|id| vec![Header::dedup_id(id.to_owned())])
                 .unwrap_or_default(),
         }
     }

@@ -116,13 +116,15 @@ pub struct RewriteOutcome {
 
 /// What the dedup-id check made of a leader's batch.
 enum DedupOutcome {
-    Keep,
+    /// Nothing to drop: the records, at the offsets they will be stored at.
+    Keep(Vec<Record>),
     /// Every record was stored already: (index, offset of the stored copy).
     AllStored(Vec<(u32, LogOffset)>),
-    /// Some records were dropped; the rest re-encoded.
+    /// Some records were dropped; the rest re-encoded (`kept`: at their future offsets).
     Rebuilt {
         batch: Batch,
         dups: Vec<(u32, LogOffset)>,
+        kept: Vec<Record>,
     },
 }
 
@@ -246,9 +248,11 @@ impl PartitionLog {
         // producers, whose sequences count every record of a batch).
         let mut parsed = parsed;
         let mut dropped: Vec<(u32, LogOffset)> = Vec::new();
+        // The leader's records with ids, decoded once here and noted after the append.
+        let mut to_note: Option<Vec<Record>> = None;
         if assign_epoch.is_some() && producer.is_none() && parsed.has_dedup_ids() {
             match self.drop_duplicate_ids(&parsed, end)? {
-                DedupOutcome::Keep => {}
+                DedupOutcome::Keep(records) => to_note = Some(records),
                 DedupOutcome::AllStored(dups) => {
                     let first = dups.iter().map(|d| d.1).min().unwrap_or(LogOffset(end));
                     let last = dups.iter().map(|d| d.1).max().unwrap_or(LogOffset(end));
@@ -261,12 +265,13 @@ impl PartitionLog {
                         dropped: dups,
                     });
                 }
-                DedupOutcome::Rebuilt { batch, dups } => {
+                DedupOutcome::Rebuilt { batch, dups, kept } => {
                     parsed = batch;
                     h = parsed.header();
                     h.base_offset = end;
                     h.epoch = epoch.0;
                     dropped = dups;
+                    to_note = Some(kept);
                 }
             }
         }
@@ -320,9 +325,12 @@ impl PartitionLog {
         if has_dedup_ids {
             let mut window = self.dedup.lock();
             if window.is_loaded() {
-                // The stored bytes carry the assigned offsets now.
-                let stored = Batch::parse(bytes.freeze())?;
-                window.note(&stored.records()?, now);
+                match to_note {
+                    Some(records) => window.note(&records, now),
+                    // A follower's copy (or an idempotent batch): the stored bytes carry the
+                    // assigned offsets.
+                    None => window.note(&Batch::parse(bytes.freeze())?.records()?, now),
+                }
             }
         }
         self.end.store(new_end, Ordering::Release);
@@ -344,10 +352,14 @@ impl PartitionLog {
         if !self.dedup.lock().is_loaded() {
             self.load_dedup_window(end)?;
         }
-        let records = batch.records()?;
+        let mut records = batch.records()?;
         let verdict = self.dedup.lock().check(&records, self.clock.now_micros());
         if verdict.drop.is_empty() {
-            return Ok(DedupOutcome::Keep);
+            let base = batch.base_offset().0;
+            for r in &mut records {
+                r.offset = LogOffset(end + (r.offset.0 - base));
+            }
+            return Ok(DedupOutcome::Keep(records));
         }
         let dropped: std::collections::HashSet<usize> = verdict.drop.iter().map(|d| d.0).collect();
         if dropped.len() == records.len() {
@@ -364,17 +376,20 @@ impl PartitionLog {
         // The kept records, re-encoded; the k-th kept record gets offset end + k.
         let mut builder = BatchBuilder::new(batch.compression());
         let mut position_of_kept = std::collections::HashMap::new();
-        for (i, r) in records.iter().enumerate() {
+        let mut kept = Vec::with_capacity(records.len() - dropped.len());
+        for (i, mut r) in records.into_iter().enumerate() {
             if dropped.contains(&i) {
                 continue;
             }
             position_of_kept.insert(i, builder.record_count());
+            r.offset = LogOffset(end + u64::from(builder.record_count()));
             builder.push(&NewRecord {
                 timestamp: r.timestamp,
                 key: r.key.clone(),
                 value: r.value.clone(),
                 headers: r.headers.clone(),
             });
+            kept.push(r);
         }
         let dups = verdict
             .drop
@@ -390,6 +405,7 @@ impl PartitionLog {
         Ok(DedupOutcome::Rebuilt {
             batch: Batch::parse(builder.build()?)?,
             dups,
+            kept,
         })
     }
 

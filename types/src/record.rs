@@ -11,6 +11,16 @@ pub struct Header {
     pub value: Bytes,
 }
 
+impl Header {
+    /// The header carrying a record's dedup id ([`crate::batch::DEDUP_ID_HEADER`]).
+    pub fn dedup_id(id: impl Into<Bytes>) -> Header {
+        Header {
+            key: crate::batch::DEDUP_ID_HEADER.to_owned(),
+            value: id.into(),
+        }
+    }
+}
+
 /// A record as stored and served. `value = None` is a tombstone (used by key-based
 /// compaction to delete a key).
 #[derive(Debug, Clone, PartialEq, Eq)]

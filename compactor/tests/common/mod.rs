@@ -11,6 +11,7 @@ use bytes::Bytes;
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
 use pyralog_cold_tier::{ColdPartition, ColdReader, Layout, ManifestStore};
+use pyralog_compactor::PartitionTiers;
 use pyralog_hot_tier::{PartitionLog, PartitionOptions};
 use pyralog_types::batch::{BatchBuilder, Compression, NewRecord};
 use pyralog_types::{Epoch, FsyncPolicy, LogId, ManualClock, TimestampMicros};
@@ -59,6 +60,22 @@ impl Cold {
             store: Arc::new(InMemory::new()),
             layout: Layout::new("a").expect("layout"),
             log: LogId::new(log).expect("log"),
+        }
+    }
+
+    /// Partition 0's local log and archive, as the archiver takes them.
+    pub(crate) fn tiers<'a>(
+        &'a self,
+        hot: &'a Arc<PartitionLog>,
+        cold: &'a ColdPartition,
+    ) -> PartitionTiers<'a> {
+        PartitionTiers {
+            log: &self.log,
+            partition: 0,
+            hot,
+            cold,
+            store: self.store.as_ref(),
+            layout: &self.layout,
         }
     }
 

@@ -458,7 +458,7 @@ impl Node {
         } else {
             partitions.to_vec()
         };
-        let mut specs = Vec::with_capacity(targets.len());
+        let mut offsets = Vec::with_capacity(targets.len());
         for p in targets {
             let part = self.partition(log, p)?;
             let (earliest, hw) = (part.earliest(), part.high_watermark());
@@ -468,31 +468,29 @@ impl Node {
                 ResetTo::Offset(o) => LogOffset(o).clamp(earliest, hw),
                 ResetTo::Timestamp(ts) => part.offset_for_timestamp(ts).await?.unwrap_or(hw),
             };
-            specs.push(CommitSpec {
-                log: log.to_owned(),
+            offsets.push(OffsetCommit {
+                log: open.id.clone(),
                 partition: p,
-                position: CommitPosition::Offset(offset.0),
-                metadata: "reset".into(),
+                committed: Committed {
+                    offset: offset.0,
+                    metadata: "reset".into(),
+                    vlsn: None,
+                },
             });
         }
+        let answer = offsets
+            .iter()
+            .map(|c| (c.log.clone(), c.partition, c.committed.clone()))
+            .collect();
         if !dry_run {
-            return self.commit_offsets(&group, None, specs).await;
-        }
-        Ok(specs
-            .into_iter()
-            .filter_map(|s| match s.position {
-                CommitPosition::Offset(offset) => Some((
-                    open.id.clone(),
-                    s.partition,
-                    Committed {
-                        offset,
-                        metadata: s.metadata,
-                        vlsn: None,
-                    },
-                )),
-                CommitPosition::Vlsn { .. } => None,
+            self.write(Command::CommitOffsets {
+                group,
+                member: None,
+                offsets,
             })
-            .collect())
+            .await?;
+        }
+        Ok(answer)
     }
 
     pub async fn delete_group(&self, group: &str) -> Result<(), GatewayError> {

@@ -1,6 +1,5 @@
 //! Per-record dedup ids on the partition log.
 
-use pyralog_types::batch::DEDUP_ID_HEADER;
 use pyralog_types::Header;
 
 use super::*;
@@ -14,12 +13,7 @@ fn with_ids(ids: &[Option<&str>], ts: i64) -> Bytes {
             key: None,
             value: Some(Bytes::from(id.unwrap_or("no-id").to_owned())),
             headers: id
-                .map(|id| {
-                    vec![Header {
-                        key: DEDUP_ID_HEADER.into(),
-                        value: Bytes::from(id.to_owned()),
-                    }]
-                })
+                .map(|id| vec![Header::dedup_id(id.to_owned())])
                 .unwrap_or_default(),
         });
     }
@@ -185,10 +179,7 @@ fn an_idempotent_batch_is_never_cut_by_dedup_ids() {
         timestamp: T0,
         key: None,
         value: Some(Bytes::from_static(b"a-again")),
-        headers: vec![Header {
-            key: DEDUP_ID_HEADER.into(),
-            value: Bytes::from_static(b"a"),
-        }],
+        headers: vec![Header::dedup_id(Bytes::from_static(b"a"))],
     });
     let info = log
         .append(b.build().expect("build"), Epoch(1))

@@ -225,10 +225,8 @@ fn a_batch_with_a_dedup_id_says_so_in_its_attributes() {
     let mut with = BatchBuilder::new(Compression::None);
     with.push(&rec(1, None, Some(b"v")));
     let mut r = rec(2, None, Some(b"w"));
-    r.headers.push(Header {
-        key: DEDUP_ID_HEADER.into(),
-        value: Bytes::from_static(b"order-7"),
-    });
+    r.headers
+        .push(Header::dedup_id(Bytes::from_static(b"order-7")));
     with.push(&r);
     let with = Batch::parse_verified(with.build().expect("build")).expect("valid");
     assert!(with.has_dedup_ids());
