@@ -14,6 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(protos, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("pyralog_descriptor.bin"), fds.encode_to_vec())?;
+    // The client listener's reflection lists only the public API.
+    let public = protox::compile(["pyralog/v1/pyralog.proto"], ["proto"])?;
+    std::fs::write(
+        out.join("pyralog_public_descriptor.bin"),
+        public.encode_to_vec(),
+    )?;
     tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
     Ok(())
 }

@@ -23,6 +23,18 @@ pub(crate) struct Cli {
     /// Log output format of `serve` and `dev` (filter with RUST_LOG).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// CA bundle (PEM) that signed the nodes' certificates: connect with TLS.
+    #[arg(long, global = true, env = "PYRALOG_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS authentication (with --tls-key).
+    #[arg(long, global = true, env = "PYRALOG_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "PYRALOG_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Bearer token (static token or JWT) sent with every call.
+    #[arg(long, global = true, env = "PYRALOG_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -58,6 +70,106 @@ pub(crate) enum Command {
     Compactor(CompactorArgs),
     /// Load generator and same-run baselines (see bench/README.md).
     Bench(BenchArgs),
+    /// Access control lists: who may do what to which log, group or the cluster.
+    Acls(AclsArgs),
+    /// Credentials: who am I, new tokens and their hashes.
+    Auth(AuthArgs),
+    /// Certificates for development and tests: a CA, node and client certificates.
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AclsArgs {
+    #[command(subcommand)]
+    pub command: AclsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AclsCommand {
+    /// Add entries: one per operation given.
+    Add(AclSpec),
+    /// Remove entries: one per operation given.
+    Remove(AclSpec),
+    /// List entries (of one principal and `*`, with --principal).
+    List {
+        #[arg(long)]
+        principal: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("permission").required(true).args(["allow", "deny"])))]
+#[command(group(clap::ArgGroup::new("resource").required(true).args(["log", "log_prefix", "group", "group_prefix", "cluster"])))]
+pub(crate) struct AclSpec {
+    /// The principal (a certificate's name, a token's principal, a JWT subject), or `*`.
+    #[arg(long)]
+    pub principal: String,
+    /// Operations to allow: produce, consume, describe, create, delete, alter, admin (=
+    /// create, delete and alter), group, cluster_admin. Repeatable or comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// Operations to deny (a deny wins over any allow).
+    #[arg(long, value_delimiter = ',')]
+    pub deny: Vec<String>,
+    /// A log by name (`*` = every log).
+    #[arg(long)]
+    pub log: Option<String>,
+    /// Every log whose name starts with this.
+    #[arg(long)]
+    pub log_prefix: Option<String>,
+    /// A consumer group by name (`*` = every group).
+    #[arg(long)]
+    pub group: Option<String>,
+    #[arg(long)]
+    pub group_prefix: Option<String>,
+    /// The cluster (for cluster_admin, describe).
+    #[arg(long)]
+    pub cluster: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuthArgs {
+    #[command(subcommand)]
+    pub command: AuthCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuthCommand {
+    /// The principal the server authenticates these credentials as.
+    Whoami,
+    /// A new random token and its line for the tokens file.
+    NewToken {
+        /// The principal the token stands for.
+        #[arg(long)]
+        principal: String,
+    },
+    /// The SHA-256 of a token read from stdin, as the tokens file stores it.
+    HashToken,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CertsArgs {
+    #[command(subcommand)]
+    pub command: CertsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CertsCommand {
+    /// A new CA plus node certificates (`node-1` … `node-N`, valid for localhost and the given
+    /// IPs) and client certificates, into DIR.
+    Init {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Client principals (repeatable or comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "admin")]
+        clients: Vec<String>,
+        /// IP addresses the node certificates are valid for.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+        ips: Vec<std::net::IpAddr>,
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -266,6 +378,10 @@ pub(crate) struct ServeArgs {
 pub(crate) struct DevArgs {
     #[command(flatten)]
     pub node: NodeFlags,
+    /// TLS, client certificates and ACLs with a throwaway CA made at start (in
+    /// <data-dir>/secure); prints how to connect.
+    #[arg(long)]
+    pub secure: bool,
 }
 
 #[derive(Debug, Args, Default)]
@@ -279,6 +395,9 @@ pub(crate) struct NodeFlags {
     /// Prometheus metrics listen address (default 127.0.0.1:7411).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Cluster listener address (`[cluster] listen`; `dev` default: a free loopback port).
+    #[arg(long)]
+    pub cluster_listen: Option<SocketAddr>,
     /// Cold tier object store URL: s3://bucket/prefix, gs://..., az://..., file:///dir
     /// (`dev` default: file://<data-dir>/objects; `serve` default: no cold tier). S3-compatible
     /// servers also need PYRALOG_COLD_TIER__STORE__ENDPOINT (and __ALLOW_HTTP=true for http).

@@ -3,9 +3,10 @@
 use pyralog_bench::{baseline, cold, report};
 
 use crate::args::{BenchArgs, BenchWorkload};
+use crate::client_cmds::Target;
 use crate::error::{CliError, CliResult};
 
-pub(crate) async fn bench(server: &str, args: BenchArgs) -> CliResult {
+pub(crate) async fn bench(server: &Target, args: BenchArgs) -> CliResult {
     match args.workload {
         BenchWorkload::Baseline { dir } => {
             let d = baseline::disk(&dir, 256 << 20, 1 << 20)
@@ -202,8 +203,8 @@ fn publish(
 }
 
 /// A client for a bench run; failing to connect is a runtime error (exit 1).
-async fn connect(server: &str) -> Result<pyralog_client::Client, CliError> {
-    pyralog_client::Client::connect(server)
+async fn connect(server: &Target) -> Result<pyralog_client::Client, CliError> {
+    pyralog_client::Client::connect_with(&server.server, server.options.clone())
         .await
         .map_err(|e| CliError::runtime(e.to_string()))
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pyralog_client::{
-    AckPolicy, Client, Compression, ConsumerConfig, DeliveryFuture, Header, LogInfo, LogOffset,
-    PartitionConsumer, ProduceRecord, Producer, ProducerConfig, Record,
+    AckPolicy, Client, ClientError, ClientOptions, Compression, ConsumerConfig, DeliveryFuture,
+    Header, LogInfo, LogOffset, PartitionConsumer, ProduceRecord, Producer, ProducerConfig, Record,
 };
 use pyralog_proto::v1;
 use tokio::sync::mpsc;
@@ -18,10 +18,22 @@ use crate::args::{
 };
 use crate::error::{CliError, CliResult};
 
-pub(crate) async fn connect(server: &str) -> Result<Client, CliError> {
-    Client::connect(server)
+/// Where client commands connect, and with which TLS files and credentials.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) server: String,
+    pub(crate) options: ClientOptions,
+}
+
+pub(crate) async fn connect(server: &Target) -> Result<Client, CliError> {
+    Client::connect_with(&server.server, server.options.clone())
         .await
-        .map_err(|e| CliError::runtime(format!("{e} (is a node running? try `pyralog dev`)")))
+        .map_err(|e| match e {
+            ClientError::Connect { .. } => {
+                CliError::runtime(format!("{e} (is a node running? try `pyralog dev`)"))
+            }
+            other => other.into(),
+        })
 }
 
 fn parse_duration_ms(field: &str, s: &str) -> Result<u64, CliError> {
@@ -46,7 +58,7 @@ pub(crate) fn parse_timestamp(s: &str) -> Result<i64, CliError> {
     Ok(d.as_micros() as i64)
 }
 
-pub(crate) async fn logs(server: &str, args: LogsArgs) -> CliResult {
+pub(crate) async fn logs(server: &Target, args: LogsArgs) -> CliResult {
     match args.command {
         LogsCommand::Create(c) => {
             let config = create_config(&c)?;
@@ -193,7 +205,7 @@ fn time_series_arg(c: &CreateArgs) -> Result<Option<v1::TimeSeriesSpec>, CliErro
 }
 
 /// `pyralog compaction run|status LOG`.
-pub(crate) async fn cluster(server: &str, args: ClusterArgs) -> CliResult {
+pub(crate) async fn cluster(server: &Target, args: ClusterArgs) -> CliResult {
     let client = connect(server).await?;
     match args.command {
         ClusterCommand::Describe => {
@@ -227,7 +239,7 @@ pub(crate) async fn cluster(server: &str, args: ClusterArgs) -> CliResult {
     }
 }
 
-pub(crate) async fn compaction(server: &str, args: CompactionArgs) -> CliResult {
+pub(crate) async fn compaction(server: &Target, args: CompactionArgs) -> CliResult {
     let client = connect(server).await?;
     match args.command {
         CompactionCommand::Run { name } => {
@@ -356,7 +368,7 @@ fn parse_headers(raw: &[String]) -> Result<Vec<Header>, CliError> {
         .collect()
 }
 
-pub(crate) async fn produce(server: &str, args: ProduceArgs) -> CliResult {
+pub(crate) async fn produce(server: &Target, args: ProduceArgs) -> CliResult {
     let headers = parse_headers(&args.headers)?;
     let client = connect(server).await?;
     // Fail early (exit 2) on an unknown or invalid log.
@@ -463,7 +475,7 @@ pub(crate) async fn produce(server: &str, args: ProduceArgs) -> CliResult {
     Ok(())
 }
 
-pub(crate) async fn consume(server: &str, args: ConsumeArgs) -> CliResult {
+pub(crate) async fn consume(server: &Target, args: ConsumeArgs) -> CliResult {
     if let Some(group) = args.group.clone() {
         return crate::group_cmds::consume_group(server, args, group).await;
     }
@@ -599,7 +611,7 @@ pub(crate) fn print_record(
     Ok(())
 }
 
-pub(crate) async fn offsets(server: &str, args: OffsetsArgs) -> CliResult {
+pub(crate) async fn offsets(server: &Target, args: OffsetsArgs) -> CliResult {
     let ts = args.timestamp.as_deref().map(parse_timestamp).transpose()?;
     let client = connect(server).await?;
     let offsets = client.list_offsets(&args.log, ts).await?;

@@ -44,7 +44,14 @@ impl From<ClientError> for CliError {
                 matches!(
                     code,
                     Code::InvalidArgument | Code::NotFound | Code::AlreadyExists | Code::OutOfRange
-                ) || matches!(reason, Some(pyralog_types::Reason::GroupNotEmpty))
+                ) || matches!(
+                    reason,
+                    Some(
+                        pyralog_types::Reason::GroupNotEmpty
+                            | pyralog_types::Reason::Unauthenticated
+                            | pyralog_types::Reason::PermissionDenied
+                    )
+                )
             }
             ClientError::InvalidArgument(_) => true,
             _ => false,

@@ -7,7 +7,7 @@ use pyralog_client::{AssignmentStrategy, GroupConfig, GroupConsumer, OffsetReset
 use pyralog_proto::v1;
 
 use crate::args::{ConsumeArgs, GroupsArgs, GroupsCommand, ResetOffsetsArgs, StrategyArg};
-use crate::client_cmds::{connect, parse_timestamp, print_record};
+use crate::client_cmds::{connect, parse_timestamp, print_record, Target};
 use crate::error::{CliError, CliResult};
 
 fn strategy_name(s: i32) -> &'static str {
@@ -33,7 +33,7 @@ fn partitions_text(lps: &[v1::LogPartitions]) -> String {
     }
 }
 
-pub(crate) async fn groups(server: &str, args: GroupsArgs) -> CliResult {
+pub(crate) async fn groups(server: &Target, args: GroupsArgs) -> CliResult {
     let client = connect(server).await?;
     let mut out = std::io::stdout().lock();
     match args.command {
@@ -140,7 +140,7 @@ async fn reset_offsets(
 /// `consume --group`: a group member printing what it is given; positions are committed
 /// only after the records were printed and flushed (inside the next poll), so a consumer
 /// killed at any point makes the next owner print some records again, never skip one.
-pub(crate) async fn consume_group(server: &str, args: ConsumeArgs, group: String) -> CliResult {
+pub(crate) async fn consume_group(server: &Target, args: ConsumeArgs, group: String) -> CliResult {
     let client = connect(server).await?;
     // Fail early (exit 2) on an unknown log.
     client.describe_log(&args.log).await?;

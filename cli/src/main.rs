@@ -10,6 +10,7 @@ mod compactor_cmd;
 mod error;
 mod group_cmds;
 mod node_cmds;
+mod security_cmds;
 
 use clap::Parser;
 
@@ -27,19 +28,32 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
+    let target = client_cmds::Target {
+        server: cli.server.clone(),
+        options: pyralog_client::ClientOptions {
+            tls_ca: cli.tls_ca.clone(),
+            tls_cert: cli.tls_cert.clone(),
+            tls_key: cli.tls_key.clone(),
+            token: cli.token.clone(),
+        },
+    };
+    let server = &target;
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(a) => node_cmds::serve(a, cli.log_format).await,
             Command::Dev(a) => node_cmds::dev(a, cli.log_format).await,
-            Command::Logs(a) => client_cmds::logs(&cli.server, a).await,
-            Command::Produce(a) => client_cmds::produce(&cli.server, a).await,
-            Command::Consume(a) => client_cmds::consume(&cli.server, a).await,
-            Command::Offsets(a) => client_cmds::offsets(&cli.server, a).await,
-            Command::Compaction(a) => client_cmds::compaction(&cli.server, a).await,
-            Command::Cluster(a) => client_cmds::cluster(&cli.server, a).await,
-            Command::Groups(a) => group_cmds::groups(&cli.server, a).await,
+            Command::Logs(a) => client_cmds::logs(server, a).await,
+            Command::Produce(a) => client_cmds::produce(server, a).await,
+            Command::Consume(a) => client_cmds::consume(server, a).await,
+            Command::Offsets(a) => client_cmds::offsets(server, a).await,
+            Command::Compaction(a) => client_cmds::compaction(server, a).await,
+            Command::Cluster(a) => client_cmds::cluster(server, a).await,
+            Command::Groups(a) => group_cmds::groups(server, a).await,
             Command::Compactor(a) => compactor_cmd::run(a, cli.log_format).await,
-            Command::Bench(a) => bench_cmd::bench(&cli.server, a).await,
+            Command::Bench(a) => bench_cmd::bench(server, a).await,
+            Command::Acls(a) => security_cmds::acls(server, a).await,
+            Command::Auth(a) => security_cmds::auth(server, a).await,
+            Command::Certs(a) => security_cmds::certs(a),
         }
     });
     match result {

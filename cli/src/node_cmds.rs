@@ -28,6 +28,7 @@ const ENV_KEYS: &[&str] = &[
     "cold_tier",
     "compaction",
     "cluster",
+    "security",
 ];
 
 pub(crate) fn init_tracing(format: LogFormat) {
@@ -82,6 +83,9 @@ pub(crate) fn load_config(
     if let Some(l) = &flags.metrics_listen {
         fig = fig.merge(Serialized::default("metrics_listen", l.to_string()));
     }
+    if let Some(l) = &flags.cluster_listen {
+        fig = fig.merge(Serialized::default("cluster.listen", l.to_string()));
+    }
     if let Some(url) = &flags.object_store {
         fig = fig.merge(Serialized::default("cold_tier.store.url", url));
     }
@@ -128,7 +132,12 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn run(mut config: NodeConfig, banner: &str, one_voter: bool) -> CliResult {
+async fn run(
+    mut config: NodeConfig,
+    banner: &str,
+    one_voter: bool,
+    hint: Option<String>,
+) -> CliResult {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -136,13 +145,37 @@ async fn run(mut config: NodeConfig, banner: &str, one_voter: bool) -> CliResult
         .local_addr()
         .map_err(|e| CliError::runtime(e.to_string()))?;
     if one_voter && config.cluster.is_none() {
-        // `pyralog dev`: a one-voter controller at the address actually bound (port 0 picks
-        // one), the same code path as a cluster, with nothing to configure.
         config.cluster = Some(ClusterSettings {
-            advertise: Some(addr.to_string()),
-            voters: format!("{}={addr}", config.node_id),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             ..ClusterSettings::default()
         });
+    }
+    // The cluster listener, bound before the node starts: its address is this voter's.
+    let cluster_listener = match &config.cluster {
+        Some(c) => {
+            let l = tokio::net::TcpListener::bind(c.listen).await.map_err(|e| {
+                CliError::usage(format!("cannot listen on {} (cluster): {e}", c.listen))
+            })?;
+            Some(l)
+        }
+        None => None,
+    };
+    let cluster_addr = match &cluster_listener {
+        Some(l) => Some(
+            l.local_addr()
+                .map_err(|e| CliError::runtime(e.to_string()))?,
+        ),
+        None => None,
+    };
+    if let (Some(c), Some(bound)) = (config.cluster.as_mut(), cluster_addr) {
+        if c.advertise.is_none() {
+            c.advertise = Some(addr.to_string());
+        }
+        if one_voter && c.voters.is_empty() {
+            // `pyralog dev`: a one-voter controller at the address actually bound (port 0
+            // picks one), the same code path as a cluster, with nothing to configure.
+            c.voters = format!("{}={bound}", config.node_id);
+        }
         config
             .validate()
             .map_err(|e| CliError::usage(e.to_string()))?;
@@ -156,6 +189,11 @@ async fn run(mut config: NodeConfig, banner: &str, one_voter: bool) -> CliResult
         None => None,
     };
     let data_dir = config.data_dir.clone();
+    let scheme = if config.security.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let node = Node::open(config, NodeComponents::default())
         .await
         .map_err(|e| CliError::usage(format!("cannot start node: {e}")))?;
@@ -164,10 +202,11 @@ async fn run(mut config: NodeConfig, banner: &str, one_voter: bool) -> CliResult
         Some(l) => {
             let addr = l.local_addr().ok();
             let metrics = node.metrics().clone();
+            let security = node.security().clone();
             let stop = stop.clone();
             tokio::spawn(async move {
                 let shutdown = async move { stop.cancelled().await };
-                if let Err(e) = serve_metrics(metrics, l, shutdown).await {
+                if let Err(e) = serve_metrics(metrics, security, l, shutdown).await {
                     tracing::warn!(error = %e, "metrics endpoint stopped");
                 }
             });
@@ -177,11 +216,24 @@ async fn run(mut config: NodeConfig, banner: &str, one_voter: bool) -> CliResult
     };
     // The first stdout line is machine-readable: tests and scripts read the address from it.
     println!(
-        "{banner} listening on http://{addr} (data dir {}{})",
+        "{banner} listening on {scheme}://{addr} (data dir {}{}{})",
         data_dir.display(),
+        cluster_addr
+            .map(|a| format!(", cluster listener {a}"))
+            .unwrap_or_default(),
         metrics_addr.unwrap_or_default()
     );
-    let result = pyralog_gateway::serve(node, listener, shutdown_signal())
+    if let Some(hint) = hint {
+        eprintln!(
+            "{}",
+            hint.replace("{server}", &format!("{scheme}://{addr}"))
+        );
+    }
+    let listeners = pyralog_gateway::Listeners {
+        client: listener,
+        cluster: cluster_listener,
+    };
+    let result = pyralog_gateway::serve(node, listeners, shutdown_signal())
         .await
         .map_err(|e| CliError::runtime(e.to_string()));
     stop.cancel();
@@ -191,11 +243,72 @@ async fn run(mut config: NodeConfig, banner: &str, one_voter: bool) -> CliResult
 pub(crate) async fn serve(args: ServeArgs, format: LogFormat) -> CliResult {
     init_tracing(format);
     let config = load_config(args.config.as_deref(), &args.node, false)?;
-    run(config, "pyralog node", false).await
+    run(config, "pyralog node", false, None).await
 }
 
 pub(crate) async fn dev(args: DevArgs, format: LogFormat) -> CliResult {
     init_tracing(format);
-    let config = load_config(None, &args.node, true)?;
-    run(config, "pyralog dev", true).await
+    let mut config = load_config(None, &args.node, true)?;
+    let hint = if args.secure {
+        Some(secure_dev(&mut config)?)
+    } else {
+        None
+    };
+    run(config, "pyralog dev", true, hint).await
+}
+
+/// `pyralog dev --secure`: a throwaway CA with a node certificate and an `admin` client
+/// certificate in `<data-dir>/secure`, TLS on the client listener, client certificates and
+/// tokens accepted, ACLs on with `admin` as superuser.
+fn secure_dev(config: &mut NodeConfig) -> Result<String, CliError> {
+    use pyralog_gateway::security::certs::{init_cert_set, Validity};
+    use pyralog_gateway::security::settings::{ClusterTls, TlsFiles};
+    use pyralog_gateway::security::tokens::{hash_token, new_token};
+
+    let dir = std::path::absolute(config.data_dir.join("secure"))?;
+    let now = std::time::SystemTime::UNIX_EPOCH + crate::security_cmds::since_epoch();
+    let ips = [std::net::IpAddr::from([127, 0, 0, 1])];
+    let set = init_cert_set(
+        &dir,
+        1,
+        "node-{id}",
+        &["admin".to_owned()],
+        &ips,
+        Validity::days_from(now, 30),
+    )
+    .map_err(|e| CliError::runtime(e.to_string()))?;
+    let token = new_token().map_err(|e| CliError::runtime(e.to_string()))?;
+    let tokens = dir.join("tokens.json");
+    let entry =
+        serde_json::json!({"tokens": [{"principal": "admin", "sha256": hash_token(&token)}]});
+    std::fs::write(&tokens, entry.to_string())?;
+    let (cert, key) = set.node_cert(config.node_id.max(1));
+    let (cert, key) = if config.node_id == 1 {
+        (cert, key)
+    } else {
+        return Err(CliError::usage("dev --secure runs node 1"));
+    };
+    let s = &mut config.security;
+    s.tls = Some(TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+    });
+    s.client_ca = Some(set.ca.clone());
+    s.cluster_tls = Some(ClusterTls {
+        cert,
+        key,
+        ca: set.ca.clone(),
+        node_identity: "node-{id}".to_owned(),
+    });
+    s.auth.enabled = true;
+    s.auth.superusers = vec!["admin".to_owned()];
+    s.auth.tokens_file = Some(tokens);
+    let (ccert, ckey) = set.client_cert("admin");
+    Ok(format!(
+        "pyralog dev --secure: TLS with a throwaway CA in {dir}\n  connect as the superuser `admin` with its certificate:\n    pyralog --server {{server}} --tls-ca {ca} --tls-cert {ccert} --tls-key {ckey} auth whoami\n  or with its token:\n    PYRALOG_TOKEN={token} pyralog --server {{server}} --tls-ca {ca} auth whoami",
+        dir = dir.display(),
+        ca = set.ca.display(),
+        ccert = ccert.display(),
+        ckey = ckey.display(),
+    ))
 }

@@ -12,9 +12,9 @@ use pyralog_proto::v1::{
 };
 use pyralog_types::config::limits::MAX_BATCH_BYTES;
 use pyralog_types::{Epoch, LogConfig, LogOffset, PartitionId, Reason, TimestampMicros};
-use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ClientError;
+use crate::transport::{ClientOptions, Rpc, Transport};
 
 const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES as usize + 1024 * 1024;
 
@@ -34,9 +34,10 @@ pub struct Client {
     /// Addresses (`host:port`) of the nodes that can serve as seed; `seed` indexes it.
     seeds: Arc<Mutex<Vec<String>>>,
     seed: Arc<std::sync::atomic::AtomicUsize>,
-    channel: Channel,
+    channel: Rpc,
+    transport: Transport,
     routes: Arc<Mutex<HashMap<(String, PartitionId), String>>>,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<String, Rpc>>>,
 }
 
 /// Added to a request's own timeout for its gRPC deadline.
@@ -46,15 +47,6 @@ const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many `NOT_LEADER` redirects a request follows before giving up.
 const MAX_REDIRECTS: u32 = 10;
-
-fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        // Batches and fetch responses are up to tens of MiB: windows that fit them.
-        .initial_stream_window_size(16 * 1024 * 1024)
-        .initial_connection_window_size(64 * 1024 * 1024))
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionInfo {
@@ -115,37 +107,59 @@ impl TryFrom<v1::LogDescription> for LogInfo {
 }
 
 impl Client {
-    /// Connects to `url` (e.g. `http://127.0.0.1:7410`).
+    /// Connects to `url` (e.g. `http://127.0.0.1:7410`) without TLS or credentials.
     pub async fn connect(url: impl Into<String>) -> Result<Client, ClientError> {
+        Self::connect_with(url, ClientOptions::default()).await
+    }
+
+    /// Connects to `url` with TLS and credentials. The connection is checked at once: an
+    /// unreachable node, a failed TLS handshake or refused credentials fail here.
+    pub async fn connect_with(
+        url: impl Into<String>,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
         let url = url.into();
-        let err = |detail: String| ClientError::Connect {
-            url: url.clone(),
-            detail,
-        };
-        let channel = endpoint(&url)
-            .map_err(|e| err(e.to_string()))?
-            .connect()
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        let transport = Transport::new(&url, &options)?;
+        let channel = transport.channel(&url)?;
         let client = Client {
             url,
             seeds: Arc::default(),
             seed: Arc::default(),
             channel,
+            transport,
             routes: Arc::default(),
             channels: Arc::default(),
         };
-        // Best effort: the other nodes, to fall back on when the seed goes away.
-        if let Ok(cluster) = client.describe_cluster().await {
-            for n in cluster.nodes.iter().filter(|n| !n.address.is_empty()) {
-                client.learn_seed(&n.address);
+        // The other nodes, to fall back on when the seed goes away. A transport failure
+        // (nothing answered, TLS refused) or refused credentials fail the connect; any other
+        // answer means the node is there.
+        match client.describe_cluster().await {
+            Ok(cluster) => {
+                for n in cluster.nodes.iter().filter(|n| !n.address.is_empty()) {
+                    client.learn_seed(&n.address);
+                }
             }
+            Err(e @ ClientError::Server { reason: None, .. }) => {
+                return Err(ClientError::Connect {
+                    url: client.url.clone(),
+                    detail: e.to_string(),
+                })
+            }
+            Err(e)
+                if matches!(
+                    e.reason(),
+                    Some(Reason::Unauthenticated | Reason::PermissionDenied)
+                ) =>
+            {
+                return Err(e)
+            }
+            Err(_) => {}
         }
         Ok(client)
     }
 
     /// The seed's channel: the connected node, or another known node once it failed.
-    fn seed_channel(&self) -> Channel {
+    pub(crate) fn seed_channel(&self) -> Rpc {
         let seeds = self.seeds.lock();
         let i = self.seed.load(std::sync::atomic::Ordering::Relaxed);
         if i == 0 || seeds.is_empty() {
@@ -185,7 +199,7 @@ impl Client {
     }
 
     /// The channel for a partition's known leader, or the seed's.
-    fn channel_for(&self, log: &str, partition: PartitionId) -> Channel {
+    fn channel_for(&self, log: &str, partition: PartitionId) -> Rpc {
         let route = self
             .routes
             .lock()
@@ -197,15 +211,14 @@ impl Client {
         self.channel_to(&address)
     }
 
-    fn channel_to(&self, address: &str) -> Channel {
+    fn channel_to(&self, address: &str) -> Rpc {
         let address = address.to_owned();
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(&address) {
             return c.clone();
         }
-        match endpoint(&format!("http://{address}")) {
-            Ok(e) => {
-                let c = e.connect_lazy();
+        match self.transport.channel(&address) {
+            Ok(c) => {
                 channels.insert(address, c.clone());
                 c
             }
@@ -253,7 +266,7 @@ impl Client {
         &self.url
     }
 
-    pub(crate) fn admin(&self) -> AdminClient<Channel> {
+    pub(crate) fn admin(&self) -> AdminClient<Rpc> {
         AdminClient::new(self.seed_channel())
     }
 
@@ -261,14 +274,14 @@ impl Client {
         &self,
         log: &str,
         partition: PartitionId,
-    ) -> ProducerClient<Channel> {
+    ) -> ProducerClient<Rpc> {
         ProducerClient::new(self.channel_for(log, partition))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// The `Groups` service of the seed node (any node answers or forwards to the controller).
-    pub(crate) fn groups_rpc(&self) -> GroupsClient<Channel> {
+    pub(crate) fn groups_rpc(&self) -> GroupsClient<Rpc> {
         GroupsClient::new(self.seed_channel())
     }
 
@@ -361,7 +374,7 @@ impl Client {
             .committed)
     }
 
-    pub(crate) fn consumer_rpc(&self) -> ConsumerClient<Channel> {
+    pub(crate) fn consumer_rpc(&self) -> ConsumerClient<Rpc> {
         ConsumerClient::new(self.seed_channel())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)

@@ -11,12 +11,15 @@
 //! - With `ProducerConfig::enable_idempotence`, the producer's retries never duplicate a
 //!   batch.
 
+mod acls;
 mod client;
 mod consumer;
 mod error;
 mod group;
 mod producer;
+mod transport;
 
+pub use acls::WhoAmI;
 pub use client::{Client, LogInfo, PartitionInfo};
 pub use consumer::{ConsumerConfig, PartitionConsumer};
 pub use error::ClientError;
@@ -27,3 +30,4 @@ pub use producer::{Delivered, DeliveryFuture, ProduceRecord, Producer, ProducerC
 pub use pyralog_proto::v1::AssignmentStrategy;
 pub use pyralog_types::batch::Compression;
 pub use pyralog_types::{AckPolicy, Header, LogConfig, LogOffset, Record, Retention};
+pub use transport::ClientOptions;

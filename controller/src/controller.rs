@@ -40,7 +40,7 @@ use crate::assign::Tp;
 use crate::config::ControllerConfig;
 use crate::error::ControllerError;
 use crate::leases::{Leases, MemberSessions};
-use crate::network::{channel, Network, MAX_MESSAGE_BYTES};
+use crate::network::{Network, PeerChannels, PlainChannels, MAX_MESSAGE_BYTES};
 use crate::raft_types::Raft;
 use crate::service::{ControllerService, RaftService};
 use crate::state::{ClusterState, Command, CommandResult, Rejection};
@@ -65,6 +65,7 @@ pub struct Controller {
     sessions: Mutex<MemberSessions>,
     /// `Controller` clients of the other voters, by address.
     peers: Mutex<HashMap<String, ControllerClient<Channel>>>,
+    channels: Arc<dyn PeerChannels>,
     cancel: CancellationToken,
     tasks: TaskTracker,
     stopped: OnceCell<()>,
@@ -95,6 +96,17 @@ impl Controller {
     /// heartbeat and lease tasks. The gRPC services must be served at `config.address` for
     /// the other voters to reach this one.
     pub async fn start(config: ControllerConfig) -> Result<Arc<Controller>, ControllerError> {
+        let channels = Arc::new(PlainChannels {
+            connect_timeout: config.connect_timeout,
+        });
+        Self::start_with(config, channels).await
+    }
+
+    /// [`Controller::start`] with the channels to other voters supplied (mutual TLS).
+    pub async fn start_with(
+        config: ControllerConfig,
+        channels: Arc<dyn PeerChannels>,
+    ) -> Result<Arc<Controller>, ControllerError> {
         config.validate()?;
         let mut raft_config = config.raft_config()?;
         raft_config.snapshot_max_chunk_size = SNAPSHOT_CHUNK_BYTES;
@@ -109,7 +121,7 @@ impl Controller {
         let state = state_machine.subscribe();
         let network = Network {
             voters: Arc::new(config.voters.clone()),
-            connect_timeout: config.connect_timeout,
+            channels: channels.clone(),
             backoff: config.raft_heartbeat * 2,
         };
         let raft = Raft::new(
@@ -147,6 +159,7 @@ impl Controller {
             raft,
             state,
             peers: Mutex::new(HashMap::new()),
+            channels,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             stopped: OnceCell::new(),
@@ -477,7 +490,13 @@ impl Controller {
         if let Some(c) = peers.get(address) {
             return Ok(c.clone());
         }
-        let ch = channel(address, self.config.connect_timeout).map_err(|e| {
+        let node = self
+            .config
+            .voters
+            .iter()
+            .find(|(_, a)| a.as_str() == address)
+            .map_or(0, |(id, _)| *id);
+        let ch = self.channels.channel(node, address).map_err(|e| {
             ControllerError::InvalidConfig(format!("bad voter address {address}: {e}"))
         })?;
         let client = ControllerClient::new(ch)
@@ -765,12 +784,17 @@ async fn every<F, Fut>(
 
 /// Registers this node whenever the applied state does not show it registered and unfenced.
 async fn register_loop(weak: Weak<Controller>, cancel: CancellationToken) {
-    let (mut state, period, id, address) = match weak.upgrade() {
+    let (mut state, period, id, address, cluster_address) = match weak.upgrade() {
         Some(c) => (
             c.state(),
             c.config.node_heartbeat,
             c.config.node_id,
             c.config.address.clone(),
+            c.config
+                .voters
+                .get(&c.config.node_id)
+                .cloned()
+                .unwrap_or_default(),
         ),
         None => return,
     };
@@ -791,6 +815,7 @@ async fn register_loop(weak: Weak<Controller>, cancel: CancellationToken) {
         let cmd = Command::RegisterNode {
             id,
             address: address.clone(),
+            cluster_address: cluster_address.clone(),
         };
         tokio::select! {
             _ = cancel.cancelled() => return,

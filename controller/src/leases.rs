@@ -132,7 +132,8 @@ mod tests {
         for id in [1, 2] {
             state.apply(&Command::RegisterNode {
                 id,
-                address: String::new(),
+                address: "n:1".into(),
+                cluster_address: String::new(),
             });
         }
         let mut leases = Leases::new(lease, t0);
@@ -170,7 +171,8 @@ mod tests {
         let mut state = ClusterState::default();
         state.apply(&Command::RegisterNode {
             id: 1,
-            address: String::new(),
+            address: "n:1".into(),
+            cluster_address: String::new(),
         });
         let orders = LogId::new("orders").expect("log");
         state.apply(&Command::CreateLog {

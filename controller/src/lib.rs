@@ -11,7 +11,10 @@
 //!   the caller brings the clock).
 //! - `store`: openraft's log and state-machine storage in plain files (CRC-framed log
 //!   segments, atomic vote and snapshot files).
-//! - `network` and `service`: openraft's RPCs over the node's gRPC server (JSON payloads).
+//! - `network` and `service`: openraft's RPCs over the node's cluster listener (JSON
+//!   payloads); the node supplies the channels ([`PeerChannels`]: mutual TLS in a secure
+//!   cluster) and tells the services which node a request came from ([`PeerNode`]), so a
+//!   node cannot speak for another.
 //! - [`Controller`]: the runtime that ties them together: bootstrap, writes forwarded to the
 //!   leader, node heartbeats and lease-based fencing.
 
@@ -35,6 +38,7 @@ pub use groups::{
     Committed, GroupMeta, JoinRequest, Joined, Member, OffsetCommit, ProducerIdentity,
 };
 pub use leases::{Leases, MemberSessions};
+pub use network::{PeerChannels, PeerNode, PlainChannels};
 pub use state::{
     ClusterState, Command, CommandResult, LogMeta, NodeInfo, PartitionMeta, Rejection,
 };

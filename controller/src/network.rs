@@ -34,16 +34,35 @@ use crate::raft_types::TypeConfig;
 /// Largest message a voter sends or accepts (snapshot chunks are kept well below it).
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
-/// A lazily connected gRPC channel to `address`.
-pub(crate) fn channel(
-    address: &str,
-    connect_timeout: Duration,
-) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{address}"))?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .connect_lazy())
+/// Opens channels to other nodes' cluster listeners. The default is plaintext TCP; a node
+/// with `[security] cluster_tls` plugs in mutual TLS that also checks the peer is the node it
+/// meant to reach.
+pub trait PeerChannels: Send + Sync + std::fmt::Debug {
+    /// A lazily connected channel to node `node`'s cluster listener at `address`.
+    fn channel(&self, node: NodeId, address: &str) -> Result<Channel, String>;
 }
+
+/// Plaintext channels (a trusted network, tests, a one-node `pyralog dev`).
+#[derive(Debug, Clone)]
+pub struct PlainChannels {
+    pub connect_timeout: Duration,
+}
+
+impl PeerChannels for PlainChannels {
+    fn channel(&self, _node: NodeId, address: &str) -> Result<Channel, String> {
+        Ok(Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy())
+    }
+}
+
+/// The node a request on the cluster listener came from, as its certificate proves (set by
+/// the node's authentication layer). Absent on a plaintext cluster listener, where nothing
+/// can be proved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerNode(pub NodeId);
 
 /// Creates one client per peer for openraft. Addresses come from the static voter list
 /// (falling back to the address stored in the Raft membership), so a voter that restarts on a
@@ -51,7 +70,7 @@ pub(crate) fn channel(
 #[derive(Debug, Clone)]
 pub(crate) struct Network {
     pub(crate) voters: Arc<BTreeMap<NodeId, String>>,
-    pub(crate) connect_timeout: Duration,
+    pub(crate) channels: Arc<dyn PeerChannels>,
     /// Pause after a peer was unreachable.
     pub(crate) backoff: Duration,
 }
@@ -65,7 +84,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             .get(&target)
             .cloned()
             .unwrap_or_else(|| node.addr.clone());
-        let client = channel(&address, self.connect_timeout)
+        let client = self
+            .channels
+            .channel(target, &address)
             .map(|c| {
                 RaftClient::new(c)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -14,9 +14,13 @@
 //!   so that when it returns it is the one replica known to hold every acknowledged record.
 //! - ISR changes come from the partition's leader in its current epoch; anything else is
 //!   stale and rejected.
+//! - Every command is validated here, whoever sent it and however it arrived (the public API
+//!   validates too, but the state machine is the last line of defence): log configs pass the
+//!   same checks as `CreateLog` on the API, epochs never wrap, ACL entries are well-formed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use pyralog_types::acl::{AclEntry, MAX_ACL_ENTRIES};
 use pyralog_types::{Epoch, LogConfig, LogId, NodeId, PartitionId};
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +30,13 @@ use crate::groups::{self, GroupMeta, JoinRequest, Joined, OffsetCommit, Producer
 /// A node as the controller knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
-    /// Where clients and other nodes reach its gRPC server (`host:port`).
+    /// Where clients reach its client listener (`host:port`): the address of `NOT_LEADER`
+    /// redirects and `DescribeCluster`.
     pub address: String,
+    /// Where other nodes reach its cluster listener (replication, controller); empty in
+    /// states written before the two listeners were split (the voter list then tells).
+    #[serde(default)]
+    pub cluster_address: String,
     /// Its lease ran out (or it shut down): it leads nothing and is in no ISR until it
     /// registers again.
     pub fenced: bool,
@@ -79,6 +88,9 @@ pub struct ClusterState {
     /// Producers that asked for an identity by name, and the identity they got last.
     #[serde(default)]
     pub producers: BTreeMap<String, ProducerIdentity>,
+    /// Access control lists (see `pyralog_types::acl`), kept sorted and without duplicates.
+    #[serde(default)]
+    pub acls: BTreeSet<AclEntry>,
 }
 
 /// A change proposed to the controller.
@@ -88,6 +100,8 @@ pub enum Command {
     RegisterNode {
         id: NodeId,
         address: String,
+        #[serde(default)]
+        cluster_address: String,
     },
     /// A node lost its lease or shut down: it loses its leaderships and ISR memberships.
     FenceNode {
@@ -150,6 +164,14 @@ pub enum Command {
     InitProducer {
         name: Option<String>,
     },
+    /// Adds ACL entries (entries already present are kept once).
+    AddAcls {
+        entries: Vec<AclEntry>,
+    },
+    /// Removes ACL entries (entries not present are ignored).
+    RemoveAcls {
+        entries: Vec<AclEntry>,
+    },
 }
 
 /// What applying a command did.
@@ -202,6 +224,9 @@ pub enum Rejection {
         log: LogId,
         partition: PartitionId,
     },
+    /// The command itself is malformed (bad config, epoch overflow, bad ACL entry).
+    #[error("invalid command: {0}")]
+    Invalid(String),
     #[error("group {group} uses the {current} strategy; a member asked for {asked}")]
     InconsistentStrategy {
         group: String,
@@ -220,9 +245,9 @@ impl Rejection {
             Rejection::PartitionNotFound { .. } => Reason::PartitionNotFound,
             Rejection::NotEnoughNodes { .. } => Reason::NotEnoughReplicas,
             Rejection::StaleLeader { .. } => Reason::NotLeader,
-            Rejection::InvalidIsr(_) | Rejection::InconsistentStrategy { .. } => {
-                Reason::InvalidRequest
-            }
+            Rejection::InvalidIsr(_)
+            | Rejection::InconsistentStrategy { .. }
+            | Rejection::Invalid(_) => Reason::InvalidRequest,
             Rejection::GroupNotFound(_) => Reason::GroupNotFound,
             Rejection::GroupNotEmpty { .. } => Reason::GroupNotEmpty,
             Rejection::UnknownMember { .. } => Reason::UnknownMember,
@@ -235,8 +260,15 @@ impl Rejection {
 impl ClusterState {
     /// Applies one committed command. Deterministic: same state and command, same outcome.
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
+        if let Err(why) = validate(cmd) {
+            return CommandResult::Rejected(Rejection::Invalid(why));
+        }
         let result = match cmd {
-            Command::RegisterNode { id, address } => self.register_node(*id, address),
+            Command::RegisterNode {
+                id,
+                address,
+                cluster_address,
+            } => self.register_node(*id, address, cluster_address),
             Command::FenceNode { id } => self.fence_node(*id),
             Command::CreateLog {
                 log,
@@ -263,10 +295,15 @@ impl ClusterState {
                 .get_mut(log)
                 .and_then(|l| l.partitions.get_mut(*partition as usize))
             {
-                Some(p) if p.epoch <= *above => {
-                    p.epoch = Epoch(above.0 + 1);
-                    CommandResult::Done
-                }
+                Some(p) if p.epoch <= *above => match above.0.checked_add(1) {
+                    Some(next) if next <= MAX_EPOCH => {
+                        p.epoch = Epoch(next);
+                        CommandResult::Done
+                    }
+                    _ => CommandResult::Rejected(Rejection::Invalid(format!(
+                        "epoch {above} is beyond the largest epoch {MAX_EPOCH}"
+                    ))),
+                },
                 Some(_) => CommandResult::Done,
                 None => CommandResult::Rejected(Rejection::PartitionNotFound {
                     log: log.clone(),
@@ -302,6 +339,23 @@ impl ClusterState {
                 &mut self.producers,
                 name.as_deref(),
             )),
+            Command::AddAcls { entries } => {
+                let new = entries.iter().filter(|e| !self.acls.contains(e)).count();
+                if self.acls.len() + new > MAX_ACL_ENTRIES {
+                    CommandResult::Rejected(Rejection::Invalid(format!(
+                        "a cluster holds at most {MAX_ACL_ENTRIES} ACL entries"
+                    )))
+                } else {
+                    self.acls.extend(entries.iter().cloned());
+                    CommandResult::Done
+                }
+            }
+            Command::RemoveAcls { entries } => {
+                for e in entries {
+                    self.acls.remove(e);
+                }
+                CommandResult::Done
+            }
         };
         if !matches!(result, CommandResult::Rejected(_)) {
             self.version += 1;
@@ -326,17 +380,26 @@ impl ClusterState {
         self.nodes.get(&node).map(|n| n.address.as_str())
     }
 
+    /// Where `node`'s cluster listener is, if it registered one.
+    pub fn cluster_address(&self, node: NodeId) -> Option<&str> {
+        self.nodes
+            .get(&node)
+            .map(|n| n.cluster_address.as_str())
+            .filter(|a| !a.is_empty())
+    }
+
     pub fn partition(&self, log: &LogId, partition: PartitionId) -> Option<&PartitionMeta> {
         self.logs
             .get(log)
             .and_then(|l| l.partitions.get(partition as usize))
     }
 
-    fn register_node(&mut self, id: NodeId, address: &str) -> CommandResult {
+    fn register_node(&mut self, id: NodeId, address: &str, cluster_address: &str) -> CommandResult {
         self.nodes.insert(
             id,
             NodeInfo {
                 address: address.to_owned(),
+                cluster_address: cluster_address.to_owned(),
                 fenced: false,
             },
         );
@@ -476,6 +539,70 @@ impl ClusterState {
             .filter(|r| isr.contains(r))
             .collect();
         CommandResult::Done
+    }
+}
+
+/// The largest epoch a partition may reach: far beyond any real history (a leader change per
+/// millisecond for millions of years), and far enough from `u64::MAX` that nothing wraps.
+pub const MAX_EPOCH: u64 = 1 << 62;
+
+/// Upper bound on names the state machine stores (group, member, producer names).
+const MAX_NAME_BYTES: usize = 1024;
+
+/// Checks a command on its own, before it touches the state.
+fn validate(cmd: &Command) -> Result<(), String> {
+    let address = |what: &str, a: &str, required: bool| -> Result<(), String> {
+        if a.is_empty() && !required {
+            return Ok(());
+        }
+        let port_ok = a
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if a.len() > 255 || !port_ok || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("{what} {a:?} is not host:port"));
+        }
+        Ok(())
+    };
+    let name = |what: &str, n: &str| -> Result<(), String> {
+        if n.is_empty() || n.len() > MAX_NAME_BYTES {
+            return Err(format!("{what} must be 1..={MAX_NAME_BYTES} bytes"));
+        }
+        Ok(())
+    };
+    match cmd {
+        Command::RegisterNode {
+            id,
+            address: a,
+            cluster_address,
+        } => {
+            if *id == 0 {
+                return Err("node id 0 is reserved".into());
+            }
+            address("address", a, true)?;
+            address("cluster address", cluster_address, false)
+        }
+        Command::CreateLog { config, .. } => config.validate().map_err(|e| e.to_string()),
+        Command::AdvanceEpoch { above, .. } if above.0 >= MAX_EPOCH => Err(format!(
+            "epoch {above} is beyond the largest epoch {MAX_EPOCH}"
+        )),
+        Command::AlterIsr { isr, .. } if isr.len() > usize::from(u8::MAX) => {
+            Err("an ISR of more than 255 nodes".into())
+        }
+        Command::JoinGroup { group, .. }
+        | Command::LeaveGroup { group, .. }
+        | Command::ReportOwned { group, .. }
+        | Command::CommitOffsets { group, .. }
+        | Command::DeleteGroup { group } => name("group name", group),
+        Command::InitProducer { name: Some(n) } => name("producer name", n),
+        Command::AddAcls { entries } | Command::RemoveAcls { entries } => {
+            if entries.is_empty() || entries.len() > MAX_ACL_ENTRIES {
+                return Err(format!("1..={MAX_ACL_ENTRIES} ACL entries at a time"));
+            }
+            entries
+                .iter()
+                .try_for_each(|e| e.validate().map_err(|e| e.to_string()))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pyralog_controller::{
-    ClusterState, Command, CommandResult, Controller, ControllerConfig, PartitionMeta, Rejection,
+    ClusterState, Command, CommandResult, Controller, ControllerConfig, PartitionMeta,
+    PeerChannels, Rejection,
 };
 use pyralog_hot_tier::replication::{LeaderState, ReplicationConfig};
 use pyralog_hot_tier::HotError;
@@ -33,15 +34,15 @@ use pyralog_types::batch::split_batches;
 use pyralog_types::{Epoch, FsyncPolicy, LogId, LogOffset, NodeId, PartitionId, Reason};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use crate::config::{ClusterSettings, NodeConfig};
 use crate::error::GatewayError;
-use crate::metadata::{LogMeta, MetadataError, MetadataStore};
+use crate::metadata::{Acls, LogMeta, MetadataError, MetadataStore};
 use crate::node::NodeError;
 use crate::partition::{Partition, Role};
-use crate::server::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
+use crate::server::MAX_MESSAGE_BYTES;
 
 /// This node's membership: who it is, the controller, and connections to peers.
 #[derive(Debug)]
@@ -50,7 +51,11 @@ pub struct Cluster {
     pub(crate) address: String,
     pub(crate) controller: Arc<Controller>,
     pub(crate) settings: ClusterSettings,
+    /// Channels to other nodes' cluster listeners (mutual TLS in a secure cluster).
+    channels: Arc<dyn PeerChannels>,
     peers: parking_lot::Mutex<HashMap<String, Channel>>,
+    /// Every voter's cluster listener address.
+    voters: std::collections::BTreeMap<NodeId, String>,
     /// Pause detection: when the alive ticker last ran (ms since `started`), and whether a
     /// gap was seen that leadership has not been re-confirmed since.
     started: Instant,
@@ -59,7 +64,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub(crate) async fn start(config: &NodeConfig) -> Result<Option<Arc<Cluster>>, NodeError> {
+    pub(crate) async fn start(
+        config: &NodeConfig,
+        channels: Arc<dyn PeerChannels>,
+    ) -> Result<Option<Arc<Cluster>>, NodeError> {
         let Some(settings) = config.cluster.clone() else {
             return Ok(None);
         };
@@ -72,14 +80,14 @@ impl Cluster {
             config.node_id,
             address.clone(),
             config.data_dir.join("controller"),
-            voters,
+            voters.clone(),
         );
         cc.raft_heartbeat = settings.raft_heartbeat;
         cc.election_timeout_min = settings.election_timeout_min;
         cc.election_timeout_max = settings.election_timeout_max;
         cc.node_lease = settings.node_lease;
         cc.node_heartbeat = settings.node_heartbeat;
-        let controller = Controller::start(cc)
+        let controller = Controller::start_with(cc, channels.clone())
             .await
             .map_err(|e| NodeError::Controller(e.to_string()))?;
         Ok(Some(Arc::new(Cluster {
@@ -87,7 +95,9 @@ impl Cluster {
             address,
             controller,
             settings,
+            channels,
             peers: parking_lot::Mutex::new(HashMap::new()),
+            voters,
             started: Instant::now(),
             alive_ms: AtomicU64::new(0),
             suspect: AtomicBool::new(false),
@@ -173,25 +183,27 @@ impl Cluster {
         self.controller.state().borrow().clone()
     }
 
-    /// A (lazily connected, shared) channel to a peer's gRPC server.
-    pub(crate) fn channel(&self, address: &str) -> Result<Channel, GatewayError> {
+    /// A (lazily connected, shared) channel to node `node`'s cluster listener at `address`.
+    pub(crate) fn channel(&self, node: NodeId, address: &str) -> Result<Channel, GatewayError> {
         if let Some(c) = self.peers.lock().get(address) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| GatewayError::Internal(format!("peer address {address}: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            // The same windows the server grants: replication moves whole batches.
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
-        let channel = endpoint.connect_lazy();
+        let channel = self
+            .channels
+            .channel(node, address)
+            .map_err(|e| GatewayError::Internal(format!("peer address {address}: {e}")))?;
         self.peers
             .lock()
             .insert(address.to_owned(), channel.clone());
         Ok(channel)
+    }
+
+    /// Where `node`'s cluster listener is: as it registered it, else the voter list.
+    pub(crate) fn cluster_address(&self, state: &ClusterState, node: NodeId) -> Option<String> {
+        state
+            .cluster_address(node)
+            .map(str::to_owned)
+            .or_else(|| self.voters.get(&node).cloned())
     }
 
     /// The role this node has for a partition the controller describes.
@@ -202,7 +214,16 @@ impl Cluster {
         match (p.leader, leader) {
             (Some(l), _) if l == self.me => Desired::Leader,
             (Some(l), Some((_, address))) if p.replicas.contains(&self.me) => {
-                Desired::Follower { leader: l, address }
+                match self.cluster_address(state, l) {
+                    Some(cluster_address) => Desired::Follower {
+                        leader: l,
+                        address,
+                        cluster_address,
+                    },
+                    None => Desired::Elsewhere {
+                        leader: Some((l, address)),
+                    },
+                }
             }
             (_, leader) => Desired::Elsewhere { leader },
         }
@@ -219,8 +240,15 @@ impl Cluster {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Desired {
     Leader,
-    Follower { leader: NodeId, address: String },
-    Elsewhere { leader: Option<(NodeId, String)> },
+    Follower {
+        leader: NodeId,
+        /// The leader's client address (for redirects) and cluster address (to fetch from).
+        address: String,
+        cluster_address: String,
+    },
+    Elsewhere {
+        leader: Option<(NodeId, String)>,
+    },
 }
 
 /// Brings a partition's role in line with the controller's decision for `meta`. Returns a
@@ -241,12 +269,17 @@ pub(crate) async fn reconcile_partition(
             && match (&r.role, &desired) {
                 (Role::Leader(_), Desired::Leader) => true,
                 (
-                    Role::Follower { leader, address },
+                    Role::Follower {
+                        leader,
+                        address,
+                        cluster_address,
+                    },
                     Desired::Follower {
                         leader: l,
                         address: a,
+                        cluster_address: c,
                     },
-                ) => leader == l && address == a,
+                ) => leader == l && address == a && cluster_address == c,
                 (Role::Elsewhere { leader }, Desired::Elsewhere { leader: l }) => leader == l,
                 _ => false,
             };
@@ -310,22 +343,28 @@ pub(crate) async fn reconcile_partition(
             info!(%log, partition, epoch = %meta.epoch, end = %end, isr = ?meta.isr, "leading");
             None
         }
-        Desired::Follower { leader, address } => {
+        Desired::Follower {
+            leader,
+            address,
+            cluster_address,
+        } => {
             p.set_role(
                 meta.epoch,
                 Role::Follower {
                     leader,
-                    address: address.clone(),
+                    address,
+                    cluster_address: cluster_address.clone(),
                 },
             );
-            info!(%log, partition, epoch = %meta.epoch, leader, %address, "following");
+            info!(%log, partition, epoch = %meta.epoch, leader, %cluster_address, "following");
             Some(FollowerTask {
                 cluster: cluster.clone(),
                 log: log.clone(),
                 partition,
                 p: p.clone(),
                 epoch: meta.epoch,
-                address,
+                leader,
+                address: cluster_address,
             })
         }
         Desired::Elsewhere { leader } => {
@@ -343,6 +382,8 @@ pub(crate) struct FollowerTask {
     partition: PartitionId,
     p: Arc<Partition>,
     epoch: Epoch,
+    leader: NodeId,
+    /// The leader's cluster listener.
     address: String,
 }
 
@@ -350,7 +391,7 @@ impl FollowerTask {
     fn still_current(&self) -> bool {
         let r = self.p.role();
         r.epoch == self.epoch
-            && matches!(&r.role, Role::Follower { address, .. } if *address == self.address)
+            && matches!(&r.role, Role::Follower { cluster_address, .. } if *cluster_address == self.address)
     }
 
     pub(crate) async fn run(self) {
@@ -374,9 +415,11 @@ impl FollowerTask {
     }
 
     fn rpc(&self) -> Result<ReplicationClient<Channel>, GatewayError> {
-        Ok(ReplicationClient::new(self.cluster.channel(&self.address)?)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+        Ok(
+            ReplicationClient::new(self.cluster.channel(self.leader, &self.address)?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
     }
 
     /// Truncates to where this replica and the leader agree, then fetches until the role
@@ -631,5 +674,34 @@ impl MetadataStore for ControllerMetadata {
             .iter()
             .map(|(id, m)| (id.clone(), gateway_meta(m)))
             .collect())
+    }
+
+    fn acls(&self) -> Acls {
+        Acls::from_cluster(self.cluster.state())
+    }
+
+    async fn alter_acls(
+        &self,
+        add: Vec<pyralog_types::acl::AclEntry>,
+        remove: Vec<pyralog_types::acl::AclEntry>,
+    ) -> Result<(), MetadataError> {
+        for (entries, adding) in [(add, true), (remove, false)] {
+            if entries.is_empty() {
+                continue;
+            }
+            let cmd = if adding {
+                Command::AddAcls { entries }
+            } else {
+                Command::RemoveAcls { entries }
+            };
+            match self.cluster.controller.write(cmd).await {
+                Ok(CommandResult::Rejected(r)) => {
+                    return Err(MetadataError::Rejected(r.to_string()))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(MetadataError::Unavailable(e.to_string())),
+            }
+        }
+        Ok(())
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pyralog_cold_tier::{CacheSettings, ObjectStoreConfig};
+use pyralog_security::SecuritySettings;
 use pyralog_types::LogConfig;
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +17,7 @@ pub struct NodeConfig {
     pub node_id: u64,
     /// Where segments and metadata live.
     pub data_dir: PathBuf,
-    /// gRPC listen address.
+    /// The client listener (Producer, Consumer, Admin, Groups, health, reflection).
     pub listen: SocketAddr,
     /// Prometheus `/metrics` listen address; absent = no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
@@ -37,16 +38,23 @@ pub struct NodeConfig {
     /// Cluster mode: a Raft controller and replicated partitions. Absent = a single node
     /// with its metadata in a local file.
     pub cluster: Option<ClusterSettings>,
+    /// TLS on both listeners, client authentication and ACLs, the metrics token.
+    pub security: SecuritySettings,
 }
 
 /// Cluster membership and replication timing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterSettings {
-    /// The address clients and other nodes reach this node at; defaults to `listen`.
+    /// The cluster listener: Raft, Controller and Replication, for other nodes only (never
+    /// served on the client listener). Other nodes reach it at this node's `voters` entry.
+    pub listen: SocketAddr,
+    /// The address clients reach this node's client listener at; defaults to `listen` of
+    /// the node (the top-level one).
     pub advertise: Option<String>,
-    /// The controller's voters as `id=host:port` pairs, comma-separated (1, 3 or 5 of them,
-    /// this node among them): `"1=127.0.0.1:7410,2=127.0.0.1:7420,3=127.0.0.1:7430"`.
+    /// The controller's voters as `id=host:port` pairs of their *cluster* listeners,
+    /// comma-separated (1, 3 or 5 of them, this node among them):
+    /// `"1=10.0.0.1:7412,2=10.0.0.2:7412,3=10.0.0.3:7412"`.
     pub voters: String,
     /// A follower that has not caught up for this long leaves the ISR.
     #[serde(with = "humantime_serde")]
@@ -73,6 +81,7 @@ pub struct ClusterSettings {
 impl Default for ClusterSettings {
     fn default() -> Self {
         ClusterSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7412)),
             advertise: None,
             voters: String::new(),
             replica_lag_max: Duration::from_secs(10),
@@ -210,6 +219,7 @@ impl Default for NodeConfig {
             cold_tier: None,
             compaction: CompactionSettings::default(),
             cluster: None,
+            security: SecuritySettings::default(),
         }
     }
 }
@@ -239,6 +249,14 @@ pub struct NodeConfigError(pub String);
 
 impl NodeConfig {
     pub fn validate(&self) -> Result<(), NodeConfigError> {
+        self.security
+            .validate()
+            .map_err(|e| NodeConfigError(e.to_string()))?;
+        if self.security.cluster_tls.is_some() && self.cluster.is_none() {
+            return Err(NodeConfigError(
+                "security.cluster_tls needs a [cluster] section (a single node has no cluster listener)".into(),
+            ));
+        }
         self.log_defaults
             .validate()
             .map_err(|e| NodeConfigError(format!("log_defaults: {e}")))?;
@@ -259,6 +277,12 @@ impl NodeConfig {
                 return Err(NodeConfigError(format!(
                     "node_id {} is not among cluster.voters (every node runs a voter)",
                     self.node_id
+                )));
+            }
+            if c.listen == self.listen && c.listen.port() != 0 {
+                return Err(NodeConfigError(format!(
+                    "cluster.listen and listen are both {}: the cluster listener is a port of its own",
+                    c.listen
                 )));
             }
             let max = pyralog_types::config::limits::MAX_BATCH_BYTES;

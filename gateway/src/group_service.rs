@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use pyralog_controller::{Strategy, Tp};
 use pyralog_proto::v1::{self, groups_server::Groups, partition_commit, reset_offsets_request};
+use pyralog_types::acl::{Operation, Resource};
 use pyralog_types::LogId;
 use tonic::{Request, Response, Status};
 
@@ -100,6 +101,14 @@ impl Groups for GroupService {
         &self,
         request: Request<v1::JoinGroupRequest>,
     ) -> Result<Response<v1::JoinGroupResponse>, Status> {
+        {
+            let guard = self.node.guard(&request)?;
+            let req = request.get_ref();
+            guard.check(Operation::Group, Resource::Group(&req.group))?;
+            for log in &req.logs {
+                guard.check(Operation::Consume, Resource::Log(log))?;
+            }
+        }
         let req = request.into_inner();
         let spec = JoinSpec {
             group: req.group,
@@ -126,6 +135,9 @@ impl Groups for GroupService {
         &self,
         request: Request<v1::SyncGroupRequest>,
     ) -> Result<Response<v1::SyncGroupResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::Group, Resource::Group(&request.get_ref().group))?;
         let req = request.into_inner();
         let (generation, assigned) = self
             .node
@@ -142,6 +154,9 @@ impl Groups for GroupService {
         &self,
         request: Request<v1::GroupHeartbeatRequest>,
     ) -> Result<Response<v1::GroupHeartbeatResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::Group, Resource::Group(&request.get_ref().group))?;
         let req = request.into_inner();
         let owned = from_wire(req.owned).map_err(|e| self.fail("group_heartbeat", e))?;
         let answer = self
@@ -160,6 +175,9 @@ impl Groups for GroupService {
         &self,
         request: Request<v1::LeaveGroupRequest>,
     ) -> Result<Response<v1::LeaveGroupResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::Group, Resource::Group(&request.get_ref().group))?;
         let req = request.into_inner();
         self.node
             .leave_group(&req.group, &req.member_id)
@@ -172,6 +190,14 @@ impl Groups for GroupService {
         &self,
         request: Request<v1::CommitOffsetsRequest>,
     ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
+        {
+            let guard = self.node.guard(&request)?;
+            let req = request.get_ref();
+            guard.check(Operation::Group, Resource::Group(&req.group))?;
+            for c in &req.offsets {
+                guard.check(Operation::Consume, Resource::Log(&c.log))?;
+            }
+        }
         let req = request.into_inner();
         let mut specs = Vec::with_capacity(req.offsets.len());
         for c in req.offsets {
@@ -215,6 +241,10 @@ impl Groups for GroupService {
         &self,
         request: Request<v1::FetchOffsetsRequest>,
     ) -> Result<Response<v1::FetchOffsetsResponse>, Status> {
+        self.node.guard(&request)?.check(
+            Operation::Describe,
+            Resource::Group(&request.get_ref().group),
+        )?;
         let req = request.into_inner();
         let offsets = self
             .node
@@ -228,8 +258,9 @@ impl Groups for GroupService {
 
     async fn list_groups(
         &self,
-        _request: Request<v1::ListGroupsRequest>,
+        request: Request<v1::ListGroupsRequest>,
     ) -> Result<Response<v1::ListGroupsResponse>, Status> {
+        let guard = self.node.guard(&request)?;
         let groups = self
             .node
             .list_groups()
@@ -237,6 +268,7 @@ impl Groups for GroupService {
         Ok(Response::new(v1::ListGroupsResponse {
             groups: groups
                 .into_iter()
+                .filter(|(group, _)| guard.allows(Operation::Describe, Resource::Group(group)))
                 .map(|(group, g)| v1::GroupSummary {
                     group,
                     members: u32::try_from(g.members.len()).unwrap_or(u32::MAX),
@@ -251,6 +283,10 @@ impl Groups for GroupService {
         &self,
         request: Request<v1::DescribeGroupRequest>,
     ) -> Result<Response<v1::DescribeGroupResponse>, Status> {
+        self.node.guard(&request)?.check(
+            Operation::Describe,
+            Resource::Group(&request.get_ref().group),
+        )?;
         let req = request.into_inner();
         let (g, lags) = self
             .node
@@ -292,6 +328,12 @@ impl Groups for GroupService {
         &self,
         request: Request<v1::ResetOffsetsRequest>,
     ) -> Result<Response<v1::ResetOffsetsResponse>, Status> {
+        {
+            let guard = self.node.guard(&request)?;
+            let req = request.get_ref();
+            guard.check(Operation::Alter, Resource::Group(&req.group))?;
+            guard.check(Operation::Describe, Resource::Log(&req.log))?;
+        }
         let req = request.into_inner();
         let to = match req.to {
             Some(reset_offsets_request::To::Earliest(_)) => ResetTo::Earliest,
@@ -321,6 +363,9 @@ impl Groups for GroupService {
         &self,
         request: Request<v1::DeleteGroupRequest>,
     ) -> Result<Response<v1::DeleteGroupResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::Delete, Resource::Group(&request.get_ref().group))?;
         let req = request.into_inner();
         self.node
             .delete_group(&req.group)

@@ -6,6 +6,7 @@
 //! tasks; `services` adapts gRPC messages to it; [`server::serve`] wires the services, health
 //! and reflection into a tonic server with graceful shutdown.
 
+pub mod access;
 mod cluster;
 mod cold;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod node;
 mod partition;
+mod security_service;
 pub mod server;
 mod services;
 
@@ -22,4 +24,5 @@ pub use config::{ClusterSettings, ColdTierSettings, NodeConfig};
 pub use error::GatewayError;
 pub use node::{Node, NodeComponents, NodeError};
 pub use pyralog_cold_tier::ObjectStoreConfig;
-pub use server::serve;
+pub use pyralog_security as security;
+pub use server::{serve, Listeners};

@@ -5,11 +5,14 @@
 //! [`LocalMetadataStore`] keeps the metadata in one JSON file in the node's data directory,
 //! replaced atomically (write temp, fsync, rename, fsync dir) on every change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+use pyralog_controller::ClusterState;
+use pyralog_types::acl::AclEntry;
 use pyralog_types::{Epoch, LogConfig, LogId};
 use serde::{Deserialize, Serialize};
 
@@ -35,17 +38,50 @@ pub struct LogMeta {
     pub epochs: Vec<Epoch>,
 }
 
+/// A snapshot of the ACL entries, cheap to take on every request.
+#[derive(Debug, Clone)]
+pub struct Acls(AclSource);
+
+#[derive(Debug, Clone)]
+enum AclSource {
+    Cluster(Arc<ClusterState>),
+    Local(Arc<BTreeSet<AclEntry>>),
+}
+
+impl Acls {
+    pub fn from_cluster(state: Arc<ClusterState>) -> Acls {
+        Acls(AclSource::Cluster(state))
+    }
+
+    pub fn entries(&self) -> &BTreeSet<AclEntry> {
+        match &self.0 {
+            AclSource::Cluster(s) => &s.acls,
+            AclSource::Local(a) => a,
+        }
+    }
+}
+
 #[async_trait]
 pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     async fn create_log(&self, log: &LogId, config: &LogConfig) -> Result<LogMeta, MetadataError>;
     async fn delete_log(&self, log: &LogId) -> Result<(), MetadataError>;
     async fn list_logs(&self) -> Result<BTreeMap<LogId, LogMeta>, MetadataError>;
+    /// The ACL entries now.
+    fn acls(&self) -> Acls;
+    /// Adds, then removes, ACL entries (validated by the caller and by the store).
+    async fn alter_acls(
+        &self,
+        add: Vec<AclEntry>,
+        remove: Vec<AclEntry>,
+    ) -> Result<(), MetadataError>;
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct MetadataFile {
     version: u32,
     logs: BTreeMap<LogId, LogMeta>,
+    #[serde(default)]
+    acls: BTreeSet<AclEntry>,
 }
 
 /// Single-node metadata in `{dir}/metadata.json`.
@@ -53,6 +89,8 @@ struct MetadataFile {
 pub struct LocalMetadataStore {
     path: PathBuf,
     state: Mutex<MetadataFile>,
+    /// The ACL entries of `state`, shared with requests (replaced, never mutated).
+    acls: Mutex<Arc<BTreeSet<AclEntry>>>,
 }
 
 impl LocalMetadataStore {
@@ -68,12 +106,13 @@ impl LocalMetadataStore {
                 .map_err(|e| err(format!("cannot parse: {e}")))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetadataFile {
                 version: 1,
-                logs: BTreeMap::new(),
+                ..MetadataFile::default()
             },
             Err(e) => return Err(err(e.to_string())),
         };
         Ok(LocalMetadataStore {
             path,
+            acls: Mutex::new(Arc::new(state.acls.clone())),
             state: Mutex::new(state),
         })
     }
@@ -134,6 +173,40 @@ impl MetadataStore for LocalMetadataStore {
 
     async fn list_logs(&self) -> Result<BTreeMap<LogId, LogMeta>, MetadataError> {
         Ok(self.state.lock().logs.clone())
+    }
+
+    fn acls(&self) -> Acls {
+        Acls(AclSource::Local(self.acls.lock().clone()))
+    }
+
+    async fn alter_acls(
+        &self,
+        add: Vec<AclEntry>,
+        remove: Vec<AclEntry>,
+    ) -> Result<(), MetadataError> {
+        for e in add.iter().chain(&remove) {
+            e.validate()
+                .map_err(|e| MetadataError::Rejected(e.to_string()))?;
+        }
+        let mut state = self.state.lock();
+        let mut acls = state.acls.clone();
+        acls.extend(add);
+        for e in &remove {
+            acls.remove(e);
+        }
+        if acls.len() > pyralog_types::acl::MAX_ACL_ENTRIES {
+            return Err(MetadataError::Rejected(format!(
+                "at most {} ACL entries",
+                pyralog_types::acl::MAX_ACL_ENTRIES
+            )));
+        }
+        let old = std::mem::replace(&mut state.acls, acls);
+        if let Err(e) = self.persist(&state) {
+            state.acls = old;
+            return Err(e);
+        }
+        *self.acls.lock() = Arc::new(state.acls.clone());
+        Ok(())
     }
 }
 

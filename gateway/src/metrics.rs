@@ -164,14 +164,29 @@ impl Metrics {
 /// Serves `GET /metrics` on `listener` until `shutdown` resolves.
 pub async fn serve_metrics(
     metrics: Arc<Metrics>,
+    security: Arc<crate::access::NodeSecurity>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
             let m = metrics.clone();
+            let security = security.clone();
             async move {
+                use axum::response::IntoResponse;
+                let auth = headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                if !security.metrics_authorized(auth) {
+                    tracing::warn!(target: "pyralog::audit", "metrics request without the metrics token refused");
+                    return (
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        [("www-authenticate", "Bearer")],
+                        "metrics need `authorization: Bearer <metrics token>`\n",
+                    )
+                        .into_response();
+                }
                 (
                     [(
                         "content-type",
@@ -179,6 +194,7 @@ pub async fn serve_metrics(
                     )],
                     m.encode(),
                 )
+                    .into_response()
             }
         }),
     );

@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::access::authz::Guard;
+use crate::access::NodeSecurity;
 use crate::cluster::{Cluster, ControllerMetadata};
 use crate::cold::ColdTier;
 use crate::config::NodeConfig;
@@ -48,6 +50,8 @@ pub enum NodeError {
     ColdTier(#[from] pyralog_cold_tier::ColdError),
     #[error("controller: {0}")]
     Controller(String),
+    #[error("security: {0}")]
+    Security(#[from] pyralog_security::SecurityError),
 }
 
 /// Swappable parts of a node (tests inject a manual clock or another metadata store).
@@ -200,6 +204,8 @@ pub struct Node {
     cold: Option<Arc<ColdTier>>,
     /// Cluster mode (controller, replication); `None` for a standalone node.
     cluster: Option<Arc<Cluster>>,
+    /// TLS material, authentication, and the node identities of the cluster.
+    security: Arc<NodeSecurity>,
     /// Completed reconciler passes (cluster mode): start-up waits for one, so a restarted
     /// node serves its logs from the first request, as a standalone node does.
     reconciled: tokio::sync::watch::Sender<u64>,
@@ -231,7 +237,8 @@ impl Node {
             .map_err(|e| dir_err(e.to_string()))?;
         lock.try_lock()
             .map_err(|_| dir_err("in use by another pyralog process (.lock is held)".into()))?;
-        let cluster = Cluster::start(&config).await?;
+        let security = NodeSecurity::new(&config)?;
+        let cluster = Cluster::start(&config, security.peer_channels()).await?;
         let metadata: Arc<dyn MetadataStore> = match (components.metadata, &cluster) {
             (Some(m), _) => m,
             (None, Some(c)) => Arc::new(ControllerMetadata { cluster: c.clone() }),
@@ -253,6 +260,7 @@ impl Node {
             metrics: Metrics::new(),
             cold,
             cluster: cluster.clone(),
+            security,
             reconciled: tokio::sync::watch::Sender::new(0),
             _dir_lock: lock,
         });
@@ -333,6 +341,32 @@ impl Node {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    pub fn security(&self) -> &Arc<NodeSecurity> {
+        &self.security
+    }
+
+    /// The ACL view of one request (see [`Guard`]).
+    pub(crate) fn guard<T>(&self, request: &tonic::Request<T>) -> Result<Guard<'_>, tonic::Status> {
+        self.security.guard(request, || self.metadata.acls())
+    }
+
+    /// Adds, then removes, ACL entries (controller state in cluster mode).
+    pub(crate) async fn alter_acls(
+        &self,
+        add: Vec<pyralog_types::acl::AclEntry>,
+        remove: Vec<pyralog_types::acl::AclEntry>,
+    ) -> Result<(), GatewayError> {
+        self.metadata
+            .alter_acls(add, remove)
+            .await
+            .map_err(GatewayError::from)
+    }
+
+    /// The ACL entries now.
+    pub(crate) fn acl_entries(&self) -> crate::metadata::Acls {
+        self.metadata.acls()
     }
 
     /// Deletes directories of logs the metadata no longer knows (a delete interrupted by a

@@ -31,8 +31,13 @@ pub(crate) enum Role {
     Standalone,
     /// Leads the partition in the current epoch; the state tracks its followers.
     Leader(Box<LeaderState>),
-    /// Copies the leader at `address`.
-    Follower { leader: NodeId, address: String },
+    /// Copies the leader, whose client listener is at `address` (for redirects) and
+    /// cluster listener at `cluster_address` (to fetch from).
+    Follower {
+        leader: NodeId,
+        address: String,
+        cluster_address: String,
+    },
     /// Not a replica here, or no leader right now (`leader` says where to go, if known).
     Elsewhere { leader: Option<(NodeId, String)> },
 }

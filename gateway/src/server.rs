@@ -1,55 +1,91 @@
-//! The gRPC server of a node: Pyralog services, gRPC health and server reflection.
+//! A node's two gRPC servers.
+//!
+//! - The **client listener**: Producer, Consumer, Admin, Groups, Security, gRPC health and
+//!   server reflection (of the public API only), behind [`ClientAuthLayer`].
+//! - The **cluster listener**: Raft, Controller and Replication, for other nodes only,
+//!   behind [`ClusterAuthLayer`]. A standalone node has none.
+//!
+//! Both accept through `pyralog_security::server::incoming` (TLS when configured) and stop
+//! together: the shutdown signal first gives up every partition role (ending replication
+//! streams), then both servers drain, then the node closes its logs.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use pyralog_proto::internal::replication_server::ReplicationServer;
 use pyralog_proto::v1::{
     admin_server::AdminServer, consumer_server::ConsumerServer, groups_server::GroupsServer,
-    producer_server::ProducerServer,
+    producer_server::ProducerServer, security_server::SecurityServer,
 };
+use pyralog_security::server::{incoming, AcceptOptions, ServerTls};
 use pyralog_types::config::limits::MAX_BATCH_BYTES;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::access::authn::{ClientAuthLayer, ClusterAuthLayer};
 use crate::group_service::GroupService;
 use crate::node::{Node, ReplicationService};
+use crate::security_service::SecurityService;
 use crate::services::Services;
-use pyralog_proto::internal::replication_server::ReplicationServer;
 
 /// gRPC messages may carry the largest batch plus framing.
 pub(crate) const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES as usize + 1024 * 1024;
 /// HTTP/2 flow-control windows: room for several batches in flight per stream and connection.
 pub(crate) const STREAM_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
+/// TLS handshakes running at once per listener.
+const MAX_HANDSHAKES: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 #[error("gRPC server: {0}")]
 pub struct ServeError(String);
 
-/// Accepted connections with `TCP_NODELAY`. The server builder's `tcp_nodelay` applies only
-/// to listeners it binds itself, not to an incoming stream: without this, a response written
-/// in several small pieces (headers, data, trailers) waited for the client's delayed ACK, and
-/// about one request in two took 40 ms more (controller writes, replication fetches).
-fn no_delay(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        if let Err(e) = conn.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
-        }
-        Ok(conn)
-    })
+/// The sockets a node serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    pub client: TcpListener,
+    /// The cluster listener; required in cluster mode, ignored without.
+    pub cluster: Option<TcpListener>,
 }
 
-/// Serves `node` on `listener` until `shutdown` resolves, then closes the node cleanly.
+fn builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        // Produce requests carry batches of up to MAX_MESSAGE_BYTES: let a whole batch be in
+        // flight instead of trickling through the 64 KiB HTTP/2 default window.
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+}
+
+fn accept(
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    handshake_timeout: Duration,
+    name: &'static str,
+) -> impl futures::Stream<Item = std::io::Result<pyralog_security::server::Conn>> {
+    incoming(
+        listener,
+        AcceptOptions {
+            tls,
+            handshake_timeout,
+            max_handshakes: MAX_HANDSHAKES,
+            name,
+        },
+    )
+}
+
+/// Serves `node` until `shutdown` resolves, then closes the node cleanly.
 pub async fn serve(
     node: Arc<Node>,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let security = node.security().clone();
+    let handshake_timeout = security.settings.handshake_timeout;
+    let stop = CancellationToken::new();
+
     let services = Services::new(node.clone());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -63,22 +99,28 @@ pub async fn serve(
         .set_serving::<GroupsServer<GroupService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pyralog_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(pyralog_proto::PUBLIC_FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServeError(e.to_string()))?;
-    let addr = listener
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pyralog_proto::PUBLIC_FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError(e.to_string()))?;
+    let client_addr = listeners
+        .client
         .local_addr()
         .map_err(|e| ServeError(e.to_string()))?;
-    info!(%addr, "serving gRPC");
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        // Produce requests carry batches of up to MAX_MESSAGE_BYTES: let a whole batch be in
-        // flight instead of trickling through the 64 KiB HTTP/2 default window.
-        .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+    info!(addr = %client_addr, tls = security.client_tls.is_some(),
+        auth = security.auth_enabled(), "serving clients");
+    let client = builder()
+        .layer(ClientAuthLayer {
+            security: security.clone(),
+        })
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(
             ProducerServer::new(services.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -91,22 +133,90 @@ pub async fn serve(
         )
         .add_service(AdminServer::new(services))
         .add_service(GroupsServer::new(GroupService::new(node.clone())))
-        .add_service(
-            ReplicationServer::new(ReplicationService { node: node.clone() })
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_optional_service(node.cluster().map(|c| c.controller.raft_service()))
-        .add_optional_service(node.cluster().map(|c| c.controller.controller_service()))
-        .serve_with_incoming_shutdown(no_delay(listener), {
-            let node = node.clone();
-            async move {
-                shutdown.await;
-                node.begin_shutdown();
+        .add_service(SecurityServer::new(SecurityService::new(node.clone())))
+        .serve_with_incoming_shutdown(
+            accept(
+                listeners.client,
+                security.client_tls.clone(),
+                handshake_timeout,
+                "client",
+            ),
+            stop.clone().cancelled_owned(),
+        );
+
+    let cluster = match (node.cluster(), listeners.cluster) {
+        (Some(c), Some(listener)) => {
+            let addr = listener
+                .local_addr()
+                .map_err(|e| ServeError(e.to_string()))?;
+            info!(%addr, mtls = security.cluster_is_secure(), "serving the cluster");
+            Some(
+                builder()
+                    .layer(ClusterAuthLayer {
+                        security: security.clone(),
+                    })
+                    .add_service(
+                        ReplicationServer::new(ReplicationService { node: node.clone() })
+                            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                    )
+                    .add_service(c.controller.raft_service())
+                    .add_service(c.controller.controller_service())
+                    .serve_with_incoming_shutdown(
+                        accept(
+                            listener,
+                            security.cluster_tls.clone(),
+                            handshake_timeout,
+                            "cluster",
+                        ),
+                        stop.clone().cancelled_owned(),
+                    ),
+            )
+        }
+        (Some(_), None) => {
+            return Err(ServeError(
+                "cluster mode needs a cluster listener".to_owned(),
+            ))
+        }
+        (None, _) => None,
+    };
+
+    let signal = {
+        let node = node.clone();
+        let stop = stop.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stop.cancelled() => {}
             }
-        })
-        .await
-        .map_err(|e| ServeError(e.to_string()))?;
+            node.begin_shutdown();
+            stop.cancel();
+        }
+    };
+    // One server ending (failing) stops the other.
+    let client = {
+        let stop = stop.clone();
+        async move {
+            let r = client.await;
+            stop.cancel();
+            r
+        }
+    };
+    let servers = async {
+        match cluster {
+            Some(cluster) => {
+                let cluster = async {
+                    let r = cluster.await;
+                    stop.cancel();
+                    r
+                };
+                let (a, b) = tokio::join!(client, cluster);
+                a.and(b)
+            }
+            None => client.await,
+        }
+    };
+    let (result, ()) = tokio::join!(servers, signal);
     node.shutdown().await;
-    Ok(())
+    result.map_err(|e| ServeError(e.to_string()))
 }

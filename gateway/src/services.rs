@@ -7,6 +7,7 @@ use pyralog_proto::v1::{
     self, admin_server::Admin, consumer_server::Consumer, fetch_request, produce_request,
     producer_server::Producer,
 };
+use pyralog_types::acl::{Operation, Resource, ResourceKind};
 use pyralog_types::batch::split_batches;
 use pyralog_types::LogOffset;
 use tonic::{Request, Response, Status};
@@ -73,6 +74,9 @@ impl Producer for Services {
         &self,
         request: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::Produce, Resource::Log(&request.get_ref().log))?;
         let req = request.into_inner();
         let payload = match req.payload {
             Some(produce_request::Payload::Batch(b)) => ProducePayload::Batch(b),
@@ -137,6 +141,9 @@ impl Producer for Services {
         &self,
         request: Request<v1::InitProducerRequest>,
     ) -> Result<Response<v1::InitProducerResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check_somewhere(Operation::Produce, ResourceKind::Log)?;
         let name = request.into_inner().name.filter(|n| !n.is_empty());
         let p = self
             .node
@@ -156,6 +163,9 @@ impl Consumer for Services {
         &self,
         request: Request<v1::FetchRequest>,
     ) -> Result<Response<v1::FetchResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::Consume, Resource::Log(&request.get_ref().log))?;
         let req = request.into_inner();
         let start = match req.start {
             Some(fetch_request::Start::Offset(o)) => FetchStart::Offset(o),
@@ -215,6 +225,9 @@ impl Consumer for Services {
         &self,
         request: Request<v1::ListOffsetsRequest>,
     ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::Describe, Resource::Log(&request.get_ref().log))?;
         let req = request.into_inner();
         let offsets = self
             .node
@@ -240,6 +253,9 @@ impl Admin for Services {
         &self,
         request: Request<v1::CreateLogRequest>,
     ) -> Result<Response<v1::CreateLogResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::Create, Resource::Log(&request.get_ref().log))?;
         let req = request.into_inner();
         GatewayError::log_name(&req.log)?;
         let config = req
@@ -255,12 +271,14 @@ impl Admin for Services {
 
     async fn list_logs(
         &self,
-        _request: Request<v1::ListLogsRequest>,
+        request: Request<v1::ListLogsRequest>,
     ) -> Result<Response<v1::ListLogsResponse>, Status> {
+        let guard = self.node.guard(&request)?;
         let logs = self.node.list_logs().await;
         Ok(Response::new(v1::ListLogsResponse {
             logs: logs
                 .into_iter()
+                .filter(|l| guard.allows(Operation::Describe, Resource::Log(l.log.as_str())))
                 .map(|l| describe(l, self.node.config().node_id))
                 .collect(),
         }))
@@ -270,6 +288,9 @@ impl Admin for Services {
         &self,
         request: Request<v1::DescribeLogRequest>,
     ) -> Result<Response<v1::DescribeLogResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::Describe, Resource::Log(&request.get_ref().log))?;
         let status = self.node.describe_log(&request.into_inner().log).await?;
         Ok(Response::new(v1::DescribeLogResponse {
             log: Some(describe(status, self.node.config().node_id)),
@@ -280,14 +301,18 @@ impl Admin for Services {
         &self,
         request: Request<v1::DeleteLogRequest>,
     ) -> Result<Response<v1::DeleteLogResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::Delete, Resource::Log(&request.get_ref().log))?;
         self.node.delete_log(&request.into_inner().log).await?;
         Ok(Response::new(v1::DeleteLogResponse {}))
     }
 
     async fn describe_cluster(
         &self,
-        _request: Request<v1::DescribeClusterRequest>,
+        request: Request<v1::DescribeClusterRequest>,
     ) -> Result<Response<v1::DescribeClusterResponse>, Status> {
+        self.node.guard(&request)?;
         let node = &self.node;
         let me = node.config().node_id;
         let Some(cluster) = node.cluster() else {
@@ -326,6 +351,9 @@ impl Admin for Services {
         &self,
         request: Request<v1::RollSegmentsRequest>,
     ) -> Result<Response<v1::RollSegmentsResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::Alter, Resource::Log(&request.get_ref().log))?;
         let req = request.into_inner();
         self.node.roll(&req.log, &req.partitions).await?;
         Ok(Response::new(v1::RollSegmentsResponse {}))
@@ -335,6 +363,9 @@ impl Admin for Services {
         &self,
         request: Request<v1::RunCompactionRequest>,
     ) -> Result<Response<v1::RunCompactionResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::Alter, Resource::Log(&request.get_ref().log))?;
         let passes = self.node.run_compaction(&request.into_inner().log).await?;
         Ok(Response::new(v1::RunCompactionResponse {
             partitions: passes
@@ -355,6 +386,9 @@ impl Admin for Services {
         &self,
         request: Request<v1::CompactionStatusRequest>,
     ) -> Result<Response<v1::CompactionStatusResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::Describe, Resource::Log(&request.get_ref().log))?;
         let status = self
             .node
             .compaction_status(&request.into_inner().log)

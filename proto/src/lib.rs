@@ -17,8 +17,14 @@ pub mod internal {
 }
 
 pub mod convert;
+pub mod convert_acl;
 pub mod status;
 
-/// Encoded `FileDescriptorSet` of every Pyralog proto, for gRPC server reflection.
+/// Encoded `FileDescriptorSet` of every Pyralog proto, internal services included.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/pyralog_descriptor.bin"));
+
+/// Encoded `FileDescriptorSet` of the public API only: what the client listener's gRPC
+/// reflection serves (the internal services are not on that listener, nor listed).
+pub const PUBLIC_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/pyralog_public_descriptor.bin"));

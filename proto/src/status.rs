@@ -39,7 +39,8 @@ pub fn code_for(reason: Reason) -> Code {
         | Reason::IllegalGeneration
         | Reason::NotAssigned
         | Reason::OutOfOrderSequence => Code::FailedPrecondition,
-        Reason::ProducerFenced => Code::PermissionDenied,
+        Reason::ProducerFenced | Reason::PermissionDenied => Code::PermissionDenied,
+        Reason::Unauthenticated => Code::Unauthenticated,
         _ => Code::Unknown,
     }
 }

@@ -5,6 +5,7 @@
 //! stable [`Reason`] codes that errors carry to clients. The crate has no I/O and no async so
 //! that it stays at the bottom of the dependency graph and builds in seconds.
 
+pub mod acl;
 pub mod batch;
 pub mod clock;
 pub mod config;

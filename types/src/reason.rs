@@ -33,6 +33,11 @@ pub enum Reason {
     NotAssigned,
     ProducerFenced,
     OutOfOrderSequence,
+    /// No valid credentials: no token or client certificate, or one that is expired, forged
+    /// or unknown, or plaintext on a TLS port.
+    Unauthenticated,
+    /// Authenticated, but the ACLs do not allow the call.
+    PermissionDenied,
 }
 
 impl Reason {
@@ -63,6 +68,8 @@ impl Reason {
             Reason::NotAssigned => "NOT_ASSIGNED",
             Reason::ProducerFenced => "PRODUCER_FENCED",
             Reason::OutOfOrderSequence => "OUT_OF_ORDER_SEQUENCE",
+            Reason::Unauthenticated => "UNAUTHENTICATED",
+            Reason::PermissionDenied => "PERMISSION_DENIED",
         }
     }
 
@@ -83,7 +90,7 @@ impl Reason {
         )
     }
 
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 26] = [
         Reason::InvalidRequest,
         Reason::InvalidLogName,
         Reason::InvalidConfig,
@@ -108,6 +115,8 @@ impl Reason {
         Reason::NotAssigned,
         Reason::ProducerFenced,
         Reason::OutOfOrderSequence,
+        Reason::Unauthenticated,
+        Reason::PermissionDenied,
     ];
 }
 

@@ -17,6 +17,7 @@ fn state(partitions: u32) -> ClusterState {
     s.apply(&Command::RegisterNode {
         id: 1,
         address: "127.0.0.1:9001".into(),
+        cluster_address: String::new(),
     });
     s.apply(&Command::CreateLog {
         log: log("orders"),

@@ -21,6 +21,7 @@ fn cluster(nodes: u64) -> ClusterState {
         s.apply(&Command::RegisterNode {
             id,
             address: format!("127.0.0.1:{}", 9000 + id),
+            cluster_address: String::new(),
         });
     }
     s
@@ -99,6 +100,7 @@ fn a_fenced_leader_is_replaced_from_the_isr_in_a_new_epoch() {
     s.apply(&Command::RegisterNode {
         id: leader,
         address: "x:1".into(),
+        cluster_address: String::new(),
     });
     let p = s.partition(&log("a"), 0).expect("partition").clone();
     assert_eq!(
@@ -149,6 +151,7 @@ fn the_last_isr_member_stays_in_the_isr_and_leads_again_when_it_returns() {
     s.apply(&Command::RegisterNode {
         id: r[0],
         address: "x:1".into(),
+        cluster_address: String::new(),
     });
     let p = s.partition(&log("a"), 0).expect("partition");
     assert_eq!(p.leader, Some(r[0]));
@@ -263,6 +266,7 @@ fn isr_changes_from_a_stale_leader_or_with_strangers_are_rejected() {
     s.apply(&Command::RegisterNode {
         id: p.replicas[2],
         address: "back:1".into(),
+        cluster_address: String::new(),
     });
     assert_eq!(
         s.apply(&alter(leader, Epoch(1), p.replicas.clone())),
@@ -285,7 +289,8 @@ fn any_command() -> impl Strategy<Value = Command> {
     prop_oneof![
         node.clone().prop_map(|id| Command::RegisterNode {
             id,
-            address: format!("n{id}:1")
+            address: format!("n{id}:1"),
+            cluster_address: String::new(),
         }),
         node.clone().prop_map(|id| Command::FenceNode { id }),
         (0..3usize, 1..4u32, 1..=3u16, any::<bool>()).prop_map(|(l, parts, rf, unclean)| {

@@ -50,6 +50,7 @@ fn entry(term: u64, index: u64) -> Entry {
         payload: EntryPayload::Normal(Command::RegisterNode {
             id: index,
             address: format!("10.0.0.{index}:7001"),
+            cluster_address: String::new(),
         }),
     }
 }

@@ -8,12 +8,12 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use pyralog_controller::ClusterState;
+use pyralog_controller::{ClusterState, PeerNode};
 use pyralog_proto::internal::replication_server::Replication;
 use pyralog_proto::internal::{
     EpochEndOffsetRequest, EpochEndOffsetResponse, ReplicaFetchRequest, ReplicaFetchResponse,
 };
-use pyralog_types::{Epoch, LogOffset};
+use pyralog_types::{Epoch, LogOffset, NodeId};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -258,11 +258,14 @@ impl Node {
         });
     }
 
-    /// One follower fetch, answered by the leader of `leader_epoch`.
+    /// One follower fetch, answered by the leader of `leader_epoch`. `peer` is the node the
+    /// cluster listener proved the request comes from (mutual TLS), if it could.
     async fn replica_fetch(
         &self,
         req: ReplicaFetchRequest,
+        peer: Option<NodeId>,
     ) -> Result<ReplicaFetchResponse, GatewayError> {
+        check_replica(peer, req.replica_id)?;
         let cluster = self
             .cluster
             .clone()
@@ -271,8 +274,17 @@ impl Node {
         let p = self.partition(&req.log, req.partition)?;
         let asked = Epoch(req.leader_epoch);
         let from = LogOffset(req.fetch_offset);
-        // A follower never holds more than this log (a bogus offset must not move the HW).
-        let holds = from.min(p.log().end_offset());
+        // A follower copies this log, so it never holds more than it: a position past the
+        // end is refused (the follower cuts back to the end), never counted towards the HW.
+        let end = p.log().end_offset();
+        if from > end {
+            return Err(GatewayError::OffsetOutOfRange {
+                requested: from.0,
+                earliest: p.start_offset(),
+                latest: end,
+            });
+        }
+        let holds = from;
         let (epoch, hw) = {
             let mut r = p.role();
             let epoch = r.epoch;
@@ -343,7 +355,9 @@ impl Node {
     fn epoch_end_offset(
         &self,
         req: &EpochEndOffsetRequest,
+        peer: Option<NodeId>,
     ) -> Result<EpochEndOffsetResponse, GatewayError> {
+        check_replica(peer, req.replica_id)?;
         let p = self.partition(&req.log, req.partition)?;
         {
             let r = p.role();
@@ -366,6 +380,18 @@ impl Node {
     }
 }
 
+/// With a proven peer, a replica may only fetch as itself (a node that fetched as another
+/// could move the high watermark over records that replica does not hold).
+fn check_replica(peer: Option<NodeId>, replica: NodeId) -> Result<(), GatewayError> {
+    match peer {
+        Some(p) if p != replica => Err(GatewayError::Refused {
+            reason: pyralog_types::Reason::PermissionDenied,
+            detail: format!("node {p} may not fetch as replica {replica}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The `Replication` gRPC service over a node.
 #[derive(Debug, Clone)]
 pub(crate) struct ReplicationService {
@@ -382,6 +408,7 @@ impl Replication for ReplicationService {
         &self,
         request: Request<Streaming<ReplicaFetchRequest>>,
     ) -> Result<Response<Self::FetchStream>, Status> {
+        let peer = request.extensions().get::<PeerNode>().map(|p| p.0);
         let mut inbound = request.into_inner();
         let node = self.node.clone();
         let (tx, rx) = mpsc::channel(1);
@@ -396,7 +423,7 @@ impl Replication for ReplicationService {
                 };
                 let Ok(Some(req)) = next else { break };
                 let answer = node
-                    .replica_fetch(req)
+                    .replica_fetch(req, peer)
                     .await
                     .map_err(GatewayError::into_status);
                 let failed = answer.is_err();
@@ -412,8 +439,9 @@ impl Replication for ReplicationService {
         &self,
         request: Request<EpochEndOffsetRequest>,
     ) -> Result<Response<EpochEndOffsetResponse>, Status> {
+        let peer = request.extensions().get::<PeerNode>().map(|p| p.0);
         self.node
-            .epoch_end_offset(request.get_ref())
+            .epoch_end_offset(request.get_ref(), peer)
             .map(Response::new)
             .map_err(GatewayError::into_status)
     }
