@@ -13,6 +13,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 pub mod raw;
+pub mod secure;
+
+pub use secure::Secure;
 
 /// Path of the `pyralog` binary under test.
 pub fn pyralog_bin() -> PathBuf {
@@ -127,6 +130,10 @@ pub struct TestNode {
     data_dir: PathBuf,
     log_path: PathBuf,
     extra_env: Vec<(String, String)>,
+    /// Extra command-line arguments after the mode (`--config FILE`).
+    extra_args: Vec<String>,
+    /// How clients reach it (TLS files, credentials); default plaintext.
+    client_options: pyralog_client::ClientOptions,
     _root: Option<tempfile::TempDir>,
 }
 
@@ -153,6 +160,8 @@ impl TestNode {
                 .iter()
                 .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
                 .collect(),
+            extra_args: Vec::new(),
+            client_options: pyralog_client::ClientOptions::default(),
             _root: Some(root),
         };
         node.spawn();
@@ -167,6 +176,7 @@ impl TestNode {
             .expect("node log file");
         let mut cmd = Command::new(pyralog_bin());
         cmd.arg(self.mode)
+            .args(&self.extra_args)
             .arg("--listen")
             .arg(&self.listen)
             .arg("--data-dir")
@@ -203,7 +213,7 @@ impl TestNode {
         };
         let mut urls = line
             .split_whitespace()
-            .filter(|w| w.starts_with("http://"))
+            .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
             .map(|w| w.trim_end_matches([')', ',', ';']));
         self.addr = urls
             .next()
@@ -288,16 +298,21 @@ impl TestNode {
         t.elapsed()
     }
 
-    /// Connects a client.
+    /// Connects a client (with the node's TLS files and credentials, if it has any).
     pub async fn client(&self) -> pyralog_client::Client {
-        pyralog_client::Client::connect(self.url())
+        pyralog_client::Client::connect_with(self.url(), self.client_options.clone())
             .await
             .expect("connect to node")
     }
 
+    /// How clients reach this node.
+    pub fn client_options(&self) -> &pyralog_client::ClientOptions {
+        &self.client_options
+    }
+
     /// Runs a CLI command against this node.
     pub fn cli(&self, args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
-        run_cli(self.url(), args, stdin)
+        run_cli_with(self.url(), &self.client_options, args, stdin)
     }
 }
 
@@ -320,19 +335,47 @@ pub fn free_port() -> u16 {
 
 /// `n` `pyralog serve` processes forming one cluster on loopback, each a controller voter,
 /// on fixed ports (so a restarted node keeps its address). `nodes[i]` has node id `i + 1`.
+///
+/// With `PYRALOG_E2E_SECURE=1` in the environment, [`TestCluster::start`] makes a secure
+/// cluster ([`Secure`]): the same tests then run over TLS, mutual TLS between nodes and
+/// authenticated clients.
 #[derive(Debug)]
 pub struct TestCluster {
     pub nodes: Vec<TestNode>,
+    /// Client listeners (`host:port`).
     pub addresses: Vec<String>,
+    /// Cluster listeners (`host:port`).
+    pub cluster_addresses: Vec<String>,
+    /// The certificates, when the cluster is secure.
+    pub secure: Option<Secure>,
+}
+
+/// Whether this test run asks for secure clusters (`PYRALOG_E2E_SECURE=1`).
+pub fn secure_run() -> bool {
+    std::env::var("PYRALOG_E2E_SECURE").is_ok_and(|v| v == "1")
 }
 
 impl TestCluster {
-    /// Starts `n` nodes with short failure-detection timings (lease 2 s) plus `env`.
+    /// Starts `n` nodes with short failure-detection timings (lease 2 s) plus `env`; secure
+    /// when the run asks for it ([`secure_run`]).
     pub fn start<K: AsRef<str>, V: AsRef<str>>(n: usize, env: &[(K, V)]) -> TestCluster {
+        let secure = secure_run().then(|| Secure::new(n as u64));
+        Self::start_with(n, env, secure)
+    }
+
+    /// Starts `n` nodes secured by `secure` (or plaintext).
+    pub fn start_with<K: AsRef<str>, V: AsRef<str>>(
+        n: usize,
+        env: &[(K, V)],
+        secure: Option<Secure>,
+    ) -> TestCluster {
         let addresses: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
-        let voters = addresses
+        let cluster_addresses: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let voters = cluster_addresses
             .iter()
             .enumerate()
             .map(|(i, a)| format!("{}={a}", i + 1))
@@ -346,6 +389,10 @@ impl TestCluster {
                 let mut vars: Vec<(String, String)> = vec![
                     ("PYRALOG_NODE_ID".into(), (i + 1).to_string()),
                     ("PYRALOG_CLUSTER__VOTERS".into(), voters.clone()),
+                    (
+                        "PYRALOG_CLUSTER__LISTEN".into(),
+                        cluster_addresses[i].clone(),
+                    ),
                     ("PYRALOG_CLUSTER__NODE_LEASE".into(), "2s".into()),
                     ("PYRALOG_CLUSTER__NODE_HEARTBEAT".into(), "250ms".into()),
                     ("PYRALOG_CLUSTER__REPLICA_LAG_MAX".into(), "3s".into()),
@@ -355,6 +402,18 @@ impl TestCluster {
                     env.iter()
                         .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned())),
                 );
+                let (extra_args, client_options) = match &secure {
+                    Some(s) => {
+                        let config = root.path().join("security.toml");
+                        std::fs::write(&config, s.node_config(i as u64 + 1))
+                            .expect("security config");
+                        (
+                            vec!["--config".to_owned(), config.display().to_string()],
+                            s.admin_options(),
+                        )
+                    }
+                    None => (Vec::new(), pyralog_client::ClientOptions::default()),
+                };
                 let mut node = TestNode {
                     child: None,
                     mode: "serve",
@@ -364,13 +423,20 @@ impl TestCluster {
                     data_dir: root.path().join("data"),
                     log_path: root.path().join("node.log"),
                     extra_env: vars,
+                    extra_args,
+                    client_options,
                     _root: Some(root),
                 };
                 node.spawn();
                 node
             })
             .collect();
-        TestCluster { nodes, addresses }
+        TestCluster {
+            nodes,
+            addresses,
+            cluster_addresses,
+            secure,
+        }
     }
 
     /// The node with id `id` (1-based).
@@ -379,7 +445,51 @@ impl TestCluster {
     }
 
     pub fn url(&self, id: u64) -> String {
-        format!("http://{}", self.addresses[(id - 1) as usize])
+        let scheme = if self.secure.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addresses[(id - 1) as usize])
+    }
+
+    /// How clients reach the cluster (the superuser `admin` of a secure cluster).
+    pub fn client_options(&self) -> pyralog_client::ClientOptions {
+        self.secure
+            .as_ref()
+            .map(Secure::admin_options)
+            .unwrap_or_default()
+    }
+
+    /// A client of node `id`.
+    pub async fn client(
+        &self,
+        id: u64,
+    ) -> Result<pyralog_client::Client, pyralog_client::ClientError> {
+        pyralog_client::Client::connect_with(self.url(id), self.client_options()).await
+    }
+
+    /// A client of the node at `url` (a redirect target, say), with the cluster's security.
+    pub async fn client_at(
+        &self,
+        url: &str,
+    ) -> Result<pyralog_client::Client, pyralog_client::ClientError> {
+        let scheme = if self.secure.is_some() { "https" } else { "http" };
+        let bare = url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        pyralog_client::Client::connect_with(format!("{scheme}://{bare}"), self.client_options())
+            .await
+    }
+
+    /// A raw gRPC channel to node `id`'s client listener, for generated clients.
+    pub fn channel(&self, id: u64) -> tonic::transport::Channel {
+        secure::channel(
+            &self.addresses[(id - 1) as usize],
+            self.secure.as_ref().map(|s| s.admin_files()),
+            None,
+        )
+    }
+
+    /// Runs a CLI command against node `id`.
+    pub fn cli(&self, id: u64, args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
+        run_cli_with(&self.url(id), &self.client_options(), args, stdin)
     }
 
     /// Node id for a `host:port` address.
@@ -410,10 +520,32 @@ pub struct CliOutput {
 
 /// Runs `pyralog --server URL ARGS...` with optional stdin.
 pub fn run_cli(url: &str, args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
+    run_cli_with(url, &pyralog_client::ClientOptions::default(), args, stdin)
+}
+
+/// [`run_cli`] with TLS files and credentials.
+pub fn run_cli_with(
+    url: &str,
+    options: &pyralog_client::ClientOptions,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> CliOutput {
     use std::io::Write;
-    let mut child = Command::new(pyralog_bin())
-        .arg("--server")
-        .arg(url)
+    let mut cmd = Command::new(pyralog_bin());
+    cmd.arg("--server").arg(url);
+    for (flag, path) in [
+        ("--tls-ca", &options.tls_ca),
+        ("--tls-cert", &options.tls_cert),
+        ("--tls-key", &options.tls_key),
+    ] {
+        if let Some(p) = path {
+            cmd.arg(flag).arg(p);
+        }
+    }
+    if let Some(t) = &options.token {
+        cmd.env("PYRALOG_TOKEN", t);
+    }
+    let mut child = cmd
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()

@@ -45,7 +45,7 @@ fn cluster() -> TestCluster {
 async fn client(cluster: &TestCluster, id: u64) -> Client {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match Client::connect(cluster.url(id)).await {
+        match cluster.client(id).await {
             Ok(c) => return c,
             Err(e) => assert!(Instant::now() < deadline, "node {id}: {e}"),
         }
@@ -293,10 +293,23 @@ async fn four_members_share_twelve_partitions_exclusively_through_kills_and_join
 }
 
 /// A `pyralog consume --group` process whose stdout goes to a file.
-fn spawn_consumer(url: &str, out: &std::path::Path) -> Child {
+fn spawn_consumer(
+    url: &str,
+    options: &pyralog_client::ClientOptions,
+    out: &std::path::Path,
+) -> Child {
     let file = std::fs::File::create(out).expect("output file");
-    Command::new(pyralog_bin())
-        .args([
+    let mut cmd = Command::new(pyralog_bin());
+    for (flag, path) in [
+        ("--tls-ca", &options.tls_ca),
+        ("--tls-cert", &options.tls_cert),
+        ("--tls-key", &options.tls_key),
+    ] {
+        if let Some(p) = path {
+            cmd.arg(flag).arg(p);
+        }
+    }
+    cmd.args([
             "--server",
             url,
             "consume",
@@ -384,9 +397,10 @@ async fn every_record_is_processed_at_least_once_while_consumers_are_killed() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut outputs = Vec::new();
+    let options = cluster.client_options();
     let next_file = |url: &str, outputs: &mut Vec<std::path::PathBuf>| {
         let path = dir.path().join(format!("out-{}.txt", outputs.len()));
-        let child = spawn_consumer(url, &path);
+        let child = spawn_consumer(url, &options, &path);
         outputs.push(path);
         child
     };
@@ -489,11 +503,7 @@ async fn a_zombie_members_commit_is_refused_with_a_reason() {
     let c = client(&cluster, 1).await;
     create_log(&c, "tasks", 4).await;
     let mut groups = v1::groups_client::GroupsClient::new(
-        tonic::transport::Channel::from_shared(cluster.url(2))
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect"),
+        cluster.channel(2),
     );
     let join = |client: &str| v1::JoinGroupRequest {
         group: "g".into(),
@@ -547,11 +557,7 @@ async fn a_zombie_members_commit_is_refused_with_a_reason() {
     assert!(hb.generation > a.generation);
     // SyncGroup answers the same assignment for that generation, from any node.
     let mut other = v1::groups_client::GroupsClient::new(
-        tonic::transport::Channel::from_shared(cluster.url(3))
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect"),
+        cluster.channel(3),
     );
     let synced = other
         .sync_group(v1::SyncGroupRequest {
@@ -600,10 +606,10 @@ async fn a_zombie_members_commit_is_refused_with_a_reason() {
     };
     assert!(e.to_string().contains("join again"), "{e}");
     // The CLI shows the state and refuses to delete a group with members.
-    let out = pyralog_e2e::run_cli(&cluster.url(3), &["groups", "describe", "g"], None);
+    let out = cluster.cli(3, &["groups", "describe", "g"], None);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stdout.contains(&a.member_id), "{}", out.stdout);
-    let out = pyralog_e2e::run_cli(&cluster.url(3), &["groups", "delete", "g"], None);
+    let out = cluster.cli(3, &["groups", "delete", "g"], None);
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("active members"), "{}", out.stderr);
 }

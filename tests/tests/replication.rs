@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pyralog_client::{Client, ClientError, LogInfo};
+use pyralog_client::{Client, ClientError, ClientOptions, LogInfo};
 use pyralog_e2e::TestCluster;
 use pyralog_proto::v1;
 use pyralog_types::Reason;
@@ -36,7 +36,7 @@ async fn any_client(cluster: &TestCluster, skip: &[u64]) -> Client {
             if skip.contains(&id) || !cluster.nodes[(id - 1) as usize].is_running() {
                 continue;
             }
-            if let Ok(c) = Client::connect(cluster.url(id)).await {
+            if let Ok(c) = cluster.client(id).await {
                 return c;
             }
         }
@@ -57,7 +57,7 @@ async fn wait_for(
     let mut last = None;
     while Instant::now() < deadline {
         let describe = async {
-            let c = Client::connect(cluster.url(id)).await?;
+            let c = cluster.client(id).await?;
             c.describe_log(LOG).await
         };
         match tokio::time::timeout(Duration::from_secs(2), describe).await {
@@ -96,7 +96,7 @@ fn leader_of(info: &LogInfo) -> Option<u64> {
 /// Everything a node holds locally for partition 0 below `end`: raw batch bytes and the
 /// decoded (offset, value) pairs.
 async fn read_replica(cluster: &TestCluster, id: u64, end: u64) -> (Vec<u8>, Vec<(u64, Bytes)>) {
-    let client = Client::connect(cluster.url(id)).await.expect("connect");
+    let client = cluster.client(id).await.expect("connect");
     let mut raw = Vec::new();
     let mut records = Vec::new();
     let mut from = 0u64;
@@ -227,14 +227,16 @@ async fn a_three_node_cluster_replicates_and_every_replica_holds_the_same_bytes(
 #[derive(Debug)]
 struct RotatingClient {
     urls: Vec<String>,
+    options: ClientOptions,
     next: usize,
     current: Option<Client>,
 }
 
 impl RotatingClient {
-    fn new(urls: Vec<String>, start: usize) -> Self {
+    fn new(urls: Vec<String>, options: ClientOptions, start: usize) -> Self {
         RotatingClient {
             urls,
+            options,
             next: start,
             current: None,
         }
@@ -246,7 +248,8 @@ impl RotatingClient {
         if self.current.is_none() {
             for k in 0..self.urls.len() {
                 let i = (self.next + k) % self.urls.len();
-                if let Ok(c) = Client::connect(self.urls[i].clone()).await {
+                if let Ok(c) = Client::connect_with(self.urls[i].clone(), self.options.clone()).await
+                {
                     self.next = i;
                     self.current = Some(c);
                     break;
@@ -278,9 +281,14 @@ struct ProducerReport {
 }
 
 /// Produces unique records (never resending an id) until `stop`, moving to the next node when one is gone.
-async fn run_producer(urls: Vec<String>, acks: v1::AckPolicy, stop: Stop) -> ProducerReport {
+async fn run_producer(
+    urls: Vec<String>,
+    options: ClientOptions,
+    acks: v1::AckPolicy,
+    stop: Stop,
+) -> ProducerReport {
     let mut report = ProducerReport::default();
-    let mut nodes = RotatingClient::new(urls, 0);
+    let mut nodes = RotatingClient::new(urls, options, 0);
     let mut id = 0u64;
     while !stop.is_set() {
         let Some(c) = nodes.get().await else { continue };
@@ -309,10 +317,14 @@ struct ConsumerReport {
 
 /// Tails the log from 0 until `stop`, asserting that offsets only move forward, that the log
 /// is dense, and that an offset read twice (after reconnecting elsewhere) is the same record.
-async fn run_consumer(urls: Vec<String>, stop: Stop) -> Result<ConsumerReport, String> {
+async fn run_consumer(
+    urls: Vec<String>,
+    options: ClientOptions,
+    stop: Stop,
+) -> Result<ConsumerReport, String> {
     let mut report = ConsumerReport::default();
     let mut position = 0u64;
-    let mut nodes = RotatingClient::new(urls, 1);
+    let mut nodes = RotatingClient::new(urls, options, 1);
     while !stop.is_set() {
         let Some(c) = nodes.get().await else { continue };
         let resp = c.fetch(fetch_from(position, 1 << 20, 200)).await;
@@ -379,7 +391,7 @@ async fn newest_view(cluster: &TestCluster) -> LogInfo {
             continue;
         }
         let describe = async {
-            let c = Client::connect(cluster.url(id)).await?;
+            let c = cluster.client(id).await?;
             c.describe_log(LOG).await
         };
         if let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(2), describe).await {
@@ -425,10 +437,11 @@ async fn acknowledged_quorum_writes_survive_leader_kills_and_restarts() {
     let stop = Stop::default();
     let producer = tokio::spawn(run_producer(
         urls.clone(),
+        cluster.client_options(),
         v1::AckPolicy::Quorum,
         stop.clone(),
     ));
-    let consumer = tokio::spawn(run_consumer(urls, stop.clone()));
+    let consumer = tokio::spawn(run_consumer(urls, cluster.client_options(), stop.clone()));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let info = newest_view(&cluster).await;
 
@@ -563,7 +576,7 @@ async fn a_paused_old_leader_cannot_append_under_its_stale_epoch() {
     let old = leader_of(&info).expect("leader");
     let old_epoch = info.partitions[0].epoch.0;
     let other = (1..=3).find(|n| *n != old).expect("another node");
-    let client = Client::connect(cluster.url(other)).await.expect("connect");
+    let client = cluster.client(other).await.expect("connect");
     for id in 0..20 {
         produce_one(&client, id, v1::AckPolicy::Quorum)
             .await
@@ -595,9 +608,7 @@ async fn a_paused_old_leader_cannot_append_under_its_stale_epoch() {
     // Wake the old leader and write to it at once, with no redirect following: it must not
     // take a single write, even with acks=leader.
     cluster.node(old).resume();
-    let mut raw = v1::producer_client::ProducerClient::connect(cluster.url(old))
-        .await
-        .expect("connect to the woken node");
+    let mut raw = v1::producer_client::ProducerClient::new(cluster.channel(old));
     for i in 0..20 {
         let answer = tokio::time::timeout(
             Duration::from_secs(10),
@@ -663,7 +674,7 @@ async fn with_two_of_three_down_quorum_writes_fail_fast_and_leader_writes_go_on(
     })
     .await;
     let leader = leader_of(&info).expect("leader");
-    let client = Client::connect(cluster.url(leader)).await.expect("connect");
+    let client = cluster.client(leader).await.expect("connect");
     let mut acked = BTreeMap::new();
     for id in 0..20 {
         let o = produce_one(&client, id, v1::AckPolicy::Quorum)
@@ -730,7 +741,7 @@ async fn with_two_of_three_down_quorum_writes_fail_fast_and_leader_writes_go_on(
 async fn controller_leader(cluster: &TestCluster, ask: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(c) = Client::connect(cluster.url(ask)).await {
+        if let Ok(c) = cluster.client(ask).await {
             if let Ok(d) = c.describe_cluster().await {
                 if d.controller_leader != 0 {
                     return d.controller_leader;
@@ -748,7 +759,7 @@ async fn assert_logs(cluster: &TestCluster, id: u64, expected: &[String], what: 
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let names: Result<Vec<String>, ClientError> = async {
-            let c = Client::connect(cluster.url(id)).await?;
+            let c = cluster.client(id).await?;
             Ok(c.list_logs().await?.into_iter().map(|l| l.name).collect())
         }
         .await;
@@ -766,7 +777,7 @@ async fn wait_all_registered(cluster: &TestCluster) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let d = async {
-            let c = Client::connect(cluster.url(1)).await?;
+            let c = cluster.client(1).await?;
             c.describe_cluster().await
         };
         if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(2), d).await {
@@ -794,7 +805,7 @@ async fn killing_the_controller_leader_during_creation_creates_a_log_once_or_not
         let via = (1..=3)
             .find(|n| *n != raft_leader)
             .expect("a follower voter");
-        let client = Client::connect(cluster.url(via)).await.expect("connect");
+        let client = cluster.client(via).await.expect("connect");
         let name = format!("created-{round}");
         // Forwarded to the Raft leader, which a thread kills (SIGKILL) `delay_us` after the
         // request leaves: before, during or after the commit.
