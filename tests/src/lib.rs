@@ -143,6 +143,29 @@ impl TestNode {
         Self::start_with_env::<&str, &str>(&[])
     }
 
+    /// Starts a standalone `pyralog serve` node with `config` (TOML) and the client options
+    /// to reach it.
+    pub fn start_serve(config: &str, client_options: pyralog_client::ClientOptions) -> TestNode {
+        let root = tempfile::tempdir().expect("tempdir");
+        let config_path = root.path().join("pyralog.toml");
+        std::fs::write(&config_path, config).expect("config");
+        let mut node = TestNode {
+            child: None,
+            mode: "serve",
+            listen: "127.0.0.1:0".into(),
+            addr: String::new(),
+            metrics_url: None,
+            data_dir: root.path().join("data"),
+            log_path: root.path().join("node.log"),
+            extra_env: Vec::new(),
+            extra_args: vec!["--config".into(), config_path.display().to_string()],
+            client_options,
+            _root: Some(root),
+        };
+        node.spawn();
+        node
+    }
+
     /// Starts a node with extra `PYRALOG_*` settings.
     pub fn start_with_env<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> TestNode {
         let root = tempfile::tempdir().expect("tempdir");
@@ -445,7 +468,11 @@ impl TestCluster {
     }
 
     pub fn url(&self, id: u64) -> String {
-        let scheme = if self.secure.is_some() { "https" } else { "http" };
+        let scheme = if self.secure.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.addresses[(id - 1) as usize])
     }
 
@@ -470,7 +497,11 @@ impl TestCluster {
         &self,
         url: &str,
     ) -> Result<pyralog_client::Client, pyralog_client::ClientError> {
-        let scheme = if self.secure.is_some() { "https" } else { "http" };
+        let scheme = if self.secure.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let bare = url
             .trim_start_matches("http://")
             .trim_start_matches("https://");

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use pyralog_security::certs::{init_cert_set, Authority, CertSet, LeafSpec, Validity};
-use pyralog_security::client::{client_tls, lazy_channel, ChannelOptions, ClientTlsFiles, Connector};
+use pyralog_security::client::{
+    client_tls, lazy_channel, ChannelOptions, ClientTlsFiles, Connector,
+};
 use pyralog_security::tokens::hash_token;
 
 /// The clients every secure test cluster has certificates for.

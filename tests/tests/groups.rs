@@ -310,24 +310,24 @@ fn spawn_consumer(
         }
     }
     cmd.args([
-            "--server",
-            url,
-            "consume",
-            "stream",
-            "--group",
-            "printers",
-            "--from-beginning",
-            "--follow",
-            "--commit-interval-ms",
-            "200",
-            "--session-timeout-ms",
-            "2000",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(file))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn consumer")
+        "--server",
+        url,
+        "consume",
+        "stream",
+        "--group",
+        "printers",
+        "--from-beginning",
+        "--follow",
+        "--commit-interval-ms",
+        "200",
+        "--session-timeout-ms",
+        "2000",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::from(file))
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn consumer")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -502,9 +502,7 @@ async fn a_zombie_members_commit_is_refused_with_a_reason() {
     let cluster = cluster();
     let c = client(&cluster, 1).await;
     create_log(&c, "tasks", 4).await;
-    let mut groups = v1::groups_client::GroupsClient::new(
-        cluster.channel(2),
-    );
+    let mut groups = v1::groups_client::GroupsClient::new(cluster.channel(2));
     let join = |client: &str| v1::JoinGroupRequest {
         group: "g".into(),
         client_id: client.into(),
@@ -556,9 +554,7 @@ async fn a_zombie_members_commit_is_refused_with_a_reason() {
         .into_inner();
     assert!(hb.generation > a.generation);
     // SyncGroup answers the same assignment for that generation, from any node.
-    let mut other = v1::groups_client::GroupsClient::new(
-        cluster.channel(3),
-    );
+    let mut other = v1::groups_client::GroupsClient::new(cluster.channel(3));
     let synced = other
         .sync_group(v1::SyncGroupRequest {
             group: "g".into(),

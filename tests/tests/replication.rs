@@ -248,7 +248,8 @@ impl RotatingClient {
         if self.current.is_none() {
             for k in 0..self.urls.len() {
                 let i = (self.next + k) % self.urls.len();
-                if let Ok(c) = Client::connect_with(self.urls[i].clone(), self.options.clone()).await
+                if let Ok(c) =
+                    Client::connect_with(self.urls[i].clone(), self.options.clone()).await
                 {
                     self.next = i;
                     self.current = Some(c);
