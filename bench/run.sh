@@ -7,12 +7,13 @@
 #   BENCH_PEER=tansu bench/run.sh        also the Tansu peer (bench/peer/tansu.sh)
 #   BENCH_CLUSTER=1 bench/run.sh         also RF=3 quorum vs RF=1 on a 3-node loopback cluster
 #                                        (bench/results/replication.{json,md}; on in smoke runs)
+# Always: TLS + authentication vs plaintext on two single nodes (bench/results/tls.{json,md}).
 #
 # Knobs (environment): BENCH_RECORDS (per W1 run), BENCH_RECORD_BYTES ("1024,100"),
 # BENCH_PARTITIONS ("1,8"), BENCH_LATENCY_SECONDS, BENCH_DRAIN_MB (W4 backlog),
 # BENCH_COLD_RECORDS (W5/W6), BENCH_W7_MB (W7's archived backlog), BENCH_PROFILE (release|debug),
 # BENCH_REPLICATION_RECORDS, BENCH_CLUSTER_PORT_BASE (default 17410), BENCH_GROUPS_RECORDS,
-# BENCH_COMMIT_SECONDS.
+# BENCH_COMMIT_SECONDS, BENCH_TLS_RECORDS, BENCH_TLS_CONNECTIONS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${BENCH_SMOKE:-}" ]; then
@@ -20,15 +21,20 @@ if [ -n "${BENCH_SMOKE:-}" ]; then
   : "${BENCH_COLD_RECORDS:=20000}" "${BENCH_W7_MB:=16}" "${BENCH_PROFILE:=debug}" "${BENCH_QUIET:=1}"
   : "${BENCH_CLUSTER:=1}" "${BENCH_REPLICATION_RECORDS:=5000}"
   : "${BENCH_GROUPS_RECORDS:=20000}" "${BENCH_COMMIT_SECONDS:=1}"
+  : "${BENCH_TLS_RECORDS:=5000}" "${BENCH_TLS_CONNECTIONS:=20}"
 fi
 : "${BENCH_RECORD_BYTES:=1024,100}"
 profile=${BENCH_PROFILE:-release}
-if [ "$profile" = release ]; then cargo build --locked --release --bin pyralog; else cargo build --locked --bin pyralog; fi
+# A debug run (CI's smoke run) reuses the test build: the same command, the same features.
+if [ "$profile" = release ]; then cargo build --locked --release --bin pyralog
+else cargo build --locked --workspace --all-targets; fi
 bin=${CARGO_TARGET_DIR:-target}/$profile/pyralog
 work=$(mktemp -d)
 pid=
+spid=
 cleanup() {
   [ -n "$pid" ] && { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+  [ -n "$spid" ] && { kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true; }
   [ -n "${BENCH_CLUSTER:-}" ] && PYRALOG_CLUSTER_STATE="$work/cluster" PYRALOG_BIN="$bin" \
     PYRALOG_CLUSTER_PORT_BASE="${BENCH_CLUSTER_PORT_BASE:-17410}" localstack/cluster.sh stop 2>/dev/null || true
   [ -n "${BENCH_S3:-}" ] && localstack/s3-server.sh stop >/dev/null 2>&1 || true
@@ -74,6 +80,22 @@ mkdir -p bench/results
 "$bin" --server "$url" bench groups --records "${BENCH_GROUPS_RECORDS:-500000}" \
   --record-bytes "${BENCH_RECORD_BYTES%%,*}" --commit-seconds "${BENCH_COMMIT_SECONDS:-5}" \
   --json bench/results/groups.json --markdown bench/results/groups.md ${BENCH_QUIET:+--quiet}
+
+# What TLS and authentication cost: the same node as above (plaintext) against a
+# `dev --secure` node (TLS, client certificates, ACLs) in the same run.
+"$bin" dev --secure --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+  --data-dir "$work/secure" >"$work/secure-banner" 2>"$work/secure-node.log" &
+spid=$!
+for _ in $(seq 1 200); do grep -q https "$work/secure-banner" 2>/dev/null && break; sleep 0.1; done
+surl=$(grep -o 'https://[0-9.:]*' "$work/secure-banner" | head -1)
+certs="$work/secure/secure"
+"$bin" --server "$url" --tls-ca "$certs/ca.pem" --tls-cert "$certs/client-admin.pem" \
+  --tls-key "$certs/client-admin-key.pem" bench tls --secure-server "$surl" \
+  --server-pid "$pid" --secure-pid "$spid" --records "${BENCH_TLS_RECORDS:-300000}" \
+  --record-bytes "${BENCH_RECORD_BYTES%%,*}" --connections "${BENCH_TLS_CONNECTIONS:-200}" \
+  --latency-seconds "${BENCH_LATENCY_SECONDS:-20}" \
+  --json bench/results/tls.json --markdown bench/results/tls.md ${BENCH_QUIET:+--quiet} >/dev/null
+kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true; spid=
 
 if [ -n "${BENCH_CLUSTER:-}" ]; then
   # The single node is done; the cluster gets the machine to itself.

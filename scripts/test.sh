@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The end-to-end tests start the real binary.
-cargo build --locked --bin pyralog
+# The end-to-end tests start the real binary. One build of every target with the workspace's
+# feature set, which the test runner below reuses (building `--bin pyralog` alone resolves
+# other features and compiles the dependencies a second time).
+cargo build --locked --workspace --all-targets
 
 # An S3-compatible server on loopback (MinIO if installed, else moto from PyPI), for the
 # cold-tier tests; stopped when the suite ends.
@@ -23,14 +25,18 @@ fi
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --profile ci
+  # The replication and consumer-group tests (kills, pauses, failovers) again on secure
+  # clusters: TLS, mutual TLS between nodes, authenticated clients.
+  PYRALOG_E2E_SECURE=1 cargo nextest run --locked --workspace --profile ci \
+    -E 'package(pyralog-e2e) & (binary(replication) | binary(groups))'
 else
   echo "cargo-nextest not found; using cargo test" >&2
   cargo test --locked --workspace
+  PYRALOG_E2E_SECURE=1 cargo test --locked -p pyralog-e2e --test replication --test groups
 fi
 
 # The benchmarks must not rot: the criterion micro-benchmarks once each (test mode), then the
 # whole suite at smoke size against a real node (seconds; figures are printed, not checked).
-cargo test --locked -p pyralog-types -p pyralog-hot-tier -p pyralog-cold-tier \
-  --bench batch_codec --bench index_lookup --bench parquet_codec
+cargo test --locked --workspace --bench batch_codec --bench index_lookup --bench parquet_codec
 BENCH_SMOKE=1 BENCH_PROFILE=debug bench/run.sh >/dev/null
 test -s bench/results/report.md

@@ -13,6 +13,7 @@ pub mod groups;
 pub mod process;
 pub mod replication;
 pub mod report;
+pub mod tls;
 pub mod workload;
 
 /// Deterministic payload bytes for record `i`.

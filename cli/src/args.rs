@@ -254,6 +254,35 @@ pub(crate) enum BenchWorkload {
     Replication(ReplicationBenchArgs),
     /// Idempotent vs plain produce (same run), commit throughput, rebalance times.
     Groups(GroupsBenchArgs),
+    /// What TLS and authentication cost: produce MB/s and p99, connection set-up time and
+    /// server CPU per handshake, against the --server node (plaintext) and a secure node.
+    Tls(TlsBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TlsBenchArgs {
+    /// The secure node (https://...), reached with the global --tls-* flags.
+    #[arg(long)]
+    pub secure_server: String,
+    /// Pids of the plaintext and the secure node (for server CPU per handshake).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    #[arg(long)]
+    pub secure_pid: Option<u32>,
+    #[arg(long, default_value_t = 300_000)]
+    pub records: u64,
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
+    #[arg(long, default_value_t = 200)]
+    pub connections: u32,
+    #[arg(long, default_value_t = 10)]
+    pub latency_seconds: u64,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

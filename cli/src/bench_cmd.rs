@@ -22,6 +22,43 @@ pub(crate) async fn bench(server: &Target, args: BenchArgs) -> CliResult {
             );
             println!("loopback TCP: {tcp:.0} MB/s");
         }
+        BenchWorkload::Tls(a) => {
+            if a.records == 0 || a.record_bytes == 0 || a.connections == 0 {
+                return Err(CliError::usage(
+                    "--records, --record-bytes and --connections must be positive",
+                ));
+            }
+            let opts = pyralog_bench::tls::TlsOptions {
+                plain: pyralog_bench::tls::Target {
+                    url: server.server.clone(),
+                    options: pyralog_client::ClientOptions::default(),
+                    pid: a.server_pid,
+                },
+                secure: pyralog_bench::tls::Target {
+                    url: a.secure_server.clone(),
+                    options: server.options.clone(),
+                    pid: a.secure_pid,
+                },
+                records: a.records,
+                record_bytes: a.record_bytes,
+                connections: a.connections,
+                latency_seconds: a.latency_seconds,
+                progress: !a.quiet,
+            };
+            let rep = pyralog_bench::tls::run(&opts)
+                .await
+                .map_err(|e| CliError::runtime(e.to_string()))?;
+            let md = rep.to_markdown();
+            println!("{md}");
+            if let Some(p) = a.markdown {
+                std::fs::write(p, &md)?;
+            }
+            if let Some(p) = a.json {
+                let json = serde_json::to_string_pretty(&rep)
+                    .map_err(|e| CliError::runtime(e.to_string()))?;
+                std::fs::write(p, json)?;
+            }
+        }
         BenchWorkload::Cold(a) => {
             if a.records == 0 || a.segment_records == 0 {
                 return Err(CliError::usage(

@@ -94,6 +94,25 @@ impl TryFrom<v1::AclEntry> for AclEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any wire entry converts or is refused; a converted one is valid and round-trips.
+        #[test]
+        fn arbitrary_wire_entries_never_panic(
+            principal in ".{0,20}", permission in any::<i32>(), operation in any::<i32>(),
+            resource_type in any::<i32>(), pattern_type in any::<i32>(), name in ".{0,20}",
+        ) {
+            let wire = v1::AclEntry {
+                principal, permission, operation, resource_type, pattern_type,
+                resource_name: name,
+            };
+            if let Ok(e) = AclEntry::try_from(wire) {
+                prop_assert!(e.validate().is_ok());
+                prop_assert_eq!(AclEntry::try_from(v1::AclEntry::from(&e)).ok(), Some(e));
+            }
+        }
+    }
 
     #[test]
     fn entries_round_trip_and_unknown_enums_are_refused() {

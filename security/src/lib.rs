@@ -26,3 +26,6 @@ pub mod tokens;
 pub use error::{AuthError, SecurityError};
 pub use identity::{certificate_names, AuthMethod, Principal};
 pub use settings::{AuthSettings, ClusterTls, JwtSettings, SecuritySettings, TlsFiles};
+
+#[cfg(test)]
+mod tests;

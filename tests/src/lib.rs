@@ -166,6 +166,34 @@ impl TestNode {
         node
     }
 
+    /// Starts `pyralog dev --secure` (a throwaway CA in `<data dir>/secure`); clients use the
+    /// `admin` certificate it makes.
+    pub fn start_dev_secure() -> TestNode {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data_dir = root.path().join("data");
+        let certs = data_dir.join("secure");
+        let mut node = TestNode {
+            child: None,
+            mode: "dev",
+            listen: "127.0.0.1:0".into(),
+            addr: String::new(),
+            metrics_url: None,
+            log_path: root.path().join("node.log"),
+            extra_env: Vec::new(),
+            extra_args: vec!["--secure".into()],
+            client_options: pyralog_client::ClientOptions {
+                tls_ca: Some(certs.join("ca.pem")),
+                tls_cert: Some(certs.join("client-admin.pem")),
+                tls_key: Some(certs.join("client-admin-key.pem")),
+                token: None,
+            },
+            data_dir,
+            _root: Some(root),
+        };
+        node.spawn();
+        node
+    }
+
     /// Starts a node with extra `PYRALOG_*` settings.
     pub fn start_with_env<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> TestNode {
         let root = tempfile::tempdir().expect("tempdir");

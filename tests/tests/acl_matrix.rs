@@ -619,3 +619,112 @@ async fn metrics_need_the_metrics_token_when_one_is_set() {
     assert!(ok.contains(" 200 "), "{ok}");
     assert!(ok.contains("pyralog_"), "{ok}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_acl_changes_are_refused_with_a_reason_and_the_cli_exits_2() {
+    let secure = Secure::new(1);
+    let issuer = Issuer::new("k1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = secure_node(&secure, &issuer, dir.path());
+    let address = node.url().trim_start_matches("https://").to_owned();
+    let ch = channel(&address, Some(secure.admin_files()), None);
+    let mut sec = security_client::SecurityClient::new(ch);
+    let bad_entries = [
+        ("no entries", vec![]),
+        (
+            "unknown operation",
+            vec![v1::AclEntry {
+                operation: 42,
+                ..acl_entry()
+            }],
+        ),
+        (
+            "empty principal",
+            vec![v1::AclEntry {
+                principal: String::new(),
+                ..acl_entry()
+            }],
+        ),
+        (
+            "produce on a group",
+            vec![v1::AclEntry {
+                operation: AclOperation::Produce as i32,
+                resource_type: AclResourceType::Group as i32,
+                ..acl_entry()
+            }],
+        ),
+        (
+            "a 10 KB principal",
+            vec![v1::AclEntry {
+                principal: "p".repeat(10_000),
+                ..acl_entry()
+            }],
+        ),
+    ];
+    for (what, entries) in bad_entries {
+        let status = sec
+            .create_acls(CreateAclsRequest { entries })
+            .await
+            .expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(
+            status.message().len() < 1000,
+            "{what}: the message echoes the input"
+        );
+    }
+    let admin = node.client().await;
+    assert!(admin.list_acls(None).await.expect("list").is_empty());
+    let out = node.cli(
+        &[
+            "acls",
+            "add",
+            "--principal",
+            "alice",
+            "--allow",
+            "fly",
+            "--log",
+            "a",
+        ],
+        None,
+    );
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("unknown operation"), "{out:?}");
+    let out = node.cli(
+        &[
+            "acls",
+            "add",
+            "--principal",
+            "alice",
+            "--allow",
+            "produce",
+            "--group",
+            "g",
+        ],
+        None,
+    );
+    assert_eq!(out.code, Some(2), "{out:?}");
+    let out = node.cli(
+        &[
+            "acls",
+            "add",
+            "--principal",
+            "alice",
+            "--allow",
+            "produce,consume",
+            "--log",
+            "a",
+        ],
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = node.cli(&["acls", "list"], None);
+    assert!(
+        out.stdout.contains("alice allow produce on log:a"),
+        "{out:?}"
+    );
+    let out = node.cli(&["auth", "whoami"], None);
+    assert!(
+        out.stdout.contains("admin (by certificate, superuser)"),
+        "{out:?}"
+    );
+}

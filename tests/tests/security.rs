@@ -498,3 +498,52 @@ async fn bad_tls_and_bad_credentials_get_a_clear_status_and_a_log_line() {
     }
     cluster.client(1).await.expect("the node still serves");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_secure_is_one_command_and_says_how_to_connect() {
+    let node = pyralog_e2e::TestNode::start_dev_secure();
+    assert!(node.url().starts_with("https://"), "{}", node.url());
+    // The node printed how to connect, with the real address.
+    let log = node.log();
+    assert!(log.contains(&format!("--server {}", node.url())), "{log}");
+    assert!(log.contains("PYRALOG_TOKEN="), "{log}");
+    // The admin certificate it made is a superuser's; the CLI works with it.
+    let out = node.cli(&["auth", "whoami"], None);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("admin (by certificate, superuser)"),
+        "{out:?}"
+    );
+    let out = node.cli(&["logs", "create", "orders"], None);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = node.cli(&["produce", "orders"], Some(b"a\nb\n"));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // The token it printed works too.
+    let token = log
+        .split("PYRALOG_TOKEN=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("token")
+        .to_owned();
+    let options = ClientOptions {
+        tls_ca: node.client_options().tls_ca.clone(),
+        token: Some(token),
+        ..Default::default()
+    };
+    let c = Client::connect_with(node.url(), options)
+        .await
+        .expect("token");
+    assert_eq!(c.who_am_i().await.expect("whoami").method, "token");
+    // Without credentials: refused, with the reason.
+    let out = pyralog_e2e::run_cli_with(
+        node.url(),
+        &ClientOptions {
+            tls_ca: node.client_options().tls_ca.clone(),
+            ..Default::default()
+        },
+        &["logs", "list"],
+        None,
+    );
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("UNAUTHENTICATED"), "{out:?}");
+}
