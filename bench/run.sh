@@ -92,7 +92,7 @@ certs="$work/secure/secure"
 "$bin" --server "$url" --tls-ca "$certs/ca.pem" --tls-cert "$certs/client-admin.pem" \
   --tls-key "$certs/client-admin-key.pem" bench tls --secure-server "$surl" \
   --server-pid "$pid" --secure-pid "$spid" --records "${BENCH_TLS_RECORDS:-300000}" \
-  --record-bytes "${BENCH_RECORD_BYTES%%,*}" --connections "${BENCH_TLS_CONNECTIONS:-200}" \
+  --record-bytes "${BENCH_RECORD_BYTES%%,*}" --connections "${BENCH_TLS_CONNECTIONS:-1000}" \
   --latency-seconds "${BENCH_LATENCY_SECONDS:-20}" \
   --json bench/results/tls.json --markdown bench/results/tls.md ${BENCH_QUIET:+--quiet} >/dev/null
 kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true; spid=

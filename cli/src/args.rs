@@ -273,7 +273,7 @@ pub(crate) struct TlsBenchArgs {
     pub records: u64,
     #[arg(long, default_value_t = 1024)]
     pub record_bytes: usize,
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 1000)]
     pub connections: u32,
     #[arg(long, default_value_t = 10)]
     pub latency_seconds: u64,

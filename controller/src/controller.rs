@@ -485,17 +485,21 @@ impl Controller {
         }
     }
 
+    /// The voter whose cluster listener is at `address` (0 if none is).
+    fn voter_at(&self, address: &str) -> NodeId {
+        self.config
+            .voters
+            .iter()
+            .find(|(_, a)| a.as_str() == address)
+            .map_or(0, |(id, _)| *id)
+    }
+
     fn peer(&self, address: &str) -> Result<ControllerClient<Channel>, ControllerError> {
         let mut peers = self.peers.lock();
         if let Some(c) = peers.get(address) {
             return Ok(c.clone());
         }
-        let node = self
-            .config
-            .voters
-            .iter()
-            .find(|(_, a)| a.as_str() == address)
-            .map_or(0, |(id, _)| *id);
+        let node = self.voter_at(address);
         let ch = self.channels.channel(node, address).map_err(|e| {
             ControllerError::InvalidConfig(format!("bad voter address {address}: {e}"))
         })?;
@@ -529,12 +533,7 @@ impl Controller {
             }
             Ok(Err(status)) => status,
         };
-        let node = self
-            .config
-            .voters
-            .iter()
-            .find(|(_, a)| a.as_str() == address)
-            .map_or(0, |(id, _)| *id);
+        let node = self.voter_at(address);
         match reason_of(&status) {
             Some((Reason::NotLeader, meta)) => Err(ControllerError::NotLeader {
                 leader: meta.get("leader").cloned(),

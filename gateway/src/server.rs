@@ -1,9 +1,9 @@
 //! A node's two gRPC servers.
 //!
 //! - The **client listener**: Producer, Consumer, Admin, Groups, Security, gRPC health and
-//!   server reflection (of the public API only), behind [`ClientAuthLayer`].
+//!   server reflection (of the public API only), behind an [`AuthLayer`].
 //! - The **cluster listener**: Raft, Controller and Replication, for other nodes only,
-//!   behind [`ClusterAuthLayer`]. A standalone node has none.
+//!   behind another. A standalone node has none.
 //!
 //! Both accept through `pyralog_security::server::incoming` (TLS when configured) and stop
 //! together: the shutdown signal first gives up every partition role (ending replication
@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::access::authn::{ClientAuthLayer, ClusterAuthLayer};
+use crate::access::authn::{AuthLayer, Listener};
 use crate::group_service::GroupService;
 use crate::node::{Node, ReplicationService};
 use crate::security_service::SecurityService;
@@ -115,8 +115,9 @@ pub async fn serve(
     info!(addr = %client_addr, tls = security.client_tls.is_some(),
         auth = security.auth_enabled(), "serving clients");
     let client = builder()
-        .layer(ClientAuthLayer {
+        .layer(AuthLayer {
             security: security.clone(),
+            listener: Listener::Client,
         })
         .add_service(health_service)
         .add_service(reflection)
@@ -152,8 +153,9 @@ pub async fn serve(
             info!(%addr, mtls = security.cluster_is_secure(), "serving the cluster");
             Some(
                 builder()
-                    .layer(ClusterAuthLayer {
+                    .layer(AuthLayer {
                         security: security.clone(),
+                        listener: Listener::Cluster,
                     })
                     .add_service(
                         ReplicationServer::new(ReplicationService { node: node.clone() })

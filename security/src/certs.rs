@@ -75,7 +75,9 @@ impl std::fmt::Debug for Authority {
     }
 }
 
-fn ca_params(name: &str, validity: Validity) -> Result<CertificateParams, SecurityError> {
+/// A CA's parameters: what its certificate says, and (all an issuer needs) its name and key
+/// usages. `validity` only matters for the self-signed certificate.
+fn ca_params(name: &str, validity: Option<Validity>) -> Result<CertificateParams, SecurityError> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
@@ -87,7 +89,9 @@ fn ca_params(name: &str, validity: Validity) -> Result<CertificateParams, Securi
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    validity.apply(&mut params);
+    if let Some(v) = validity {
+        v.apply(&mut params);
+    }
     Ok(params)
 }
 
@@ -95,7 +99,7 @@ impl Authority {
     /// A new self-signed CA called `name`.
     pub fn generate(name: &str, validity: Validity) -> Result<Authority, SecurityError> {
         let key = KeyPair::generate().map_err(err)?;
-        let params = ca_params(name, validity)?;
+        let params = ca_params(name, Some(validity))?;
         let cert = params.self_signed(&key).map_err(err)?;
         let key_pem = key.serialize_pem();
         Ok(Authority {
@@ -113,7 +117,7 @@ impl Authority {
         let key_pem = read(dir.join("ca-key.pem"))?;
         let key = KeyPair::from_pem(&key_pem).map_err(err)?;
         // The issuer is its name and key: certificates it signs chain to the saved CA.
-        let params = ca_params(name, Validity::days_from(SystemTime::UNIX_EPOCH, 1))?;
+        let params = ca_params(name, None)?;
         Ok(Authority {
             issuer: Issuer::new(params, key),
             cert_pem,

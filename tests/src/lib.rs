@@ -137,7 +137,35 @@ pub struct TestNode {
     _root: Option<tempfile::TempDir>,
 }
 
+/// How to start a [`TestNode`].
+struct Launch {
+    mode: &'static str,
+    listen: String,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    client_options: pyralog_client::ClientOptions,
+}
+
 impl TestNode {
+    /// Spawns a node in `root` (its data in `root/data`, its log in `root/node.log`).
+    fn launch(root: tempfile::TempDir, l: Launch) -> TestNode {
+        let mut node = TestNode {
+            child: None,
+            mode: l.mode,
+            listen: l.listen,
+            addr: String::new(),
+            metrics_url: None,
+            data_dir: root.path().join("data"),
+            log_path: root.path().join("node.log"),
+            extra_env: l.env,
+            extra_args: l.args,
+            client_options: l.client_options,
+            _root: Some(root),
+        };
+        node.spawn();
+        node
+    }
+
     /// Starts a node on a fresh temp dir.
     pub fn start() -> TestNode {
         Self::start_with_env::<&str, &str>(&[])
@@ -149,74 +177,58 @@ impl TestNode {
         let root = tempfile::tempdir().expect("tempdir");
         let config_path = root.path().join("pyralog.toml");
         std::fs::write(&config_path, config).expect("config");
-        let mut node = TestNode {
-            child: None,
-            mode: "serve",
-            listen: "127.0.0.1:0".into(),
-            addr: String::new(),
-            metrics_url: None,
-            data_dir: root.path().join("data"),
-            log_path: root.path().join("node.log"),
-            extra_env: Vec::new(),
-            extra_args: vec!["--config".into(), config_path.display().to_string()],
-            client_options,
-            _root: Some(root),
-        };
-        node.spawn();
-        node
+        let args = vec!["--config".into(), config_path.display().to_string()];
+        Self::launch(
+            root,
+            Launch {
+                mode: "serve",
+                listen: "127.0.0.1:0".into(),
+                env: Vec::new(),
+                args,
+                client_options,
+            },
+        )
     }
 
     /// Starts `pyralog dev --secure` (a throwaway CA in `<data dir>/secure`); clients use the
     /// `admin` certificate it makes.
     pub fn start_dev_secure() -> TestNode {
         let root = tempfile::tempdir().expect("tempdir");
-        let data_dir = root.path().join("data");
-        let certs = data_dir.join("secure");
-        let mut node = TestNode {
-            child: None,
-            mode: "dev",
-            listen: "127.0.0.1:0".into(),
-            addr: String::new(),
-            metrics_url: None,
-            log_path: root.path().join("node.log"),
-            extra_env: Vec::new(),
-            extra_args: vec!["--secure".into()],
-            client_options: pyralog_client::ClientOptions {
-                tls_ca: Some(certs.join("ca.pem")),
-                tls_cert: Some(certs.join("client-admin.pem")),
-                tls_key: Some(certs.join("client-admin-key.pem")),
-                token: None,
-            },
-            data_dir,
-            _root: Some(root),
+        let certs = root.path().join("data").join("secure");
+        let client_options = pyralog_client::ClientOptions {
+            tls_ca: Some(certs.join("ca.pem")),
+            tls_cert: Some(certs.join("client-admin.pem")),
+            tls_key: Some(certs.join("client-admin-key.pem")),
+            token: None,
         };
-        node.spawn();
-        node
+        Self::launch(
+            root,
+            Launch {
+                mode: "dev",
+                listen: "127.0.0.1:0".into(),
+                env: Vec::new(),
+                args: vec!["--secure".into()],
+                client_options,
+            },
+        )
     }
 
     /// Starts a node with extra `PYRALOG_*` settings.
     pub fn start_with_env<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> TestNode {
-        let root = tempfile::tempdir().expect("tempdir");
-        let data_dir = root.path().join("data");
-        let log_path = root.path().join("node.log");
-        let mut node = TestNode {
-            child: None,
-            mode: "dev",
-            listen: "127.0.0.1:0".into(),
-            addr: String::new(),
-            metrics_url: None,
-            data_dir,
-            log_path,
-            extra_env: env
-                .iter()
-                .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
-                .collect(),
-            extra_args: Vec::new(),
-            client_options: pyralog_client::ClientOptions::default(),
-            _root: Some(root),
-        };
-        node.spawn();
-        node
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
+            .collect();
+        Self::launch(
+            tempfile::tempdir().expect("tempdir"),
+            Launch {
+                mode: "dev",
+                listen: "127.0.0.1:0".into(),
+                env,
+                args: Vec::new(),
+                client_options: pyralog_client::ClientOptions::default(),
+            },
+        )
     }
 
     fn spawn(&mut self) {
@@ -465,21 +477,16 @@ impl TestCluster {
                     }
                     None => (Vec::new(), pyralog_client::ClientOptions::default()),
                 };
-                let mut node = TestNode {
-                    child: None,
-                    mode: "serve",
-                    listen: addr.clone(),
-                    addr: String::new(),
-                    metrics_url: None,
-                    data_dir: root.path().join("data"),
-                    log_path: root.path().join("node.log"),
-                    extra_env: vars,
-                    extra_args,
-                    client_options,
-                    _root: Some(root),
-                };
-                node.spawn();
-                node
+                TestNode::launch(
+                    root,
+                    Launch {
+                        mode: "serve",
+                        listen: addr.clone(),
+                        env: vars,
+                        args: extra_args,
+                        client_options,
+                    },
+                )
             })
             .collect();
         TestCluster {
@@ -582,6 +589,22 @@ pub fn run_cli(url: &str, args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
     run_cli_with(url, &pyralog_client::ClientOptions::default(), args, stdin)
 }
 
+/// The CLI's TLS flags for `options` (the token goes in `PYRALOG_TOKEN`).
+pub fn tls_args(options: &pyralog_client::ClientOptions) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    for (flag, path) in [
+        ("--tls-ca", &options.tls_ca),
+        ("--tls-cert", &options.tls_cert),
+        ("--tls-key", &options.tls_key),
+    ] {
+        if let Some(p) = path {
+            out.push(flag.into());
+            out.push(p.clone().into_os_string());
+        }
+    }
+    out
+}
+
 /// [`run_cli`] with TLS files and credentials.
 pub fn run_cli_with(
     url: &str,
@@ -591,16 +614,7 @@ pub fn run_cli_with(
 ) -> CliOutput {
     use std::io::Write;
     let mut cmd = Command::new(pyralog_bin());
-    cmd.arg("--server").arg(url);
-    for (flag, path) in [
-        ("--tls-ca", &options.tls_ca),
-        ("--tls-cert", &options.tls_cert),
-        ("--tls-key", &options.tls_key),
-    ] {
-        if let Some(p) = path {
-            cmd.arg(flag).arg(p);
-        }
-    }
+    cmd.arg("--server").arg(url).args(tls_args(options));
     if let Some(t) = &options.token {
         cmd.env("PYRALOG_TOKEN", t);
     }

@@ -300,34 +300,26 @@ fn spawn_consumer(
 ) -> Child {
     let file = std::fs::File::create(out).expect("output file");
     let mut cmd = Command::new(pyralog_bin());
-    for (flag, path) in [
-        ("--tls-ca", &options.tls_ca),
-        ("--tls-cert", &options.tls_cert),
-        ("--tls-key", &options.tls_key),
-    ] {
-        if let Some(p) = path {
-            cmd.arg(flag).arg(p);
-        }
-    }
-    cmd.args([
-        "--server",
-        url,
-        "consume",
-        "stream",
-        "--group",
-        "printers",
-        "--from-beginning",
-        "--follow",
-        "--commit-interval-ms",
-        "200",
-        "--session-timeout-ms",
-        "2000",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::from(file))
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("spawn consumer")
+    cmd.args(pyralog_e2e::tls_args(options))
+        .args([
+            "--server",
+            url,
+            "consume",
+            "stream",
+            "--group",
+            "printers",
+            "--from-beginning",
+            "--follow",
+            "--commit-interval-ms",
+            "200",
+            "--session-timeout-ms",
+            "2000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn consumer")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -45,28 +45,6 @@ fn refuse<B: Default>(
     status(reason, message, &[]).into_http()
 }
 
-/// Authenticates every call on the client listener.
-#[derive(Debug, Clone)]
-pub(crate) struct ClientAuthLayer {
-    pub(crate) security: Arc<NodeSecurity>,
-}
-
-impl<S> Layer<S> for ClientAuthLayer {
-    type Service = ClientAuth<S>;
-    fn layer(&self, inner: S) -> ClientAuth<S> {
-        ClientAuth {
-            inner,
-            security: self.security.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct ClientAuth<S> {
-    inner: S,
-    security: Arc<NodeSecurity>,
-}
-
 impl NodeSecurity {
     /// Who is calling, from the connection and the call's headers.
     pub(crate) fn authenticate(
@@ -104,73 +82,6 @@ impl NodeSecurity {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ClientAuth<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-    ResBody: Default,
-{
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = Either<Ready<Result<Response<ResBody>, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let path = req.uri().path().to_owned();
-        if path.starts_with(HEALTH_PREFIX) {
-            return Either::Right(self.inner.call(req));
-        }
-        let info = req.extensions().get::<ConnInfo>().cloned();
-        let principal = match self.security.authenticate(info.as_ref(), req.headers()) {
-            Ok(p) => p,
-            Err(e) => {
-                return Either::Left(ready(Ok(refuse(
-                    Reason::Unauthenticated,
-                    e.to_string(),
-                    &path,
-                    info.as_ref(),
-                ))))
-            }
-        };
-        let Some(rule) = rpc_rule(&path) else {
-            // Fail closed: an RPC without an access rule is served to nobody.
-            return Either::Left(ready(Ok(refuse(
-                Reason::PermissionDenied,
-                format!("{path} has no access rule on this listener"),
-                &path,
-                info.as_ref(),
-            ))));
-        };
-        req.extensions_mut().insert(principal);
-        req.extensions_mut().insert(RpcPath(rule.path));
-        Either::Right(self.inner.call(req))
-    }
-}
-
-/// Admits only configured nodes to the cluster listener (when it is mutual TLS).
-#[derive(Debug, Clone)]
-pub(crate) struct ClusterAuthLayer {
-    pub(crate) security: Arc<NodeSecurity>,
-}
-
-impl<S> Layer<S> for ClusterAuthLayer {
-    type Service = ClusterAuth<S>;
-    fn layer(&self, inner: S) -> ClusterAuth<S> {
-        ClusterAuth {
-            inner,
-            security: self.security.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct ClusterAuth<S> {
-    inner: S,
-    security: Arc<NodeSecurity>,
-}
-
 impl NodeSecurity {
     /// The node calling the cluster listener (`None` on a plaintext cluster listener).
     fn authenticate_node(&self, info: Option<&ConnInfo>) -> Result<Option<PeerNode>, String> {
@@ -200,9 +111,78 @@ impl NodeSecurity {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ClusterAuth<S>
+/// Which listener a layer guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// Clients: authenticate, and serve only RPCs of the access table.
+    Client,
+    /// Other nodes: admit only configured nodes (when the listener is mutual TLS).
+    Cluster,
+}
+
+impl NodeSecurity {
+    /// Admits a call on `listener` (adding what it proved to its extensions), or answers the
+    /// status that refuses it.
+    fn admit<B>(&self, listener: Listener, req: &mut Request<B>) -> Result<(), (Reason, String)> {
+        let info = req.extensions().get::<ConnInfo>().cloned();
+        let path = req.uri().path();
+        match listener {
+            Listener::Client => {
+                if path.starts_with(HEALTH_PREFIX) {
+                    return Ok(());
+                }
+                let principal = self
+                    .authenticate(info.as_ref(), req.headers())
+                    .map_err(|e| (Reason::Unauthenticated, e.to_string()))?;
+                // Fail closed: an RPC without an access rule is served to nobody.
+                let rule = rpc_rule(path).ok_or_else(|| {
+                    (
+                        Reason::PermissionDenied,
+                        format!("{path} has no access rule on this listener"),
+                    )
+                })?;
+                req.extensions_mut().insert(principal);
+                req.extensions_mut().insert(RpcPath(rule.path));
+            }
+            Listener::Cluster => {
+                let peer = self
+                    .authenticate_node(info.as_ref())
+                    .map_err(|m| (Reason::Unauthenticated, m))?;
+                if let Some(peer) = peer {
+                    req.extensions_mut().insert(peer);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The authentication layer of one listener.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthLayer {
+    pub(crate) security: Arc<NodeSecurity>,
+    pub(crate) listener: Listener,
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Auth<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Auth<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Default,
 {
     type Response = Response<ResBody>;
@@ -214,22 +194,11 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let info = req.extensions().get::<ConnInfo>().cloned();
-        match self.security.authenticate_node(info.as_ref()) {
-            Ok(peer) => {
-                if let Some(peer) = peer {
-                    req.extensions_mut().insert(peer);
-                }
-                Either::Right(self.inner.call(req))
-            }
-            Err(message) => {
-                let path = req.uri().path().to_owned();
-                Either::Left(ready(Ok(refuse(
-                    Reason::Unauthenticated,
-                    message,
-                    &path,
-                    info.as_ref(),
-                ))))
+        match self.layer.security.admit(self.layer.listener, &mut req) {
+            Ok(()) => Either::Right(self.inner.call(req)),
+            Err((reason, message)) => {
+                let info = req.extensions().get::<ConnInfo>();
+                Either::Left(ready(Ok(refuse(reason, message, req.uri().path(), info))))
             }
         }
     }

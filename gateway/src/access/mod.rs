@@ -1,11 +1,11 @@
 //! Who may talk to a node, and what they may do (design §11).
 //!
 //! Two listeners, each with one layer in front of every RPC:
-//! - the **client listener** ([`authn::ClientAuthLayer`]): TLS when configured; every call is
+//! - the **client listener** ([`authn::AuthLayer`] for [`authn::Listener::Client`]): TLS when configured; every call is
 //!   authenticated (client certificate or bearer token, anonymous when auth is off) and must
 //!   be an RPC of the access table ([`authz::CLIENT_RPCS`]); handlers then check the ACLs for
 //!   the resources the request names ([`authz::Guard`]);
-//! - the **cluster listener** ([`authn::ClusterAuthLayer`]): mutual TLS when configured; a peer
+//! - the **cluster listener** (the same layer for [`authn::Listener::Cluster`]): mutual TLS when configured; a peer
 //!   must present a certificate of the cluster CA whose identity is a configured node, and the
 //!   controller and replication services refuse requests that claim another node's id.
 //!
