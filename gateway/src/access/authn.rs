@@ -73,10 +73,13 @@ impl NodeSecurity {
             return tokens.authenticate(token);
         }
         match info.map(|i| &i.peer) {
-            Some(PeerCert::Verified(names)) => Ok(Principal {
-                name: names[0].clone(),
-                method: AuthMethod::Certificate,
-            }),
+            Some(PeerCert::Verified(names)) => names
+                .first()
+                .map(|name| Principal {
+                    name: name.clone(),
+                    method: AuthMethod::Certificate,
+                })
+                .ok_or(AuthError::BadCertificate("no identity name".into())),
             _ => Err(AuthError::Missing),
         }
     }
