@@ -547,3 +547,59 @@ async fn dev_secure_is_one_command_and_says_how_to_connect() {
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("UNAUTHENTICATED"), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_certificates_and_cas_are_used_without_a_restart() {
+    let old = Secure::new(1);
+    let new = Secure::new(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key, ca) = (
+        dir.path().join("node.pem"),
+        dir.path().join("node-key.pem"),
+        dir.path().join("ca.pem"),
+    );
+    // Files are replaced the way operators and cert-manager do: write aside, then rename.
+    let install = |from: &Secure| {
+        let (c, k) = from.set.node_cert(1);
+        for (src, dst) in [(&c, &cert), (&k, &key), (&from.set.ca, &ca)] {
+            let tmp = dst.with_extension("tmp");
+            std::fs::copy(src, &tmp).expect("copy");
+            std::fs::rename(&tmp, dst).expect("rename");
+        }
+    };
+    install(&old);
+    let config = format!(
+        "[security]\nclient_ca = {ca:?}\nreload_interval = \"200ms\"\n\
+         [security.tls]\ncert = {cert:?}\nkey = {key:?}\n\
+         [security.auth]\nenabled = true\nsuperusers = [\"admin\"]\n"
+    );
+    let node = pyralog_e2e::TestNode::start_serve(&config, old.admin_options());
+    Client::connect_with(node.url(), old.admin_options())
+        .await
+        .expect("the first CA's admin");
+    let refused = Client::connect_with(node.url(), new.admin_options()).await;
+    assert!(refused.is_err(), "the new CA is not trusted yet");
+
+    install(&new);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match Client::connect_with(node.url(), new.admin_options()).await {
+            Ok(c) => {
+                let me = c.who_am_i().await.expect("whoami");
+                assert_eq!(me.principal, "admin");
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "not reloaded: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The old CA's clients no longer trust the node, and the node no longer trusts them.
+    let e = Client::connect_with(node.url(), old.admin_options())
+        .await
+        .expect_err("the old CA after the rotation");
+    assert!(text(&e).contains("certificate"), "{e}");
+    assert!(
+        node.log().contains("reloaded"),
+        "no log line for the reload"
+    );
+}
