@@ -16,8 +16,27 @@ use clap::Parser;
 
 use crate::args::{Cli, Command};
 
+/// For client commands, a closed stdout (`pyralog consume ... | head`) ends the process
+/// quietly, as it does for every Unix tool: Rust's runtime ignores SIGPIPE, so `println!` to a
+/// closed pipe panicked. Servers keep ignoring it (a write to a closed pipe is an error there).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn die_on_closed_stdout() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: called in `main` before the runtime starts, while no other thread exists;
+    // the default disposition of SIGPIPE runs no handler code.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    #[cfg(unix)]
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Dev(_) | Command::Compactor(_)
+    ) {
+        die_on_closed_stdout();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -59,3 +59,44 @@ fn sixty_second_tour() {
     let out = node.cli(&["logs", "describe", "tour"], None);
     assert_eq!(out.code, Some(2), "{out:?}");
 }
+
+/// `pyralog consume LOG | head -1` ends quietly when `head` closes the pipe (it panicked on
+/// the next `println!`).
+#[test]
+fn a_closed_stdout_ends_a_client_command_without_a_panic() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let node = TestNode::start();
+    let out = node.cli(&["logs", "create", "piped"], None);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let input: String = (0..20_000).map(|i| format!("record-{i}\n")).collect();
+    let out = node.cli(&["produce", "piped"], Some(input.as_bytes()));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let mut child = Command::new(pyralog_e2e::pyralog_bin())
+        .args([
+            "--server",
+            node.url(),
+            "consume",
+            "piped",
+            "--from-beginning",
+            "--follow",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn consume");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("a line");
+    assert!(first.contains("record-0"), "{first:?}");
+    // The reader is gone (its end of the pipe closed above): the command must end.
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.code().is_none() || out.status.code() == Some(0),
+        "{out:?}"
+    );
+}
