@@ -20,6 +20,25 @@ impl SecurityService {
     pub(crate) fn new(node: Arc<Node>) -> Self {
         SecurityService { node }
     }
+
+    /// Adds (or removes) the entries, after validating them all; each change is audited.
+    async fn alter(&self, wire: Vec<v1::AclEntry>, adding: bool) -> Result<(), Status> {
+        let changed = entries(wire)?;
+        let what = if adding { "added" } else { "removed" };
+        for e in &changed {
+            tracing::info!(target: "pyralog::audit", entry = %e, "ACL entry {what}");
+        }
+        let (add, remove) = if adding {
+            (changed, Vec::new())
+        } else {
+            (Vec::new(), changed)
+        };
+        let rpc = if adding { "CreateAcls" } else { "DeleteAcls" };
+        self.node
+            .alter_acls(add, remove)
+            .await
+            .map_err(|e| crate::services::fail(&self.node, rpc, e))
+    }
 }
 
 /// Wire entries to domain entries, each validated; the first bad one is named.
@@ -61,14 +80,7 @@ impl Security for SecurityService {
         self.node
             .guard(&request)?
             .check(Operation::ClusterAdmin, Resource::Cluster)?;
-        let add = entries(request.into_inner().entries)?;
-        for e in &add {
-            tracing::info!(target: "pyralog::audit", entry = %e, "ACL entry added");
-        }
-        self.node
-            .alter_acls(add, Vec::new())
-            .await
-            .map_err(|e| crate::services::fail(&self.node, "CreateAcls", e))?;
+        self.alter(request.into_inner().entries, true).await?;
         Ok(Response::new(v1::CreateAclsResponse {}))
     }
 
@@ -79,14 +91,7 @@ impl Security for SecurityService {
         self.node
             .guard(&request)?
             .check(Operation::ClusterAdmin, Resource::Cluster)?;
-        let remove = entries(request.into_inner().entries)?;
-        for e in &remove {
-            tracing::info!(target: "pyralog::audit", entry = %e, "ACL entry removed");
-        }
-        self.node
-            .alter_acls(Vec::new(), remove)
-            .await
-            .map_err(|e| crate::services::fail(&self.node, "DeleteAcls", e))?;
+        self.alter(request.into_inner().entries, false).await?;
         Ok(Response::new(v1::DeleteAclsResponse {}))
     }
 

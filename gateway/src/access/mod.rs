@@ -148,30 +148,18 @@ impl NodeSecurity {
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             let mut items: Vec<Arc<dyn Reload>> = Vec::new();
-            items.extend(
-                security
-                    .client_tls
-                    .iter()
-                    .map(|t| t.clone() as Arc<dyn Reload>),
-            );
-            items.extend(
-                security
-                    .cluster_tls
-                    .iter()
-                    .map(|t| t.clone() as Arc<dyn Reload>),
-            );
-            items.extend(
-                security
-                    .peer_tls
-                    .iter()
-                    .map(|t| t.clone() as Arc<dyn Reload>),
-            );
-            items.extend(
-                security
-                    .metrics_token
-                    .iter()
-                    .map(|t| t.clone() as Arc<dyn Reload>),
-            );
+            for tls in [&security.client_tls, &security.cluster_tls]
+                .into_iter()
+                .flatten()
+            {
+                items.push(tls.clone());
+            }
+            if let Some(t) = &security.peer_tls {
+                items.push(t.clone());
+            }
+            if let Some(t) = &security.metrics_token {
+                items.push(t.clone());
+            }
             if let Some(t) = &security.tokens {
                 items.extend(t.reloadables());
             }
