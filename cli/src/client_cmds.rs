@@ -530,8 +530,16 @@ pub(crate) async fn consume(server: &Target, args: ConsumeArgs) -> CliResult {
                 if !follow && consumer.position() >= end {
                     break;
                 }
+                let before = consumer.position();
                 match consumer.poll().await {
-                    Ok(records) if records.is_empty() && !follow => break,
+                    // An empty answer that moved the position is a gap (compaction removed
+                    // the records there): go on to the high watermark. One that did not move
+                    // it means nothing more is readable now.
+                    Ok(records) if records.is_empty() && !follow => {
+                        if consumer.position() <= before {
+                            break;
+                        }
+                    }
                     Ok(records) if records.is_empty() => {}
                     Ok(records) => {
                         if tx.send(Ok((p, records))).await.is_err() {
@@ -551,14 +559,17 @@ pub(crate) async fn consume(server: &Target, args: ConsumeArgs) -> CliResult {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut printed = 0u64;
     let limit = args.max_records.unwrap_or(u64::MAX);
-    'outer: while let Some(msg) = rx.recv().await {
+    'outer: while printed < limit {
+        let Some(msg) = rx.recv().await else { break };
         let (p, records) = msg?;
         for r in records {
+            print_record(&mut out, p, &r, args.format, args.verbose)?;
+            printed += 1;
+            // Exit as soon as the N-th record is out, not at the next poll (which may
+            // never come under --follow).
             if printed >= limit {
                 break 'outer;
             }
-            print_record(&mut out, p, &r, args.format, args.verbose)?;
-            printed += 1;
         }
         if args.follow {
             out.flush()?;
