@@ -12,9 +12,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use pyralog_compactor::{archive_partition, ArchiveOptions, PartitionTiers};
 use pyralog_hot_tier::{PartitionLog, PartitionOptions};
-use pyralog_types::batch::{
-    Batch, BatchBuilder, BatchError, BatchRules, Compression, NewRecord,
-};
+use pyralog_types::batch::{Batch, BatchBuilder, BatchError, BatchRules, Compression, NewRecord};
 use pyralog_types::{
     AckPolicy, Clock, Epoch, FsyncPolicy, LogConfig, LogId, LogOffset, NodeId, PartitionId,
     TimestampMicros,

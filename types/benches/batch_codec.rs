@@ -49,7 +49,10 @@ fn codec(c: &mut Criterion) {
             // The record checks alone (dense offsets, timestamps, flags, sizes), and a
             // follower's (increasing offsets): the difference to `decode` is their cost.
             let batch = Batch::parse(bytes.clone()).expect("valid");
-            for (rule, rules) in [("validate_dense", produce), ("validate_replicated", BatchRules::replicate())] {
+            for (rule, rules) in [
+                ("validate_dense", produce),
+                ("validate_replicated", BatchRules::replicate()),
+            ] {
                 g.bench_function(BenchmarkId::new(rule, n), |b| {
                     b.iter(|| batch.validate_records(&rules).expect("records"))
                 });
@@ -79,7 +82,9 @@ fn bomb(c: &mut Criterion) {
     c.bench_function("refuse_zstd_bomb_256MiB", |b| {
         b.iter(|| {
             let batch = Batch::parse_verified(bytes.clone()).expect("framing is fine");
-            batch.validate_records(&rules).expect_err("a bomb is refused")
+            batch
+                .validate_records(&rules)
+                .expect_err("a bomb is refused")
         })
     });
 }

@@ -610,16 +610,19 @@ impl Batch {
                 attributes,
                 offset_delta,
             };
-            f(meta, Record {
-                // Saturating: a producer's batch carries whatever base offset it likes
-                // until the leader assigns one.
-                offset: LogOffset(base.saturating_add(offset_delta)),
-                epoch,
-                timestamp: first_ts.wrapping_add(ts_delta),
-                key,
-                value,
-                headers,
-            })?;
+            f(
+                meta,
+                Record {
+                    // Saturating: a producer's batch carries whatever base offset it likes
+                    // until the leader assigns one.
+                    offset: LogOffset(base.saturating_add(offset_delta)),
+                    epoch,
+                    timestamp: first_ts.wrapping_add(ts_delta),
+                    key,
+                    value,
+                    headers,
+                },
+            )?;
         }
         if cur.pos != region.len() {
             return Err(BatchError::Malformed("bytes after the last record"));

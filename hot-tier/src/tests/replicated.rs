@@ -61,7 +61,11 @@ fn a_follower_refuses_a_copy_that_fails_its_crc_or_contradicts_its_records() {
             .append_replicated(bytes)
             .expect_err("a follower checks what it copies");
         assert!(matches!(e, HotError::InvalidBatch(_)), "{what}: {e}");
-        assert_eq!(follower.end_offset(), LogOffset(0), "{what}: nothing stored");
+        assert_eq!(
+            follower.end_offset(),
+            LogOffset(0),
+            "{what}: nothing stored"
+        );
     }
     follower.append_replicated(good).expect("the true copy");
     assert_eq!(follower.end_offset(), LogOffset(2));

@@ -157,10 +157,16 @@ impl Batch {
             ));
         }
         if tombstones != self.has_tombstones() {
-            return Err(invalid("attributes", flag_detail("tombstone (bit 2)", tombstones)));
+            return Err(invalid(
+                "attributes",
+                flag_detail("tombstone (bit 2)", tombstones),
+            ));
         }
         if dedup_ids != self.has_dedup_ids() {
-            return Err(invalid("attributes", flag_detail("dedup-id (bit 3)", dedup_ids)));
+            return Err(invalid(
+                "attributes",
+                flag_detail("dedup-id (bit 3)", dedup_ids),
+            ));
         }
         Ok(())
     }

@@ -129,7 +129,11 @@ fn a_gap_inside_a_produced_batch_is_refused() {
     assert!(e.to_string().contains("must be 1"), "{e}");
     // Dense count, but the first record is not at delta 0.
     refused(
-        forged(&at_deltas(&[1, 2]), OFF_LAST_OFFSET_DELTA, &1u32.to_le_bytes()),
+        forged(
+            &at_deltas(&[1, 2]),
+            OFF_LAST_OFFSET_DELTA,
+            &1u32.to_le_bytes(),
+        ),
         &PRODUCE,
         "offset_delta",
     );
@@ -154,7 +158,10 @@ fn a_last_offset_delta_beyond_the_records_is_refused() {
 
 #[test]
 fn timestamps_in_the_header_must_be_the_records() {
-    let b = built(Compression::None, &[rec(10, Some(b"a")), rec(30, Some(b"b"))]);
+    let b = built(
+        Compression::None,
+        &[rec(10, Some(b"a")), rec(30, Some(b"b"))],
+    );
     // Below a record's timestamp: time lookups would skip the batch.
     let e = refused(
         forged(&b, OFF_MAX_TS, &20i64.to_le_bytes()),
@@ -223,7 +230,10 @@ fn a_follower_accepts_compacted_gaps_but_not_disorder() {
     batch
         .validate_records(&BatchRules::replicate())
         .expect("compaction keeps original offsets: gaps inside are fine");
-    assert!(batch.validate_records(&PRODUCE).is_err(), "not from a producer");
+    assert!(
+        batch.validate_records(&PRODUCE).is_err(),
+        "not from a producer"
+    );
     // A record past the batch's range.
     let past = forged(&compacted, OFF_LAST_OFFSET_DELTA, &8u32.to_le_bytes());
     let e = Batch::parse_verified(past)
@@ -360,8 +370,15 @@ fn arb_record() -> impl Strategy<Value = NewRecord> {
 /// records region changed; the CRC is recomputed, so only validation stands in the way.
 #[derive(Debug, Clone)]
 enum Mutation {
-    Field { at: usize, width: usize, value: u64 },
-    Byte { index: prop::sample::Index, value: u8 },
+    Field {
+        at: usize,
+        width: usize,
+        value: u64,
+    },
+    Byte {
+        index: prop::sample::Index,
+        value: u8,
+    },
 }
 
 fn arb_mutation() -> impl Strategy<Value = Mutation> {
@@ -397,7 +414,9 @@ fn mutate(bytes: &Bytes, m: &Mutation) -> Bytes {
 /// What an accepted batch promises the log: dense offsets from its base, a count and last
 /// offset that match them, and header timestamps that are the records'.
 fn assert_dense(batch: &Batch) -> Result<(), TestCaseError> {
-    let records = batch.records().map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let records = batch
+        .records()
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let base = batch.base_offset().0;
     let offsets: Vec<u64> = records.iter().map(|r| r.offset.0).collect();
     let expected: Vec<u64> = (base..=batch.last_offset().0).collect();
