@@ -12,7 +12,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use pyralog_compactor::{archive_partition, ArchiveOptions, PartitionTiers};
 use pyralog_hot_tier::{PartitionLog, PartitionOptions};
-use pyralog_types::batch::{Batch, BatchBuilder, BatchError, Compression, NewRecord};
+use pyralog_types::batch::{Batch, BatchBuilder, BatchError, BatchRules, Compression, NewRecord};
 use pyralog_types::{
     AckPolicy, Clock, Epoch, FsyncPolicy, LogConfig, LogId, LogOffset, NodeId, PartitionId,
     TimestampMicros,
@@ -873,10 +873,15 @@ impl Node {
                     });
                 }
                 let batch = Batch::parse_verified(bytes).map_err(GatewayError::CorruptBatch)?;
-                batch.validate_records(max_record).map_err(|e| match e {
+                let rules = BatchRules::produce(max_record, max_batch as usize);
+                batch.validate_records(&rules).map_err(|e| match e {
                     BatchError::RecordTooLarge { size, limit } => {
                         GatewayError::RecordTooLarge { size, limit }
                     }
+                    e @ BatchError::UncompressedTooLarge { .. } => GatewayError::Refused {
+                        reason: pyralog_types::Reason::BatchTooLarge,
+                        detail: format!("{e} (max_batch_bytes)"),
+                    },
                     other => GatewayError::CorruptBatch(other),
                 })?;
                 let count = batch.record_count();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
-use pyralog_types::batch::{assign, split_batches, Batch, BatchBuilder, NewRecord};
+use pyralog_types::batch::{assign, split_batches, Batch, BatchBuilder, BatchRules, NewRecord};
 use pyralog_types::{
     Clock, Epoch, FsyncPolicy, LogConfig, LogOffset, Record, Retention, TimestampMicros,
 };
@@ -207,8 +207,11 @@ impl PartitionLog {
     }
 
     /// Appends a batch that already carries its offsets and epoch (a follower copying its
-    /// leader). Its base offset must equal the log end offset. Producer sequences are not
-    /// checked (the leader did), only recorded, so this log can take over as leader.
+    /// leader). Its base offset must equal the log end offset. The batch is checked like any
+    /// input: CRC, then its records against its header ([`BatchRules::replicate`]: offsets
+    /// increasing inside the batch's range, since compaction leaves gaps; timestamps, flags,
+    /// bounded decompression). Producer sequences are not checked (the leader did), only
+    /// recorded, so this log can take over as leader.
     pub fn append_replicated(&self, batch: Bytes) -> Result<AppendInfo, HotError> {
         self.append_inner(batch, None)
     }
@@ -218,8 +221,13 @@ impl PartitionLog {
         batch: Bytes,
         assign_epoch: Option<Epoch>,
     ) -> Result<AppendInfo, HotError> {
-        // Framing only: the gateway verified CRC and record limits.
+        // A leader's batch: framing only, the gateway validated it. A follower validates what
+        // it copies here, before taking the append lock.
         let parsed = Batch::parse(batch)?;
+        if assign_epoch.is_none() {
+            parsed.verify_crc()?;
+            parsed.validate_records(&BatchRules::replicate())?;
+        }
         let mut h = parsed.header();
         let limit = self.options.segment_bytes.min(u64::from(u32::MAX));
         if h.size > limit {

@@ -13,6 +13,7 @@ use crate::{HotError, PartitionLog, PartitionOptions, DEFAULT_PRODUCER_EXPIRATIO
 
 mod dedup;
 mod producers;
+mod replicated;
 
 const T0: i64 = 1_700_000_000_000_000;
 

@@ -13,7 +13,7 @@
 //! | 12 | 8 | `epoch` u64 | leader epoch, assigned by the leader |
 //! | 20 | 1 | `magic` u8 | format version, `1` |
 //! | 21 | 4 | `crc` u32 | CRC32C of every byte from offset 25 to the end |
-//! | 25 | 2 | `attributes` u16 | bits 0-1 compression (0 none, 1 zstd); bit 2 has tombstones; bit 3 has dedup ids |
+//! | 25 | 2 | `attributes` u16 | bits 0-1 compression (0 none, 1 zstd); bit 2 has tombstones; bit 3 has dedup ids; others 0 |
 //! | 27 | 4 | `last_offset_delta` u32 | offset of the last record minus `base_offset` |
 //! | 31 | 4 | `record_count` u32 | |
 //! | 35 | 8 | `first_timestamp` i64 | µs since the Unix epoch |
@@ -28,11 +28,16 @@
 //! (-1 = no key) + key, `value_length` zigzag varint (-1 = tombstone) + value,
 //! `header_count` varint, then per header `key_length` varint + UTF-8 key + `value_length`
 //! varint + value.
+//!
+//! What a leader or follower checks beyond this framing (dense offsets, timestamps, flags,
+//! bounded decompression) is in `validate`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 mod rebuild;
+mod validate;
 pub use rebuild::rebuild_batches;
+pub use validate::{BatchRules, OffsetRule};
 
 use crate::ids::{Epoch, LogOffset, TimestampMicros};
 use crate::record::{Header, Record};
@@ -68,7 +73,9 @@ const ATTR_HAS_DEDUP_IDS: u16 = 0b1000;
 /// a record has attribute bit 3 set, so batches without one are never decoded for the check.
 pub const DEDUP_ID_HEADER: &str = "pyralog.dedup_id";
 
-/// Largest decompressed records region accepted (guards against decompression bombs).
+/// Largest records region [`Batch::records`] decompresses: the backstop for batches already
+/// stored or fetched. A leader validates a produced batch against its log's `max_batch_bytes`
+/// instead ([`BatchRules::produce`]).
 pub const MAX_UNCOMPRESSED_BYTES: usize = 256 * 1024 * 1024;
 
 /// Compression codec of a batch's records region.
@@ -101,6 +108,18 @@ pub enum BatchError {
     Empty,
     #[error("record of {size} bytes exceeds the limit of {limit}")]
     RecordTooLarge { size: usize, limit: usize },
+    #[error("records region of {size} bytes uncompressed exceeds the limit of {limit}")]
+    UncompressedTooLarge { size: u64, limit: usize },
+    /// A header field disagrees with the records (or a field holds an undefined value).
+    #[error("batch field {field}: {detail}")]
+    Inconsistent { field: &'static str, detail: String },
+}
+
+/// Per-record fields [`Record`] does not carry, for validation.
+#[derive(Debug, Clone, Copy)]
+struct RecordMeta {
+    attributes: u8,
+    offset_delta: u64,
 }
 
 /// A record before the leader gives it an offset.
@@ -507,61 +526,35 @@ impl Batch {
         u32_at(&self.bytes, OFF_BASE_SEQUENCE) as i32
     }
 
-    /// The records region, decompressed if needed.
-    fn records_region(&self) -> Result<Bytes, BatchError> {
+    /// The records region, decompressed (to at most `limit` bytes) if needed.
+    fn records_region(&self, limit: usize) -> Result<Bytes, BatchError> {
         let region = self.bytes.slice(HEADER_LEN..);
         match self.compression_codec() {
             0 => Ok(region),
-            1 => {
-                if region.len() < 4 {
-                    return Err(BatchError::Malformed("compressed region too short"));
-                }
-                let len = u32_at(&region, 0) as usize;
-                if len > MAX_UNCOMPRESSED_BYTES {
-                    return Err(BatchError::Malformed("uncompressed size over the limit"));
-                }
-                let out = zstd::bulk::decompress(&region[4..], len)
-                    .map_err(|e| BatchError::Compression(e.to_string()))?;
-                if out.len() != len {
-                    return Err(BatchError::Malformed("uncompressed size mismatch"));
-                }
-                Ok(Bytes::from(out))
-            }
+            1 => validate::decompress_bounded(&region, limit).map(Bytes::from),
             other => Err(BatchError::UnknownCompression(other)),
         }
     }
 
     /// Decodes every record. Offsets and epoch come from the header.
     pub fn records(&self) -> Result<Vec<Record>, BatchError> {
-        let mut out = Vec::with_capacity(self.record_count() as usize);
-        self.for_each_record(|r| {
+        // The count is only a claim until the records decode: it does not size an allocation.
+        let mut out = Vec::with_capacity((self.record_count() as usize).min(1024));
+        self.for_each_record(MAX_UNCOMPRESSED_BYTES, |_, r| {
             out.push(r);
             Ok(())
         })?;
         Ok(out)
     }
 
-    /// Checks that the records region decodes to exactly `record_count` well-formed records
-    /// with increasing offsets inside the batch's range, each within `max_record_bytes`.
-    /// This is what a leader runs before accepting a batch.
-    pub fn validate_records(&self, max_record_bytes: usize) -> Result<(), BatchError> {
-        self.for_each_record(|r| {
-            let size = r.payload_len();
-            if size > max_record_bytes {
-                return Err(BatchError::RecordTooLarge {
-                    size,
-                    limit: max_record_bytes,
-                });
-            }
-            Ok(())
-        })
-    }
-
+    /// Decodes the records in order, each with increasing offsets inside the batch's range,
+    /// decompressing at most `limit` bytes.
     fn for_each_record(
         &self,
-        mut f: impl FnMut(Record) -> Result<(), BatchError>,
+        limit: usize,
+        mut f: impl FnMut(RecordMeta, Record) -> Result<(), BatchError>,
     ) -> Result<(), BatchError> {
-        let region = self.records_region()?;
+        let region = self.records_region(limit)?;
         let base = self.base_offset().0;
         let epoch = self.epoch();
         let first_ts = self.first_timestamp();
@@ -582,11 +575,13 @@ impl Batch {
                 buf: &region[..end],
                 pos: cur.pos,
             };
-            let _attributes = rc.u8()?;
+            let attributes = rc.u8()?;
             let ts_delta = rc.varint_i64()?;
             let offset_delta = rc.varint_u64()?;
             if offset_delta > last_delta || prev_delta.is_some_and(|p| offset_delta <= p) {
-                return Err(BatchError::Malformed("record offsets out of order"));
+                return Err(BatchError::Malformed(
+                    "record offset deltas must increase within 0..=last_offset_delta",
+                ));
             }
             prev_delta = Some(offset_delta);
             let key = rc.opt_bytes(&region)?;
@@ -611,14 +606,23 @@ impl Batch {
                 return Err(BatchError::Malformed("record has trailing bytes"));
             }
             cur.pos = end;
-            f(Record {
-                offset: LogOffset(base + offset_delta),
-                epoch,
-                timestamp: first_ts.wrapping_add(ts_delta),
-                key,
-                value,
-                headers,
-            })?;
+            let meta = RecordMeta {
+                attributes,
+                offset_delta,
+            };
+            f(
+                meta,
+                Record {
+                    // Saturating: a producer's batch carries whatever base offset it likes
+                    // until the leader assigns one.
+                    offset: LogOffset(base.saturating_add(offset_delta)),
+                    epoch,
+                    timestamp: first_ts.wrapping_add(ts_delta),
+                    key,
+                    value,
+                    headers,
+                },
+            )?;
         }
         if cur.pos != region.len() {
             return Err(BatchError::Malformed("bytes after the last record"));

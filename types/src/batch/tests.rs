@@ -58,9 +58,11 @@ fn record_limit_enforced() {
     let mut b = BatchBuilder::new(Compression::None);
     b.push(&rec(0, Some(b"key"), Some(&[0u8; 100])));
     let batch = Batch::parse(b.build().expect("build")).expect("parse");
-    assert!(batch.validate_records(103).is_ok());
+    assert!(batch
+        .validate_records(&BatchRules::produce(103, 1 << 20))
+        .is_ok());
     assert_eq!(
-        batch.validate_records(102),
+        batch.validate_records(&BatchRules::produce(102, 1 << 20)),
         Err(BatchError::RecordTooLarge {
             size: 103,
             limit: 102
@@ -144,7 +146,8 @@ proptest! {
         let data = Bytes::from(data);
         for b in split_batches(data.clone()).flatten() {
             let _ = b.records();
-            let _ = b.validate_records(10);
+            let _ = b.validate_records(&BatchRules::produce(10, 400));
+            let _ = b.validate_records(&BatchRules::replicate());
         }
         if let Ok(b) = Batch::parse(data) { let _ = b.records(); }
     }
