@@ -195,7 +195,7 @@ mod tests {
             next_offset: LogOffset(batches * per_batch),
             high_watermark: LogOffset(batches * per_batch),
             log_start_offset: LogOffset::ZERO,
-            budget: None,
+            _budget: None,
         }
     }
 

@@ -134,7 +134,7 @@ pub struct Fetched {
     pub high_watermark: LogOffset,
     pub log_start_offset: LogOffset,
     /// This fetch's share of `fetch.max_in_flight_bytes`, held while the answer is alive.
-    pub(crate) budget: Option<crate::fetch::BudgetShare>,
+    pub(crate) _budget: Option<crate::fetch::BudgetShare>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -994,7 +994,7 @@ impl Node {
                 next_offset: from,
                 high_watermark: hw,
                 log_start_offset: start,
-                budget: None,
+                _budget: None,
             });
         }
         let budget = self.fetch_budget.take(max_bytes).await?;
@@ -1024,7 +1024,7 @@ impl Node {
             next_offset: read.next_offset,
             high_watermark: p.high_watermark(),
             log_start_offset: p.earliest(),
-            budget: Some(budget),
+            _budget: Some(budget),
         })
     }
 
