@@ -22,6 +22,11 @@ fi
 if ! python3 -c "import duckdb" >/dev/null 2>&1; then
   python3 -m pip install --quiet duckdb >&2
 fi
+# grpcio (PyPI) is the stock client of the API-contract test (a client generated from the
+# .proto alone, with its default 4 MiB receive limit and the shipped retry service config).
+if ! python3 -c "import grpc, grpc_tools" >/dev/null 2>&1; then
+  python3 -m pip install --quiet grpcio grpcio-tools >&2
+fi
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --profile ci

@@ -498,8 +498,12 @@ impl Client {
     }
 
     /// One raw fetch, from the partition's leader (following redirects; retried once
-    /// against the seed when the routed node is unreachable).
-    pub async fn fetch(&self, req: v1::FetchRequest) -> Result<v1::FetchResponse, ClientError> {
+    /// against the seed when the routed node is unreachable). Without a `max_response_bytes`,
+    /// asks for responses up to this client's receive limit (the server's default is sized for
+    /// stock clients' 4 MiB).
+    pub async fn fetch(&self, mut req: v1::FetchRequest) -> Result<v1::FetchResponse, ClientError> {
+        req.max_response_bytes
+            .get_or_insert(u32::try_from(MAX_MESSAGE_BYTES).unwrap_or(u32::MAX));
         let mut attempt = 0;
         loop {
             let channel = self.channel_for(&req.log, req.partition);

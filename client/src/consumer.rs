@@ -108,6 +108,7 @@ impl PartitionConsumer {
                 max_bytes: self.config.max_bytes,
                 wait_ms: u32::try_from(self.config.wait.as_millis()).unwrap_or(u32::MAX),
                 format: v1::FetchFormat::Batches as i32,
+                max_response_bytes: None,
             })
             .await?;
         self.high_watermark = LogOffset(resp.high_watermark);

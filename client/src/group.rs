@@ -470,6 +470,7 @@ impl GroupConsumer {
             max_bytes: self.config.max_bytes,
             wait_ms: millis(wait),
             format: v1::FetchFormat::Batches as i32,
+            max_response_bytes: None,
         };
         let resp = match self.client.fetch(req).await {
             Ok(r) => r,

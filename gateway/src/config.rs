@@ -187,13 +187,21 @@ impl Default for ColdTierSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FetchSettings {
-    /// Used when a fetch request leaves `max_bytes` at 0.
+    /// Used when a fetch request leaves `max_bytes` (stored bytes read) at 0.
     pub default_max_bytes: u32,
-    /// Upper bound on `max_bytes` (and on the gRPC response size).
+    /// Upper bound on `max_bytes`.
     pub max_bytes: u32,
     /// Upper bound on a long-poll `wait_ms`.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// Used when a fetch request leaves `max_response_bytes` (the encoded response) unset:
+    /// under the 4 MiB that stock gRPC clients accept.
+    pub default_max_response_bytes: u32,
+    /// Upper bound on `max_response_bytes` (at most the server's gRPC message limit).
+    pub max_response_bytes: u32,
+    /// Bytes all fetches of the node may hold at once (read from storage and kept for their
+    /// responses); fetches beyond it wait for their share. At least `max_bytes`.
+    pub max_in_flight_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,6 +238,9 @@ impl Default for FetchSettings {
             default_max_bytes: 4 * 1024 * 1024,
             max_bytes: 32 * 1024 * 1024,
             max_wait: Duration::from_secs(30),
+            default_max_response_bytes: 3 * 1024 * 1024,
+            max_response_bytes: crate::server::MAX_MESSAGE_BYTES as u32,
+            max_in_flight_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -241,6 +252,9 @@ impl Default for ProduceSettings {
         }
     }
 }
+
+/// Smallest response bound: room for a response's own fields and a few small records.
+const MIN_RESPONSE_BYTES: u32 = 4096;
 
 /// Why a node configuration is rejected at start.
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +278,25 @@ impl NodeConfig {
         {
             return Err(NodeConfigError(
                 "fetch.default_max_bytes must be 1..=fetch.max_bytes".into(),
+            ));
+        }
+        let message_limit = crate::server::MAX_MESSAGE_BYTES as u64;
+        let f = &self.fetch;
+        if f.max_response_bytes < MIN_RESPONSE_BYTES
+            || u64::from(f.max_response_bytes) > message_limit
+            || f.default_max_response_bytes < MIN_RESPONSE_BYTES
+            || f.default_max_response_bytes > f.max_response_bytes
+        {
+            return Err(NodeConfigError(format!(
+                "need {MIN_RESPONSE_BYTES} <= fetch.default_max_response_bytes <= \
+                 fetch.max_response_bytes <= {message_limit} (the gRPC message limit)"
+            )));
+        }
+        if f.max_in_flight_bytes < u64::from(f.max_bytes.max(f.max_response_bytes)) {
+            return Err(NodeConfigError(
+                "fetch.max_in_flight_bytes must be at least fetch.max_bytes and \
+                 fetch.max_response_bytes (one fetch must fit)"
+                    .into(),
             ));
         }
         if self.maintenance_interval.is_zero() || self.retention_check_interval.is_zero() {

@@ -13,7 +13,7 @@ use crate::metadata::MetadataError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    #[error("invalid log name {name:?}: {source}")]
+    #[error("invalid log name {name}: {source}")]
     InvalidLogName { name: String, source: LogIdError },
     #[error("log {0} does not exist")]
     LogNotFound(LogId),
@@ -33,6 +33,19 @@ pub enum GatewayError {
     BatchTooLarge { size: usize, limit: u32 },
     #[error("record of {size} bytes exceeds max_record_bytes {limit}")]
     RecordTooLarge { size: usize, limit: usize },
+    /// A fetch whose first record (records format) or batch alone is over the response bound.
+    #[error(
+        "the {} at offset {offset} needs a {needed}-byte response, over this fetch's \
+         max_response_bytes {max_response_bytes}: ask for a larger max_response_bytes (up to the \
+         node's fetch.max_response_bytes) with a client receive limit to match",
+        if *record { "record" } else { "batch" }
+    )]
+    ResponseTooLarge {
+        record: bool,
+        offset: u64,
+        needed: usize,
+        max_response_bytes: usize,
+    },
     #[error("batch rejected: {0}")]
     CorruptBatch(BatchError),
     #[error("offset {requested} is out of range: the log holds [{earliest}, {latest})")]
@@ -77,6 +90,8 @@ impl GatewayError {
             GatewayError::InvalidRequest(_) => Reason::InvalidRequest,
             GatewayError::BatchTooLarge { .. } => Reason::BatchTooLarge,
             GatewayError::RecordTooLarge { .. } => Reason::RecordTooLarge,
+            GatewayError::ResponseTooLarge { record: true, .. } => Reason::RecordTooLarge,
+            GatewayError::ResponseTooLarge { record: false, .. } => Reason::BatchTooLarge,
             GatewayError::CorruptBatch(_) => Reason::CorruptBatch,
             GatewayError::OffsetOutOfRange { .. } => Reason::OffsetOutOfRange,
             GatewayError::CorruptData(_) => Reason::CorruptData,
@@ -102,6 +117,14 @@ impl GatewayError {
             GatewayError::NotLeader {
                 leader: Some(addr), ..
             } => vec![("leader", addr.clone())],
+            GatewayError::ResponseTooLarge {
+                needed,
+                max_response_bytes,
+                ..
+            } => vec![
+                ("needed", needed.to_string()),
+                ("max_response_bytes", max_response_bytes.to_string()),
+            ],
             _ => vec![],
         };
         pyralog_proto::status::status(self.reason(), self.to_string(), &meta)
@@ -115,13 +138,14 @@ impl GatewayError {
     }
 }
 
-/// Keeps error messages bounded when users send huge names.
-fn truncate_for_message(s: &str) -> String {
+/// Keeps error messages bounded when users send huge names: the first 64 characters and the
+/// length, quoted.
+pub(crate) fn truncate_for_message(s: &str) -> String {
     if s.chars().count() > 64 {
         let head: String = s.chars().take(64).collect();
-        format!("{head}…")
+        format!("{head:?}… ({} bytes)", s.len())
     } else {
-        s.to_owned()
+        format!("{s:?}")
     }
 }
 

@@ -11,6 +11,7 @@ mod cluster;
 mod cold;
 pub mod config;
 pub mod error;
+mod fetch;
 mod group_service;
 pub mod metadata;
 pub mod metrics;

@@ -133,6 +133,8 @@ pub struct Fetched {
     pub next_offset: LogOffset,
     pub high_watermark: LogOffset,
     pub log_start_offset: LogOffset,
+    /// This fetch's share of `fetch.max_in_flight_bytes`, held while the answer is alive.
+    pub(crate) _budget: Option<crate::fetch::BudgetShare>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +211,8 @@ pub struct Node {
     /// Completed reconciler passes (cluster mode): start-up waits for one, so a restarted
     /// node serves its logs from the first request, as a standalone node does.
     reconciled: tokio::sync::watch::Sender<u64>,
+    /// Bytes of fetches in flight (`fetch.max_in_flight_bytes`).
+    fetch_budget: crate::fetch::FetchBudget,
     _dir_lock: std::fs::File,
 }
 
@@ -250,6 +254,7 @@ impl Node {
             )),
             None => None,
         };
+        let fetch_budget = crate::fetch::FetchBudget::new(config.fetch.max_in_flight_bytes);
         let node = Arc::new(Node {
             config,
             clock: components.clock,
@@ -262,6 +267,7 @@ impl Node {
             cluster: cluster.clone(),
             security,
             reconciled: tokio::sync::watch::Sender::new(0),
+            fetch_budget,
             _dir_lock: lock,
         });
         if let Some(cluster) = cluster {
@@ -947,11 +953,24 @@ impl Node {
     // ------------------------------------------------------------------ fetch
 
     pub async fn fetch(&self, spec: FetchSpec) -> Result<Fetched, GatewayError> {
+        self.fetch_within(spec, None).await
+    }
+
+    /// [`Node::fetch`] for a response of at most `response_bytes`: reads no more stored bytes
+    /// than that (at least one batch). Once there is data to read (after any long-poll), the
+    /// fetch takes as many bytes of the node's in-flight budget as it may read, waiting for
+    /// them if need be, and holds them until the returned [`Fetched`] is dropped.
+    pub async fn fetch_within(
+        &self,
+        spec: FetchSpec,
+        response_bytes: Option<usize>,
+    ) -> Result<Fetched, GatewayError> {
         let p = self.partition(&spec.log, spec.partition)?;
         let max_bytes = match spec.max_bytes {
             0 => self.config.fetch.default_max_bytes,
             n => n.min(self.config.fetch.max_bytes),
         } as usize;
+        let max_bytes = response_bytes.map_or(max_bytes, |r| max_bytes.min(r));
         let wait = spec.wait.min(self.config.fetch.max_wait);
         let mut hw = p.high_watermark();
         let from = match spec.start {
@@ -980,8 +999,10 @@ impl Node {
                 next_offset: from,
                 high_watermark: hw,
                 log_start_offset: start,
+                _budget: None,
             });
         }
+        let budget = self.fetch_budget.take(max_bytes).await?;
         let read = if from < p.start_offset() {
             p.read_cold(from, max_bytes).await?
         } else {
@@ -1008,6 +1029,7 @@ impl Node {
             next_offset: read.next_offset,
             high_watermark: p.high_watermark(),
             log_start_offset: p.earliest(),
+            _budget: Some(budget),
         })
     }
 

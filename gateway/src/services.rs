@@ -8,11 +8,11 @@ use pyralog_proto::v1::{
     producer_server::Producer,
 };
 use pyralog_types::acl::{Operation, Resource, ResourceKind};
-use pyralog_types::batch::split_batches;
 use pyralog_types::LogOffset;
 use tonic::{Request, Response, Status};
 
 use crate::error::GatewayError;
+use crate::fetch::{build_response, ResponseShape};
 use crate::node::{FetchSpec, FetchStart, LogStatus, Node, ProducePayload, ProducerStamp};
 
 /// Implements the `Producer`, `Consumer` and `Admin` services over one node.
@@ -174,50 +174,31 @@ impl Consumer for Services {
         };
         let format = v1::FetchFormat::try_from(req.format)
             .map_err(|_| GatewayError::InvalidRequest(format!("unknown format {}", req.format)))?;
+        let settings = &self.node.config().fetch;
+        let max_response_bytes = match req.max_response_bytes {
+            None | Some(0) => settings.default_max_response_bytes,
+            Some(n) => n.min(settings.max_response_bytes),
+        } as usize;
         let fetched = self
             .node
-            .fetch(FetchSpec {
-                log: req.log,
-                partition: req.partition,
-                start,
-                max_bytes: req.max_bytes,
-                wait: Duration::from_millis(u64::from(req.wait_ms)),
-            })
+            .fetch_within(
+                FetchSpec {
+                    log: req.log,
+                    partition: req.partition,
+                    start,
+                    max_bytes: req.max_bytes,
+                    wait: Duration::from_millis(u64::from(req.wait_ms)),
+                },
+                Some(max_response_bytes),
+            )
             .await
             .map_err(|e| self.fail("fetch", e))?;
-        let mut resp = v1::FetchResponse {
-            batches: Default::default(),
-            records: vec![],
-            next_offset: fetched.next_offset.0,
-            high_watermark: fetched.high_watermark.0,
-            log_start_offset: fetched.log_start_offset.0,
+        let shape = ResponseShape {
+            format,
+            max_records: req.max_records,
+            max_response_bytes,
         };
-        match format {
-            v1::FetchFormat::Batches => resp.batches = fetched.batches,
-            v1::FetchFormat::Records => {
-                let limit = if req.max_records == 0 {
-                    usize::MAX
-                } else {
-                    req.max_records as usize
-                };
-                'outer: for batch in split_batches(fetched.batches) {
-                    let batch = batch.map_err(|e| GatewayError::CorruptData(e.to_string()))?;
-                    let records = batch
-                        .records()
-                        .map_err(|e| GatewayError::CorruptData(e.to_string()))?;
-                    for r in records {
-                        if r.offset < fetched.from {
-                            continue;
-                        }
-                        if resp.records.len() >= limit {
-                            break 'outer;
-                        }
-                        resp.next_offset = r.offset.0 + 1;
-                        resp.records.push(r.into());
-                    }
-                }
-            }
-        }
+        let resp = build_response(fetched, shape).map_err(|e| self.fail("fetch", e))?;
         Ok(Response::new(resp))
     }
 

@@ -13,8 +13,32 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 pub const DOMAIN: &str = "pyralog.dev";
 pub const REASON_METADATA_KEY: &str = "pyralog-reason";
+/// Longest status message sent. The message travels in the `grpc-message` header (and the
+/// details in `grpc-status-details-bin`); clients cap the size of response headers (8 to 16
+/// KiB is common), so whatever a message echoes from a request must not grow it unbounded.
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 1024;
+/// Longest value of an `ErrorInfo` metadata entry.
+pub const MAX_METADATA_VALUE_BYTES: usize = 256;
+
+/// `s` cut to at most `max` bytes (at a character boundary), saying how long it was.
+fn bounded(s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let suffix = format!("… ({} bytes)", s.len());
+    let mut cut = max.saturating_sub(suffix.len());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &s[..cut])
+}
 
 /// The gRPC code used for each reason.
+///
+/// Retriable reasons that mean "not now, not here" (`NOT_LEADER`, `NOT_ENOUGH_REPLICAS`,
+/// `STORAGE_ERROR`, `SHUTTING_DOWN`) are `UNAVAILABLE`, the one code standard gRPC retry
+/// policies retry; `TIMEOUT` is `DEADLINE_EXCEEDED` (the write may have happened). No other
+/// reason is `UNAVAILABLE`, so a generic client never retries a refusal.
 pub fn code_for(reason: Reason) -> Code {
     match reason {
         Reason::InvalidRequest
@@ -27,10 +51,10 @@ pub fn code_for(reason: Reason) -> Code {
         Reason::LogAlreadyExists => Code::AlreadyExists,
         Reason::CorruptData => Code::DataLoss,
         Reason::OffsetOutOfRange => Code::OutOfRange,
-        Reason::NotLeader => Code::FailedPrecondition,
-        Reason::NotEnoughReplicas | Reason::StorageError | Reason::ShuttingDown => {
-            Code::Unavailable
-        }
+        Reason::NotLeader
+        | Reason::NotEnoughReplicas
+        | Reason::StorageError
+        | Reason::ShuttingDown => Code::Unavailable,
         Reason::Timeout => Code::DeadlineExceeded,
         Reason::Internal => Code::Internal,
         Reason::GroupNotFound => Code::NotFound,
@@ -50,12 +74,20 @@ pub fn status(reason: Reason, message: impl Into<String>, metadata: &[(&str, Str
     let message = message.into();
     let meta: HashMap<String, String> = metadata
         .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .map(|(k, v)| {
+            (
+                (*k).to_owned(),
+                bounded(v.clone(), MAX_METADATA_VALUE_BYTES),
+            )
+        })
         .collect();
     let details = ErrorDetails::with_error_info(reason.as_str(), DOMAIN, meta);
     let mut st = Status::with_error_details(
         code_for(reason),
-        format!("{}: {message}", reason.as_str()),
+        bounded(
+            format!("{}: {message}", reason.as_str()),
+            MAX_STATUS_MESSAGE_BYTES,
+        ),
         details,
     );
     if let Ok(v) = reason.as_str().parse() {
@@ -82,6 +114,43 @@ pub fn reason_of(status: &Status) -> Option<(Reason, HashMap<String, String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoed_input_cannot_grow_a_status() {
+        let huge = "é".repeat(10_000);
+        let st = status(
+            Reason::PermissionDenied,
+            format!("may not read {huge}"),
+            &[("resource", huge.clone())],
+        );
+        assert!(
+            st.message().len() <= MAX_STATUS_MESSAGE_BYTES,
+            "{}",
+            st.message().len()
+        );
+        assert!(st.message().ends_with("(20032 bytes)"), "{}", st.message());
+        let (_, meta) = reason_of(&st).expect("reason");
+        let resource = meta.get("resource").expect("kept, truncated");
+        assert!(resource.len() <= MAX_METADATA_VALUE_BYTES, "{resource}");
+        assert!(resource.starts_with("éé"));
+    }
+
+    #[test]
+    fn retriable_reasons_are_unavailable_and_nothing_else_is() {
+        for r in Reason::ALL {
+            let code = code_for(r);
+            if r == Reason::Timeout {
+                assert_eq!(code, Code::DeadlineExceeded);
+            } else {
+                assert_eq!(
+                    code == Code::Unavailable,
+                    r.is_retriable(),
+                    "{r} is {code:?}"
+                );
+            }
+            assert_ne!(code, Code::Unknown, "{r} has no code of its own");
+        }
+    }
 
     #[test]
     fn reason_round_trips_through_a_status() {

@@ -289,6 +289,8 @@ pub mod limits {
     /// Largest batch any log may accept (gRPC message size is set above this).
     pub const MAX_BATCH_BYTES: u32 = 64 * 1024 * 1024;
     pub const MAX_REPLICATION_FACTOR: u16 = 7;
+    /// Shortest `fsync` interval: below it the flush ticker would keep a core busy.
+    pub const MIN_FSYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
 }
 
 /// Why a [`LogConfig`] is rejected.
@@ -352,10 +354,14 @@ impl LogConfig {
             return bad("index_interval_bytes", "must be positive");
         }
         if let FsyncPolicy::Interval(d) = self.fsync {
-            if d.is_zero() {
+            if d < MIN_FSYNC_INTERVAL {
                 return bad(
                     "fsync",
-                    "interval must be positive (or use \"every_batch\")",
+                    format!(
+                        "interval must be at least {} (or use \"every_batch\"), got {}",
+                        humantime::format_duration(MIN_FSYNC_INTERVAL),
+                        humantime::format_duration(d)
+                    ),
                 );
             }
         }
@@ -474,6 +480,19 @@ mod tests {
             missing.validate().expect_err("no spec").field,
             "time_series"
         );
+    }
+
+    #[test]
+    fn fsync_interval_below_the_floor_is_refused() {
+        for spelled in ["1ns", "999us"] {
+            let c: LogConfig =
+                toml::from_str(&format!("fsync = \"{spelled}\"")).expect("parses as a duration");
+            let e = c.validate().expect_err("below the floor");
+            assert_eq!(e.field, "fsync");
+            assert!(e.problem.contains("at least 1ms"), "{e}");
+        }
+        let c: LogConfig = toml::from_str("fsync = \"1ms\"").expect("parses");
+        c.validate().expect("the floor itself is allowed");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use pyralog_types::batch::split_batches;
 use pyralog_types::{LogId, LogOffset, PartitionId, TimestampMicros};
 
 use super::{FetchSpec, FetchStart, Node};
-use crate::error::GatewayError;
+use crate::error::{truncate_for_message, GatewayError};
 
 /// Session timeouts a member may ask for.
 const SESSION_TIMEOUT: (Duration, Duration) =
@@ -91,11 +91,29 @@ pub struct PartitionLag {
 /// A committed offset as answered to clients.
 pub type CommittedAt = (LogId, PartitionId, Committed);
 
-/// Group names follow the log name rules (so they are safe in paths and metrics).
+/// Group names follow the log name rules (so they are safe in paths and metrics). Every
+/// group RPC checks them first; a refused name is echoed truncated.
 fn group_name(name: &str) -> Result<String, GatewayError> {
-    LogId::new(name)
-        .map(|id| id.to_string())
-        .map_err(|e| GatewayError::InvalidRequest(format!("invalid group name {name:?}: {e}")))
+    LogId::new(name).map(|id| id.to_string()).map_err(|e| {
+        GatewayError::InvalidRequest(format!(
+            "invalid group name {}: {e}",
+            truncate_for_message(name)
+        ))
+    })
+}
+
+/// Longest member id or client id a member may bring (both are echoed in errors and kept in
+/// the controller's state).
+const MAX_MEMBER_ID_BYTES: usize = 255;
+
+fn member_id(what: &str, id: &str) -> Result<(), GatewayError> {
+    if id.len() > MAX_MEMBER_ID_BYTES {
+        return Err(GatewayError::InvalidRequest(format!(
+            "{what} {} is longer than {MAX_MEMBER_ID_BYTES} bytes",
+            truncate_for_message(id)
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn controller_error(e: ControllerError) -> GatewayError {
@@ -154,6 +172,8 @@ impl Node {
 
     pub async fn join_group(&self, spec: JoinSpec) -> Result<Joined, GatewayError> {
         let group = group_name(&spec.group)?;
+        member_id("client id", &spec.client)?;
+        member_id("member id", spec.member.as_deref().unwrap_or_default())?;
         if spec.logs.is_empty() {
             return Err(GatewayError::InvalidRequest(
                 "a member must subscribe to at least one log".into(),
@@ -209,6 +229,7 @@ impl Node {
         member: &str,
         generation: u64,
     ) -> Result<(u64, BTreeSet<Tp>), GatewayError> {
+        group_name(group)?;
         let c = self.controller()?;
         let mut rx = c.state();
         let reached = |s: &ClusterState| {
@@ -233,6 +254,7 @@ impl Node {
         member: &str,
         owned: BTreeSet<Tp>,
     ) -> Result<GroupHeartbeatAnswer, GatewayError> {
+        group_name(group)?;
         self.controller()?
             .group_heartbeat(GroupHeartbeat {
                 group: group.to_owned(),
@@ -244,8 +266,9 @@ impl Node {
     }
 
     pub async fn leave_group(&self, group: &str, member: &str) -> Result<(), GatewayError> {
+        let group = group_name(group)?;
         self.write(Command::LeaveGroup {
-            group: group.to_owned(),
+            group,
             members: vec![member.to_owned()],
         })
         .await?;
@@ -267,7 +290,19 @@ impl Node {
         let mut offsets = Vec::with_capacity(specs.len());
         for s in specs {
             let log = GatewayError::log_name(&s.log)?;
+            // The partition must exist (like Kafka's UNKNOWN_TOPIC_OR_PARTITION). Offsets are
+            // not checked against the high watermark, as in Kafka (a node that does not lead
+            // the partition may trail it); a member starting past the end gets
+            // OFFSET_OUT_OF_RANGE and applies its reset policy. Only the "end" sentinel is no
+            // position at all.
+            self.partition(log.as_str(), s.partition)?;
             let committed = match s.position {
+                CommitPosition::Offset(offset) if offset == LogOffset::MAX.0 => {
+                    return Err(GatewayError::InvalidRequest(format!(
+                        "offset {offset} for {log}/{} is not a position (u64::MAX means \"the end\"; commit the next offset to consume)",
+                        s.partition
+                    )))
+                }
                 CommitPosition::Offset(offset) => Committed {
                     offset,
                     metadata: s.metadata,
@@ -371,6 +406,7 @@ impl Node {
         group: &str,
         logs: &[String],
     ) -> Result<Vec<CommittedAt>, GatewayError> {
+        group_name(group)?;
         let state = self.current_state().await?;
         let Some(g) = state.groups.get(group) else {
             return Ok(Vec::new());
@@ -401,6 +437,7 @@ impl Node {
         &self,
         group: &str,
     ) -> Result<(GroupMeta, Vec<PartitionLag>), GatewayError> {
+        group_name(group)?;
         let state = self.current_state().await?;
         let g = state
             .groups
@@ -494,10 +531,8 @@ impl Node {
     }
 
     pub async fn delete_group(&self, group: &str) -> Result<(), GatewayError> {
-        self.write(Command::DeleteGroup {
-            group: group.to_owned(),
-        })
-        .await?;
+        let group = group_name(group)?;
+        self.write(Command::DeleteGroup { group }).await?;
         Ok(())
     }
 
@@ -518,6 +553,9 @@ impl Node {
 fn unknown_member(group: &str, member: &str) -> GatewayError {
     GatewayError::Refused {
         reason: pyralog_types::Reason::UnknownMember,
-        detail: format!("member {member} is not in group {group}; join again"),
+        detail: format!(
+            "member {} is not in group {group}; join again",
+            truncate_for_message(member)
+        ),
     }
 }
