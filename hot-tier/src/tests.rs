@@ -12,6 +12,7 @@ use pyralog_types::{Epoch, FsyncPolicy, LogOffset, ManualClock, Record, Retentio
 use crate::{HotError, PartitionLog, PartitionOptions, DEFAULT_PRODUCER_EXPIRATION};
 
 mod dedup;
+mod open_files;
 mod producers;
 
 const T0: i64 = 1_700_000_000_000_000;
