@@ -25,6 +25,7 @@ const ENV_KEYS: &[&str] = &[
     "produce",
     "maintenance_interval",
     "retention_check_interval",
+    "max_open_files",
     "cold_tier",
     "compaction",
     "cluster",
@@ -132,12 +133,29 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// Raises the soft open-file limit to the hard one, as Go's runtime and many servers do: the
+/// soft default (often 1024) is a leftover of `select(2)`, and a node with many partitions and
+/// connections needs more. Logged; a failure only leaves the limit as it was (the hot tier's
+/// open-file budget keeps the node within whatever limit it has).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "could not raise the open-file limit"),
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
+    }
+}
+
 async fn run(
     mut config: NodeConfig,
     banner: &str,
     one_voter: bool,
     hint: Option<String>,
 ) -> CliResult {
+    raise_open_file_limit();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", config.listen)))?;

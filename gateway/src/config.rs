@@ -31,6 +31,11 @@ pub struct NodeConfig {
     /// How often retention is applied.
     #[serde(with = "humantime_serde")]
     pub retention_check_interval: Duration,
+    /// Segment files the hot tier keeps open at most, over all partitions: idle ones are
+    /// closed (fsynced first if needed) and reopened on use; index files hold no descriptor.
+    /// 0 (the default) = half of the process's open-file limit (soft `RLIMIT_NOFILE`) at
+    /// start, at least 64, leaving the rest for connections and metadata.
+    pub max_open_files: usize,
     /// The object store closed segments are archived to; absent = hot tier only (total
     /// retention then applies to local segments).
     pub cold_tier: Option<ColdTierSettings>,
@@ -224,6 +229,7 @@ impl Default for NodeConfig {
             produce: ProduceSettings::default(),
             maintenance_interval: Duration::from_secs(1),
             retention_check_interval: Duration::from_secs(300),
+            max_open_files: 0,
             cold_tier: None,
             compaction: CompactionSettings::default(),
             cluster: None,
@@ -255,6 +261,19 @@ impl Default for ProduceSettings {
 
 /// Smallest response bound: room for a response's own fields and a few small records.
 const MIN_RESPONSE_BYTES: u32 = 4096;
+
+impl NodeConfig {
+    /// The open-file budget of the hot tier: `max_open_files`, or derived from the soft
+    /// `RLIMIT_NOFILE` when it is 0.
+    pub fn open_files_budget(&self) -> usize {
+        if self.max_open_files != 0 {
+            return self.max_open_files;
+        }
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _hard)| soft);
+        usize::try_from(soft / 2).unwrap_or(usize::MAX).max(64)
+    }
+}
 
 /// Why a node configuration is rejected at start.
 #[derive(Debug, thiserror::Error)]
@@ -303,6 +322,12 @@ impl NodeConfig {
             return Err(NodeConfigError(
                 "maintenance_interval and retention_check_interval must be positive".into(),
             ));
+        }
+        if self.max_open_files != 0 && self.max_open_files < pyralog_hot_tier::MIN_MAX_OPEN_FILES {
+            return Err(NodeConfigError(format!(
+                "max_open_files must be 0 (derived from the open-file limit) or at least {}",
+                pyralog_hot_tier::MIN_MAX_OPEN_FILES
+            )));
         }
         if let Some(c) = &self.cluster {
             let voters = c.voter_map()?;
@@ -362,5 +387,16 @@ mod tests {
     #[test]
     fn typo_is_rejected() {
         assert!(toml::from_str::<NodeConfig>("lisen = \"127.0.0.1:1\"").is_err());
+    }
+
+    #[test]
+    fn open_file_budget_is_explicit_or_derived_from_the_limit() {
+        let set: NodeConfig = toml::from_str("max_open_files = 300").expect("parses");
+        set.validate().expect("valid");
+        assert_eq!(set.open_files_budget(), 300);
+        let tiny: NodeConfig = toml::from_str("max_open_files = 3").expect("parses");
+        assert!(tiny.validate().is_err(), "below the minimum");
+        let derived = NodeConfig::default().open_files_budget();
+        assert!(derived >= 64, "{derived}");
     }
 }

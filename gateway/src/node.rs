@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::RwLock;
 use pyralog_compactor::{archive_partition, ArchiveOptions, PartitionTiers};
-use pyralog_hot_tier::{PartitionLog, PartitionOptions};
+use pyralog_hot_tier::{OpenFiles, PartitionLog, PartitionOptions};
 use pyralog_types::batch::{Batch, BatchBuilder, BatchError, BatchRules, Compression, NewRecord};
 use pyralog_types::{
     AckPolicy, Clock, Epoch, FsyncPolicy, LogConfig, LogId, LogOffset, NodeId, PartitionId,
@@ -213,6 +213,11 @@ pub struct Node {
     reconciled: tokio::sync::watch::Sender<u64>,
     /// Bytes of fetches in flight (`fetch.max_in_flight_bytes`).
     fetch_budget: crate::fetch::FetchBudget,
+    /// The budget of open segment files, shared by every partition of the node.
+    files: OpenFiles,
+    /// Why the reconciler could not open a log here, by log and incarnation (so a creation
+    /// waiting for it fails at once instead of at its timeout).
+    open_failures: parking_lot::Mutex<HashMap<LogId, (u64, String)>>,
     _dir_lock: std::fs::File,
 }
 
@@ -255,7 +260,14 @@ impl Node {
             None => None,
         };
         let fetch_budget = crate::fetch::FetchBudget::new(config.fetch.max_in_flight_bytes);
+        let files = OpenFiles::new(config.open_files_budget());
+        info!(
+            max_open_files = files.capacity(),
+            "hot tier open-file budget"
+        );
         let node = Arc::new(Node {
+            files,
+            open_failures: parking_lot::Mutex::new(HashMap::new()),
             config,
             clock: components.clock,
             metadata,
@@ -396,7 +408,24 @@ impl Node {
         }
     }
 
+    /// Opens (creating if new) a log's partitions here. A new log that fails to open leaves
+    /// no directory behind, so a later creation under the same name starts clean.
     async fn open_log(
+        &self,
+        id: LogId,
+        meta: LogMeta,
+        incarnation: u64,
+    ) -> Result<Arc<OpenLog>, NodeError> {
+        let dir = logs_dir(&self.config.data_dir).join(id.as_str());
+        let fresh = std::fs::symlink_metadata(&dir).is_err();
+        let opened = self.open_log_dirs(id, meta, incarnation).await;
+        if opened.is_err() && fresh {
+            create::remove_fresh_dir(&dir);
+        }
+        opened
+    }
+
+    async fn open_log_dirs(
         &self,
         id: LogId,
         meta: LogMeta,
@@ -408,8 +437,9 @@ impl Node {
             let pdir = dir.join(p.to_string());
             let options = PartitionOptions::from_config(&meta.config);
             let clock = self.clock.clone();
+            let files = self.files.clone();
             let opened = tokio::task::spawn_blocking(move || {
-                let log = PartitionLog::open(&pdir, options, clock)?;
+                let log = PartitionLog::open_with_files(&pdir, options, clock, files)?;
                 log.flush()?;
                 Ok(log)
             })
@@ -674,16 +704,8 @@ impl Node {
             return Err(GatewayError::LogAlreadyExists(id));
         }
         let meta = self.metadata.create_log(&id, &config).await?;
-        if self.cluster.is_some() {
-            // The reconciler opens it once this node has applied the creation.
-            self.wait_for_local(&id, true).await?;
-        } else {
-            let open = self
-                .open_log(id.clone(), meta, 0)
-                .await
-                .map_err(|e| GatewayError::Storage(e.to_string()))?;
-            self.logs.write().insert(id.clone(), open);
-        }
+        // Every partition ready to append, or the creation rolled back (see `node::create`).
+        self.finish_create(&id, meta).await?;
         if let Some(cold) = &self.cold {
             // Also registered at every start, so a failure here is repaired by a restart.
             if let Err(e) = cold.register(&id, &config).await {
@@ -1158,6 +1180,7 @@ impl Node {
 }
 
 mod compaction;
+mod create;
 mod groups;
 mod replication;
 pub use compaction::PartitionCompaction;

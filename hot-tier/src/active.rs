@@ -4,12 +4,15 @@
 //! index cursor, age) needs no synchronisation of its own; it publishes each append to
 //! readers through the shared [`Segment`]'s atomics, after the bytes are written.
 //!
+//! The writer holds no file descriptor of its own: it writes through the segment's
+//! [`crate::files::FileSlot`], which the node's open-file budget may close while the partition
+//! is idle (fsyncing unsynced writes first) and which reopens on the next append.
+//!
 //! Recovery lives here because it is "reopen the active segment, not trusting it": a full
 //! scan that verifies framing and CRC of every batch, cuts the file at the first bad one and
 //! rebuilds the indexes. A clean reopen instead trusts the indexes and replays only the batch
 //! headers after the last index entry (a few KiB) to learn where appends continue.
 
-use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,15 +22,15 @@ use tracing::warn;
 
 use crate::epochs::sync_dir;
 use crate::error::HotError;
+use crate::files::{Access, OpenFiles};
 use crate::index::{check_size, OffsetIndex, TimeIndex, OFFSET_ENTRY, TIME_ENTRY};
 use crate::log::PartitionOptions;
 use crate::scan::{IndexCursor, Scan, ScanOut};
-use crate::segment::{io_err, segment_path, Indexes, Segment, INDEX_EXT, LOG_EXT, TIME_EXT};
+use crate::segment::{io_err, segment_path, Indexes, Segment, INDEX_EXT, TIME_EXT};
 use pyralog_types::batch::BatchHeader;
 
 pub(crate) struct Active {
     pub(crate) seg: Arc<Segment>,
-    writer: File,
     cursor: IndexCursor,
     pos: u64,
     next_offset: u64,
@@ -43,8 +46,8 @@ impl Active {
         dir: &Path,
         base: u64,
         opts: &PartitionOptions,
+        files: &OpenFiles,
     ) -> Result<Active, HotError> {
-        let log_path = segment_path(dir, base, LOG_EXT);
         for ext in [INDEX_EXT, TIME_EXT] {
             let p = segment_path(dir, base, ext);
             match std::fs::remove_file(&p) {
@@ -53,16 +56,17 @@ impl Active {
                 Err(e) => return Err(io_err("delete", &p)(e)),
             }
         }
-        let writer = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&log_path)
-            .map_err(io_err("create", &log_path))?;
         let interval = u64::from(opts.index_interval_bytes);
-        let seg = Arc::new(Segment::new(dir, base, 0, base, interval));
-        let mut active = Active::with_writer(seg, writer, opts)?;
+        let seg = Arc::new(Segment::new(
+            dir,
+            base,
+            (0, base),
+            interval,
+            files,
+            Access::ReadWrite,
+        ));
+        seg.slot().create()?;
+        let mut active = Active::with_segment(seg, opts);
         active.install_indexes(0, 0)?;
         sync_dir(dir)?;
         Ok(active)
@@ -76,14 +80,11 @@ impl Active {
         opts: &PartitionOptions,
         recover: bool,
     ) -> Result<(Active, ScanOut, bool), HotError> {
-        let writer = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(seg.log_path())
-            .map_err(io_err("open", seg.log_path()))?;
-        let mut active = Active::with_writer(seg, writer, opts)?;
+        seg.slot().set_writable(true)?;
+        let mut active = Active::with_segment(seg, opts);
         let size = active
-            .writer
+            .seg
+            .file()?
             .metadata()
             .map_err(io_err("stat", active.seg.log_path()))?
             .len();
@@ -105,24 +106,17 @@ impl Active {
         Ok((active, out, true))
     }
 
-    fn with_writer(
-        seg: Arc<Segment>,
-        writer: File,
-        opts: &PartitionOptions,
-    ) -> Result<Active, HotError> {
-        let reader = writer.try_clone().map_err(io_err("open", seg.log_path()))?;
-        seg.set_file(reader);
+    fn with_segment(seg: Arc<Segment>, opts: &PartitionOptions) -> Active {
         let interval = u64::from(opts.index_interval_bytes);
-        Ok(Active {
+        Active {
             next_offset: seg.base(),
             seg,
-            writer,
             cursor: IndexCursor::new(interval, None),
             pos: 0,
             first_append: None,
             max_index_bytes: opts.max_index_bytes,
             interval,
-        })
+        }
     }
 
     fn install_indexes(&mut self, used_offsets: usize, used_times: usize) -> Result<(), HotError> {
@@ -157,9 +151,15 @@ impl Active {
         Ok(checked)
     }
 
-    fn scan(&self, pos: u64, next_offset: u64, cursor: IndexCursor, verify: bool) -> Scan<'_> {
+    fn scan<'a>(
+        &'a self,
+        file: &'a std::fs::File,
+        (pos, next_offset): (u64, u64),
+        cursor: IndexCursor,
+        verify: bool,
+    ) -> Scan<'a> {
         Scan {
-            file: &self.writer,
+            file,
             path: self.seg.log_path(),
             base: self.seg.base(),
             verify,
@@ -181,9 +181,10 @@ impl Active {
             .with_indexes(|ix| (ix.offsets.last(), ix.times.last()))?;
         let base = self.seg.base();
         let (pos, next) = last_off.map_or((0, base), |(r, p)| (u64::from(p), base + u64::from(r)));
+        let file = self.seg.file()?;
         let mut scan = self.scan(
-            pos,
-            next,
+            &file,
+            (pos, next),
             IndexCursor::new(self.interval, last_time.map(|t| t.0)),
             false,
         );
@@ -200,16 +201,20 @@ impl Active {
     fn recover(&mut self, size: u64) -> Result<ScanOut, HotError> {
         self.install_indexes(0, 0)?;
         let base = self.seg.base();
-        let mut scan = self.scan(0, base, IndexCursor::new(self.interval, None), true);
+        let file = self.seg.file()?;
+        let mut scan = self.scan(
+            &file,
+            (0, base),
+            IndexCursor::new(self.interval, None),
+            true,
+        );
         scan.run(size)?;
         let (pos, next, cursor, out) = (scan.pos, scan.next_offset, scan.cursor, scan.out);
+        drop(file);
         if let Some((at, why)) = &out.error {
             warn!(segment = %self.seg.log_path().display(), position = at, %why,
                 dropped_bytes = size - pos, "truncating a torn or corrupt tail");
-            self.writer
-                .set_len(pos)
-                .and_then(|()| self.writer.sync_all())
-                .map_err(io_err("truncate", self.seg.log_path()))?;
+            self.cut(pos)?;
         }
         self.adopt(pos, next, cursor, &out);
         Ok(out)
@@ -233,7 +238,8 @@ impl Active {
     /// Every epoch change in the segment (headers only), for rebuilding the epoch cache.
     pub(crate) fn scan_epochs(&self) -> Result<Vec<(u64, u64)>, HotError> {
         let cursor = IndexCursor::new(self.interval, None);
-        let mut scan = self.scan(0, self.seg.base(), cursor, false);
+        let file = self.seg.file()?;
+        let mut scan = self.scan(&file, (0, self.seg.base()), cursor, false);
         scan.run(self.pos)?;
         Ok(scan.out.epochs)
     }
@@ -283,11 +289,13 @@ impl Active {
         let base = self.seg.base();
         let rel = u32::try_from(h.base_offset - base).unwrap_or(u32::MAX);
         let pos32 = u32::try_from(self.pos).unwrap_or(u32::MAX);
-        if let Err(e) = self.writer.write_all_at(bytes, self.pos) {
-            // Do not leave a half-written batch behind the next append.
-            let _ = self.writer.set_len(self.pos);
-            return Err(io_err("append", self.seg.log_path())(e));
-        }
+        let at = self.pos;
+        self.seg.slot().write_with("append", |f| {
+            f.write_all_at(bytes, at).inspect_err(|_| {
+                // Do not leave a half-written batch behind the next append.
+                let _ = f.set_len(at);
+            })
+        })?;
         let (o, t) = self.cursor.on_batch(rel, pos32, h.size, h.max_timestamp);
         if let Some(ix) = self.seg.indexes_mut().as_mut() {
             if let Some((r, p)) = o {
@@ -307,9 +315,7 @@ impl Active {
 
     /// Seals the segment: fsyncs the log, adds the final time entry, trims both indexes.
     pub(crate) fn finish(&mut self) -> Result<(), HotError> {
-        self.writer
-            .sync_all()
-            .map_err(io_err("fsync", self.seg.log_path()))?;
+        self.seg.slot().sync(true)?;
         let final_entry = self.cursor.final_entry();
         let mut guard = self.seg.indexes_mut();
         if let Some(ix) = guard.as_mut() {
@@ -323,7 +329,15 @@ impl Active {
                 .trim()
                 .map_err(io_err("trim index", self.seg.time_path()))?;
         }
-        Ok(())
+        drop(guard);
+        // Sealed: reopened read-only from now on (the descriptor open now stays until evicted).
+        self.seg.slot().set_writable(false)
+    }
+
+    /// Shortens the file to `pos` bytes, durably.
+    fn cut(&self, pos: u64) -> Result<(), HotError> {
+        self.seg.slot().write_with("truncate", |f| f.set_len(pos))?;
+        self.seg.slot().sync(true)
     }
 
     /// Cuts the segment at `pos` (a batch boundary holding offset `end`) and fixes the
@@ -331,10 +345,7 @@ impl Active {
     pub(crate) fn truncate(&mut self, pos: u64, end: u64) -> Result<(), HotError> {
         // Readers stop looking at the bytes before they go away.
         self.seg.publish(pos, end, self.cursor.max_ts());
-        self.writer
-            .set_len(pos)
-            .and_then(|()| self.writer.sync_all())
-            .map_err(io_err("truncate", self.seg.log_path()))?;
+        self.cut(pos)?;
         let end_rel = end - self.seg.base();
         if let Some(ix) = self.seg.indexes_mut().as_mut() {
             ix.offsets.truncate(end_rel, pos);

@@ -13,6 +13,10 @@
 //!   offset, no record of the segment up to and including it is newer than the timestamp.
 //!   Entries are added at index points when the max grew, plus a final one at roll/close.
 //!
+//! No descriptor stays open: a mapping outlives the file descriptor it was made from, so each
+//! file is opened, mapped and closed at once (a node with thousands of partitions would
+//! otherwise hold two descriptors per partition for nothing). Trimming reopens by path.
+//!
 //! Both are derived data: [`OffsetIndex::check`] and [`TimeIndex::check`] catch damage on
 //! first load, and the segment then rebuilds them from the `.log`.
 
@@ -29,13 +33,10 @@ enum Mapping {
     /// Between unmapping and remapping (while the file is resized).
     None,
     ReadOnly(Mmap),
-    Writable {
-        file: File,
-        map: MmapMut,
-    },
+    Writable(MmapMut),
 }
 
-/// The one place that maps files.
+/// The one place that maps files. The descriptor is closed on return; the mapping stays.
 #[allow(unsafe_code)]
 fn map_file(file: File, writable: bool) -> io::Result<Mapping> {
     // SAFETY: memory maps are undefined behaviour if the file changes underneath them in a
@@ -46,8 +47,7 @@ fn map_file(file: File, writable: bool) -> io::Result<Mapping> {
     // mapping while it is writable.
     unsafe {
         if writable {
-            let map = MmapMut::map_mut(&file)?;
-            Ok(Mapping::Writable { file, map })
+            Ok(Mapping::Writable(MmapMut::map_mut(&file)?))
         } else {
             Ok(Mapping::ReadOnly(Mmap::map(&file)?))
         }
@@ -103,7 +103,7 @@ impl IndexFile {
         let all: &[u8] = match &self.map {
             Mapping::None => &[],
             Mapping::ReadOnly(m) => m,
-            Mapping::Writable { map, .. } => map,
+            Mapping::Writable(map) => map,
         };
         &all[..(self.len * self.entry).min(all.len())]
     }
@@ -116,7 +116,7 @@ impl IndexFile {
     fn push(&mut self, bytes: &[u8]) -> bool {
         let at = self.len * self.entry;
         match &mut self.map {
-            Mapping::Writable { map, .. } if at + self.entry <= map.len() => {
+            Mapping::Writable(map) if at + self.entry <= map.len() => {
                 map[at..at + self.entry].copy_from_slice(bytes);
                 self.len += 1;
                 true
@@ -128,16 +128,16 @@ impl IndexFile {
     /// Entries that still fit (0 unless writable).
     fn remaining(&self) -> usize {
         match &self.map {
-            Mapping::Writable { map, .. } => (map.len() / self.entry).saturating_sub(self.len),
+            Mapping::Writable(map) => (map.len() / self.entry).saturating_sub(self.len),
             Mapping::None | Mapping::ReadOnly(_) => 0,
         }
     }
 
     /// Shrinks the file to the entries in use, fsyncs it and maps it read-only.
     fn trim(&mut self) -> io::Result<()> {
-        if let Mapping::Writable { file, map } = &self.map {
+        if let Mapping::Writable(map) = &self.map {
             map.flush()?;
-            let file = file.try_clone()?;
+            let file = OpenOptions::new().write(true).open(&self.path)?;
             // Unmap before changing the file's length.
             self.map = Mapping::None;
             file.set_len((self.len * self.entry) as u64)?;

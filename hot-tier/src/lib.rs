@@ -14,6 +14,11 @@
 //! call when; segments are always fsynced when they roll, so recovery after a crash only has to
 //! check the active segment.
 //!
+//! File descriptors: segment files are opened on use and closed when idle by a node-wide
+//! budget ([`OpenFiles`], shared through [`PartitionLog::open_with_files`]); index files are
+//! memory-mapped and keep no descriptor. So the number of partitions a node hosts is not
+//! bounded by its open-file limit.
+//!
 //! Idempotent producers: the leader's append drops a retried batch (answering with the
 //! original offsets) and refuses out-of-order sequences and fenced producer epochs; the
 //! per-producer state is kept in memory and in `{offset}.snapshot` files (see `producers`).
@@ -24,6 +29,7 @@ mod active;
 mod dedup;
 mod epochs;
 mod error;
+mod files;
 mod index;
 mod log;
 mod producers;
@@ -39,6 +45,7 @@ mod tests;
 
 pub use dedup::DedupSettings;
 pub use error::HotError;
+pub use files::{OpenFiles, DEFAULT_MAX_OPEN_FILES, MIN_MAX_OPEN_FILES};
 pub use log::{
     AppendInfo, PartitionLog, PartitionOptions, ReadResult, RewriteOutcome, SegmentInfo,
 };

@@ -1,7 +1,8 @@
 //! The partition log: segments, appends, reads, rolling, retention, recovery.
 //!
 //! This module is the coordinator; the work lives beside it (`active` writes, `read` reads,
-//! `recovery` opens, `retention` decides, `epochs` remembers leaders). Locking, in the order
+//! `recovery` opens, `retention` decides, `epochs` remembers leaders, `log::cut` truncates
+//! and rewrites, `log::dedup_ids` drops repeated dedup ids). Locking, in the order
 //! taken: `inner` (the append lock: one writer at a time, held for a `write` syscall, never
 //! for an fsync of appended data), then `flush_lock` (group commit), then `segments` (a map of
 //! `Arc<Segment>`, held only to look up or swap entries). Readers take only the last, briefly.
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
-use pyralog_types::batch::{assign, split_batches, Batch, BatchBuilder, BatchRules, NewRecord};
+use pyralog_types::batch::{assign, Batch, BatchRules};
 use pyralog_types::{
     Clock, Epoch, FsyncPolicy, LogConfig, LogOffset, Record, Retention, TimestampMicros,
 };
@@ -26,6 +27,7 @@ use crate::active::Active;
 use crate::dedup::{DedupSettings, DedupWindow};
 use crate::epochs::{sync_dir, EpochCache};
 use crate::error::HotError;
+use crate::files::OpenFiles;
 use crate::producers::{
     snapshot, ProducerBatch, ProducerSnapshot, ProducerStateTable, Verdict,
     DEFAULT_PRODUCER_EXPIRATION,
@@ -33,6 +35,10 @@ use crate::producers::{
 use crate::recovery::{open_dir, rebuild_producers, write_marker, Marker};
 use crate::retention::{Candidate, Rule};
 use crate::segment::{io_err, Segment};
+
+mod cut;
+mod dedup_ids;
+use dedup_ids::DedupOutcome;
 
 /// Settings of one partition log (derived from the log's `LogConfig`).
 #[derive(Debug, Clone, PartialEq)]
@@ -114,24 +120,12 @@ pub struct RewriteOutcome {
     pub bytes_after: u64,
 }
 
-/// What the dedup-id check made of a leader's batch.
-enum DedupOutcome {
-    /// Nothing to drop: the records, at the offsets they will be stored at.
-    Keep(Vec<Record>),
-    /// Every record was stored already: (index, offset of the stored copy).
-    AllStored(Vec<(u32, LogOffset)>),
-    /// Some records were dropped; the rest re-encoded (`kept`: at their future offsets).
-    Rebuilt {
-        batch: Batch,
-        dups: Vec<(u32, LogOffset)>,
-        kept: Vec<Record>,
-    },
-}
-
 /// One partition's local log.
 pub struct PartitionLog {
     dir: PathBuf,
     options: PartitionOptions,
+    /// The node's budget of open segment files (shared by every partition).
+    files: OpenFiles,
     clock: Arc<dyn Clock>,
     /// The append lock; `None` once closed.
     inner: Mutex<Option<Active>>,
@@ -162,13 +156,26 @@ impl PartitionLog {
     /// Opens the log in `dir` (creating it if missing). After a clean shutdown nothing is
     /// scanned; after a crash the active segment is scanned, a torn tail truncated, and its
     /// indexes rebuilt. Missing or damaged indexes of any segment are rebuilt from the `.log`.
+    ///
+    /// The log gets a budget of open files of its own ([`OpenFiles::default`]); a node with
+    /// many partitions shares one budget among them with [`PartitionLog::open_with_files`].
     pub fn open(
         dir: impl AsRef<Path>,
         options: PartitionOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<PartitionLog, HotError> {
+        Self::open_with_files(dir, options, clock, OpenFiles::default())
+    }
+
+    /// [`PartitionLog::open`] with segment files counted in (and closed by) `files`.
+    pub fn open_with_files(
+        dir: impl AsRef<Path>,
+        options: PartitionOptions,
+        clock: Arc<dyn Clock>,
+        files: OpenFiles,
+    ) -> Result<PartitionLog, HotError> {
         let dir = dir.as_ref().to_owned();
-        let opened = open_dir(&dir, &options, clock.now_micros())?;
+        let opened = open_dir(&dir, &options, clock.now_micros(), &files)?;
         let start = opened.segments.keys().next().copied().unwrap_or(0);
         let end = opened.active.next_offset();
         // Closed segments were fsynced when they rolled; after a clean shutdown all was.
@@ -180,6 +187,7 @@ impl PartitionLog {
         Ok(PartitionLog {
             dir,
             options,
+            files,
             clock,
             inner: Mutex::new(Some(opened.active)),
             flush_lock: Mutex::new(()),
@@ -354,99 +362,6 @@ impl PartitionLog {
         })
     }
 
-    /// Checks a leader's batch against the dedup window (rebuilding the window first if it
-    /// does not reflect the log). Call with the append lock held; `end` is the log end.
-    fn drop_duplicate_ids(&self, batch: &Batch, end: u64) -> Result<DedupOutcome, HotError> {
-        if !self.dedup.lock().is_loaded() {
-            self.load_dedup_window(end)?;
-        }
-        let mut records = batch.records()?;
-        let verdict = self.dedup.lock().check(&records, self.clock.now_micros());
-        if verdict.drop.is_empty() {
-            let base = batch.base_offset().0;
-            for r in &mut records {
-                r.offset = LogOffset(end + (r.offset.0 - base));
-            }
-            return Ok(DedupOutcome::Keep(records));
-        }
-        let dropped: std::collections::HashSet<usize> = verdict.drop.iter().map(|d| d.0).collect();
-        if dropped.len() == records.len() {
-            // Every record is stored already (a batch's first copy of an id is never dropped,
-            // so each has a stored offset).
-            return Ok(DedupOutcome::AllStored(
-                verdict
-                    .drop
-                    .iter()
-                    .filter_map(|(i, at, _)| Some((u32::try_from(*i).ok()?, (*at)?)))
-                    .collect(),
-            ));
-        }
-        // The kept records, re-encoded; the k-th kept record gets offset end + k.
-        let mut builder = BatchBuilder::new(batch.compression());
-        let mut position_of_kept = std::collections::HashMap::new();
-        let mut kept = Vec::with_capacity(records.len() - dropped.len());
-        for (i, mut r) in records.into_iter().enumerate() {
-            if dropped.contains(&i) {
-                continue;
-            }
-            position_of_kept.insert(i, builder.record_count());
-            r.offset = LogOffset(end + u64::from(builder.record_count()));
-            builder.push(&NewRecord {
-                timestamp: r.timestamp,
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers: r.headers.clone(),
-            });
-            kept.push(r);
-        }
-        let dups = verdict
-            .drop
-            .iter()
-            .filter_map(|(i, stored, first)| {
-                let at = match stored {
-                    Some(o) => *o,
-                    None => LogOffset(end + u64::from(*position_of_kept.get(first)?)),
-                };
-                Some((u32::try_from(*i).ok()?, at))
-            })
-            .collect();
-        Ok(DedupOutcome::Rebuilt {
-            batch: Batch::parse(builder.build()?)?,
-            dups,
-            kept,
-        })
-    }
-
-    /// Notes the dedup ids of the records appended within the window's age (read from the
-    /// log, from the time index on). Call with the append lock held.
-    fn load_dedup_window(&self, end: u64) -> Result<(), HotError> {
-        let settings = self.dedup.lock().settings();
-        let now = self.clock.now_micros();
-        let age = i64::try_from(settings.window.as_micros()).unwrap_or(i64::MAX);
-        let from = self
-            .offset_for_timestamp(now.saturating_sub(age))?
-            .map_or(end, |o| o.0)
-            .max(self.start_offset().0);
-        let mut window = DedupWindow::new(settings);
-        let mut at = LogOffset(from);
-        while at.0 < end {
-            let read = self.read(at, 8 << 20, LogOffset(end))?;
-            if read.batches.is_empty() {
-                break;
-            }
-            for b in split_batches(read.batches) {
-                let b = b?;
-                if b.has_dedup_ids() {
-                    window.note(&b.records()?, now);
-                }
-            }
-            at = read.next_offset.max(LogOffset(at.0 + 1));
-        }
-        window.mark_loaded();
-        *self.dedup.lock() = window;
-        Ok(())
-    }
-
     /// fsyncs everything appended so far; returns the durable end offset. Concurrent callers
     /// share one fsync.
     pub fn flush(&self) -> Result<LogOffset, HotError> {
@@ -466,9 +381,7 @@ impl PartitionLog {
         let end = self.end.load(Ordering::Acquire);
         let active = self.segments.read().values().next_back().cloned();
         if let Some(seg) = active {
-            seg.file()?
-                .sync_data()
-                .map_err(io_err("fsync", seg.log_path()))?;
+            seg.slot().sync(false)?;
         }
         let durable = self.durable.fetch_max(end, Ordering::AcqRel).max(end);
         Ok(LogOffset(durable))
@@ -580,7 +493,7 @@ impl PartitionLog {
         }
         active.finish()?;
         let end = active.next_offset();
-        let next = Active::create(&self.dir, end, &self.options)?;
+        let next = Active::create(&self.dir, end, &self.options, &self.files)?;
         self.segments.write().insert(end, next.seg.clone());
         // Everything below `end` is in fsynced segments now.
         self.durable.fetch_max(end, Ordering::AcqRel);
@@ -704,68 +617,6 @@ impl PartitionLog {
         self.deleted_from_start(deleted)
     }
 
-    /// Rewrites the closed segment starting at `base` with the records `edit` returns (a
-    /// subset of them, or records derived from them, at offsets inside the segment's range, in
-    /// increasing order); `edit` returning `None` leaves the segment alone. Offsets keep their
-    /// meaning: the records left keep theirs, and the segment keeps its range, with gaps.
-    ///
-    /// Crash safety: the new bytes go to `{base}.log.rewrite.tmp` and are fsynced; then, under
-    /// the append lock, the old indexes are unlinked, the temporary file is renamed over the
-    /// `.log` (atomic) and the directory fsynced. A crash before the rename leaves the old
-    /// segment and a `.tmp` file that opening deletes; after it, the new segment, whose
-    /// indexes are rebuilt on first use. Readers already inside the old segment finish on its
-    /// (unlinked) file. Returns `None` when nothing changed or the segment went away (retention
-    /// or truncation) while it was being rewritten.
-    pub fn rewrite_segment(
-        &self,
-        base: LogOffset,
-        edit: impl FnOnce(Vec<Record>) -> Option<Vec<Record>>,
-    ) -> Result<Option<RewriteOutcome>, HotError> {
-        let old = {
-            let map = self.segments.read();
-            let is_active = map.keys().next_back() == Some(&base.0);
-            match map.get(&base.0) {
-                Some(s) if !is_active => s.clone(),
-                _ => return Ok(None),
-            }
-        };
-        let (records, old_batches) = crate::rewrite::read_all(&old)?;
-        let records_before = records.len() as u64;
-        let Some(records) = edit(records) else {
-            return Ok(None);
-        };
-        let tmp = crate::rewrite::write_tmp(&self.dir, &old, &records)?;
-        let guard = self.inner.lock();
-        let current = self.segments.read().get(&base.0).cloned();
-        // A truncation may have made this segment the active one again meanwhile.
-        let now_active = guard.as_ref().is_none_or(|a| Arc::ptr_eq(&a.seg, &old));
-        if now_active || !current.is_some_and(|c| Arc::ptr_eq(&c, &old)) {
-            drop(guard);
-            crate::rewrite::discard(&tmp);
-            return Ok(None);
-        }
-        // In-flight readers keep the old inode: open its file and maps before the unlink.
-        let _ = old.file();
-        let _ = old.with_indexes(|_| ());
-        let new_size = crate::rewrite::swap_in(&self.dir, &old, &tmp)?;
-        let fresh = Arc::new(Segment::new(
-            &self.dir,
-            base.0,
-            new_size,
-            old.end(),
-            u64::from(self.options.index_interval_bytes),
-        ));
-        self.segments.write().insert(base.0, fresh);
-        drop(guard);
-        Ok(Some(RewriteOutcome {
-            records_before,
-            records_after: records.len() as u64,
-            batches_before: old_batches,
-            bytes_before: old.size(),
-            bytes_after: new_size,
-        }))
-    }
-
     /// After segments were deleted from the start: makes the unlinks durable and forgets the
     /// epochs that started before the new start.
     fn deleted_from_start(&self, deleted: Vec<SegmentInfo>) -> Result<Vec<SegmentInfo>, HotError> {
@@ -785,8 +636,10 @@ impl PartitionLog {
         self.segments.write().remove(&seg.base());
         // Our caller holds one handle; any other is an in-flight reader (or the writer).
         if Arc::strong_count(seg) > 1 {
-            let _ = seg.file();
-            let _ = seg.with_indexes(|_| ());
+            seg.retire();
+        } else {
+            // Nobody reads it any more: close its file now rather than when evicted.
+            let _ = seg.slot().close();
         }
         seg.delete_files()
     }
@@ -800,121 +653,6 @@ impl PartitionLog {
             .enumerate()
             .map(|(i, s)| s.info(i + 1 == n))
             .collect()
-    }
-
-    /// Removes every record at or after `offset` (a follower truncating a divergent suffix).
-    ///
-    /// The log is cut at a batch boundary: if `offset` falls inside a batch, that whole batch
-    /// goes too (the new end is the batch's base offset). An `offset` at or beyond the end
-    /// changes nothing; one below the start empties the log, which then continues at `offset`.
-    pub fn truncate_to(&self, offset: LogOffset) -> Result<(), HotError> {
-        let mut guard = self.inner.lock();
-        if guard.is_none() {
-            return Err(HotError::Closed);
-        }
-        let _no_flush = self.flush_lock.lock();
-        if offset >= self.end_offset() {
-            return Ok(());
-        }
-        let all: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
-        let keep = all.iter().rev().find(|s| s.base() <= offset.0).cloned();
-        let below_start = keep.is_none();
-        let new_end = match keep {
-            None => {
-                // Below the start: nothing survives.
-                *guard = None;
-                for s in &all {
-                    self.remove_segment(s)?;
-                }
-                let active = Active::create(&self.dir, offset.0, &self.options)?;
-                self.segments.write().insert(offset.0, active.seg.clone());
-                self.start.store(offset.0, Ordering::Release);
-                *guard = Some(active);
-                offset.0
-            }
-            Some(keep) => {
-                let (pos, new_end) = match keep.locate(offset.0)? {
-                    Some((pos, h)) => (pos, h.base_offset),
-                    None => (keep.size(), keep.end()),
-                };
-                for s in all.iter().filter(|s| s.base() > keep.base()) {
-                    self.remove_segment(s)?;
-                }
-                let same = guard.as_ref().is_some_and(|a| Arc::ptr_eq(&a.seg, &keep));
-                if !same {
-                    // A closed segment becomes the active one again.
-                    *guard = None;
-                    let (mut active, _, _) = Active::open(keep.clone(), &self.options, false)?;
-                    active.first_append = Some(self.clock.now_micros());
-                    *guard = Some(active);
-                }
-                let active = guard.as_mut().ok_or(HotError::Closed)?;
-                active.truncate(pos, new_end)?;
-                if active.is_empty() {
-                    active.first_append = None;
-                }
-                new_end
-            }
-        };
-        sync_dir(&self.dir)?;
-        self.end.store(new_end, Ordering::Release);
-        self.durable.fetch_min(new_end, Ordering::AcqRel);
-        {
-            let mut epochs = self.epochs.lock();
-            if epochs.truncate_from_end(LogOffset(new_end)) {
-                epochs.persist()?;
-            }
-        }
-        self.reload_producers(new_end, below_start)?;
-        drop(guard);
-        self.end_tx.send_replace(LogOffset(new_end));
-        Ok(())
-    }
-
-    /// Discards every local record and continues the log at `offset`, which must be at or
-    /// beyond the end. For a node whose archive (the cold tier) is ahead of its disk, e.g. one
-    /// started with an empty data directory against a bucket: new records must follow the
-    /// archived ones, never reuse their offsets. `offset == end` changes nothing.
-    pub fn reset_to(&self, offset: LogOffset) -> Result<(), HotError> {
-        let mut guard = self.inner.lock();
-        if guard.is_none() {
-            return Err(HotError::Closed);
-        }
-        let end = self.end_offset();
-        if offset <= end {
-            return if offset == end {
-                Ok(())
-            } else {
-                Err(HotError::OffsetOutOfRange {
-                    requested: offset,
-                    start: self.start_offset(),
-                    end,
-                })
-            };
-        }
-        let _no_flush = self.flush_lock.lock();
-        *guard = None;
-        let all: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
-        for s in &all {
-            self.remove_segment(s)?;
-        }
-        let active = Active::create(&self.dir, offset.0, &self.options)?;
-        self.segments.write().insert(offset.0, active.seg.clone());
-        *guard = Some(active);
-        sync_dir(&self.dir)?;
-        self.start.store(offset.0, Ordering::Release);
-        self.end.store(offset.0, Ordering::Release);
-        self.durable.store(offset.0, Ordering::Release);
-        {
-            let mut epochs = self.epochs.lock();
-            if epochs.truncate_from_start(offset) {
-                epochs.persist()?;
-            }
-        }
-        self.reload_producers(offset.0, true)?;
-        drop(guard);
-        self.end_tx.send_replace(offset);
-        Ok(())
     }
 
     /// `(epoch, start offset)` pairs: the first offset each epoch wrote, oldest first.
@@ -971,6 +709,10 @@ impl PartitionLog {
         };
         self.durable.fetch_max(end, Ordering::AcqRel);
         write_marker(&self.dir, marker)?;
+        // Closed logs hold no descriptors (the active one's was fsynced by `finish`).
+        for seg in self.segments.read().values() {
+            let _ = seg.slot().close();
+        }
         *guard = None;
         Ok(())
     }

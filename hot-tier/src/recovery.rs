@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use crate::active::Active;
 use crate::epochs::{sync_dir, EpochCache, CHECKPOINT};
 use crate::error::HotError;
+use crate::files::{Access, OpenFiles};
 use crate::log::PartitionOptions;
 use crate::producers::snapshot::{self, Loaded};
 use crate::producers::ProducerStateTable;
@@ -132,6 +133,7 @@ pub(crate) fn open_dir(
     dir: &Path,
     opts: &PartitionOptions,
     now: TimestampMicros,
+    files: &OpenFiles,
 ) -> Result<Opened, HotError> {
     std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
     let marker = take_marker(dir)?;
@@ -165,7 +167,7 @@ pub(crate) fn open_dir(
     }
 
     let Some((&active_base, &active_size)) = logs.last_key_value() else {
-        let active = Active::create(dir, 0, opts)?;
+        let active = Active::create(dir, 0, opts, files)?;
         epochs.truncate_from_end(LogOffset::ZERO);
         epochs.persist()?;
         let mut segments = BTreeMap::new();
@@ -187,14 +189,16 @@ pub(crate) fn open_dir(
             break;
         }
         let end = bases.get(i + 1).copied().unwrap_or(active_base);
-        segments.insert(base, Arc::new(Segment::new(dir, base, size, end, interval)));
+        let seg = Segment::new(dir, base, (size, end), interval, files, Access::ReadOnly);
+        segments.insert(base, Arc::new(seg));
     }
     let seg = Arc::new(Segment::new(
         dir,
         active_base,
-        active_size,
-        active_base,
+        (active_size, active_base),
         interval,
+        files,
+        Access::ReadWrite,
     ));
     let (mut active, out, recovered) = Active::open(seg, opts, marker.is_none())?;
     segments.insert(active_base, active.seg.clone());

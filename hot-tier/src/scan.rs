@@ -212,8 +212,9 @@ pub(crate) fn replay_producers(
             None => return Ok(()),
         }
     };
+    let file = seg.file()?;
     let mut scan = Scan {
-        file: seg.file()?,
+        file: &file,
         path: seg.log_path(),
         base: seg.base(),
         verify: false,

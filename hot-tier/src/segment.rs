@@ -11,12 +11,18 @@
 //! offset (file name), size (directory listing) and end offset (the next segment's base).
 //! The file descriptor and the index maps appear on first use, where damaged or missing
 //! indexes are rebuilt from the `.log` (see [`crate::scan`]).
+//!
+//! No segment owns a file descriptor for long: the `.log` file sits in a [`FileSlot`] that the
+//! node-wide [`crate::OpenFiles`] budget closes when idle (and reopens on the next use), and
+//! the index maps keep no descriptor at all. A segment that is deleted or replaced while
+//! readers may hold it pins its file first ([`Segment::retire`]), so those readers keep the
+//! old inode and never reopen the path, which may by then name another file.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 use pyralog_types::batch::HEADER_LEN;
@@ -24,6 +30,7 @@ use pyralog_types::LogOffset;
 use tracing::warn;
 
 use crate::error::HotError;
+use crate::files::{Access, FileSlot, OpenFiles};
 use crate::index::{check_size, OffsetIndex, TimeIndex, OFFSET_ENTRY, TIME_ENTRY};
 use crate::log::SegmentInfo;
 use crate::scan::{IndexCursor, Scan, ScanOut};
@@ -70,7 +77,7 @@ pub(crate) struct Segment {
     log_path: PathBuf,
     index_path: PathBuf,
     time_path: PathBuf,
-    file: OnceLock<File>,
+    file: Arc<FileSlot>,
     /// Committed bytes: readers never look past this.
     size: AtomicU64,
     /// Offset after the last committed batch (`base` when empty).
@@ -83,14 +90,23 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// A segment whose files exist; nothing is opened until first use.
-    pub(crate) fn new(dir: &Path, base: u64, size: u64, end: u64, index_interval: u64) -> Self {
+    /// A segment whose files exist; nothing is opened until first use. `access` is how its
+    /// `.log` file opens: read-write for the active segment.
+    pub(crate) fn new(
+        dir: &Path,
+        base: u64,
+        (size, end): (u64, u64),
+        index_interval: u64,
+        files: &OpenFiles,
+        access: Access,
+    ) -> Self {
+        let log_path = segment_path(dir, base, LOG_EXT);
         Segment {
             base,
-            log_path: segment_path(dir, base, LOG_EXT),
+            file: FileSlot::new(log_path.clone(), files, access),
+            log_path,
             index_path: segment_path(dir, base, INDEX_EXT),
             time_path: segment_path(dir, base, TIME_EXT),
-            file: OnceLock::new(),
             size: AtomicU64::new(size),
             end: AtomicU64::new(end),
             max_ts: AtomicI64::new(NO_TS),
@@ -160,18 +176,21 @@ impl Segment {
         }
     }
 
-    /// Sets the file used for reads (the active segment opens it read-write itself).
-    pub(crate) fn set_file(&self, file: File) {
-        let _ = self.file.set(file);
+    /// The `.log` file's slot (the active segment writes and fsyncs through it).
+    pub(crate) fn slot(&self) -> &Arc<FileSlot> {
+        &self.file
     }
 
-    pub(crate) fn file(&self) -> Result<&File, HotError> {
-        if let Some(f) = self.file.get() {
-            return Ok(f);
-        }
-        let f = File::open(&self.log_path).map_err(io_err("open", &self.log_path))?;
-        let _ = self.file.set(f);
-        self.file.get().ok_or(HotError::Closed)
+    /// The open `.log` file (opened now if the budget closed it).
+    pub(crate) fn file(&self) -> Result<Arc<File>, HotError> {
+        self.file.get()
+    }
+
+    /// Before the segment's files are unlinked or replaced: keeps its descriptor and index
+    /// maps for readers that still hold the segment, and stops it from reopening by path.
+    pub(crate) fn retire(&self) {
+        self.file.pin();
+        let _ = self.with_indexes(|_| ());
     }
 
     pub(crate) fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>, HotError> {
@@ -250,8 +269,9 @@ impl Segment {
 
     /// Rebuilds a closed segment's index files from its `.log` (framing checks only).
     fn rebuild_indexes(&self) -> Result<Indexes, HotError> {
+        let file = self.file()?;
         let mut scan = Scan {
-            file: self.file()?,
+            file: &file,
             path: &self.log_path,
             base: self.base,
             verify: false,

@@ -12,6 +12,7 @@ use pyralog_types::{Epoch, FsyncPolicy, LogOffset, ManualClock, Record, Retentio
 use crate::{HotError, PartitionLog, PartitionOptions, DEFAULT_PRODUCER_EXPIRATION};
 
 mod dedup;
+mod open_files;
 mod producers;
 mod replicated;
 

@@ -117,6 +117,21 @@ pub fn unique(name: &str) -> String {
     format!("{name}-{}-{nanos}", std::process::id())
 }
 
+/// Sets the child's soft and hard `RLIMIT_NOFILE` to `limit` between fork and exec.
+#[allow(unsafe_code)]
+fn limit_open_files(cmd: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only makes the
+    // setrlimit(2) system call, which is async-signal-safe; it allocates nothing and takes no
+    // lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, limit, limit)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// A `pyralog dev` process with its own data directory.
 #[derive(Debug)]
 pub struct TestNode {
@@ -134,6 +149,8 @@ pub struct TestNode {
     extra_args: Vec<String>,
     /// How clients reach it (TLS files, credentials); default plaintext.
     client_options: pyralog_client::ClientOptions,
+    /// Soft and hard `RLIMIT_NOFILE` of the process, if limited.
+    nofile: Option<u64>,
     _root: Option<tempfile::TempDir>,
 }
 
@@ -144,6 +161,7 @@ struct Launch {
     env: Vec<(String, String)>,
     args: Vec<String>,
     client_options: pyralog_client::ClientOptions,
+    nofile: Option<u64>,
 }
 
 impl TestNode {
@@ -160,6 +178,7 @@ impl TestNode {
             extra_env: l.env,
             extra_args: l.args,
             client_options: l.client_options,
+            nofile: l.nofile,
             _root: Some(root),
         };
         node.spawn();
@@ -186,6 +205,7 @@ impl TestNode {
                 env: Vec::new(),
                 args,
                 client_options,
+                nofile: None,
             },
         )
     }
@@ -209,6 +229,7 @@ impl TestNode {
                 env: Vec::new(),
                 args: vec!["--secure".into()],
                 client_options,
+                nofile: None,
             },
         )
     }
@@ -227,6 +248,23 @@ impl TestNode {
                 env,
                 args: Vec::new(),
                 client_options: pyralog_client::ClientOptions::default(),
+                nofile: None,
+            },
+        )
+    }
+
+    /// Starts `pyralog dev` whose open-file limit (soft and hard `RLIMIT_NOFILE`) is `limit`,
+    /// so the node cannot raise it: it must live within it.
+    pub fn start_with_open_file_limit(limit: u64) -> TestNode {
+        Self::launch(
+            tempfile::tempdir().expect("tempdir"),
+            Launch {
+                mode: "dev",
+                listen: "127.0.0.1:0".into(),
+                env: Vec::new(),
+                args: Vec::new(),
+                client_options: pyralog_client::ClientOptions::default(),
+                nofile: Some(limit),
             },
         )
     }
@@ -252,6 +290,9 @@ impl TestNode {
             .stderr(Stdio::from(log));
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
+        }
+        if let Some(limit) = self.nofile {
+            limit_open_files(&mut cmd, limit);
         }
         let mut child = cmd.spawn().expect("spawn pyralog");
         let stdout = child.stdout.take().expect("stdout");
@@ -485,6 +526,7 @@ impl TestCluster {
                         env: vars,
                         args: extra_args,
                         client_options,
+                        nofile: None,
                     },
                 )
             })

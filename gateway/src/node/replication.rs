@@ -57,6 +57,9 @@ impl Node {
     }
 
     async fn reconcile(self: &Arc<Self>, cluster: &Arc<Cluster>, state: &ClusterState) {
+        self.open_failures
+            .lock()
+            .retain(|id, _| state.logs.contains_key(id));
         for (id, meta) in &state.logs {
             let existing = self.logs.read().get(id).cloned();
             let open = match existing {
@@ -74,6 +77,7 @@ impl Node {
                     };
                     match self.open_log(id.clone(), gm, meta.incarnation).await {
                         Ok(o) => {
+                            self.open_failures.lock().remove(id);
                             self.logs.write().insert(id.clone(), o.clone());
                             if let Some(cold) = &self.cold {
                                 if let Err(e) = cold.register(id, &meta.config).await {
@@ -84,6 +88,9 @@ impl Node {
                         }
                         Err(e) => {
                             warn!(log = %id, error = %e, "cannot open log");
+                            self.open_failures
+                                .lock()
+                                .insert(id.clone(), (meta.incarnation, e.to_string()));
                             continue;
                         }
                     }
