@@ -134,6 +134,8 @@ pub struct TestNode {
     extra_args: Vec<String>,
     /// How clients reach it (TLS files, credentials); default plaintext.
     client_options: pyralog_client::ClientOptions,
+    /// Soft and hard RLIMIT_NOFILE of the process (set through `prlimit`); default inherited.
+    fd_limit: Option<u64>,
     _root: Option<tempfile::TempDir>,
 }
 
@@ -149,6 +151,10 @@ struct Launch {
 impl TestNode {
     /// Spawns a node in `root` (its data in `root/data`, its log in `root/node.log`).
     fn launch(root: tempfile::TempDir, l: Launch) -> TestNode {
+        Self::launch_with(root, l, None)
+    }
+
+    fn launch_with(root: tempfile::TempDir, l: Launch, fd_limit: Option<u64>) -> TestNode {
         let mut node = TestNode {
             child: None,
             mode: l.mode,
@@ -160,6 +166,7 @@ impl TestNode {
             extra_env: l.env,
             extra_args: l.args,
             client_options: l.client_options,
+            fd_limit,
             _root: Some(root),
         };
         node.spawn();
@@ -213,6 +220,29 @@ impl TestNode {
         )
     }
 
+    /// Starts a node with extra `PYRALOG_*` settings whose open-file limit is `fd_limit`
+    /// (soft and hard, so the node cannot raise it).
+    pub fn start_with_fd_limit<K: AsRef<str>, V: AsRef<str>>(
+        env: &[(K, V)],
+        fd_limit: u64,
+    ) -> TestNode {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
+            .collect();
+        Self::launch_with(
+            tempfile::tempdir().expect("tempdir"),
+            Launch {
+                mode: "dev",
+                listen: "127.0.0.1:0".into(),
+                env,
+                args: Vec::new(),
+                client_options: pyralog_client::ClientOptions::default(),
+            },
+            Some(fd_limit),
+        )
+    }
+
     /// Starts a node with extra `PYRALOG_*` settings.
     pub fn start_with_env<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> TestNode {
         let env = env
@@ -237,7 +267,17 @@ impl TestNode {
             .append(true)
             .open(&self.log_path)
             .expect("node log file");
-        let mut cmd = Command::new(pyralog_bin());
+        let mut cmd = match self.fd_limit {
+            Some(n) => {
+                // prlimit execs the node in its own process: the pid stays the node's.
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(pyralog_bin());
+                c
+            }
+            None => Command::new(pyralog_bin()),
+        };
         cmd.arg(self.mode)
             .args(&self.extra_args)
             .arg("--listen")
