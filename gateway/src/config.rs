@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pyralog_cold_tier::{CacheSettings, ObjectStoreConfig};
-use pyralog_security::SecuritySettings;
+use pyralog_security::{SecuritySettings, ServerLimits};
 use pyralog_types::LogConfig;
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +45,8 @@ pub struct NodeConfig {
     pub cluster: Option<ClusterSettings>,
     /// TLS on both listeners, client authentication and ACLs, the metrics token.
     pub security: SecuritySettings,
+    /// Connection and request bounds of both listeners (README "Limits").
+    pub server: ServerLimits,
 }
 
 /// Cluster membership and replication timing.
@@ -234,6 +236,7 @@ impl Default for NodeConfig {
             compaction: CompactionSettings::default(),
             cluster: None,
             security: SecuritySettings::default(),
+            server: ServerLimits::default(),
         }
     }
 }
@@ -285,6 +288,7 @@ impl NodeConfig {
         self.security
             .validate()
             .map_err(|e| NodeConfigError(e.to_string()))?;
+        self.server.validate().map_err(NodeConfigError)?;
         if self.security.cluster_tls.is_some() && self.cluster.is_none() {
             return Err(NodeConfigError(
                 "security.cluster_tls needs a [cluster] section (a single node has no cluster listener)".into(),

@@ -20,6 +20,7 @@ mod partition;
 mod security_service;
 pub mod server;
 mod services;
+mod stream_limits;
 
 pub use config::{ClusterSettings, ColdTierSettings, NodeConfig};
 pub use error::GatewayError;

@@ -15,6 +15,17 @@ pub struct LogLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnLabels {
+    pub listener: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub rpc: String,
     pub reason: String,
@@ -42,6 +53,11 @@ pub struct Metrics {
     pub compaction_segments_rewritten: Counter,
     /// Records above the compacted range, per log (summed over partitions).
     pub compaction_lag_records: Family<LogLabels, prometheus_client::metrics::gauge::Gauge>,
+    /// Connections closed at accept by a `[server]` budget, by listener and limit.
+    pub connections_refused: Family<ConnLabels, Counter>,
+    /// Accepted connections the server closed (silent, idle, failed handshake).
+    pub connections_closed: Family<ConnLabels, Counter>,
+    pub connections_open: Family<ListenerLabels, prometheus_client::metrics::gauge::Gauge>,
     registry: Registry,
 }
 
@@ -131,6 +147,25 @@ impl Metrics {
             "Offsets between the compacted range and the high watermark",
             compaction_lag_records.clone(),
         );
+        let connections_refused = Family::<ConnLabels, Counter>::default();
+        let connections_closed = Family::<ConnLabels, Counter>::default();
+        let connections_open =
+            Family::<ListenerLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed right after accept: a [server] connection budget was full",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Accepted connections closed by the server (first_bytes_timeout, idle_timeout, handshake_failed)",
+            connections_closed.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Connections a listener holds",
+            connections_open.clone(),
+        );
         Arc::new(Metrics {
             produced_records,
             produced_bytes,
@@ -147,6 +182,9 @@ impl Metrics {
             compaction_bytes_reclaimed,
             compaction_segments_rewritten,
             compaction_lag_records,
+            connections_refused,
+            connections_closed,
+            connections_open,
             registry,
         })
     }
@@ -158,6 +196,34 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+impl pyralog_security::limits::ConnObserver for Metrics {
+    fn refused(&self, listener: &'static str, why: pyralog_security::limits::Refusal) {
+        self.connections_refused
+            .get_or_create(&ConnLabels {
+                listener: listener.to_owned(),
+                reason: why.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    fn closed(&self, listener: &'static str, why: pyralog_security::limits::Closed) {
+        self.connections_closed
+            .get_or_create(&ConnLabels {
+                listener: listener.to_owned(),
+                reason: why.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    fn open(&self, listener: &'static str, count: usize) {
+        self.connections_open
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_owned(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 }
 

@@ -5,20 +5,22 @@
 //! - The **cluster listener**: Raft, Controller and Replication, for other nodes only,
 //!   behind another. A standalone node has none.
 //!
-//! Both accept through `pyralog_security::server::incoming` (TLS when configured) and stop
-//! together: the shutdown signal first gives up every partition role (ending replication
+//! Both accept through `pyralog_security::server::incoming` (TLS when configured, the
+//! connection budgets and watchdog of `[server]`), count calls and check request framing in
+//! the stream layer (`stream_limits`) before authentication, and stop together: the shutdown signal first gives up every partition role (ending replication
 //! streams), then both servers drain, then the node closes its logs.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use pyralog_proto::internal::replication_server::ReplicationServer;
 use pyralog_proto::v1::{
     admin_server::AdminServer, consumer_server::ConsumerServer, groups_server::GroupsServer,
     producer_server::ProducerServer, security_server::SecurityServer,
 };
+use pyralog_security::limits::ConnObserver;
 use pyralog_security::server::{incoming, AcceptOptions, ServerTls};
+use pyralog_security::ServerLimits;
 use pyralog_types::config::limits::MAX_BATCH_BYTES;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +31,7 @@ use crate::group_service::GroupService;
 use crate::node::{Node, ReplicationService};
 use crate::security_service::SecurityService;
 use crate::services::Services;
+use crate::stream_limits::StreamLimitLayer;
 
 /// gRPC messages may carry the largest batch plus framing.
 pub(crate) const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES as usize + 1024 * 1024;
@@ -50,28 +53,41 @@ pub struct Listeners {
     pub cluster: Option<TcpListener>,
 }
 
-fn builder() -> tonic::transport::Server {
+type Builder =
+    tonic::transport::Server<tower_layer::Stack<StreamLimitLayer, tower_layer::Identity>>;
+
+fn builder(limits: &ServerLimits) -> Builder {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         // Produce requests carry batches of up to MAX_MESSAGE_BYTES: let a whole batch be in
         // flight instead of trickling through the 64 KiB HTTP/2 default window.
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        // Outermost: every call counts as an open stream, whatever answers it.
+        .layer(StreamLimitLayer {
+            message_timeout: limits.request_message_timeout,
+        })
 }
 
 fn accept(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
-    handshake_timeout: Duration,
+    node: &Node,
     name: &'static str,
 ) -> impl futures::Stream<Item = std::io::Result<pyralog_security::server::Conn>> {
+    let observer: Arc<dyn ConnObserver> = node.metrics().clone();
     incoming(
         listener,
         AcceptOptions {
             tls,
-            handshake_timeout,
+            handshake_timeout: node.security().settings.handshake_timeout,
             max_handshakes: MAX_HANDSHAKES,
             name,
+            limits: node.config().server.clone(),
+            observer,
         },
     )
 }
@@ -83,7 +99,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let security = node.security().clone();
-    let handshake_timeout = security.settings.handshake_timeout;
+    let limits = node.config().server.clone();
     let stop = CancellationToken::new();
 
     let services = Services::new(node.clone());
@@ -114,7 +130,7 @@ pub async fn serve(
         .map_err(|e| ServeError(e.to_string()))?;
     info!(addr = %client_addr, tls = security.client_tls.is_some(),
         auth = security.auth_enabled(), "serving clients");
-    let client = builder()
+    let client = builder(&limits)
         .layer(AuthLayer {
             security: security.clone(),
             listener: Listener::Client,
@@ -139,7 +155,7 @@ pub async fn serve(
             accept(
                 listeners.client,
                 security.client_tls.clone(),
-                handshake_timeout,
+                &node,
                 "client",
             ),
             stop.clone().cancelled_owned(),
@@ -152,7 +168,7 @@ pub async fn serve(
                 .map_err(|e| ServeError(e.to_string()))?;
             info!(%addr, mtls = security.cluster_is_secure(), "serving the cluster");
             Some(
-                builder()
+                builder(&limits)
                     .layer(AuthLayer {
                         security: security.clone(),
                         listener: Listener::Cluster,
@@ -165,12 +181,7 @@ pub async fn serve(
                     .add_service(c.controller.raft_service())
                     .add_service(c.controller.controller_service())
                     .serve_with_incoming_shutdown(
-                        accept(
-                            listener,
-                            security.cluster_tls.clone(),
-                            handshake_timeout,
-                            "cluster",
-                        ),
+                        accept(listener, security.cluster_tls.clone(), &node, "cluster"),
                         stop.clone().cancelled_owned(),
                     ),
             )

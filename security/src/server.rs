@@ -10,7 +10,10 @@
 //! way ("this port speaks TLS") instead of a reset.
 //!
 //! Handshakes run in their own tasks with a timeout and a bound on how many run at once, so
-//! slow or silent connections never hold up the accept loop.
+//! slow or silent connections never hold up the accept loop. Before any handshake, each
+//! connection takes a slot of the listener's budgets ([`crate::limits`]); the excess is closed
+//! at once, and every accepted connection carries a watchdog ([`crate::activity`]) that closes
+//! it when it stays silent or idle.
 
 use std::io;
 use std::net::SocketAddr;
@@ -31,8 +34,10 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::activity::{ConnActivity, Watchdog};
 use crate::error::SecurityError;
 use crate::identity::certificate_names;
+use crate::limits::{Closed, ConnObserver, ConnSlot, ConnTracker, ServerLimits, Throttle};
 use crate::pem::{load_certs, load_key, load_roots};
 use crate::reload::Reloading;
 
@@ -180,6 +185,9 @@ pub struct ConnInfo {
     /// A plaintext client on a TLS listener: every call is refused.
     pub plaintext_on_tls: bool,
     pub peer: PeerCert,
+    /// The connection's open streams and last request, kept by the gateway's stream layer
+    /// and read by the connection's watchdog.
+    pub activity: Arc<ConnActivity>,
 }
 
 enum Stream {
@@ -191,6 +199,40 @@ enum Stream {
 pub struct Conn {
     stream: Stream,
     info: ConnInfo,
+    watch: Option<Watch>,
+}
+
+/// The limits side of an accepted connection: its budget slot and its watchdog.
+struct Watch {
+    dog: Watchdog,
+    slot: ConnSlot,
+    /// Set once the watchdog closed the connection: every later read is end-of-file.
+    expired: bool,
+}
+
+impl Conn {
+    fn new(stream: Stream, info: ConnInfo) -> Conn {
+        Conn {
+            stream,
+            info,
+            watch: None,
+        }
+    }
+
+    /// Puts the connection under its slot and watchdog (timeouts: first bytes, idle).
+    fn watched(
+        mut self,
+        slot: ConnSlot,
+        accepted: tokio::time::Instant,
+        (first_bytes, idle): (Duration, Duration),
+    ) -> Conn {
+        self.watch = Some(Watch {
+            dog: Watchdog::new(self.info.activity.clone(), accepted, first_bytes, idle),
+            slot,
+            expired: false,
+        });
+        self
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -212,9 +254,35 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().stream {
+        let this = self.get_mut();
+        if this.watch.as_ref().is_some_and(|w| w.expired) {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let read = match &mut this.stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        let Some(watch) = this.watch.as_mut() else {
+            return read;
+        };
+        match read {
+            Poll::Ready(Ok(())) => {
+                watch.dog.on_read(&buf.filled()[before..]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match watch.dog.poll_expired(cx) {
+                Poll::Ready(why) => {
+                    watch.expired = true;
+                    watch.slot.closed(why);
+                    tracing::debug!(remote = ?this.info.remote, reason = why.as_str(),
+                        "connection closed by the server");
+                    // End-of-file: hyper closes the connection.
+                    Poll::Ready(Ok(()))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
         }
     }
 }
@@ -273,9 +341,16 @@ pub struct AcceptOptions {
     pub handshake_timeout: Duration,
     /// At most this many handshakes at once; more connections wait in the kernel backlog.
     pub max_handshakes: usize,
-    /// What the listener is called in log lines.
+    /// What the listener is called in log lines and metrics.
     pub name: &'static str,
+    /// Connection budgets and timeouts.
+    pub limits: ServerLimits,
+    /// Told about refused and closed connections.
+    pub observer: Arc<dyn ConnObserver>,
 }
+
+/// How often a listener may log a refused connection or a failed handshake.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The accepted connections of `listener`, ready for
 /// `tonic::transport::Server::serve_with_incoming_shutdown`. The accept loop ends when the
@@ -286,6 +361,25 @@ pub fn incoming(
 ) -> impl futures::Stream<Item = io::Result<Conn>> {
     let (tx, rx) = mpsc::channel::<io::Result<Conn>>(64);
     let handshakes = Arc::new(Semaphore::new(options.max_handshakes.max(1)));
+    let limits = options.limits.clone();
+    let max_connections = limits.effective_max_connections();
+    if max_connections < limits.max_connections {
+        tracing::info!(
+            listener = options.name,
+            max_connections,
+            configured = limits.max_connections,
+            "server.max_connections lowered to a quarter of the open-file limit"
+        );
+    }
+    let tracker = ConnTracker::new(
+        options.name,
+        max_connections,
+        limits.max_connections_per_address,
+        options.observer.clone(),
+    );
+    let refusals = Throttle::new(LOG_EVERY);
+    let failures = Arc::new(Throttle::new(LOG_EVERY));
+    let handshake_timeout = options.handshake_timeout.min(limits.first_bytes_timeout);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -296,8 +390,27 @@ pub fn incoming(
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: pause instead of spinning.
-                    tracing::warn!(listener = options.name, error = %e, "accept failed");
+                    if let Some(suppressed) = failures.allow() {
+                        tracing::warn!(listener = options.name, error = %e, suppressed,
+                            "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let accepted_at = tokio::time::Instant::now();
+            let slot = match tracker.admit(remote.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    // Closed before any handshake: the descriptor is free again at once.
+                    drop(tcp);
+                    tracker.observer().refused(options.name, why);
+                    if let Some(suppressed) = refusals.allow() {
+                        tracing::warn!(listener = options.name, %remote, limit = why.as_str(),
+                            open = tracker.open(), suppressed,
+                            "connection refused: limit reached ({suppressed} more refused \
+                             since the last such line)");
+                    }
                     continue;
                 }
             };
@@ -306,17 +419,16 @@ pub fn incoming(
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
             }
+            let timeouts = (limits.first_bytes_timeout, limits.idle_timeout);
             let Some(tls) = options.tls.clone() else {
                 let info = ConnInfo {
                     remote: Some(remote),
                     tls: false,
                     plaintext_on_tls: false,
                     peer: PeerCert::None,
+                    activity: ConnActivity::new(),
                 };
-                let conn = Conn {
-                    stream: Stream::Plain(tcp),
-                    info,
-                };
+                let conn = Conn::new(Stream::Plain(tcp), info).watched(slot, accepted_at, timeouts);
                 if tx.send(Ok(conn)).await.is_err() {
                     return;
                 }
@@ -326,19 +438,24 @@ pub fn incoming(
                 return;
             };
             let tx = tx.clone();
-            let timeout = options.handshake_timeout;
             let name = options.name;
+            let failures = failures.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                match tokio::time::timeout(timeout, handshake(tcp, remote, &tls)).await {
+                let outcome =
+                    tokio::time::timeout(handshake_timeout, handshake(tcp, remote, &tls)).await;
+                let error = match outcome {
                     Ok(Ok(conn)) => {
-                        let _ = tx.send(Ok(conn)).await;
+                        let _ = tx.send(Ok(conn.watched(slot, accepted_at, timeouts))).await;
+                        return;
                     }
-                    Ok(Err(e)) => {
-                        tracing::warn!(listener = name, %remote, error = %e, "TLS handshake failed")
-                    }
-                    Err(_) => tracing::warn!(listener = name, %remote, ?timeout,
-                        "TLS handshake not finished in time; connection closed"),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("not finished within {handshake_timeout:?}"),
+                };
+                slot.closed(Closed::HandshakeFailed);
+                if let Some(suppressed) = failures.allow() {
+                    tracing::warn!(listener = name, %remote, %error, suppressed,
+                        "TLS handshake failed; connection closed");
                 }
             });
         }
@@ -355,15 +472,16 @@ async fn handshake(tcp: TcpStream, remote: SocketAddr, tls: &ServerTls) -> io::R
     if n > 0 && first[0] != 0x16 {
         // Not a TLS record. A plaintext gRPC client gets a clear refusal per call.
         if H2_PREFACE.starts_with(&first[..n]) || first[..n].starts_with(H2_PREFACE) {
-            return Ok(Conn {
-                stream: Stream::Plain(tcp),
-                info: ConnInfo {
+            return Ok(Conn::new(
+                Stream::Plain(tcp),
+                ConnInfo {
                     remote: Some(remote),
                     tls: false,
                     plaintext_on_tls: true,
                     peer: PeerCert::None,
+                    activity: ConnActivity::new(),
                 },
-            });
+            ));
         }
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -388,13 +506,14 @@ async fn handshake(tcp: TcpStream, remote: SocketAddr, tls: &ServerTls) -> io::R
     if let PeerCert::Rejected(why) = &peer {
         tracing::warn!(%remote, reason = %why, "client certificate rejected");
     }
-    Ok(Conn {
-        stream: Stream::Tls(Box::new(stream)),
-        info: ConnInfo {
+    Ok(Conn::new(
+        Stream::Tls(Box::new(stream)),
+        ConnInfo {
             remote: Some(remote),
             tls: true,
             plaintext_on_tls: false,
             peer,
+            activity: ConnActivity::new(),
         },
-    })
+    ))
 }

@@ -253,6 +253,29 @@ impl TestNode {
         )
     }
 
+    /// Starts a node with extra `PYRALOG_*` settings whose open-file limit is `fd_limit`
+    /// (soft and hard, so the node cannot raise it).
+    pub fn start_with_fd_limit<K: AsRef<str>, V: AsRef<str>>(
+        env: &[(K, V)],
+        fd_limit: u64,
+    ) -> TestNode {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
+            .collect();
+        Self::launch(
+            tempfile::tempdir().expect("tempdir"),
+            Launch {
+                mode: "dev",
+                listen: "127.0.0.1:0".into(),
+                env,
+                args: Vec::new(),
+                client_options: pyralog_client::ClientOptions::default(),
+                nofile: Some(fd_limit),
+            },
+        )
+    }
+
     /// Starts `pyralog dev` whose open-file limit (soft and hard `RLIMIT_NOFILE`) is `limit`,
     /// so the node cannot raise it: it must live within it.
     pub fn start_with_open_file_limit(limit: u64) -> TestNode {
