@@ -456,6 +456,14 @@ pub(crate) enum LogsCommand {
         #[arg(long)]
         partition: Vec<u32>,
     },
+    /// Restore a replica's damaged batch (CORRUPT_DATA) from a healthy replica: every replica
+    /// of the partition checks its copy; a damaged one leaves the ISR, cuts its log at the
+    /// damage and fetches the rest from the leader.
+    Repair {
+        name: String,
+        #[arg(long)]
+        partition: u32,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -99,6 +99,27 @@ pub(crate) async fn logs(server: &Target, args: LogsArgs) -> CliResult {
             client.roll_segments(&name, partition).await?;
             println!("rolled segments of {name}");
         }
+        LogsCommand::Repair { name, partition } => {
+            let client = connect(server).await?;
+            let mut failed = None;
+            for (node, answer) in client.repair_partition(&name, partition).await? {
+                match answer {
+                    Ok(r) if r.damaged => println!(
+                        "node {node}: damaged from offset {} ({}); left the ISR, cut its copy \
+                         there and fetches it again from node {} (epoch {})",
+                        r.cut_at, r.detail, r.leader, r.epoch
+                    ),
+                    Ok(_) => println!("node {node}: healthy, nothing to repair"),
+                    Err(e) => {
+                        println!("node {node}: {e}");
+                        failed = Some(e);
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+        }
     }
     Ok(())
 }
@@ -350,6 +371,14 @@ fn print_description(info: &LogInfo) -> CliResult {
             "(offsets and sizes as node {} sees them; it is a {} here)",
             p.answered_by, p.role
         );
+    }
+    for p in &info.partitions {
+        if let Some((offset, detail)) = &p.corrupt {
+            println!(
+                "CORRUPT partition {}: node {} cannot read from offset {} ({detail});                  repair with `pyralog logs repair {} --partition {}`",
+                p.partition, p.answered_by, offset.0, info.name, p.partition
+            );
+        }
     }
     Ok(())
 }

@@ -64,6 +64,9 @@ pub struct PartitionInfo {
     /// offsets and sizes above are that node's view.
     pub answered_by: u64,
     pub role: String,
+    /// The answering node's first unreadable offset and what is damaged, while it has a
+    /// damaged local segment (`pyralog logs repair` fixes it from another replica).
+    pub corrupt: Option<(LogOffset, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +103,9 @@ impl TryFrom<v1::LogDescription> for LogInfo {
                     isr: p.isr,
                     answered_by: p.answered_by,
                     role: p.role,
+                    corrupt: p
+                        .corrupt_offset
+                        .map(|o| (LogOffset(o), p.corrupt_detail)),
                 })
                 .collect(),
         })
@@ -469,6 +475,53 @@ impl Client {
             })
             .await?;
         Ok(())
+    }
+
+    /// Asks every replica of `name`/`partition` to repair its copy (`RepairPartition`): a
+    /// replica with a damaged batch leaves the ISR, cuts its log there and fetches the rest
+    /// again from a healthy leader. One answer per replica, in replica order; a standalone
+    /// node answers alone.
+    pub async fn repair_partition(
+        &self,
+        name: &str,
+        partition: PartitionId,
+    ) -> Result<Vec<(u64, Result<v1::RepairPartitionResponse, ClientError>)>, ClientError> {
+        let request = v1::RepairPartitionRequest {
+            log: name.to_owned(),
+            partition,
+        };
+        let cluster = self.describe_cluster().await?;
+        let replicas = self
+            .describe_log(name)
+            .await?
+            .partitions
+            .get(partition as usize)
+            .map(|p| p.replicas.clone())
+            .unwrap_or_default();
+        if !cluster.clustered || replicas.is_empty() {
+            // The node answers for its only copy (or with the error naming the partition).
+            let resp = self.admin().repair_partition(request).await?;
+            return Ok(vec![(cluster.answered_by, Ok(resp.into_inner()))]);
+        }
+        let mut out = Vec::with_capacity(replicas.len());
+        for id in replicas {
+            let Some(node) = cluster.nodes.iter().find(|n| n.node_id == id) else {
+                out.push((
+                    id,
+                    Err(ClientError::Decode(format!("node {id} is not in the cluster"))),
+                ));
+                continue;
+            };
+            let rpc = AdminClient::new(self.channel_to(&node.address));
+            let answer = rpc
+                .clone()
+                .repair_partition(request.clone())
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(ClientError::from);
+            out.push((id, answer));
+        }
+        Ok(out)
     }
 
     pub async fn list_offsets(

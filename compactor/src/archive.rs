@@ -42,12 +42,27 @@ pub struct ArchiveReport {
     pub hot_bytes: u64,
     /// Local segments deleted by local retention after their archive was committed.
     pub deleted_local: Vec<SegmentInfo>,
+    /// The segment the run stopped at because its data is damaged (the segments before it
+    /// were archived, and local retention applied below them).
+    pub corrupt: Option<CorruptSegment>,
+}
+
+/// A closed local segment that cannot be archived: a batch in it fails its checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptSegment {
+    /// The segment's base offset.
+    pub base_offset: LogOffset,
+    /// The first offset that cannot be read (the damaged batch's range starts here).
+    pub offset: LogOffset,
+    pub detail: String,
 }
 
 /// Archives every closed segment of `hot` whose records are all below `limit` (the high
 /// watermark: nothing a failover could take back is archived) and not yet in `cold`, oldest
 /// first, committing each before the next; then applies local retention below the archived
-/// end. Stops at the first failure, having kept what it committed.
+/// end. Stops at the first failure, having kept what it committed. A damaged segment is not
+/// a failure of the run: it stops there and reports it in [`ArchiveReport::corrupt`], and
+/// local retention still frees what was archived before it.
 pub async fn archive_partition(
     t: PartitionTiers<'_>,
     limit: LogOffset,
@@ -75,7 +90,17 @@ pub async fn archive_partition(
             break;
         }
         let from = archived_end.max(seg.base_offset);
-        let records = read_records(hot, from, last).await?;
+        let records = match read_records(hot, from, last).await {
+            Err(CompactorError::Corrupt { offset, source }) => {
+                report.corrupt = Some(CorruptSegment {
+                    base_offset: seg.base_offset,
+                    offset,
+                    detail: source.to_string(),
+                });
+                break;
+            }
+            other => other?,
+        };
         if records.is_empty() {
             // Compaction emptied the rest of this segment: nothing to upload, but the range
             // is archived all the same.
@@ -108,7 +133,8 @@ pub async fn archive_partition(
     Ok(report)
 }
 
-/// Every record in `[from, last]`, CRC-checked by the hot tier's read path.
+/// Every record in `[from, last]`, CRC-checked by the hot tier's read path. Damage is
+/// [`CompactorError::Corrupt`] naming the first offset that could not be read.
 pub(crate) async fn read_records(
     hot: &Arc<PartitionLog>,
     from: LogOffset,
@@ -120,7 +146,15 @@ pub(crate) async fn read_records(
         let mut at = from;
         let limit = LogOffset(last.0 + 1);
         while at < limit {
-            let read = hot.read(at, 16 << 20, limit)?;
+            let read = match hot.read(at, 16 << 20, limit) {
+                Err(e @ pyralog_hot_tier::HotError::Corrupt { .. }) => {
+                    return Err(CompactorError::Corrupt {
+                        offset: at,
+                        source: e,
+                    })
+                }
+                other => other?,
+            };
             if read.batches.is_empty() {
                 break;
             }

@@ -2,11 +2,20 @@
 
 use pyralog_cold_tier::ColdError;
 use pyralog_hot_tier::HotError;
+use pyralog_types::LogOffset;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompactorError {
     #[error("hot tier: {0}")]
     Hot(#[from] HotError),
+    /// The local log is damaged at `offset` (the first offset a read could not serve): no
+    /// retry helps; the range must be repaired from another replica.
+    #[error("corrupt local data at offset {offset}: {source}")]
+    Corrupt {
+        offset: LogOffset,
+        #[source]
+        source: HotError,
+    },
     #[error("cold tier: {0}")]
     Cold(#[from] ColdError),
     /// A blocking encode/read task died (a bug, or the runtime shutting down).
@@ -20,7 +29,7 @@ impl CompactorError {
         match self {
             CompactorError::Cold(e) => e.is_retriable(),
             CompactorError::Hot(HotError::Io { .. } | HotError::OffsetOutOfRange { .. }) => true,
-            CompactorError::Hot(_) => false,
+            CompactorError::Hot(_) | CompactorError::Corrupt { .. } => false,
             CompactorError::Task(_) => true,
         }
     }

@@ -28,7 +28,9 @@ pub mod retention;
 pub mod standalone;
 pub mod timeseries;
 
-pub use archive::{archive_partition, ArchiveOptions, ArchiveReport, PartitionTiers};
+pub use archive::{
+    archive_partition, ArchiveOptions, ArchiveReport, CorruptSegment, PartitionTiers,
+};
 pub use compact::{compact_partition, ColdTarget, CompactOptions, CompactTarget, CompactionReport};
 pub use error::CompactorError;
 pub use keys::KeyMap;

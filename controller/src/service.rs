@@ -160,6 +160,7 @@ impl ControllerRpc for ControllerService {
         match &cmd {
             Command::RegisterNode { id, .. } => check_claim(peer, *id, "register")?,
             Command::AlterIsr { leader, .. } => check_claim(peer, *leader, "change an ISR")?,
+            Command::LeaveIsr { node, .. } => check_claim(peer, *node, "leave an ISR")?,
             Command::FenceNode { id } => {
                 return Err(denied(format!(
                     "fencing node {id} over the wire: only the controller leader's lease checker fences"

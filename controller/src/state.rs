@@ -134,6 +134,16 @@ pub enum Command {
         epoch: Epoch,
         isr: Vec<NodeId>,
     },
+    /// `node`'s copy of the partition is damaged and about to be cut and fetched again
+    /// (`pyralog logs repair`): it leaves the ISR, so no election can pick it while it holds
+    /// less than the high watermark; if it leads, the first other live ISR member takes over.
+    /// Refused when no other live ISR member would remain. The epoch moves on either way, so
+    /// every replica restarts its role (the leader with the new ISR, `node` as a follower).
+    LeaveIsr {
+        log: LogId,
+        partition: PartitionId,
+        node: NodeId,
+    },
     /// A member joins `group` (or a member already in it updates its subscription).
     JoinGroup {
         group: String,
@@ -317,6 +327,11 @@ impl ClusterState {
                 epoch,
                 isr,
             } => self.alter_isr(log, *partition, *leader, *epoch, isr),
+            Command::LeaveIsr {
+                log,
+                partition,
+                node,
+            } => self.leave_isr(log, *partition, *node),
             Command::JoinGroup { group, request } => {
                 groups::join(&mut self.groups, &self.logs, group, request)
             }
@@ -483,6 +498,53 @@ impl ClusterState {
         };
         self.logs.insert(log.clone(), meta.clone());
         CommandResult::LogCreated(Box::new(meta))
+    }
+
+    fn leave_isr(&mut self, log: &LogId, partition: PartitionId, node: NodeId) -> CommandResult {
+        let Some(p) = self
+            .logs
+            .get_mut(log)
+            .and_then(|l| l.partitions.get_mut(partition as usize))
+        else {
+            return CommandResult::Rejected(Rejection::PartitionNotFound {
+                log: log.clone(),
+                partition,
+            });
+        };
+        if !p.replicas.contains(&node) {
+            return CommandResult::Rejected(Rejection::InvalidIsr(format!(
+                "{node} is not a replica of {log}/{partition} (replicas {:?})",
+                p.replicas
+            )));
+        }
+        let nodes = &self.nodes;
+        let live = |r: &NodeId| nodes.get(r).is_some_and(|n| !n.fenced);
+        // The leader stays when it is not the one leaving; otherwise the first other live
+        // ISR member in replica order leads.
+        let leader = match p.leader {
+            Some(l) if l != node => Some(l),
+            _ => p
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| *r != node && p.isr.contains(r) && live(r)),
+        };
+        let Some(leader) = leader.filter(|l| live(l) && p.isr.contains(l)) else {
+            return CommandResult::Rejected(Rejection::InvalidIsr(format!(
+                "node {node} holds the only live in-sync copy of {log}/{partition} (ISR {:?})",
+                p.isr
+            )));
+        };
+        let Some(next) = p.epoch.0.checked_add(1).filter(|e| *e <= MAX_EPOCH) else {
+            return CommandResult::Rejected(Rejection::Invalid(format!(
+                "epoch {} is the largest epoch",
+                p.epoch
+            )));
+        };
+        p.isr.retain(|r| *r != node);
+        p.leader = Some(leader);
+        p.epoch = Epoch(next);
+        CommandResult::Done
     }
 
     fn alter_isr(

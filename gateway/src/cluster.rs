@@ -482,6 +482,19 @@ impl FollowerTask {
     /// KIP-101/279: ask where the leader's copy of our last epoch ends; cut our log there.
     async fn truncate(&self, rpc: &mut ReplicationClient<Channel>) -> Result<(), GatewayError> {
         let hot = self.p.log().clone();
+        let repair = *self.p.repair_from.lock();
+        if let Some((at, _)) = repair.filter(|(_, asked)| self.epoch > *asked) {
+            // `logs repair`: this replica left the ISR; cut the damaged copy, fetch it again.
+            let cut = hot.clone();
+            tokio::task::spawn_blocking(move || cut.truncate_to(at))
+                .await
+                .map_err(|e| GatewayError::Internal(e.to_string()))??;
+            self.p.lower_hw(hot.end_offset());
+            *self.p.corrupt.lock() = None;
+            *self.p.repair_from.lock() = None;
+            warn!(log = %self.log, partition = self.partition, offset = %at, leader = self.leader,
+                epoch = %self.epoch, "repair: cut the damaged copy; fetching it again from the leader");
+        }
         let Some(mine) = hot.latest_epoch() else {
             return Ok(());
         };

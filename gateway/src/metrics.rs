@@ -26,6 +26,12 @@ pub struct ConnLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub log: String,
+    pub partition: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub rpc: String,
     pub reason: String,
@@ -47,6 +53,8 @@ pub struct Metrics {
     pub segments_archived: Counter,
     pub archived_bytes: Counter,
     pub archive_errors: Counter,
+    /// 1 while a partition has a damaged local segment the archiver cannot read, else 0.
+    pub corrupt_segments: Family<PartitionLabels, prometheus_client::metrics::gauge::Gauge>,
     pub compaction_runs: Counter,
     pub compaction_errors: Counter,
     pub compaction_bytes_reclaimed: Counter,
@@ -93,6 +101,13 @@ impl Metrics {
             "archive_errors",
             "Archive runs of a partition that failed (retried)",
             archive_errors.clone(),
+        );
+        let corrupt_segments =
+            Family::<PartitionLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "corrupt_segments",
+            "Damaged local segments the archiver stopped at (repair: pyralog logs repair)",
+            corrupt_segments.clone(),
         );
         registry.register(
             "produced_records",
@@ -177,6 +192,7 @@ impl Metrics {
             segments_archived,
             archived_bytes,
             archive_errors,
+            corrupt_segments,
             compaction_runs,
             compaction_errors,
             compaction_bytes_reclaimed,

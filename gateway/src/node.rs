@@ -159,6 +159,8 @@ pub struct PartitionStatus {
     pub isr: Vec<NodeId>,
     /// This node's role: "leader", "follower" or "none".
     pub role: &'static str,
+    /// A damaged local segment the archiver stopped at, until it reads again.
+    pub corrupt: Option<pyralog_compactor::CorruptSegment>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -643,8 +645,17 @@ impl Node {
                 store: cold.store.as_ref(),
                 layout: &cold.layout,
             };
-            match archive_partition(tiers, p.high_watermark(), &opts).await {
+            let (limit, backing_off) = self.archive_limit(p);
+            match archive_partition(tiers, limit, &opts).await {
                 Ok(r) => {
+                    self.note_archive_corruption(
+                        &log.id,
+                        i as PartitionId,
+                        p,
+                        r.corrupt.as_ref(),
+                        backing_off,
+                        cold.settings.archive_interval,
+                    );
                     let bytes: u64 = r.uploaded.iter().map(|s| s.size_bytes).sum();
                     self.metrics
                         .segments_archived
@@ -1172,6 +1183,7 @@ impl Node {
                         replicas,
                         isr,
                         role,
+                        corrupt: p.corrupt.lock().as_ref().map(|c| c.segment.clone()),
                     }
                 })
                 .collect(),
@@ -1181,9 +1193,11 @@ impl Node {
 
 mod compaction;
 mod create;
+mod corrupt;
 mod groups;
 mod replication;
 pub use compaction::PartitionCompaction;
+pub use corrupt::RepairOutcome;
 pub use groups::{
     CommitPosition, CommitSpec, CommittedAt, JoinSpec, PartitionLag, ResetTo,
     DEFAULT_REBALANCE_TIMEOUT, DEFAULT_SESSION_TIMEOUT, DEFAULT_VLSN_HEADER,

@@ -83,7 +83,27 @@ pub(crate) struct Partition {
     /// Held for a whole compaction pass (one pass per partition at a time); its content is
     /// what `compaction status` reports.
     pub(crate) compaction: tokio::sync::Mutex<CompactionState>,
+    /// A damaged local segment the archiver found, while it stays damaged (`logs describe`,
+    /// `pyralog_corrupt_segments`).
+    pub(crate) corrupt: parking_lot::Mutex<Option<CorruptState>>,
+    /// Set by `logs repair` before this replica leaves the ISR: the offset to cut at, and the
+    /// epoch it was asked in. Only a follower task of a newer epoch (this replica out of the
+    /// ISR) cuts, before it fetches (see `FollowerTask::truncate`).
+    pub(crate) repair_from: parking_lot::Mutex<Option<(LogOffset, Epoch)>>,
 }
+
+/// A damaged local segment, and when the archiver reads it again: rereading a damaged
+/// segment every `archive_interval` would cost a segment's reads and a log line each time, so
+/// the retry backs off (doubling, up to [`CORRUPT_RETRY_MAX`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CorruptState {
+    pub(crate) segment: pyralog_compactor::CorruptSegment,
+    pub(crate) backoff: Duration,
+    pub(crate) retry_at: tokio::time::Instant,
+}
+
+/// The longest wait between two reads of a damaged segment by the archiver.
+pub(crate) const CORRUPT_RETRY_MAX: Duration = Duration::from_secs(3600);
 
 /// What the compactor has done for a partition since the node started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -132,6 +152,8 @@ impl Partition {
             cold: cold.map(Arc::new),
             behind_archive: std::sync::atomic::AtomicBool::new(false),
             compaction: tokio::sync::Mutex::new(CompactionState::default()),
+            corrupt: parking_lot::Mutex::new(None),
+            repair_from: parking_lot::Mutex::new(None),
         }
     }
 
@@ -186,6 +208,19 @@ impl Partition {
 
     pub(crate) fn start_offset(&self) -> LogOffset {
         self.log.start_offset()
+    }
+
+    /// Moves a follower's HW back to its end after `logs repair` cut its log: what it no
+    /// longer holds, it must not offer.
+    pub(crate) fn lower_hw(&self, to: LogOffset) {
+        self.hw.send_if_modified(|cur| {
+            if to < *cur {
+                *cur = to;
+                true
+            } else {
+                false
+            }
+        });
     }
 
     pub(crate) fn advance_hw(&self, to: LogOffset) {

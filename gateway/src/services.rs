@@ -63,6 +63,8 @@ fn describe(s: LogStatus, me: u64) -> v1::LogDescription {
                 isr: p.isr,
                 answered_by: me,
                 role: p.role.to_owned(),
+                corrupt_offset: p.corrupt.as_ref().map(|c| c.offset.0),
+                corrupt_detail: p.corrupt.map(|c| c.detail).unwrap_or_default(),
             })
             .collect(),
     }
@@ -338,6 +340,30 @@ impl Admin for Services {
         let req = request.into_inner();
         self.node.roll(&req.log, &req.partitions).await?;
         Ok(Response::new(v1::RollSegmentsResponse {}))
+    }
+
+    async fn repair_partition(
+        &self,
+        request: Request<v1::RepairPartitionRequest>,
+    ) -> Result<Response<v1::RepairPartitionResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::Alter, Resource::Log(&request.get_ref().log))?;
+        let req = request.into_inner();
+        let out = self
+            .node
+            .repair_partition(&req.log, req.partition)
+            .await
+            .map_err(|e| self.fail("repair_partition", e))?;
+        let (cut_at, detail) = out.damaged.map(|(o, d)| (o.0, d)).unzip();
+        Ok(Response::new(v1::RepairPartitionResponse {
+            node: out.node,
+            damaged: cut_at.is_some(),
+            cut_at: cut_at.unwrap_or_default(),
+            detail: detail.unwrap_or_default(),
+            leader: out.leader.unwrap_or_default(),
+            epoch: out.epoch.0,
+        }))
     }
 
     async fn run_compaction(

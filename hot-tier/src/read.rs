@@ -44,7 +44,9 @@ pub(crate) fn read(
         }
         let reading_first = is_first;
         let start = if is_first {
-            s.locate(from)?.map_or(size, |(pos, _)| pos)
+            s.locate(from)
+                .map_err(|e| name_offset(e, from))?
+                .map_or(size, |(pos, _)| pos)
         } else {
             0
         };
@@ -53,7 +55,10 @@ pub(crate) fn read(
             let mut want = (size - start).min(budget.saturating_sub(total));
             if total == 0 {
                 // Always at least one batch, however large.
-                want = want.max(s.header_at(start, size)?.size);
+                let header = s
+                    .header_at(start, size)
+                    .map_err(|e| name_offset(e, next_offset))?;
+                want = want.max(header.size);
             }
             if want == 0 {
                 break;
@@ -62,57 +67,36 @@ pub(crate) fn read(
             let buf = Bytes::from(s.read_at(start, usize::try_from(want).unwrap_or(usize::MAX))?);
             let mut used = 0usize;
             let mut at_limit = false;
+            let mut damaged = false;
             while used < buf.len() {
                 let pos = start + used as u64;
-                if buf.len() - used < LOG_OVERHEAD {
-                    if to_end {
-                        return Err(s.corrupt(pos, "torn batch header"));
+                match check_batch(&s, &buf, used, pos, to_end, from, expect, &epoch_at) {
+                    Ok(Step::Batch(batch, batch_size)) => {
+                        if batch.base_offset().0 >= limit {
+                            at_limit = true;
+                            break;
+                        }
+                        used += batch_size;
+                        next_offset = batch.last_offset().0.saturating_add(1);
+                        expect = Some(next_offset);
                     }
-                    break;
-                }
-                let batch_size =
-                    peek_size(&buf[used..]).map_err(|e| s.corrupt(pos, e.to_string()))?;
-                if used + batch_size > buf.len() {
-                    if to_end {
-                        return Err(s.corrupt(pos, "batch runs past the end of the segment"));
+                    Ok(Step::Partial) => break,
+                    // Bad bytes after intact batches: serve the intact ones and stop before
+                    // the damage; the next read, starting at it, reports it.
+                    Err(e) if total > 0 || used > 0 => {
+                        tracing::debug!(error = %e, offset = next_offset,
+                            "corrupt batch: serving the intact batches before it");
+                        damaged = true;
+                        break;
                     }
-                    break;
+                    Err(e) => return Err(name_offset(e, next_offset)),
                 }
-                let batch = Batch::parse_verified(buf.slice(used..used + batch_size))
-                    .map_err(|e| s.corrupt(pos, e.to_string()))?;
-                let base = batch.base_offset().0;
-                // Compacted segments have gaps between batches, never overlaps; any other
-                // segment is dense, and the batch the index found for `from` holds it.
-                if expect.is_some_and(|e| e > base || (e != base && !gaps_allowed))
-                    || (expect.is_none() && !gaps_allowed && base > from)
-                {
-                    return Err(
-                        s.corrupt(pos, format!("batch at offset {base}, expected {expect:?}"))
-                    );
-                }
-                if epoch_at(base).is_some_and(|e| e != batch.epoch()) {
-                    return Err(s.corrupt(
-                        pos,
-                        format!(
-                            "batch at offset {base} says epoch {}, the epoch cache {:?}",
-                            batch.epoch().0,
-                            epoch_at(base).map(|e| e.0)
-                        ),
-                    ));
-                }
-                if base >= limit {
-                    at_limit = true;
-                    break;
-                }
-                used += batch_size;
-                next_offset = batch.last_offset().0.saturating_add(1);
-                expect = Some(next_offset);
             }
             if used > 0 {
                 chunks.push(buf.slice(..used));
                 total += used as u64;
             }
-            if at_limit || start + (used as u64) < size {
+            if damaged || at_limit || start + (used as u64) < size {
                 break;
             }
         }
@@ -147,6 +131,81 @@ pub(crate) fn read(
         batches,
         next_offset: LogOffset(next_offset),
     })
+}
+
+/// What the next bytes of a read buffer hold.
+enum Step {
+    /// A whole, verified batch of this many bytes.
+    Batch(Batch, usize),
+    /// Only the start of a batch: the read stopped inside it (by `max_bytes`).
+    Partial,
+}
+
+/// Checks the batch at `used` in `buf` (file position `pos`): framing, CRC, that it is the
+/// offset expected next, and that its epoch matches the epoch cache.
+#[allow(clippy::too_many_arguments)]
+fn check_batch(
+    s: &Segment,
+    buf: &Bytes,
+    used: usize,
+    pos: u64,
+    to_end: bool,
+    from: u64,
+    expect: Option<u64>,
+    epoch_at: &impl Fn(u64) -> Option<Epoch>,
+) -> Result<Step, HotError> {
+    let gaps_allowed = s.is_compacted();
+    if buf.len() - used < LOG_OVERHEAD {
+        if to_end {
+            return Err(s.corrupt(pos, "torn batch header"));
+        }
+        return Ok(Step::Partial);
+    }
+    let batch_size = peek_size(&buf[used..]).map_err(|e| s.corrupt(pos, e.to_string()))?;
+    if used + batch_size > buf.len() {
+        if to_end {
+            return Err(s.corrupt(pos, "batch runs past the end of the segment"));
+        }
+        return Ok(Step::Partial);
+    }
+    let batch = Batch::parse_verified(buf.slice(used..used + batch_size))
+        .map_err(|e| s.corrupt(pos, e.to_string()))?;
+    let base = batch.base_offset().0;
+    // Compacted segments have gaps between batches, never overlaps; any other segment is
+    // dense, and the batch the index found for `from` holds it.
+    if expect.is_some_and(|e| e > base || (e != base && !gaps_allowed))
+        || (expect.is_none() && !gaps_allowed && base > from)
+    {
+        return Err(s.corrupt(pos, format!("batch at offset {base}, expected {expect:?}")));
+    }
+    if epoch_at(base).is_some_and(|e| e != batch.epoch()) {
+        return Err(s.corrupt(
+            pos,
+            format!(
+                "batch at offset {base} says epoch {}, the epoch cache {:?}",
+                batch.epoch().0,
+                epoch_at(base).map(|e| e.0)
+            ),
+        ));
+    }
+    Ok(Step::Batch(batch, batch_size))
+}
+
+/// Adds the offset the read wanted to a corruption error, so the caller learns where the
+/// damaged range starts (the file position alone means nothing to a consumer).
+fn name_offset(e: HotError, offset: u64) -> HotError {
+    match e {
+        HotError::Corrupt {
+            path,
+            position,
+            detail,
+        } => HotError::Corrupt {
+            path,
+            position,
+            detail: format!("batch holding offset {offset}: {detail}"),
+        },
+        other => other,
+    }
 }
 
 /// The first offset whose record timestamp is `>= ts`, searching `segments` oldest first.

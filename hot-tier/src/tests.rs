@@ -306,6 +306,51 @@ fn flip_byte(path: &Path, at: u64) {
 }
 
 #[test]
+fn a_damaged_batch_ends_a_read_after_the_intact_batches_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    // 30 batches of 3 records in one closed segment, then damage batch 10 (offsets 30..32)
+    // inside its records, where only the CRC can tell.
+    let seg = {
+        let log = open(dir.path(), options(1 << 20, 64), &clock);
+        for i in 0..30 {
+            log.append(batch("m", 3, T0 + i), Epoch(1)).expect("append");
+        }
+        log.roll().expect("roll");
+        log.close().expect("close");
+        log.segments()[0].clone()
+    };
+    let bytes = std::fs::read(&seg.log_path).expect("read");
+    let mut pos = 0usize;
+    for _ in 0..10 {
+        pos += pyralog_types::batch::peek_size(&bytes[pos..]).expect("size");
+    }
+    let size = pyralog_types::batch::peek_size(&bytes[pos..]).expect("size");
+    flip_byte(&seg.log_path, (pos + size - 2) as u64);
+    let log = open(dir.path(), options(1 << 20, 64), &clock);
+
+    // One read with room for everything serves offsets 0..30 and stops at the damage.
+    let r = log.read(LogOffset(0), 1 << 20, LogOffset::MAX).expect("prefix");
+    let served = records(r.batches);
+    assert_eq!(
+        served.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
+        (0..30).collect::<Vec<_>>()
+    );
+    assert_eq!(r.next_offset, LogOffset(30));
+    // Reading at (or inside) the damaged batch fails, naming the offset asked for.
+    for at in [30, 31] {
+        match log.read(LogOffset(at), 1 << 20, LogOffset::MAX) {
+            Err(e @ HotError::Corrupt { .. }) => {
+                assert!(e.to_string().contains(&format!("offset {at}")), "{e}");
+            }
+            other => panic!("expected Corrupt at {at}, got {other:?}"),
+        }
+    }
+    // Past the damaged batch everything serves.
+    assert_eq!(read_all(&log, 33).len(), 90 - 33);
+}
+
+#[test]
 fn a_corrupt_closed_segment_fails_reads_with_corrupt_not_garbage() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(T0);
@@ -694,10 +739,23 @@ fn a_shifted_base_offset_is_corruption_unless_the_segment_was_compacted() {
     bytes[first..first + 8].copy_from_slice(&7u64.to_le_bytes());
     std::fs::write(&path, &bytes).expect("write");
     let log = open(dir.path(), options(1 << 20, 1 << 20), &clock);
-    let err = log
-        .read(LogOffset(0), 1 << 20, LogOffset::MAX)
-        .expect_err("a dense segment with a hole is damaged");
+    let err = read_until_corrupt(&log);
     assert!(matches!(err, HotError::Corrupt { .. }), "{err}");
+}
+
+/// Reads from offset 0 like a consumer until a read fails: every answer before must carry
+/// batches (intact data before damage is served), and the failure must be corruption.
+fn read_until_corrupt(log: &PartitionLog) -> HotError {
+    let mut at = LogOffset(0);
+    loop {
+        match log.read(at, 1 << 20, LogOffset::MAX) {
+            Ok(r) => {
+                assert!(!r.batches.is_empty(), "no data and no error at {at}");
+                at = r.next_offset;
+            }
+            Err(e) => return e,
+        }
+    }
 }
 
 #[test]
@@ -716,9 +774,7 @@ fn a_flipped_epoch_or_base_offset_outside_the_crc_is_corruption() {
         bytes[at] ^= 0x20;
         std::fs::write(&path, &bytes).expect("write");
         let log = open(dir.path(), options(1 << 20, 1 << 20), &clock);
-        let err = log
-            .read(LogOffset(0), 1 << 20, LogOffset::MAX)
-            .expect_err(what);
+        let err = read_until_corrupt(&log);
         assert!(matches!(err, HotError::Corrupt { .. }), "{what}: {err}");
         log.close().expect("close");
     }

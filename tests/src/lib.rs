@@ -417,6 +417,12 @@ impl TestNode {
         }
     }
 
+    /// Sets (or replaces) a `PYRALOG_*` variable for the next start of this node.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.extra_env.retain(|(k, _)| k != key);
+        self.extra_env.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Starts the node again on the same data dir (a new port); returns the start time.
     pub fn restart(&mut self) -> Duration {
         assert!(self.child.is_none(), "stop or kill the node first");

@@ -190,6 +190,16 @@ async fn call(path: &str, ch: Channel, token: Option<&str>) -> Option<Result<(),
             .describe_cluster(call_req(DescribeClusterRequest {}, t))
             .await
             .map(drop),
+        "/pyralog.v1.Admin/RepairPartition" => admin_client::AdminClient::new(ch)
+            .repair_partition(call_req(
+                v1::RepairPartitionRequest {
+                    log: "a".into(),
+                    partition: 0,
+                },
+                t,
+            ))
+            .await
+            .map(drop),
         "/pyralog.v1.Groups/JoinGroup" => groups_client::GroupsClient::new(ch)
             .join_group(call_req(
                 JoinGroupRequest {

@@ -276,6 +276,64 @@ fn isr_changes_from_a_stale_leader_or_with_strangers_are_rejected() {
 }
 
 #[test]
+fn a_damaged_replica_leaves_the_isr_and_hands_over_leadership_only_to_a_live_isr_member() {
+    let mut s = cluster(3);
+    let meta = created(&mut s, "a", 1, 3);
+    let (a, l) = (log("a"), &meta.partitions[0]);
+    let (first, second, third) = (l.replicas[0], l.replicas[1], l.replicas[2]);
+    let leave = |node| Command::LeaveIsr {
+        log: a.clone(),
+        partition: 0,
+        node,
+    };
+    // A follower leaves: same leader, new epoch, ISR without it.
+    assert_eq!(s.apply(&leave(third)), CommandResult::Done);
+    let p = s.partition(&a, 0).expect("partition").clone();
+    assert_eq!(p.leader, Some(first));
+    assert_eq!(p.isr, vec![first, second]);
+    assert_eq!(p.epoch, Epoch(2));
+    // The leader leaves: the other live ISR member leads in a newer epoch.
+    assert_eq!(s.apply(&leave(first)), CommandResult::Done);
+    let p = s.partition(&a, 0).expect("partition").clone();
+    assert_eq!(p.leader, Some(second));
+    assert_eq!(p.isr, vec![second]);
+    assert_eq!(p.epoch, Epoch(3));
+    // The last in-sync copy never leaves; strangers and unknown partitions are refused.
+    assert!(matches!(
+        s.apply(&leave(second)),
+        CommandResult::Rejected(Rejection::InvalidIsr(_))
+    ));
+    assert!(matches!(
+        s.apply(&leave(9)),
+        CommandResult::Rejected(Rejection::InvalidIsr(_))
+    ));
+    assert!(matches!(
+        s.apply(&Command::LeaveIsr {
+            log: a.clone(),
+            partition: 4,
+            node: first
+        }),
+        CommandResult::Rejected(Rejection::PartitionNotFound { .. })
+    ));
+    assert_eq!(s.partition(&a, 0).expect("partition").epoch, Epoch(3));
+    // A successor must be live: with the only other ISR member fenced, the leader stays.
+    let mut s = cluster(2);
+    let meta = created(&mut s, "b", 1, 2);
+    let b = log("b");
+    let (lead, follower) = (meta.partitions[0].replicas[0], meta.partitions[0].replicas[1]);
+    s.apply(&Command::FenceNode { id: follower });
+    assert!(matches!(
+        s.apply(&Command::LeaveIsr {
+            log: b.clone(),
+            partition: 0,
+            node: lead
+        }),
+        CommandResult::Rejected(Rejection::InvalidIsr(_))
+    ));
+    assert_eq!(s.partition(&b, 0).expect("partition").leader, Some(lead));
+}
+
+#[test]
 fn the_state_round_trips_through_json() {
     let mut s = cluster(3);
     created(&mut s, "a", 2, 3);
@@ -324,6 +382,11 @@ fn any_command() -> impl Strategy<Value = Command> {
                 epoch: Epoch(epoch),
                 isr,
             }),
+        (0..3usize, 0..3u32, node.clone()).prop_map(|(l, partition, node)| Command::LeaveIsr {
+            log: log(["a", "b", "c"][l]),
+            partition,
+            node,
+        }),
     ]
 }
 

@@ -91,6 +91,10 @@ pub const CLIENT_RPCS: &[RpcRule] = &[
     // Node addresses are what every client needs to route (Kafka's metadata request).
     rule("/pyralog.v1.Admin/DescribeCluster", Need::Authenticated),
     rule(
+        "/pyralog.v1.Admin/RepairPartition",
+        Need::On(Op::Alter, Kind::Log),
+    ),
+    rule(
         "/pyralog.v1.Groups/JoinGroup",
         Need::On(Op::Group, Kind::Group),
     ),
