@@ -68,6 +68,10 @@ const ATTR_HAS_DEDUP_IDS: u16 = 0b1000;
 /// a record has attribute bit 3 set, so batches without one are never decoded for the check.
 pub const DEDUP_ID_HEADER: &str = "pyralog.dedup_id";
 
+/// Fewest bytes a record takes: length, attributes, timestamp delta, offset delta, key and
+/// value lengths, header count.
+const MIN_RECORD_BYTES: usize = 7;
+
 /// Largest decompressed records region accepted (guards against decompression bombs).
 pub const MAX_UNCOMPRESSED_BYTES: usize = 256 * 1024 * 1024;
 
@@ -533,7 +537,11 @@ impl Batch {
 
     /// Decodes every record. Offsets and epoch come from the header.
     pub fn records(&self) -> Result<Vec<Record>, BatchError> {
-        let mut out = Vec::with_capacity(self.record_count() as usize);
+        // `record_count` is an unchecked header field: reserve no more than the stored bytes
+        // could hold (a record takes at least 7 bytes), or a 65-byte batch claiming four
+        // billion records would ask for hundreds of gigabytes before the first record fails.
+        let fit = (self.bytes.len() - HEADER_LEN) / MIN_RECORD_BYTES + 1;
+        let mut out = Vec::with_capacity((self.record_count() as usize).min(fit));
         self.for_each_record(|r| {
             out.push(r);
             Ok(())
