@@ -40,6 +40,9 @@ else
   PYRALOG_E2E_SECURE=1 cargo test --locked -p pyralog-e2e --test replication --test groups
 fi
 
+# Every decoder's fuzz target for a few seconds each (corpus, then random inputs; ~1 minute).
+FUZZ_SECONDS=5 scripts/fuzz.sh
+
 # The benchmarks must not rot: the criterion micro-benchmarks once each (test mode), then the
 # whole suite at smoke size against a real node (seconds; figures are printed, not checked).
 cargo test --locked --workspace --bench batch_codec --bench index_lookup --bench parquet_codec

@@ -158,3 +158,18 @@ fn invariants_and_lookups() {
     .is_err());
     assert!(m.with_segment(seg(35, 50)).is_err());
 }
+
+/// Found by the `cold_manifest` fuzz target: a manifest (from the bucket) whose segment ends at
+/// `u64::MAX` passed `validate`, and `end_offset` then overflowed (a panic in debug builds, a
+/// wrapped end of 0 in release); a version of `u64::MAX` did the same in `next_version`.
+#[test]
+fn a_manifest_ending_at_the_largest_offset_or_version_is_invalid() {
+    let mut m = Manifest::new(log(), 0).next_version();
+    let mut s = seg(10, 20);
+    s.last_offset = LogOffset::MAX;
+    m.segments.push(s);
+    assert!(m.validate().is_err());
+    let mut m = Manifest::new(log(), 0);
+    m.version = u64::MAX;
+    assert!(m.validate().is_err());
+}

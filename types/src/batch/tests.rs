@@ -236,3 +236,19 @@ fn a_batch_with_a_dedup_id_says_so_in_its_attributes() {
     assert!(!with.has_tombstones());
     assert_eq!(with.compression(), Compression::None);
 }
+
+/// Found by the `batch` fuzz target: `records()` sized its output from the header's record
+/// count before decoding anything, so a 66-byte batch claiming `u32::MAX` records (and as
+/// many offsets) asked for ~400 GB and aborted the process. Now it is a plain error.
+#[test]
+fn a_huge_record_count_in_a_tiny_batch_is_an_error_not_an_allocation() {
+    let mut b = BatchBuilder::new(Compression::None);
+    b.push(&rec(1, Some(b"k"), Some(b"v")));
+    let mut bytes = b.build().expect("build").to_vec();
+    bytes[27..31].copy_from_slice(&u32::MAX.to_le_bytes()); // last_offset_delta
+    bytes[31..35].copy_from_slice(&u32::MAX.to_le_bytes()); // record_count
+    let crc = crc32c::crc32c(&bytes[25..]);
+    bytes[21..25].copy_from_slice(&crc.to_le_bytes());
+    let batch = Batch::parse_verified(Bytes::from(bytes)).expect("framing is valid");
+    assert!(matches!(batch.records(), Err(BatchError::Malformed(_))));
+}
