@@ -10,8 +10,8 @@
 
 use bytes::Bytes;
 use pyralog_types::batch::{
-    assign, peek_size, split_batches, Batch, BatchBuilder, BatchHeader, Compression, NewRecord,
-    HEADER_LEN, MAX_UNCOMPRESSED_BYTES,
+    assign, peek_size, split_batches, Batch, BatchBuilder, BatchHeader, BatchRules, Compression,
+    NewRecord, HEADER_LEN, MAX_UNCOMPRESSED_BYTES,
 };
 use pyralog_types::Record;
 
@@ -48,7 +48,10 @@ pub fn check_bytes(buf: &[u8]) {
     for batch in split_batches(bytes.clone()) {
         let Ok(batch) = batch else { break };
         walked += batch.size();
-        assert!(walked <= buf.len(), "split_batches returned more bytes than given");
+        assert!(
+            walked <= buf.len(),
+            "split_batches returned more bytes than given"
+        );
         check_batch(&batch);
     }
     if let Ok(batch) = Batch::parse(bytes) {
@@ -60,8 +63,29 @@ pub fn check_bytes(buf: &[u8]) {
 fn check_batch(batch: &Batch) {
     let _ = batch.verify_crc();
     let _ = batch.header();
-    let _ = batch.validate_records(1024 * 1024);
-    let Ok(records) = batch.records() else { return };
+    let _ = batch.validate_records(&BatchRules::replicate());
+    let accepted = batch
+        .validate_records(&BatchRules::produce(1024 * 1024, 8 * 1024 * 1024))
+        .is_ok();
+    let Ok(records) = batch.records() else {
+        assert!(
+            !accepted,
+            "a batch whose records do not decode was accepted"
+        );
+        return;
+    };
+    if accepted {
+        // What a leader accepts keeps the log's offsets dense.
+        let dense: Vec<u64> = (batch.base_offset().0..=batch.last_offset().0).collect();
+        let got: Vec<u64> = records.iter().map(|r| r.offset.0).collect();
+        assert_eq!(got, dense, "an accepted batch leaves an offset gap");
+        let max = records.iter().map(|r| r.timestamp).max();
+        assert_eq!(
+            max,
+            Some(batch.max_timestamp()),
+            "accepted max_timestamp lies"
+        );
+    }
     assert_eq!(records.len() as u64, u64::from(batch.record_count()));
     // Each record takes at least 7 bytes of the records region (length, attributes, timestamp,
     // offset, key and value lengths, header count); payload is copied from the region.
@@ -69,7 +93,10 @@ fn check_batch(batch: &Batch) {
         0 => batch.size() - HEADER_LEN,
         _ => MAX_UNCOMPRESSED_BYTES,
     };
-    assert!(records.len() <= region / 7 + 1, "more records than bytes allow");
+    assert!(
+        records.len() <= region / 7 + 1,
+        "more records than bytes allow"
+    );
     let payload: usize = records.iter().map(Record::payload_len).sum();
     assert!(payload <= region, "more payload than the batch holds");
     for pair in records.windows(2) {
@@ -106,10 +133,7 @@ fn round_trip(batch: &Batch, records: &[Record]) {
             .push_at(delta, &nr)
             .expect("decoded offsets increase");
     }
-    let mut encoded = builder
-        .build()
-        .expect("decoded records re-encode")
-        .to_vec();
+    let mut encoded = builder.build().expect("decoded records re-encode").to_vec();
     assign(&mut encoded, batch.base_offset(), batch.epoch());
     let again = Batch::parse_verified(Bytes::from(encoded)).expect("re-encoded batch parses");
     assert_eq!(

@@ -19,7 +19,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pyralog_hot_tier::{PartitionLog, PartitionOptions, ProducerSnapshot, DEFAULT_PRODUCER_EXPIRATION};
+use pyralog_hot_tier::{
+    PartitionLog, PartitionOptions, ProducerSnapshot, DEFAULT_PRODUCER_EXPIRATION,
+};
 use pyralog_types::batch::{split_batches, BatchBuilder, Compression};
 use pyralog_types::{Epoch, FsyncPolicy, LogOffset, ManualClock, Record};
 
@@ -87,7 +89,10 @@ pub fn options() -> PartitionOptions {
 pub fn scratch() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new().prefix("pyralog-fuzz-").tempdir_in(shm) {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("pyralog-fuzz-")
+            .tempdir_in(shm)
+        {
             return d;
         }
     }
@@ -234,7 +239,12 @@ pub fn target(file: HotFile, input: &[u8]) {
     }
     let is_active = t.names.iter().filter(|n| n.ends_with(".log")).next_back() == Some(name);
     let unchanged = bytes == original;
-    exercise(t, file, &dir, (is_active && !unchanged).then_some(first_changed));
+    exercise(
+        t,
+        file,
+        &dir,
+        (is_active && !unchanged).then_some(first_changed),
+    );
 }
 
 fn exercise(t: &Template, file: HotFile, dir: &Path, active_damage_at: Option<usize>) {

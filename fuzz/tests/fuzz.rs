@@ -83,7 +83,10 @@ fn every_target_has_its_encoder_seeds_committed() {
                 std::fs::write(&path, &bytes).expect("write seed");
             }
             let committed = std::fs::read(&path).unwrap_or_else(|e| {
-                panic!("{}: {e} (PYRALOG_FUZZ_WRITE_SEEDS=1 writes it)", path.display())
+                panic!(
+                    "{}: {e} (PYRALOG_FUZZ_WRITE_SEEDS=1 writes it)",
+                    path.display()
+                )
             });
             assert!(
                 committed == bytes,

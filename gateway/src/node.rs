@@ -1192,8 +1192,8 @@ impl Node {
 }
 
 mod compaction;
-mod create;
 mod corrupt;
+mod create;
 mod groups;
 mod replication;
 pub use compaction::PartitionCompaction;
