@@ -103,9 +103,7 @@ impl TryFrom<v1::LogDescription> for LogInfo {
                     isr: p.isr,
                     answered_by: p.answered_by,
                     role: p.role,
-                    corrupt: p
-                        .corrupt_offset
-                        .map(|o| (LogOffset(o), p.corrupt_detail)),
+                    corrupt: p.corrupt_offset.map(|o| (LogOffset(o), p.corrupt_detail)),
                 })
                 .collect(),
         })
@@ -508,7 +506,9 @@ impl Client {
             let Some(node) = cluster.nodes.iter().find(|n| n.node_id == id) else {
                 out.push((
                     id,
-                    Err(ClientError::Decode(format!("node {id} is not in the cluster"))),
+                    Err(ClientError::Decode(format!(
+                        "node {id} is not in the cluster"
+                    ))),
                 ));
                 continue;
             };

@@ -41,7 +41,11 @@ async fn a_damaged_segment_is_reported_and_the_segments_before_it_are_archived_a
         } else {
             assert!(r.uploaded.is_empty() && r.deleted_local.is_empty());
         }
-        assert_eq!(cold.end_offset(), Some(LogOffset(20)), "nothing past the damage");
+        assert_eq!(
+            cold.end_offset(),
+            Some(LogOffset(20)),
+            "nothing past the damage"
+        );
         assert_eq!(hot.start_offset(), LogOffset(20));
     }
 }

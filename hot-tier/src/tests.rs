@@ -328,7 +328,9 @@ fn a_damaged_batch_ends_a_read_after_the_intact_batches_before_it() {
     let log = open(dir.path(), options(1 << 20, 64), &clock);
 
     // One read with room for everything serves offsets 0..30 and stops at the damage.
-    let r = log.read(LogOffset(0), 1 << 20, LogOffset::MAX).expect("prefix");
+    let r = log
+        .read(LogOffset(0), 1 << 20, LogOffset::MAX)
+        .expect("prefix");
     let served = records(r.batches);
     assert_eq!(
         served.iter().map(|r| r.offset.0).collect::<Vec<_>>(),

@@ -58,7 +58,9 @@ fn damage_batch(path: &Path, base: u64) {
 
 fn metrics(node: &TestNode) -> String {
     let url = node.metrics_url().expect("metrics endpoint announced");
-    let hostport = url.trim_start_matches("http://").trim_end_matches("/metrics");
+    let hostport = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
     let mut s = std::net::TcpStream::connect(hostport).expect("connect metrics");
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
         .expect("request");
@@ -285,7 +287,10 @@ fn segment_holding(dir: &Path, offset: u64) -> std::path::PathBuf {
         .find(|b| **b <= offset)
         .copied()
         .expect("a segment");
-    assert!(bases.last() != Some(&base), "offset {offset} is in the active segment");
+    assert!(
+        bases.last() != Some(&base),
+        "offset {offset} is in the active segment"
+    );
     dir.join(format!("{base:020}.log"))
 }
 

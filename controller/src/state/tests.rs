@@ -320,7 +320,10 @@ fn a_damaged_replica_leaves_the_isr_and_hands_over_leadership_only_to_a_live_isr
     let mut s = cluster(2);
     let meta = created(&mut s, "b", 1, 2);
     let b = log("b");
-    let (lead, follower) = (meta.partitions[0].replicas[0], meta.partitions[0].replicas[1]);
+    let (lead, follower) = (
+        meta.partitions[0].replicas[0],
+        meta.partitions[0].replicas[1],
+    );
     s.apply(&Command::FenceNode { id: follower });
     assert!(matches!(
         s.apply(&Command::LeaveIsr {

@@ -68,10 +68,13 @@ impl Node {
         interval: Duration,
     ) {
         let mut state = p.corrupt.lock();
-        let gauge = self.metrics.corrupt_segments.get_or_create(&PartitionLabels {
-            log: log.to_string(),
-            partition,
-        });
+        let gauge = self
+            .metrics
+            .corrupt_segments
+            .get_or_create(&PartitionLabels {
+                log: log.to_string(),
+                partition,
+            });
         let now = tokio::time::Instant::now();
         match (found, state.as_mut()) {
             (Some(c), Some(known)) if known.segment == *c => {
