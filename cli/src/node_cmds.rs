@@ -29,6 +29,7 @@ const ENV_KEYS: &[&str] = &[
     "cold_tier",
     "compaction",
     "cluster",
+    "server",
     "security",
 ];
 

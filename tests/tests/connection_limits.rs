@@ -181,7 +181,10 @@ async fn idle_sockets_never_lock_clients_out_and_are_closed_after_their_timeouts
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_over_its_budget_is_refused_at_accept_and_others_are_served() {
-    let node = TestNode::start_with_env(&[("PYRALOG_SERVER__MAX_CONNECTIONS_PER_ADDRESS", "5")]);
+    let node = TestNode::start_with_env(&[
+        ("PYRALOG_SERVER__MAX_CONNECTIONS_PER_ADDRESS", "5"),
+        ("PYRALOG_SERVER__FIRST_BYTES_TIMEOUT", "60s"),
+    ]);
     let addr = socket_addr(&node);
     let mut sockets = Vec::new();
     for _ in 0..8 {
@@ -214,6 +217,7 @@ async fn a_full_listener_refuses_the_excess_and_serves_again_when_connections_cl
     let node = TestNode::start_with_env(&[
         ("PYRALOG_SERVER__MAX_CONNECTIONS", "20"),
         ("PYRALOG_SERVER__MAX_CONNECTIONS_PER_ADDRESS", "20"),
+        ("PYRALOG_SERVER__FIRST_BYTES_TIMEOUT", "60s"),
     ]);
     let addr = socket_addr(&node);
     let mut sockets = Vec::new();
@@ -319,7 +323,9 @@ async fn a_half_sent_request_message_gets_deadline_exceeded_within_the_bound() {
         let (code, reason, message) =
             tokio::time::timeout(Duration::from_secs(10), grpc_outcome(response))
                 .await
-                .unwrap_or_else(|_| panic!("{what}: no answer within 10 s"));
+                .unwrap_or_else(|_| {
+                    panic!("{what}: no answer within 10 s; node log:\n{}", node.log())
+                });
         assert_eq!(
             code.as_deref(),
             Some("4"),
