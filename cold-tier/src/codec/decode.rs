@@ -10,7 +10,7 @@ use arrow_array::{
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use parquet::file::metadata::ParquetMetaData;
-use parquet::file::reader::ChunkReader;
+use parquet::file::reader::{ChunkReader, Length};
 use pyralog_types::{Epoch, Header, LogOffset, Record};
 
 use super::{meta_keys, SegmentMeta, SCHEMA_VERSION};
@@ -19,9 +19,11 @@ use crate::error::ColdError;
 /// Decodes every record of a whole Parquet segment file held in memory.
 pub fn decode_rows(file: Bytes) -> Result<Vec<Record>, ColdError> {
     let what = "parquet segment";
+    let file_len = file.len() as u64;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| ColdError::corrupt(what, e))?;
     check_schema_version(builder.metadata(), what)?;
+    check_column_chunks(builder.metadata(), file_len, what)?;
     let reader = builder.build().map_err(|e| ColdError::corrupt(what, e))?;
     collect_records(reader, what)
 }
@@ -34,6 +36,7 @@ pub(crate) fn decode_row_groups<R: ChunkReader + 'static>(
     row_groups: Vec<usize>,
     what: &str,
 ) -> Result<Vec<Record>, ColdError> {
+    check_column_chunks(meta.metadata(), reader.len(), what)?;
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, meta.clone())
         .with_row_groups(row_groups)
         .build()
@@ -51,6 +54,36 @@ fn collect_records(
         records_from_batch(&rb, &mut out).map_err(|reason| ColdError::corrupt(what, reason))?;
     }
     Ok(out)
+}
+
+/// Rejects column chunks that do not lie inside the file. The parquet crate asserts this
+/// while reading pages (`ColumnChunkMetaData::byte_range` panics on a negative offset or
+/// size), so a damaged footer must be stopped here. Found by the `parquet_segment` fuzz target.
+pub(crate) fn check_column_chunks(
+    meta: &ParquetMetaData,
+    file_len: u64,
+    what: &str,
+) -> Result<(), ColdError> {
+    for (g, rg) in meta.row_groups().iter().enumerate() {
+        for (c, col) in rg.columns().iter().enumerate() {
+            let start = col
+                .dictionary_page_offset()
+                .unwrap_or(col.data_page_offset());
+            let len = col.compressed_size();
+            let inside = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(len).ok())
+                .and_then(|(s, l)| s.checked_add(l))
+                .is_some_and(|end| end <= file_len);
+            if !inside {
+                return Err(ColdError::corrupt(
+                    what,
+                    format!("row group {g} column {c}: chunk at {start} (+{len}) is outside the file"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Rejects files written with a schema version this build does not know.
