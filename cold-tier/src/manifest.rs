@@ -175,7 +175,10 @@ impl Manifest {
         for (i, s) in self.segments.iter().enumerate() {
             // Its end (`last_offset + 1`) must exist: `end_offset` and every reader add one.
             if s.last_offset == LogOffset::MAX {
-                return Err(format!("segment {i} ({}) ends at the largest offset", s.key));
+                return Err(format!(
+                    "segment {i} ({}) ends at the largest offset",
+                    s.key
+                ));
             }
             if s.base_offset > s.last_offset {
                 return Err(format!("segment {i} ({}) has base > last", s.key));

@@ -48,7 +48,10 @@ pub fn check_bytes(buf: &[u8]) {
     for batch in split_batches(bytes.clone()) {
         let Ok(batch) = batch else { break };
         walked += batch.size();
-        assert!(walked <= buf.len(), "split_batches returned more bytes than given");
+        assert!(
+            walked <= buf.len(),
+            "split_batches returned more bytes than given"
+        );
         check_batch(&batch);
     }
     if let Ok(batch) = Batch::parse(bytes) {
@@ -69,7 +72,10 @@ fn check_batch(batch: &Batch) {
         0 => batch.size() - HEADER_LEN,
         _ => MAX_UNCOMPRESSED_BYTES,
     };
-    assert!(records.len() <= region / 7 + 1, "more records than bytes allow");
+    assert!(
+        records.len() <= region / 7 + 1,
+        "more records than bytes allow"
+    );
     let payload: usize = records.iter().map(Record::payload_len).sum();
     assert!(payload <= region, "more payload than the batch holds");
     for pair in records.windows(2) {
@@ -106,10 +112,7 @@ fn round_trip(batch: &Batch, records: &[Record]) {
             .push_at(delta, &nr)
             .expect("decoded offsets increase");
     }
-    let mut encoded = builder
-        .build()
-        .expect("decoded records re-encode")
-        .to_vec();
+    let mut encoded = builder.build().expect("decoded records re-encode").to_vec();
     assign(&mut encoded, batch.base_offset(), batch.epoch());
     let again = Batch::parse_verified(Bytes::from(encoded)).expect("re-encoded batch parses");
     assert_eq!(

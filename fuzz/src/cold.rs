@@ -24,7 +24,10 @@ use crate::seeds;
 pub fn manifest_seed() -> Vec<u8> {
     let log = LogId::new("orders").expect("valid name");
     let mut m = Manifest::new(log, 2);
-    for (i, (base, last)) in [(0u64, 99u64), (100, 149), (160, 400)].into_iter().enumerate() {
+    for (i, (base, last)) in [(0u64, 99u64), (100, 149), (160, 400)]
+        .into_iter()
+        .enumerate()
+    {
         let seg = ColdSegment {
             base_offset: LogOffset(base),
             last_offset: LogOffset(last),
@@ -95,7 +98,9 @@ fn check_manifest(bytes: &[u8]) {
     }
     for seg in &m.segments {
         for o in [seg.base_offset, seg.last_offset] {
-            let found = m.segment_for_offset(o).expect("a segment's own offsets are found");
+            let found = m
+                .segment_for_offset(o)
+                .expect("a segment's own offsets are found");
             assert_eq!(found, seg);
         }
         let _ = m.segment_for_timestamp(seg.min_timestamp);

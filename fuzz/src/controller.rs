@@ -206,9 +206,8 @@ fn run(text: &[u8]) {
         let Ok(cmd) = serde_json::from_slice::<Command>(line) else {
             continue;
         };
-        let again: Command =
-            serde_json::from_slice(&serde_json::to_vec(&cmd).expect("serializes"))
-                .expect("a decoded command decodes again");
+        let again: Command = serde_json::from_slice(&serde_json::to_vec(&cmd).expect("serializes"))
+            .expect("a decoded command decodes again");
         assert_eq!(again, cmd, "command changed in a JSON round trip");
         let ra = a.apply(&cmd);
         let rb = b.apply(&again);

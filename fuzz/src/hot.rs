@@ -19,7 +19,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pyralog_hot_tier::{PartitionLog, PartitionOptions, ProducerSnapshot, DEFAULT_PRODUCER_EXPIRATION};
+use pyralog_hot_tier::{
+    PartitionLog, PartitionOptions, ProducerSnapshot, DEFAULT_PRODUCER_EXPIRATION,
+};
 use pyralog_types::batch::{split_batches, Batch, BatchBuilder, Compression};
 use pyralog_types::{Epoch, FsyncPolicy, LogOffset, ManualClock, Record};
 
@@ -39,7 +41,7 @@ pub enum HotFile {
 }
 
 impl HotFile {
-    fn files<'a>(self, names: &'a [String]) -> Vec<&'a String> {
+    fn files(self, names: &[String]) -> Vec<&String> {
         let want = |n: &String| match self {
             HotFile::Log => n.ends_with(".log"),
             HotFile::Index => n.ends_with(".index"),
@@ -87,7 +89,10 @@ pub fn options() -> PartitionOptions {
 pub fn scratch() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new().prefix("pyralog-fuzz-").tempdir_in(shm) {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("pyralog-fuzz-")
+            .tempdir_in(shm)
+        {
             return d;
         }
     }
@@ -150,8 +155,7 @@ pub fn template() -> &'static Template {
         assert!(names.iter().filter(|n| n.ends_with(".log")).count() >= 2);
         let active = names
             .iter()
-            .filter(|n| n.ends_with(".log"))
-            .next_back()
+            .rfind(|n| n.ends_with(".log"))
             .expect("an active segment");
         let mut pos = 0u64;
         let active_batches = split_batches(Bytes::from(
@@ -240,7 +244,7 @@ pub fn target(file: HotFile, input: &[u8]) {
         // A crash: recovery scans the active segment.
         let _ = std::fs::remove_file(dir.join(".clean_shutdown"));
     }
-    let is_active = t.names.iter().filter(|n| n.ends_with(".log")).next_back() == Some(name);
+    let is_active = t.names.iter().rfind(|n| n.ends_with(".log")) == Some(name);
     let unchanged = bytes == original;
     let forged = plan.fix_checksums || plan.replace;
     let active_damage_at = (is_active && !unchanged).then_some(first_changed);

@@ -60,18 +60,54 @@ fn clean_marker(i: &[u8]) {
 
 /// Every target, by name.
 pub const TARGETS: &[Target] = &[
-    Target { name: "batch", run: batch::target },
-    Target { name: "segment_log", run: segment_log },
-    Target { name: "offset_index", run: offset_index },
-    Target { name: "time_index", run: time_index },
-    Target { name: "epoch_checkpoint", run: epoch_checkpoint },
-    Target { name: "producer_snapshot", run: producer_snapshot },
-    Target { name: "clean_marker", run: clean_marker },
-    Target { name: "cold_manifest", run: cold::manifest_target },
-    Target { name: "parquet_segment", run: cold::parquet_target },
-    Target { name: "controller_command", run: controller::target },
-    Target { name: "request", run: wire::target },
-    Target { name: "bearer_token", run: token::target },
+    Target {
+        name: "batch",
+        run: batch::target,
+    },
+    Target {
+        name: "segment_log",
+        run: segment_log,
+    },
+    Target {
+        name: "offset_index",
+        run: offset_index,
+    },
+    Target {
+        name: "time_index",
+        run: time_index,
+    },
+    Target {
+        name: "epoch_checkpoint",
+        run: epoch_checkpoint,
+    },
+    Target {
+        name: "producer_snapshot",
+        run: producer_snapshot,
+    },
+    Target {
+        name: "clean_marker",
+        run: clean_marker,
+    },
+    Target {
+        name: "cold_manifest",
+        run: cold::manifest_target,
+    },
+    Target {
+        name: "parquet_segment",
+        run: cold::parquet_target,
+    },
+    Target {
+        name: "controller_command",
+        run: controller::target,
+    },
+    Target {
+        name: "request",
+        run: wire::target,
+    },
+    Target {
+        name: "bearer_token",
+        run: token::target,
+    },
 ];
 
 /// Damage programs for the hot-tier targets: no damage, the file replaced by its own bytes,
@@ -114,6 +150,11 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             damaged.push(bad_crc);
             damaged.push(valid[2][..valid[2].len() - 3].to_vec());
             damaged.push([valid[0].clone(), valid[1].clone()].concat());
+            // Found by this target: four billion records claimed by a one-record batch.
+            let mut huge = valid[0].clone();
+            huge[27..35].fill(0xff);
+            crate::damage::fix_batch_crcs(&mut huge);
+            damaged.push(huge);
             let mut out = named("valid", valid);
             out.extend(named("damaged", damaged));
             out
@@ -140,7 +181,10 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         }
         "controller_command" => vec![
             ("history".into(), controller::seed()),
-            ("flip-digits".into(), vec![0b001, 60, 0, 1, b'9', 140, 0, 1, b'0']),
+            (
+                "flip-digits".into(),
+                vec![0b001, 60, 0, 1, b'9', 140, 0, 1, b'0'],
+            ),
         ],
         "request" => wire::seeds(),
         "bearer_token" => vec![

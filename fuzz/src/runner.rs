@@ -84,8 +84,13 @@ pub fn run(target: &Target, time: Duration, seed: u64) -> Result<Stats, String> 
     }
     let corpus = load_corpus(target.name);
     for (path, input) in &corpus {
-        attempt(target, input)
-            .map_err(|why| format!("{}: corpus file {} fails: {why}", target.name, path.display()))?;
+        attempt(target, input).map_err(|why| {
+            format!(
+                "{}: corpus file {} fails: {why}",
+                target.name,
+                path.display()
+            )
+        })?;
     }
     let mut rng = StdRng::seed_from_u64(seed);
     let mut inputs = 0u64;
@@ -127,7 +132,13 @@ fn next_input(rng: &mut StdRng, corpus: &[(PathBuf, Vec<u8>)]) -> Vec<u8> {
 
 fn mutate(rng: &mut StdRng, data: &mut Vec<u8>, corpus: &[(PathBuf, Vec<u8>)]) {
     let len = data.len();
-    let at = |rng: &mut StdRng| if len == 0 { 0 } else { rng.random_range(0..len) };
+    let at = |rng: &mut StdRng| {
+        if len == 0 {
+            0
+        } else {
+            rng.random_range(0..len)
+        }
+    };
     match rng.random_range(0..9) {
         0 if len > 0 => {
             let i = at(rng);
@@ -147,7 +158,11 @@ fn mutate(rng: &mut StdRng, data: &mut Vec<u8>, corpus: &[(PathBuf, Vec<u8>)]) {
             data[i..i + 4].copy_from_slice(&v.to_le_bytes());
         }
         4 => {
-            let i = if len == 0 { 0 } else { rng.random_range(0..=len) };
+            let i = if len == 0 {
+                0
+            } else {
+                rng.random_range(0..=len)
+            };
             let n = rng.random_range(1..=16);
             let bytes: Vec<u8> = (0..n).map(|_| rng.random()).collect();
             data.splice(i..i, bytes);

@@ -90,7 +90,16 @@ mod tests {
 
     #[test]
     fn the_seed_token_is_accepted_and_a_static_token_too() {
-        assert_eq!(auth().authenticate(&signed(&seed_claims())).expect("jwt").name, "alice");
-        assert_eq!(auth().authenticate("pyt_static").expect("static").name, "svc");
+        assert_eq!(
+            auth()
+                .authenticate(&signed(&seed_claims()))
+                .expect("jwt")
+                .name,
+            "alice"
+        );
+        assert_eq!(
+            auth().authenticate("pyt_static").expect("static").name,
+            "svc"
+        );
     }
 }

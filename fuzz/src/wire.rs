@@ -214,8 +214,14 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             .into(),
     };
     vec![
-        ("produce-records".into(), with(0, &|| produce_records.encode_to_vec())),
-        ("produce-batch".into(), with(0, &|| produce_batch.encode_to_vec())),
+        (
+            "produce-records".into(),
+            with(0, &|| produce_records.encode_to_vec()),
+        ),
+        (
+            "produce-batch".into(),
+            with(0, &|| produce_batch.encode_to_vec()),
+        ),
         ("create-log".into(), with(4, &|| create.encode_to_vec())),
         ("create-acls".into(), with(23, &|| acls.encode_to_vec())),
         ("raft-write".into(), with(26, &|| raft.encode_to_vec())),

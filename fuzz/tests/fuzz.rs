@@ -23,9 +23,8 @@ fn fuzz(name: &str) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
+            use pyralog_types::Clock as _;
+            pyralog_types::SystemClock.now_micros() as u64
         });
     match runner::run(target, Duration::from_secs_f64(seconds), seed) {
         Ok(s) => println!(
@@ -83,7 +82,10 @@ fn every_target_has_its_encoder_seeds_committed() {
                 std::fs::write(&path, &bytes).expect("write seed");
             }
             let committed = std::fs::read(&path).unwrap_or_else(|e| {
-                panic!("{}: {e} (PYRALOG_FUZZ_WRITE_SEEDS=1 writes it)", path.display())
+                panic!(
+                    "{}: {e} (PYRALOG_FUZZ_WRITE_SEEDS=1 writes it)",
+                    path.display()
+                )
             });
             assert!(
                 committed == bytes,

@@ -10,7 +10,7 @@ use arrow_array::{
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use parquet::file::metadata::ParquetMetaData;
-use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::reader::ChunkReader;
 use pyralog_types::{Epoch, Header, LogOffset, Record};
 
 use super::{meta_keys, SegmentMeta, SCHEMA_VERSION};
@@ -44,7 +44,20 @@ pub(crate) fn decode_row_groups<R: ChunkReader + 'static>(
     collect_records(reader, what)
 }
 
+/// The parquet crate still asserts on some damaged pages (e.g. "Decoder for dict should have
+/// been set", found by the `parquet_segment` fuzz target); a panic while decoding a file from
+/// the bucket is reported as a corrupt file, never taken down with the node.
 fn collect_records(
+    reader: impl Iterator<Item = Result<RecordBatch, arrow_schema::ArrowError>>,
+    what: &str,
+) -> Result<Vec<Record>, ColdError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        collect_unguarded(reader, what)
+    }))
+    .unwrap_or_else(|_| Err(ColdError::corrupt(what, "the parquet decoder panicked")))
+}
+
+fn collect_unguarded(
     reader: impl Iterator<Item = Result<RecordBatch, arrow_schema::ArrowError>>,
     what: &str,
 ) -> Result<Vec<Record>, ColdError> {
@@ -78,7 +91,9 @@ pub(crate) fn check_column_chunks(
             if !inside {
                 return Err(ColdError::corrupt(
                     what,
-                    format!("row group {g} column {c}: chunk at {start} (+{len}) is outside the file"),
+                    format!(
+                        "row group {g} column {c}: chunk at {start} (+{len}) is outside the file"
+                    ),
                 ));
             }
         }
