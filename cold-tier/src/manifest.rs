@@ -127,7 +127,12 @@ impl Manifest {
 
     /// One past the last archived offset (`None` when nothing was ever archived).
     pub fn end_offset(&self) -> Option<LogOffset> {
-        let last = self.segments.last().map(|s| LogOffset(s.last_offset.0 + 1));
+        // Saturating: `validate` rejects a segment ending at `u64::MAX`, but an unvalidated
+        // edit (`with_segment` computes the end before validating) must not overflow.
+        let last = self
+            .segments
+            .last()
+            .map(|s| LogOffset(s.last_offset.0.saturating_add(1)));
         last.max(self.archived_end)
     }
 

@@ -150,6 +150,11 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             damaged.push(bad_crc);
             damaged.push(valid[2][..valid[2].len() - 3].to_vec());
             damaged.push([valid[0].clone(), valid[1].clone()].concat());
+            // Found by this target: four billion records claimed by a one-record batch.
+            let mut huge = valid[0].clone();
+            huge[27..35].fill(0xff);
+            crate::damage::fix_batch_crcs(&mut huge);
+            damaged.push(huge);
             let mut out = named("valid", valid);
             out.extend(named("damaged", damaged));
             out

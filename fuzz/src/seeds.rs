@@ -15,7 +15,7 @@ fn record(i: usize, ts: i64) -> NewRecord {
         timestamp: ts,
         key: (i % 4 != 3).then(|| Bytes::from(format!("key-{}", i % 3))),
         value: (i % 5 != 4).then(|| Bytes::from(format!("value {i} {}", "x".repeat(i % 7)))),
-        headers: if i % 2 == 0 {
+        headers: if i.is_multiple_of(2) {
             vec![Header {
                 key: "trace".into(),
                 value: Bytes::from(vec![i as u8; i % 5]),

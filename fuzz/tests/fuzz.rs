@@ -23,9 +23,8 @@ fn fuzz(name: &str) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
+            use pyralog_types::Clock as _;
+            pyralog_types::SystemClock.now_micros() as u64
         });
     match runner::run(target, Duration::from_secs_f64(seconds), seed) {
         Ok(s) => println!(
