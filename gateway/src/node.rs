@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use parking_lot::RwLock;
 use pyralog_compactor::{archive_partition, ArchiveOptions, PartitionTiers};
 use pyralog_hot_tier::{OpenFiles, PartitionLog, PartitionOptions};
@@ -30,6 +31,9 @@ use crate::error::GatewayError;
 use crate::metadata::{LocalMetadataStore, LogMeta, MetadataStore};
 use crate::metrics::{LogLabels, Metrics};
 use crate::partition::{Partition, Role};
+
+/// Partitions closed at once at shutdown (each close syncs a few files).
+const CONCURRENT_CLOSES: usize = 64;
 
 /// Why a node cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -1116,17 +1120,31 @@ impl Node {
         self.begin_shutdown();
         self.tasks.close();
         self.tasks.wait().await;
-        let logs: Vec<_> = self.logs.read().values().cloned().collect();
-        for log in logs {
-            for (i, p) in log.partitions.iter().enumerate() {
-                let hot = p.log().clone();
+        // Each close syncs a few files; with thousands of partitions one after another that
+        // is minutes, so a bounded number close at once (their syncs overlap on the disk).
+        let closes: Vec<_> = self
+            .logs
+            .read()
+            .values()
+            .flat_map(|log| {
+                log.partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (log.id.clone(), i, p.log().clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        futures::stream::iter(closes)
+            .map(|(id, i, hot)| async move {
                 match tokio::task::spawn_blocking(move || hot.close()).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => warn!(log = %log.id, partition = i, error = %e, "close failed"),
-                    Err(e) => warn!(log = %log.id, error = %e, "close task failed"),
+                    Ok(Err(e)) => warn!(log = %id, partition = i, error = %e, "close failed"),
+                    Err(e) => warn!(log = %id, error = %e, "close task failed"),
                 }
-            }
-        }
+            })
+            .buffer_unordered(CONCURRENT_CLOSES)
+            .collect::<()>()
+            .await;
         if let Some(cold) = &self.cold {
             cold.cache().close().await;
         }

@@ -140,7 +140,7 @@ async fn garbage(addr: SocketAddr, stop: Arc<AtomicBool>) -> u64 {
     while !stop.load(Ordering::Relaxed) {
         rounds += 1;
         let mut bytes = noise(rounds, 16 * 1024);
-        if rounds % 2 == 0 {
+        if rounds.is_multiple_of(2) {
             // A valid preface, then frames whose headers and payloads are noise: a HEADERS
             // frame with garbage HPACK on stream 1, a DATA frame on stream 0.
             let mut h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();

@@ -73,7 +73,6 @@ async fn values(client: &Client, log: &str, p: u32) -> Vec<Bytes> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open issue 14: 10,000 partitions are created and written within 1024 files, but a clean stop takes over the harness's 60 s (one sync per partition at shutdown)"]
 async fn ten_thousand_partitions_live_within_1024_open_files_across_a_restart() {
     let partitions = env_usize("PYRALOG_E2E_PARTITIONS", 10_000) as u32;
     let mut node = TestNode::start_with_open_file_limit(1024);
