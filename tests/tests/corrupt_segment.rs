@@ -295,7 +295,6 @@ fn segment_holding(dir: &Path, offset: u64) -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open issue 14: the damaged leader hands over, but the repaired replica does not rejoin the ISR within the test's bound yet"]
 async fn repair_restores_a_damaged_leader_replica_from_an_in_sync_follower() {
     let cluster = TestCluster::start::<&str, &str>(3, &[]);
     let client = cluster.client(1).await.expect("connect");

@@ -281,16 +281,6 @@ impl Node {
         let p = self.partition(&req.log, req.partition)?;
         let asked = Epoch(req.leader_epoch);
         let from = LogOffset(req.fetch_offset);
-        // A follower copies this log, so it never holds more than it: a position past the
-        // end is refused (the follower cuts back to the end), never counted towards the HW.
-        let end = p.log().end_offset();
-        if from > end {
-            return Err(GatewayError::OffsetOutOfRange {
-                requested: from.0,
-                earliest: p.start_offset(),
-                latest: end,
-            });
-        }
         let holds = from;
         let (epoch, hw) = {
             let mut r = p.role();
@@ -313,6 +303,19 @@ impl Node {
                 return Err(GatewayError::NotLeader {
                     leader: Some(cluster.address.clone()),
                     detail: format!("fetch for epoch {asked}; the current epoch is {epoch}"),
+                });
+            }
+            // A follower copies this log, so it never holds more than it: a position past the
+            // end is refused (the follower cuts back to the end), never counted towards the
+            // HW. Only the leader of the asked epoch may say so: a follower cuts its log on
+            // this answer, and a former leader whose copy is shorter (a repair cut it) must
+            // never make a stale follower cut committed records.
+            let end = p.log().end_offset();
+            if from > end {
+                return Err(GatewayError::OffsetOutOfRange {
+                    requested: from.0,
+                    earliest: p.start_offset(),
+                    latest: end,
                 });
             }
             let progress = state
