@@ -24,7 +24,11 @@ pub fn decode_rows(file: Bytes) -> Result<Vec<Record>, ColdError> {
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| ColdError::corrupt(what, e))?;
     check_schema_version(builder.metadata(), what)?;
     check_column_chunks(builder.metadata(), file_len, what)?;
-    let reader = builder.build().map_err(|e| ColdError::corrupt(what, e))?;
+    // Damaged metadata can overflow arithmetic inside the parquet crate's reader set-up
+    // (found by the fuzzer): a panic there is corrupt data too.
+    let reader = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.build()))
+        .map_err(|_| ColdError::corrupt(what, "the parquet reader panicked"))?
+        .map_err(|e| ColdError::corrupt(what, e))?;
     collect_records(reader, what)
 }
 
