@@ -637,6 +637,33 @@ impl TestCluster {
             .map(|i| i as u64 + 1)
     }
 
+    /// Waits (up to 30 s) until node 1 answers and every node has registered with the
+    /// controller unfenced: before that, creating a log with replicas on all nodes is refused
+    /// with `NOT_ENOUGH_REPLICAS`, as it should be. Returns a client of node 1.
+    pub async fn wait_registered(&self) -> pyralog_client::Client {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let attempt = async {
+                let c = self.client(1).await?;
+                let d = c.describe_cluster().await?;
+                Ok::<_, pyralog_client::ClientError>((c, d))
+            };
+            if let Ok(Ok((c, d))) =
+                tokio::time::timeout(std::time::Duration::from_secs(2), attempt).await
+            {
+                if d.nodes.iter().filter(|n| !n.fenced).count() == self.nodes.len() {
+                    return c;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the nodes did not register\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Every node's stderr, labelled (for failure messages).
     pub fn logs(&self) -> String {
         self.nodes

@@ -193,18 +193,7 @@ async fn a_created_log_takes_writes_at_once_on_a_single_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_created_log_takes_writes_at_once_on_three_nodes() {
     let cluster = TestCluster::start::<&str, &str>(3, &[]);
-    let client = {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match cluster.client(1).await {
-                Ok(c) if c.describe_cluster().await.is_ok() => break c,
-                _ => {
-                    assert!(Instant::now() < deadline, "node 1 does not answer");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-    };
+    let client = cluster.wait_registered().await;
     let channel_of = |address: &str| {
         let id = cluster
             .id_of(address)

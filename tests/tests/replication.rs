@@ -774,34 +774,13 @@ async fn assert_logs(cluster: &TestCluster, id: u64, expected: &[String], what: 
     }
 }
 
-async fn wait_all_registered(cluster: &TestCluster) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let d = async {
-            let c = cluster.client(1).await?;
-            c.describe_cluster().await
-        };
-        if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(2), d).await {
-            if d.nodes.iter().filter(|n| !n.fenced).count() == cluster.nodes.len() {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nodes did not register\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_controller_leader_during_creation_creates_a_log_once_or_not_at_all() {
     let mut cluster = TestCluster::start::<&str, &str>(3, &[]);
     let mut names = Vec::new();
     // The kill lands at different points of the creation: before, during, after the commit.
     for (round, delay_us) in [0u64, 400, 1500].into_iter().enumerate() {
-        wait_all_registered(&cluster).await;
+        cluster.wait_registered().await;
         let raft_leader = controller_leader(&cluster, 1).await;
         let via = (1..=3)
             .find(|n| *n != raft_leader)
@@ -851,7 +830,7 @@ async fn killing_the_controller_leader_during_creation_creates_a_log_once_or_not
     }
 
     // Metadata survives a clean restart of all three nodes.
-    wait_all_registered(&cluster).await;
+    cluster.wait_registered().await;
     for n in 1..=3 {
         assert_logs(&cluster, n, &names, "before the restart").await;
     }
@@ -861,7 +840,7 @@ async fn killing_the_controller_leader_during_creation_creates_a_log_once_or_not
     for n in 1..=3 {
         cluster.node(n).restart();
     }
-    wait_all_registered(&cluster).await;
+    cluster.wait_registered().await;
     for n in 1..=3 {
         assert_logs(&cluster, n, &names, "after the restart").await;
     }
