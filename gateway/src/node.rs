@@ -1,4 +1,6 @@
-//! The node core: open logs, produce, fetch, admin, background maintenance, shutdown.
+//! The node core: opening logs, admin and shutdown live here; produce (`produce`), reads
+//! (`read`), background tasks (`background`), creation (`create`), compaction, corruption
+//! handling, consumer groups and replication each have a module of their own.
 //!
 //! Everything here speaks domain types and returns [`GatewayError`]; the gRPC services in
 //! `services` are thin adapters around it, so the node can be driven directly in tests.
@@ -8,16 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::RwLock;
-use pyralog_compactor::{archive_partition, ArchiveOptions, PartitionTiers};
 use pyralog_hot_tier::{OpenFiles, PartitionLog, PartitionOptions};
-use pyralog_types::batch::{Batch, BatchBuilder, BatchError, BatchRules, Compression, NewRecord};
-use pyralog_types::{
-    AckPolicy, Clock, Epoch, FsyncPolicy, LogConfig, LogId, LogOffset, NodeId, PartitionId,
-    TimestampMicros,
-};
+use pyralog_types::{Clock, Epoch, LogConfig, LogId, LogOffset, NodeId, PartitionId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -29,7 +25,7 @@ use crate::cold::ColdTier;
 use crate::config::NodeConfig;
 use crate::error::GatewayError;
 use crate::metadata::{LocalMetadataStore, LogMeta, MetadataStore};
-use crate::metrics::{LogLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::partition::{Partition, Role};
 
 /// Partitions closed at once at shutdown (each close syncs a few files).
@@ -76,77 +72,6 @@ impl Default for NodeComponents {
             object_store: None,
         }
     }
-}
-
-/// What a produce request carries.
-#[derive(Debug, Clone)]
-pub enum ProducePayload {
-    /// An encoded batch (binary batch format).
-    Batch(Bytes),
-    /// Records for the node to encode.
-    Records(Vec<NewRecord>),
-    /// Records of an idempotent producer: the batch carries its id, epoch and sequence.
-    IdempotentRecords {
-        records: Vec<NewRecord>,
-        producer: ProducerStamp,
-    },
-}
-
-/// An idempotent producer's identity and the sequence of a batch's first record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProducerStamp {
-    pub id: i64,
-    pub epoch: i16,
-    pub base_sequence: i32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Produced {
-    pub base_offset: LogOffset,
-    pub last_offset: LogOffset,
-    pub epoch: Epoch,
-    /// A retry of a batch already in the log: nothing was written; the offsets are the
-    /// original's.
-    pub duplicate: bool,
-    /// Records left out for their dedup id: (index in the batch, offset of the stored copy).
-    pub dropped: Vec<(u32, LogOffset)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FetchStart {
-    /// `u64::MAX` means "the current end" (tail the log).
-    Offset(u64),
-    Timestamp(TimestampMicros),
-}
-
-#[derive(Debug, Clone)]
-pub struct FetchSpec {
-    pub log: String,
-    pub partition: PartitionId,
-    pub start: FetchStart,
-    /// 0 = the node's default.
-    pub max_bytes: u32,
-    pub wait: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct Fetched {
-    /// The offset the fetch resolved to (after timestamp lookup / tail).
-    pub from: LogOffset,
-    pub batches: Bytes,
-    pub next_offset: LogOffset,
-    pub high_watermark: LogOffset,
-    pub log_start_offset: LogOffset,
-    /// This fetch's share of `fetch.max_in_flight_bytes`, held while the answer is alive.
-    pub(crate) _budget: Option<crate::fetch::BudgetShare>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionOffsets {
-    pub partition: PartitionId,
-    pub earliest: LogOffset,
-    pub latest: LogOffset,
-    pub for_timestamp: Option<LogOffset>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -518,171 +443,6 @@ impl Node {
         Ok(open)
     }
 
-    /// The node's one background-task shape: every `every`, run `tick` to completion, until
-    /// `cancel` fires (which also abandons a tick in progress: every tick here is safe to
-    /// interrupt and repeat). `tick` returning `false` ends the task. Tasks are tracked, so
-    /// shutdown waits for them.
-    fn spawn_ticker<F, Fut>(&self, every: Duration, cancel: CancellationToken, mut tick: F)
-    where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = bool> + Send,
-    {
-        self.tasks.spawn(async move {
-            let mut interval = tokio::time::interval(every);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = interval.tick() => {}
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    go_on = tick() => if !go_on { break },
-                }
-            }
-        });
-    }
-
-    /// Per log with an interval fsync policy: a flush ticker, stopped when the log is deleted.
-    fn spawn_log_tasks(&self, log: &Arc<OpenLog>) {
-        if let FsyncPolicy::Interval(every) = log.config.fsync {
-            let cancel = log.cancel.clone();
-            let log = log.clone();
-            self.spawn_ticker(every, cancel, move || {
-                let log = log.clone();
-                async move {
-                    for p in &log.partitions {
-                        if let Err(e) = p.flush().await {
-                            warn!(log = %log.id, error = %e, "interval fsync failed");
-                        }
-                    }
-                    true
-                }
-            });
-        }
-    }
-
-    /// One ticker for segment rolls by age and retention.
-    fn spawn_maintenance(self: &Arc<Self>) {
-        let node = Arc::downgrade(self);
-        let retention_every = self.config.retention_check_interval;
-        let last_retention = Arc::new(parking_lot::Mutex::new(tokio::time::Instant::now()));
-        self.spawn_ticker(
-            self.config.maintenance_interval,
-            self.shutdown.clone(),
-            move || {
-                let node = node.clone();
-                let last_retention = last_retention.clone();
-                async move {
-                    let Some(node) = node.upgrade() else {
-                        return false;
-                    };
-                    let retention_due = {
-                        let mut last = last_retention.lock();
-                        let due = last.elapsed() >= retention_every;
-                        if due {
-                            *last = tokio::time::Instant::now();
-                        }
-                        due
-                    };
-                    let logs: Vec<_> = node.logs.read().values().cloned().collect();
-                    for log in logs {
-                        for p in &log.partitions {
-                            if let Err(e) = p.roll_if_due().await {
-                                warn!(log = %log.id, error = %e, "roll by age failed");
-                            }
-                        }
-                        if retention_due {
-                            node.apply_retention(&log).await;
-                        }
-                    }
-                    true
-                }
-            },
-        );
-    }
-
-    /// With a cold tier: one ticker that archives closed segments of every partition, then
-    /// applies local retention below what is archived.
-    fn spawn_archiver(self: &Arc<Self>) {
-        let Some(cold) = self.cold.clone() else {
-            return;
-        };
-        let node = Arc::downgrade(self);
-        let every = cold.settings.archive_interval;
-        self.spawn_ticker(every, self.shutdown.clone(), move || {
-            let node = node.clone();
-            let cold = cold.clone();
-            async move {
-                let Some(node) = node.upgrade() else {
-                    return false;
-                };
-                let logs: Vec<_> = node.logs.read().values().cloned().collect();
-                for log in logs {
-                    node.archive_log(&cold, &log).await;
-                }
-                true
-            }
-        });
-    }
-
-    async fn archive_log(&self, cold: &ColdTier, log: &OpenLog) {
-        let opts = ArchiveOptions {
-            local_retention: Some(log.config.local_retention),
-            ..ArchiveOptions::default()
-        };
-        for (i, p) in log.partitions.iter().enumerate() {
-            let Some(cp) = p.cold() else { continue };
-            if !p.leads() {
-                // Only the leader archives (its copy is the one the ISR agreed on).
-                continue;
-            }
-            // Never archive a local segment while compaction rewrites it: the archive could
-            // get part of the old bytes and part of the new, e.g. a value without the
-            // tombstone that deleted it.
-            let _compacting = p.compaction.lock().await;
-            let tiers = PartitionTiers {
-                log: &log.id,
-                partition: i as PartitionId,
-                hot: p.log(),
-                cold: cp,
-                store: cold.store.as_ref(),
-                layout: &cold.layout,
-            };
-            let (limit, backing_off) = self.archive_limit(p);
-            match archive_partition(tiers, limit, &opts).await {
-                Ok(r) => {
-                    self.note_archive_corruption(
-                        &log.id,
-                        i as PartitionId,
-                        p,
-                        r.corrupt.as_ref(),
-                        backing_off,
-                        cold.settings.archive_interval,
-                    );
-                    let bytes: u64 = r.uploaded.iter().map(|s| s.size_bytes).sum();
-                    self.metrics
-                        .segments_archived
-                        .inc_by(r.uploaded.len() as u64);
-                    self.metrics.archived_bytes.inc_by(bytes);
-                    self.metrics
-                        .segments_deleted
-                        .inc_by(r.deleted_local.len() as u64);
-                    if !r.uploaded.is_empty() || !r.deleted_local.is_empty() {
-                        info!(log = %log.id, partition = i, uploaded = r.uploaded.len(),
-                            parquet_bytes = bytes, hot_bytes = r.hot_bytes,
-                            deleted_local = r.deleted_local.len(), "archived");
-                    }
-                }
-                Err(e) => {
-                    self.metrics.archive_errors.inc();
-                    warn!(log = %log.id, partition = i, error = %e,
-                        retriable = e.is_retriable(), "archiving failed; will retry");
-                }
-            }
-        }
-    }
-
     fn log(&self, name: &str) -> Result<Arc<OpenLog>, GatewayError> {
         let id = GatewayError::log_name(name)?;
         self.logs
@@ -815,290 +575,6 @@ impl Node {
         &self.config.log_defaults
     }
 
-    // ------------------------------------------------------------------ produce
-
-    pub async fn produce(
-        &self,
-        name: &str,
-        partition: PartitionId,
-        payload: ProducePayload,
-        acks: AckPolicy,
-        timeout: Option<Duration>,
-    ) -> Result<Produced, GatewayError> {
-        let log = self.log(name)?;
-        let p = self.partition(name, partition)?;
-        let (batch, records) = self.validate_payload(&log.config, payload)?;
-        let labels = LogLabels {
-            log: log.id.to_string(),
-        };
-        let bytes = batch.len() as u64;
-        if let Some(cluster) = &self.cluster {
-            let epoch = {
-                let r = p.role();
-                match r.role {
-                    Role::Leader(_) => r.epoch,
-                    _ => return Err(r.not_leader()),
-                }
-            };
-            cluster.check_leadership(&log.id, partition, epoch).await?;
-        }
-        if acks == AckPolicy::None {
-            let id = log.id.clone();
-            let epoch = p.epoch();
-            tokio::spawn(async move {
-                if let Err(e) = p.append(batch, false).await {
-                    warn!(log = %id, partition, error = %e, "acks=none append failed");
-                }
-            });
-            return Ok(Produced {
-                base_offset: LogOffset::MAX,
-                last_offset: LogOffset::MAX,
-                epoch,
-                duplicate: false,
-                dropped: Vec::new(),
-            });
-        }
-        // Leader answers after the local append; Quorum and All once the HW covers the batch,
-        // i.e. every ISR member holds it (see `pyralog_hot_tier::replication` for why the ISR
-        // is the write quorum). Standalone, the HW covers a batch as soon as it is appended.
-        let wait_for_isr = matches!(acks, AckPolicy::Quorum | AckPolicy::All);
-        let timeout = timeout.unwrap_or(self.config.produce.default_timeout);
-        let started = std::time::Instant::now();
-        let (info, epoch) = tokio::time::timeout(timeout, p.append(batch, wait_for_isr))
-            .await
-            .map_err(|_| GatewayError::Timeout(timeout))??;
-        if wait_for_isr {
-            let left = timeout.saturating_sub(started.elapsed());
-            p.wait_replicated(info.end_offset, epoch, left)
-                .await
-                .map_err(|e| match e {
-                    GatewayError::Timeout(_) => GatewayError::Timeout(timeout),
-                    other => other,
-                })?;
-        }
-        self.metrics
-            .produce_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if info.duplicate {
-            self.metrics.duplicate_batches.get_or_create(&labels).inc();
-        } else {
-            self.metrics
-                .produced_records
-                .get_or_create(&labels)
-                .inc_by(u64::from(records));
-            self.metrics
-                .produced_bytes
-                .get_or_create(&labels)
-                .inc_by(bytes);
-        }
-        Ok(Produced {
-            base_offset: info.base_offset,
-            last_offset: info.last_offset,
-            epoch,
-            duplicate: info.duplicate,
-            dropped: info.dropped,
-        })
-    }
-
-    fn validate_payload(
-        &self,
-        config: &LogConfig,
-        payload: ProducePayload,
-    ) -> Result<(Bytes, u32), GatewayError> {
-        let max_batch = config.max_batch_bytes;
-        let max_record = config.max_record_bytes as usize;
-        match payload {
-            ProducePayload::Batch(bytes) => {
-                if bytes.len() > max_batch as usize {
-                    return Err(GatewayError::BatchTooLarge {
-                        size: bytes.len(),
-                        limit: max_batch,
-                    });
-                }
-                let batch = Batch::parse_verified(bytes).map_err(GatewayError::CorruptBatch)?;
-                let rules = BatchRules::produce(max_record, max_batch as usize);
-                batch.validate_records(&rules).map_err(|e| match e {
-                    BatchError::RecordTooLarge { size, limit } => {
-                        GatewayError::RecordTooLarge { size, limit }
-                    }
-                    e @ BatchError::UncompressedTooLarge { .. } => GatewayError::Refused {
-                        reason: pyralog_types::Reason::BatchTooLarge,
-                        detail: format!("{e} (max_batch_bytes)"),
-                    },
-                    other => GatewayError::CorruptBatch(other),
-                })?;
-                let count = batch.record_count();
-                Ok((batch.into_bytes(), count))
-            }
-            ProducePayload::Records(records) => self.encode_records(config, records, None),
-            ProducePayload::IdempotentRecords { records, producer } => {
-                self.encode_records(config, records, Some(producer))
-            }
-        }
-    }
-
-    fn encode_records(
-        &self,
-        config: &LogConfig,
-        records: Vec<NewRecord>,
-        producer: Option<ProducerStamp>,
-    ) -> Result<(Bytes, u32), GatewayError> {
-        let max_batch = config.max_batch_bytes;
-        let max_record = config.max_record_bytes as usize;
-        {
-            {
-                if records.is_empty() {
-                    return Err(GatewayError::InvalidRequest(
-                        "produce request has no records".into(),
-                    ));
-                }
-                let now = self.clock.now_micros();
-                let mut builder = BatchBuilder::new(Compression::None);
-                if let Some(p) = producer {
-                    builder = builder.with_producer(p.id, p.epoch, p.base_sequence);
-                }
-                for mut r in records {
-                    let size = r.key.as_ref().map_or(0, Bytes::len)
-                        + r.value.as_ref().map_or(0, Bytes::len)
-                        + r.headers
-                            .iter()
-                            .map(|h| h.key.len() + h.value.len())
-                            .sum::<usize>();
-                    if size > max_record {
-                        return Err(GatewayError::RecordTooLarge {
-                            size,
-                            limit: max_record,
-                        });
-                    }
-                    if r.timestamp == 0 {
-                        r.timestamp = now;
-                    }
-                    builder.push(&r);
-                    if builder.estimated_size() > max_batch as usize {
-                        return Err(GatewayError::BatchTooLarge {
-                            size: builder.estimated_size(),
-                            limit: max_batch,
-                        });
-                    }
-                }
-                let count = builder.record_count();
-                Ok((builder.build().map_err(GatewayError::CorruptBatch)?, count))
-            }
-        }
-    }
-
-    // ------------------------------------------------------------------ fetch
-
-    pub async fn fetch(&self, spec: FetchSpec) -> Result<Fetched, GatewayError> {
-        self.fetch_within(spec, None).await
-    }
-
-    /// [`Node::fetch`] for a response of at most `response_bytes`: reads no more stored bytes
-    /// than that (at least one batch). Once there is data to read (after any long-poll), the
-    /// fetch takes as many bytes of the node's in-flight budget as it may read, waiting for
-    /// them if need be, and holds them until the returned [`Fetched`] is dropped.
-    pub async fn fetch_within(
-        &self,
-        spec: FetchSpec,
-        response_bytes: Option<usize>,
-    ) -> Result<Fetched, GatewayError> {
-        let p = self.partition(&spec.log, spec.partition)?;
-        let max_bytes = match spec.max_bytes {
-            0 => self.config.fetch.default_max_bytes,
-            n => n.min(self.config.fetch.max_bytes),
-        } as usize;
-        let max_bytes = response_bytes.map_or(max_bytes, |r| max_bytes.min(r));
-        let wait = spec.wait.min(self.config.fetch.max_wait);
-        let mut hw = p.high_watermark();
-        let from = match spec.start {
-            FetchStart::Offset(u64::MAX) => hw,
-            FetchStart::Offset(o) => LogOffset(o),
-            FetchStart::Timestamp(ts) => p.offset_for_timestamp(ts).await?.unwrap_or(hw),
-        };
-        let start = p.earliest();
-        // A replica's HW can trail what a consumer already read elsewhere (a follower, or a
-        // restarted leader before its followers report): that is "no data yet", not an error.
-        let local_end = p.log().end_offset();
-        if from < start || from > hw.max(local_end) {
-            return Err(GatewayError::OffsetOutOfRange {
-                requested: from.0,
-                earliest: start,
-                latest: hw,
-            });
-        }
-        if from >= hw && !wait.is_zero() {
-            hw = p.wait_beyond(from, wait).await;
-        }
-        if from >= hw {
-            return Ok(Fetched {
-                from,
-                batches: Bytes::new(),
-                next_offset: from,
-                high_watermark: hw,
-                log_start_offset: start,
-                _budget: None,
-            });
-        }
-        let budget = self.fetch_budget.take(max_bytes).await?;
-        let read = if from < p.start_offset() {
-            p.read_cold(from, max_bytes).await?
-        } else {
-            match p.read(from, max_bytes).await {
-                // Local retention moved the hot start past `from` during the read: the
-                // archive holds it (or answers out of range with the log's earliest offset).
-                Err(GatewayError::OffsetOutOfRange { .. })
-                    if p.cold().is_some() && from < p.start_offset() =>
-                {
-                    p.read_cold(from, max_bytes).await?
-                }
-                other => other?,
-            }
-        };
-        self.metrics
-            .fetched_bytes
-            .get_or_create(&LogLabels {
-                log: spec.log.clone(),
-            })
-            .inc_by(read.batches.len() as u64);
-        Ok(Fetched {
-            from,
-            batches: read.batches,
-            next_offset: read.next_offset,
-            high_watermark: p.high_watermark(),
-            log_start_offset: p.earliest(),
-            _budget: Some(budget),
-        })
-    }
-
-    pub async fn list_offsets(
-        &self,
-        name: &str,
-        partitions: &[PartitionId],
-        timestamp: Option<TimestampMicros>,
-    ) -> Result<Vec<PartitionOffsets>, GatewayError> {
-        let log = self.log(name)?;
-        let targets: Vec<PartitionId> = if partitions.is_empty() {
-            (0..log.config.partition_count).collect()
-        } else {
-            partitions.to_vec()
-        };
-        let mut out = Vec::with_capacity(targets.len());
-        for id in targets {
-            let p = self.partition(name, id)?;
-            let for_timestamp = match timestamp {
-                Some(ts) => p.offset_for_timestamp(ts).await?,
-                None => None,
-            };
-            out.push(PartitionOffsets {
-                partition: id,
-                earliest: p.earliest(),
-                latest: p.high_watermark(),
-                for_timestamp,
-            });
-        }
-        Ok(out)
-    }
-
     // ------------------------------------------------------------------ lifecycle
 
     /// The first step of shutdown, taken as soon as the signal arrives (before the gRPC
@@ -1209,10 +685,13 @@ impl Node {
     }
 }
 
+mod background;
 mod compaction;
 mod corrupt;
 mod create;
 mod groups;
+mod produce;
+mod read;
 mod replication;
 pub use compaction::PartitionCompaction;
 pub use corrupt::RepairOutcome;
@@ -1220,6 +699,8 @@ pub use groups::{
     CommitPosition, CommitSpec, CommittedAt, JoinSpec, PartitionLag, ResetTo,
     DEFAULT_REBALANCE_TIMEOUT, DEFAULT_SESSION_TIMEOUT, DEFAULT_VLSN_HEADER,
 };
+pub use produce::{ProducePayload, Produced, ProducerStamp};
+pub use read::{FetchSpec, FetchStart, Fetched, PartitionOffsets};
 pub(crate) use replication::ReplicationService;
 
 #[cfg(test)]
