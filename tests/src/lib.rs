@@ -236,29 +236,19 @@ impl TestNode {
 
     /// Starts a node with extra `PYRALOG_*` settings.
     pub fn start_with_env<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> TestNode {
-        let env = env
-            .iter()
-            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
-            .collect();
-        Self::launch(
-            tempfile::tempdir().expect("tempdir"),
-            Launch {
-                mode: "dev",
-                listen: "127.0.0.1:0".into(),
-                env,
-                args: Vec::new(),
-                client_options: pyralog_client::ClientOptions::default(),
-                nofile: None,
-            },
-        )
+        Self::start_dev(env, None)
     }
 
     /// Starts a node with extra `PYRALOG_*` settings whose open-file limit is `fd_limit`
-    /// (soft and hard, so the node cannot raise it).
+    /// (soft and hard `RLIMIT_NOFILE`, so the node cannot raise it: it must live within it).
     pub fn start_with_fd_limit<K: AsRef<str>, V: AsRef<str>>(
         env: &[(K, V)],
         fd_limit: u64,
     ) -> TestNode {
+        Self::start_dev(env, Some(fd_limit))
+    }
+
+    fn start_dev<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)], nofile: Option<u64>) -> TestNode {
         let env = env
             .iter()
             .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
@@ -271,23 +261,7 @@ impl TestNode {
                 env,
                 args: Vec::new(),
                 client_options: pyralog_client::ClientOptions::default(),
-                nofile: Some(fd_limit),
-            },
-        )
-    }
-
-    /// Starts `pyralog dev` whose open-file limit (soft and hard `RLIMIT_NOFILE`) is `limit`,
-    /// so the node cannot raise it: it must live within it.
-    pub fn start_with_open_file_limit(limit: u64) -> TestNode {
-        Self::launch(
-            tempfile::tempdir().expect("tempdir"),
-            Launch {
-                mode: "dev",
-                listen: "127.0.0.1:0".into(),
-                env: Vec::new(),
-                args: Vec::new(),
-                client_options: pyralog_client::ClientOptions::default(),
-                nofile: Some(limit),
+                nofile,
             },
         )
     }
@@ -358,6 +332,31 @@ impl TestNode {
     /// `http://127.0.0.1:PORT/metrics`
     pub fn metrics_url(&self) -> Option<&str> {
         self.metrics_url.as_deref()
+    }
+
+    /// The node's `/metrics` page: the whole HTTP response, status line first (blocking).
+    pub fn scrape_metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let url = self.metrics_url().expect("metrics endpoint announced");
+        let hostport = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics");
+        let mut s = std::net::TcpStream::connect(hostport).expect("connect metrics");
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .expect("request");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("response");
+        response
+    }
+
+    /// The value of the first metric line starting with `prefix` (0 when absent).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        self.scrape_metrics()
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -52,6 +52,17 @@ async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
+/// How many of `sockets` the server closes within `within` each.
+async fn count_closed(sockets: &mut [TcpStream], within: Duration) -> usize {
+    let mut closed = 0;
+    for s in sockets {
+        if closed_within(s, within).await {
+            closed += 1;
+        }
+    }
+    closed
+}
+
 /// CPU seconds (user + system) the process `pid` has used.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
@@ -61,25 +72,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     let utime: f64 = fields[11].parse().expect("utime");
     let stime: f64 = fields[12].parse().expect("stime");
     (utime + stime) / 100.0
-}
-
-/// The value of the metric line starting with `prefix` (0 when absent).
-fn metric(node: &TestNode, prefix: &str) -> f64 {
-    use std::io::{Read, Write};
-    let url = node.metrics_url().expect("metrics endpoint");
-    let hostport = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics");
-    let mut s = std::net::TcpStream::connect(hostport).expect("connect metrics");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .expect("request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("metrics");
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A new client (a new connection) that creates nothing and checks the node answers.
@@ -158,18 +150,14 @@ async fn idle_sockets_never_lock_clients_out_and_are_closed_after_their_timeouts
         cpu < 0.25 * wall,
         "the node used {cpu:.2} s of CPU in {wall:.1} s of idle sockets"
     );
-    let refused = metric(
-        &node,
+    let refused = node.metric(
         "pyralog_connections_refused_total{listener=\"client\",reason=\"max_connections_per_address\"}",
     );
-    let silent = metric(
-        &node,
+    let silent = node.metric(
         "pyralog_connections_closed_total{listener=\"client\",reason=\"first_bytes_timeout\"}",
     );
-    let idle = metric(
-        &node,
-        "pyralog_connections_closed_total{listener=\"client\",reason=\"idle_timeout\"}",
-    );
+    let idle = node
+        .metric("pyralog_connections_closed_total{listener=\"client\",reason=\"idle_timeout\"}");
     assert!(refused >= 900.0, "refused at accept: {refused}");
     assert!(
         silent >= 1.0 && idle >= 1.0,
@@ -190,12 +178,7 @@ async fn one_address_over_its_budget_is_refused_at_accept_and_others_are_served(
     for _ in 0..8 {
         sockets.push(connect_from(loopback(3), addr).await.expect("connect"));
     }
-    let mut refused = 0;
-    for s in &mut sockets {
-        if closed_within(s, Duration::from_millis(1500)).await {
-            refused += 1;
-        }
-    }
+    let refused = count_closed(&mut sockets, Duration::from_millis(1500)).await;
     assert_eq!(
         refused, 3,
         "the three over the per-address budget are closed at once"
@@ -204,8 +187,7 @@ async fn one_address_over_its_budget_is_refused_at_accept_and_others_are_served(
         .await
         .expect("another address is served");
     assert_eq!(
-        metric(
-            &node,
+        node.metric(
             "pyralog_connections_refused_total{listener=\"client\",reason=\"max_connections_per_address\"}"
         ),
         3.0
@@ -228,12 +210,7 @@ async fn a_full_listener_refuses_the_excess_and_serves_again_when_connections_cl
                 .expect("connect"),
         );
     }
-    let mut refused = 0;
-    for s in &mut sockets {
-        if closed_within(s, Duration::from_millis(1500)).await {
-            refused += 1;
-        }
-    }
+    let refused = count_closed(&mut sockets, Duration::from_millis(1500)).await;
     assert_eq!(
         refused, 5,
         "the five over max_connections are closed at once"
@@ -248,8 +225,7 @@ async fn a_full_listener_refuses_the_excess_and_serves_again_when_connections_cl
         .await
         .expect("served once connections closed");
     assert!(
-        metric(
-            &node,
+        node.metric(
             "pyralog_connections_refused_total{listener=\"client\",reason=\"max_connections\"}"
         ) >= 5.0
     );
@@ -427,8 +403,7 @@ async fn a_long_poll_outlives_the_idle_timeout() {
         .await
         .expect("served on a new connection");
     assert!(
-        metric(
-            &node,
+        node.metric(
             "pyralog_connections_closed_total{listener=\"client\",reason=\"idle_timeout\"}"
         ) >= 1.0
     );

@@ -5,7 +5,6 @@
 //! the archived segments as usual. `pyralog logs repair` restores a damaged replica from an
 //! in-sync one (the damaged leader hands over first), and refuses when there is none.
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -17,22 +16,27 @@ use pyralog_types::Reason;
 
 const LOG: &str = "damaged";
 
-/// Appends one batch of 10 records (`"r{offset}"`) and checks its offsets.
+/// One batch of 10 records (`"r{offset}"`) for `log`, partition 0, from offset `first`.
+fn ten_records(log: &str, first: u64) -> v1::ProduceRequest {
+    v1::ProduceRequest {
+        log: log.to_owned(),
+        partition: 0,
+        payload: Some(v1::produce_request::Payload::Records(v1::RecordList {
+            records: (first..first + 10)
+                .map(|o| v1::NewRecord {
+                    value: Some(Bytes::from(format!("r{o}"))),
+                    ..Default::default()
+                })
+                .collect(),
+        })),
+        ..Default::default()
+    }
+}
+
+/// Appends one batch of 10 records to [`LOG`] and checks its offsets.
 async fn produce_batch(client: &Client, first: u64) {
     let resp = client
-        .produce_raw(v1::ProduceRequest {
-            log: LOG.to_owned(),
-            partition: 0,
-            payload: Some(v1::produce_request::Payload::Records(v1::RecordList {
-                records: (first..first + 10)
-                    .map(|o| v1::NewRecord {
-                        value: Some(Bytes::from(format!("r{o}"))),
-                        ..Default::default()
-                    })
-                    .collect(),
-            })),
-            ..Default::default()
-        })
+        .produce_raw(ten_records(LOG, first))
         .await
         .expect("produce");
     assert_eq!(resp.base_offset, first);
@@ -54,19 +58,6 @@ fn damage_batch(path: &Path, base: u64) {
         pos += size;
         assert!(pos < bytes.len(), "no batch at offset {base}");
     }
-}
-
-fn metrics(node: &TestNode) -> String {
-    let url = node.metrics_url().expect("metrics endpoint announced");
-    let hostport = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics");
-    let mut s = std::net::TcpStream::connect(hostport).expect("connect metrics");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .expect("request");
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("response");
-    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,9 +174,10 @@ async fn a_damaged_batch_costs_only_its_range_and_the_archiver_reports_it() {
         out.stdout
     );
     assert!(
-        metrics(&node).contains("pyralog_corrupt_segments{log=\"damaged\",partition=\"0\"} 1"),
+        node.scrape_metrics()
+            .contains("pyralog_corrupt_segments{log=\"damaged\",partition=\"0\"} 1"),
         "{}",
-        metrics(&node)
+        node.scrape_metrics()
     );
     // Still readable from the archive, then the hot tier, up to the damage.
     let mut c = PartitionConsumer::new(
@@ -324,18 +316,8 @@ async fn repair_restores_a_damaged_leader_replica_from_an_in_sync_follower() {
     for first in (0..300u64).step_by(10) {
         let resp = client
             .produce_raw(v1::ProduceRequest {
-                log: "fix".into(),
-                partition: 0,
-                payload: Some(v1::produce_request::Payload::Records(v1::RecordList {
-                    records: (first..first + 10)
-                        .map(|o| v1::NewRecord {
-                            value: Some(Bytes::from(format!("r{o}"))),
-                            ..Default::default()
-                        })
-                        .collect(),
-                })),
                 acks: v1::AckPolicy::All as i32,
-                ..Default::default()
+                ..ten_records("fix", first)
             })
             .await
             .unwrap_or_else(|e| panic!("produce: {e}\n{}", cluster.logs()));

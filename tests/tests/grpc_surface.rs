@@ -65,7 +65,6 @@ async fn health_and_reflection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_metrics_count_produce_and_errors() {
-    use std::io::{Read, Write};
     let node = TestNode::start();
     let out = node.cli(&["logs", "create", "m"], None);
     assert_eq!(out.code, Some(0), "{out:?}");
@@ -73,21 +72,7 @@ async fn prometheus_metrics_count_produce_and_errors() {
     assert_eq!(out.code, Some(0), "{out:?}");
     let _ = node.cli(&["consume", "nope", "--from-beginning"], None);
 
-    let url = node.metrics_url().expect("metrics endpoint announced");
-    let hostport = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
-    let body = tokio::task::spawn_blocking(move || {
-        let mut s = std::net::TcpStream::connect(hostport).expect("connect metrics");
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .expect("request");
-        let mut body = String::new();
-        s.read_to_string(&mut body).expect("response");
-        body
-    })
-    .await
-    .expect("join");
+    let body = tokio::task::block_in_place(|| node.scrape_metrics());
     assert!(
         body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
         "{body}"

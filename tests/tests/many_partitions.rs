@@ -10,7 +10,7 @@
 //!   and the log is gone: describe says `LOG_NOT_FOUND`, also after a restart, and a new
 //!   creation under the same name works.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -75,7 +75,7 @@ async fn values(client: &Client, log: &str, p: u32) -> Vec<Bytes> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_partitions_live_within_1024_open_files_across_a_restart() {
     let partitions = env_usize("PYRALOG_E2E_PARTITIONS", 10_000) as u32;
-    let mut node = TestNode::start_with_open_file_limit(1024);
+    let mut node = TestNode::start_with_fd_limit::<&str, &str>(&[], 1024);
     let started = Instant::now();
     let client = node.client().await;
     client
