@@ -3,7 +3,7 @@
 //! - [`Client`]: a connection (one HTTP/2 channel) with admin calls and raw fetch.
 //! - [`Producer`]: batches records per partition by size and linger, routes keyed records by
 //!   the documented key hash (`pyralog_types::partitioner`), retries retriable errors, and
-//!   keeps per-partition order (one request in flight per partition).
+//!   keeps several batches per partition in flight over one `ProduceStream`, in order.
 //! - [`PartitionConsumer`]: reads one partition from an offset or timestamp, long-polling at
 //!   the end.
 //! - [`GroupConsumer`]: a consumer group member (cooperative rebalancing, auto or manual

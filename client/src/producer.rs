@@ -2,9 +2,10 @@
 //!
 //! `send` hands a record to an accumulator task (a bounded channel gives backpressure). The
 //! accumulator appends it to the open batch of its partition and seals the batch when it
-//! reaches `batch_bytes` or has waited `linger`. Each partition has one sender task that sends
-//! sealed batches in order, one request in flight, retrying retriable errors with backoff, so
-//! records of a partition are stored in the order they were sent.
+//! reaches `batch_bytes` or has waited `linger`. Each partition has one sender task
+//! (`sender`) that sends sealed batches in order over one `ProduceStream`, up to
+//! `max_in_flight` unanswered, retrying retriable errors with backoff, so records of a
+//! partition are stored in the order they were sent (across retries: see `sender`).
 //!
 //! With `enable_idempotence` the producer first gets a producer id and epoch from the cluster
 //! and stamps every batch with them and the partition's next sequence number. A batch whose
@@ -20,7 +21,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use pyralog_proto::v1;
 use pyralog_types::batch::{BatchBuilder, Compression, NewRecord};
 use pyralog_types::partitioner::partition_for_key;
 use pyralog_types::{AckPolicy, Clock, Header, LogOffset, PartitionId, TimestampMicros};
@@ -28,10 +28,11 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::debug;
 
 use crate::client::Client;
 use crate::error::ClientError;
+
+mod sender;
 
 /// Producer settings.
 #[derive(Debug, Clone)]
@@ -50,6 +51,9 @@ pub struct ProducerConfig {
     pub buffer_records: usize,
     /// Sealed batches queued per partition before the accumulator waits.
     pub queued_batches_per_partition: usize,
+    /// Produce requests of a partition sent and not yet answered (over one `ProduceStream`,
+    /// which keeps them in order; see the module doc for order across retries).
+    pub max_in_flight: usize,
     /// Exactly-once appends per partition across retries (see the module doc).
     pub enable_idempotence: bool,
     /// A stable name for the idempotent producer: a new producer under the same name fences
@@ -75,6 +79,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             buffer_records: 10_000,
             queued_batches_per_partition: 4,
+            max_in_flight: 5,
             enable_idempotence: false,
             producer_name: None,
             delivery_timeout: Duration::from_secs(120),
@@ -201,12 +206,12 @@ struct Open {
     deadline: Instant,
 }
 
-struct Sealed {
+pub(crate) struct Sealed {
     batch: Bytes,
     waiters: Vec<Waiter>,
 }
 
-enum Work {
+pub(crate) enum Work {
     Batch(Sealed),
     Barrier(oneshot::Sender<()>),
 }
@@ -405,13 +410,13 @@ impl Accumulator {
             return s.clone();
         }
         let (tx, rx) = mpsc::channel(self.config.queued_batches_per_partition.max(1));
-        tokio::spawn(partition_sender(
+        let sender = sender::PartitionSender::new(
             self.client.clone(),
             self.config.clone(),
             key.0.clone(),
             key.1,
-            rx,
-        ));
+        );
+        tokio::spawn(sender.run(rx));
         self.senders.insert(key.clone(), tx.clone());
         tx
     }
@@ -437,132 +442,11 @@ impl Accumulator {
     }
 }
 
-async fn partition_sender(
-    client: Client,
-    config: ProducerConfig,
-    log: String,
-    partition: PartitionId,
-    mut rx: mpsc::Receiver<Work>,
-) {
-    let mut faults = Faults::new(config.fault_drop_acks, partition);
-    while let Some(work) = rx.recv().await {
-        let sealed = match work {
-            Work::Batch(s) => s,
-            Work::Barrier(done) => {
-                let _ = done.send(());
-                continue;
-            }
-        };
-        let req = v1::ProduceRequest {
-            log: log.clone(),
-            partition,
-            payload: Some(v1::produce_request::Payload::Batch(sealed.batch)),
-            acks: v1::AckPolicy::from(config.acks) as i32,
-            timeout_ms: u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX),
-            ..Default::default()
-        };
-        let mut attempt = 0;
-        let started = Instant::now();
-        let result = loop {
-            let mut request = tonic::Request::new(req.clone());
-            request.set_timeout(config.request_timeout + Duration::from_secs(5));
-            // Routed to the partition's leader as the client last learned it.
-            let mut rpc = client.producer_rpc_for(&log, partition);
-            let answer = rpc.produce(request).await;
-            let answer = match answer {
-                Ok(_) if faults.drop_ack() => Err(tonic::Status::unavailable(
-                    "fault injection: acknowledgement dropped",
-                )),
-                other => other,
-            };
-            match answer {
-                Ok(resp) => break Ok(resp.into_inner()),
-                Err(status) => {
-                    let err = ClientError::from(status);
-                    let redirect = client.reroute(&log, partition, &err, attempt);
-                    // An idempotent batch may be sent again whatever happened to the last
-                    // attempt (the leader drops a second copy), until the delivery timeout.
-                    let retry = if config.enable_idempotence {
-                        (err.is_retriable() || err.reason().is_none())
-                            && started.elapsed() < config.delivery_timeout
-                    } else {
-                        err.is_retriable() && attempt < config.retries
-                    };
-                    if retry {
-                        attempt += 1;
-                        debug!(%log, partition, attempt, error = %err, "retrying produce");
-                        let wait = redirect.unwrap_or(config.retry_backoff * attempt.min(10));
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    break Err(err);
-                }
-            }
-        };
-        match result {
-            Ok(resp) => {
-                // Records dropped for their dedup id report the stored copy's offset; the
-                // others were stored in order from the base offset.
-                let dropped: HashMap<u32, u64> =
-                    resp.dropped.iter().map(|d| (d.index, d.offset)).collect();
-                let mut stored = 0u64;
-                for (i, w) in sealed.waiters.into_iter().enumerate() {
-                    let offset = if resp.base_offset == u64::MAX {
-                        LogOffset::MAX
-                    } else if let Some(o) = u32::try_from(i).ok().and_then(|i| dropped.get(&i)) {
-                        LogOffset(*o)
-                    } else {
-                        stored += 1;
-                        LogOffset(resp.base_offset + stored - 1)
-                    };
-                    let _ = w.send(Ok(Delivered { partition, offset }));
-                }
-            }
-            Err(e) => {
-                for w in sealed.waiters {
-                    let _ = w.send(Err(e.clone()));
-                }
-            }
-        }
-    }
-}
-
 /// The sequence after a batch of `count` records starting at `seq` (wraps to 0 past
 /// `i32::MAX`, as the leader expects).
 fn next_sequence(seq: i32, count: u32) -> i32 {
     let next = i64::from(seq) + i64::from(count);
     i32::try_from(next % (i64::from(i32::MAX) + 1)).unwrap_or(0)
-}
-
-/// The lost-acknowledgement fault (testing only): a small deterministic generator per sender.
-struct Faults {
-    probability: f64,
-    state: u64,
-}
-
-impl Faults {
-    fn new(probability: f64, salt: PartitionId) -> Self {
-        // A random seed without a dependency: std's per-map random hasher keys.
-        use std::hash::{BuildHasher, Hasher};
-        let seed = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        Faults {
-            probability,
-            state: (seed ^ (u64::from(salt) << 32)) | 1,
-        }
-    }
-
-    fn drop_ack(&mut self) -> bool {
-        if self.probability <= 0.0 {
-            return false;
-        }
-        // xorshift64
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        (self.state >> 11) as f64 / (1u64 << 53) as f64 <= self.probability
-    }
 }
 
 #[cfg(test)]

@@ -217,6 +217,10 @@ pub struct ProduceSettings {
     /// Used when a produce request leaves `timeout_ms` at 0.
     #[serde(with = "humantime_serde")]
     pub default_timeout: Duration,
+    /// Requests of one `ProduceStream` appended and waiting for their acknowledgement at
+    /// once; the server reads no more of the stream meanwhile. Bounds a stream's memory to
+    /// this many batches.
+    pub max_in_flight_per_stream: u32,
 }
 
 impl Default for NodeConfig {
@@ -258,9 +262,13 @@ impl Default for ProduceSettings {
     fn default() -> Self {
         ProduceSettings {
             default_timeout: Duration::from_secs(30),
+            max_in_flight_per_stream: 8,
         }
     }
 }
+
+/// Largest `produce.max_in_flight_per_stream`.
+pub const MAX_IN_FLIGHT_PER_STREAM: u32 = 64;
 
 /// Smallest response bound: room for a response's own fields and a few small records.
 const MIN_RESPONSE_BYTES: u32 = 4096;
@@ -321,6 +329,11 @@ impl NodeConfig {
                  fetch.max_response_bytes (one fetch must fit)"
                     .into(),
             ));
+        }
+        if !(1..=MAX_IN_FLIGHT_PER_STREAM).contains(&self.produce.max_in_flight_per_stream) {
+            return Err(NodeConfigError(format!(
+                "produce.max_in_flight_per_stream must be 1..={MAX_IN_FLIGHT_PER_STREAM}"
+            )));
         }
         if self.maintenance_interval.is_zero() || self.retention_check_interval.is_zero() {
             return Err(NodeConfigError(

@@ -17,6 +17,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod node;
 mod partition;
+mod produce_stream;
 mod security_service;
 pub mod server;
 mod services;

@@ -699,7 +699,7 @@ pub use groups::{
     CommitPosition, CommitSpec, CommittedAt, JoinSpec, PartitionLag, ResetTo,
     DEFAULT_REBALANCE_TIMEOUT, DEFAULT_SESSION_TIMEOUT, DEFAULT_VLSN_HEADER,
 };
-pub use produce::{ProducePayload, Produced, ProducerStamp};
+pub use produce::{PendingProduce, ProducePayload, Produced, ProducerStamp};
 pub use read::{FetchSpec, FetchStart, Fetched, PartitionOffsets};
 pub(crate) use replication::ReplicationService;
 

@@ -235,10 +235,24 @@ impl Partition {
     }
 
     /// Appends a validated batch as the leader (or the standalone node); returns once it is
-    /// in the local log (and durable if the policy says). `wait_for_isr` asks for the
-    /// `min_in_sync_replicas` check first: writes that will wait for the ISR fail fast with
-    /// `NOT_ENOUGH_REPLICAS` instead of timing out. Standalone, the batch is visible at once.
+    /// in the local log (and durable if the policy says): [`Partition::write`] then
+    /// [`Partition::settle`].
     pub(crate) async fn append(
+        &self,
+        batch: Bytes,
+        wait_for_isr: bool,
+    ) -> Result<(AppendInfo, Epoch), GatewayError> {
+        let (info, epoch) = self.write(batch, wait_for_isr).await?;
+        self.settle(&info, epoch).await?;
+        Ok((info, epoch))
+    }
+
+    /// The first half of an append: writes the batch to the local log (offsets assigned, not
+    /// yet durable, not yet visible to consumers). `wait_for_isr` asks for the
+    /// `min_in_sync_replicas` check first: writes that will wait for the ISR fail fast with
+    /// `NOT_ENOUGH_REPLICAS` instead of timing out. Writes of one partition are stored in the
+    /// order their `write` calls are made.
+    pub(crate) async fn write(
         &self,
         batch: Bytes,
         wait_for_isr: bool,
@@ -259,18 +273,21 @@ impl Partition {
             }
         };
         let log = self.log.clone();
-        let every_batch = self.fsync == FsyncPolicy::EveryBatch;
-        let (info, durable) = blocking(move || {
-            let info = log.append(batch, epoch)?;
-            let durable = if every_batch {
-                Some(log.flush()?)
-            } else {
-                None
-            };
-            Ok((info, durable))
-        })
-        .await?;
-        let end = durable.unwrap_or(info.end_offset);
+        let info = blocking(move || Ok(log.append(batch, epoch)?)).await?;
+        Ok((info, epoch))
+    }
+
+    /// The second half of an append: makes the batch durable if the fsync policy says so
+    /// (concurrent settles of one partition share an fsync), then lets the HW cover it
+    /// (standalone) or counts it toward the HW (leader). Settles may finish in any order.
+    pub(crate) async fn settle(&self, info: &AppendInfo, epoch: Epoch) -> Result<(), GatewayError> {
+        let end = if self.fsync == FsyncPolicy::EveryBatch {
+            let log = self.log.clone();
+            let target = info.end_offset;
+            blocking(move || Ok(log.flush_to(target)?)).await?
+        } else {
+            info.end_offset
+        };
         let hw = {
             let mut r = self.role.lock();
             let same_epoch = r.epoch == epoch;
@@ -283,7 +300,7 @@ impl Partition {
         if let Some(hw) = hw {
             self.advance_hw(hw);
         }
-        Ok((info, epoch))
+        Ok(())
     }
 
     /// Waits until the HW covers `end` (every ISR member holds everything below it). Fails

@@ -13,7 +13,9 @@ use tonic::{Request, Response, Status};
 
 use crate::error::GatewayError;
 use crate::fetch::{build_response, ResponseShape};
-use crate::node::{FetchSpec, FetchStart, LogStatus, Node, ProducePayload, ProducerStamp};
+use crate::node::{
+    FetchSpec, FetchStart, LogStatus, Node, ProducePayload, Produced, ProducerStamp,
+};
 
 /// Implements the `Producer`, `Consumer` and `Admin` services over one node.
 #[derive(Debug, Clone)]
@@ -41,6 +43,75 @@ pub(crate) fn fail(node: &Node, rpc: &str, e: GatewayError) -> Status {
         })
         .inc();
     e.into_status()
+}
+
+/// A produce request's parts: log, partition, payload, acks, timeout (`None`: the node's
+/// default).
+pub(crate) type ParsedProduce = (
+    String,
+    u32,
+    ProducePayload,
+    pyralog_types::AckPolicy,
+    Option<Duration>,
+);
+
+/// Checks and splits a produce request (shared by `Produce` and `ProduceStream`).
+pub(crate) fn parse_produce(req: v1::ProduceRequest) -> Result<ParsedProduce, GatewayError> {
+    let payload = match req.payload {
+        Some(produce_request::Payload::Batch(b)) => ProducePayload::Batch(b),
+        Some(produce_request::Payload::Records(list)) => {
+            let records = list.records.into_iter().map(Into::into).collect();
+            match req.producer_id {
+                None => ProducePayload::Records(records),
+                Some(id) => ProducePayload::IdempotentRecords {
+                    records,
+                    producer: ProducerStamp {
+                        id,
+                        epoch: i16::try_from(req.producer_epoch).map_err(|_| {
+                            GatewayError::InvalidRequest(format!(
+                                "producer epoch {} is out of range",
+                                req.producer_epoch
+                            ))
+                        })?,
+                        base_sequence: i32::try_from(req.base_sequence).map_err(|_| {
+                            GatewayError::InvalidRequest(format!(
+                                "base sequence {} is out of range",
+                                req.base_sequence
+                            ))
+                        })?,
+                    },
+                },
+            }
+        }
+        None => {
+            return Err(GatewayError::InvalidRequest(
+                "produce request carries neither `batch` nor `records`".into(),
+            ))
+        }
+    };
+    let acks = v1::AckPolicy::try_from(req.acks)
+        .map_err(|_| GatewayError::InvalidRequest(format!("unknown ack policy {}", req.acks)))?
+        .into();
+    let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(u64::from(req.timeout_ms)));
+    Ok((req.log, req.partition, payload, acks, timeout))
+}
+
+/// A produce's answer on the wire.
+pub(crate) fn produce_response(done: Produced) -> v1::ProduceResponse {
+    v1::ProduceResponse {
+        base_offset: done.base_offset.0,
+        last_offset: done.last_offset.0,
+        epoch: done.epoch.0,
+        duplicate: done.duplicate,
+        dropped: done
+            .dropped
+            .iter()
+            .map(|(index, offset)| v1::DroppedRecord {
+                index: *index,
+                offset: offset.0,
+            })
+            .collect(),
+    }
 }
 
 fn describe(s: LogStatus, me: u64) -> v1::LogDescription {
@@ -79,64 +150,22 @@ impl Producer for Services {
         self.node
             .guard(&request)?
             .check(Operation::Produce, Resource::Log(&request.get_ref().log))?;
-        let req = request.into_inner();
-        let payload = match req.payload {
-            Some(produce_request::Payload::Batch(b)) => ProducePayload::Batch(b),
-            Some(produce_request::Payload::Records(list)) => {
-                let records = list.records.into_iter().map(Into::into).collect();
-                match req.producer_id {
-                    None => ProducePayload::Records(records),
-                    Some(id) => ProducePayload::IdempotentRecords {
-                        records,
-                        producer: ProducerStamp {
-                            id,
-                            epoch: i16::try_from(req.producer_epoch).map_err(|_| {
-                                GatewayError::InvalidRequest(format!(
-                                    "producer epoch {} is out of range",
-                                    req.producer_epoch
-                                ))
-                            })?,
-                            base_sequence: i32::try_from(req.base_sequence).map_err(|_| {
-                                GatewayError::InvalidRequest(format!(
-                                    "base sequence {} is out of range",
-                                    req.base_sequence
-                                ))
-                            })?,
-                        },
-                    },
-                }
-            }
-            None => {
-                return Err(GatewayError::InvalidRequest(
-                    "produce request carries neither `batch` nor `records`".into(),
-                )
-                .into())
-            }
-        };
-        let acks = v1::AckPolicy::try_from(req.acks)
-            .map_err(|_| GatewayError::InvalidRequest(format!("unknown ack policy {}", req.acks)))?
-            .into();
-        let timeout =
-            (req.timeout_ms > 0).then(|| Duration::from_millis(u64::from(req.timeout_ms)));
+        let (log, partition, payload, acks, timeout) = parse_produce(request.into_inner())?;
         let done = self
             .node
-            .produce(&req.log, req.partition, payload, acks, timeout)
+            .produce(&log, partition, payload, acks, timeout)
             .await
             .map_err(|e| self.fail("produce", e))?;
-        Ok(Response::new(v1::ProduceResponse {
-            base_offset: done.base_offset.0,
-            last_offset: done.last_offset.0,
-            epoch: done.epoch.0,
-            duplicate: done.duplicate,
-            dropped: done
-                .dropped
-                .iter()
-                .map(|(index, offset)| v1::DroppedRecord {
-                    index: *index,
-                    offset: offset.0,
-                })
-                .collect(),
-        }))
+        Ok(Response::new(produce_response(done)))
+    }
+
+    type ProduceStreamStream = crate::produce_stream::ProduceStream;
+
+    async fn produce_stream(
+        &self,
+        request: Request<tonic::Streaming<v1::ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        crate::produce_stream::serve(self.node.clone(), request)
     }
 
     async fn init_producer(

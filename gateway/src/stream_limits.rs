@@ -37,6 +37,7 @@ use tower_service::Service;
 /// `client_streaming_methods_match_the_descriptors` checks this against the .proto files.
 pub(crate) const CLIENT_STREAMING: &[&str] = &[
     "/pyralog.internal.v1.Replication/Fetch",
+    "/pyralog.v1.Producer/ProduceStream",
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];

@@ -365,7 +365,16 @@ impl PartitionLog {
     /// fsyncs everything appended so far; returns the durable end offset. Concurrent callers
     /// share one fsync.
     pub fn flush(&self) -> Result<LogOffset, HotError> {
-        let target = self.end.load(Ordering::Acquire);
+        self.flush_to(LogOffset(self.end.load(Ordering::Acquire)))
+    }
+
+    /// Makes everything below `target` durable; returns the durable end offset (at least
+    /// `target`, or the log end if that is lower). Group commit: one caller at a time
+    /// fsyncs, and its fsync covers everything appended before it started, so callers that
+    /// waited for it usually find their target covered and return without an fsync of their
+    /// own.
+    pub fn flush_to(&self, target: LogOffset) -> Result<LogOffset, HotError> {
+        let target = target.0.min(self.end.load(Ordering::Acquire));
         let durable = self.durable.load(Ordering::Acquire);
         if durable >= target {
             return Ok(LogOffset(durable));

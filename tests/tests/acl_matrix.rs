@@ -122,6 +122,26 @@ async fn call(path: &str, ch: Channel, token: Option<&str>) -> Option<Result<(),
             .produce(call_req(produce_req(), t))
             .await
             .map(drop),
+        "/pyralog.v1.Producer/ProduceStream" => {
+            let requests = futures::stream::iter([produce_req()]);
+            match producer_client::ProducerClient::new(ch)
+                .produce_stream(call_req(requests, t))
+                .await
+            {
+                Err(status) => Err(status),
+                Ok(answers) => match answers.into_inner().message().await {
+                    Err(status) => Err(status),
+                    Ok(None) => Err(Status::internal("the stream ended without an answer")),
+                    Ok(Some(answer)) => match answer.result {
+                        Some(produce_stream_response::Result::Ok(_)) => Ok(()),
+                        Some(produce_stream_response::Result::Error(e)) => Err(
+                            Status::with_details(Code::from_i32(e.code), e.message, e.details),
+                        ),
+                        None => Err(Status::internal("an empty answer")),
+                    },
+                },
+            }
+        }
         "/pyralog.v1.Producer/InitProducer" => producer_client::ProducerClient::new(ch)
             .init_producer(call_req(InitProducerRequest { name: None }, t))
             .await
@@ -423,6 +443,7 @@ async fn every_rpc_is_allowed_or_denied_as_the_acls_say() {
     let (carol, carol_token) = TOKENS[0];
     let alice_allowed = [
         "/pyralog.v1.Producer/Produce",
+        "/pyralog.v1.Producer/ProduceStream",
         "/pyralog.v1.Producer/InitProducer",
         "/pyralog.v1.Consumer/Fetch",
         "/pyralog.v1.Consumer/ListOffsets",

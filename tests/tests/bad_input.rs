@@ -247,6 +247,7 @@ async fn bad_input_catalogue() {
     // Malformed protobuf bytes on the wire.
     for path in [
         "/pyralog.v1.Producer/Produce",
+        "/pyralog.v1.Producer/ProduceStream",
         "/pyralog.v1.Consumer/Fetch",
         "/pyralog.v1.Admin/CreateLog",
     ] {

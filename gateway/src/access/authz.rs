@@ -48,6 +48,11 @@ pub const CLIENT_RPCS: &[RpcRule] = &[
         "/pyralog.v1.Producer/Produce",
         Need::On(Op::Produce, Kind::Log),
     ),
+    // Each message of the stream is checked for `produce` on its log.
+    rule(
+        "/pyralog.v1.Producer/ProduceStream",
+        Need::On(Op::Produce, Kind::Log),
+    ),
     rule(
         "/pyralog.v1.Producer/InitProducer",
         Need::Somewhere(Op::Produce, Kind::Log),
