@@ -9,7 +9,7 @@ use pyralog_types::batch::{Batch, BatchBuilder, BatchError, BatchRules, Compress
 use pyralog_types::{AckPolicy, Epoch, LogConfig, LogId, LogOffset, PartitionId};
 use tracing::warn;
 
-use super::Node;
+use super::{Node, OpenLog};
 use crate::error::GatewayError;
 use crate::metrics::{LogLabels, Metrics};
 use crate::partition::{Partition, Role};
@@ -99,11 +99,8 @@ impl Node {
         timeout: Option<Duration>,
     ) -> Result<PendingProduce, GatewayError> {
         let started = std::time::Instant::now();
-        let log = self.log(name)?;
-        let p = self.partition(name, partition)?;
-        let (batch, records) = self.validate_payload(&log.config, payload)?;
+        let (log, p, batch, records) = self.prepare(name, partition, payload).await?;
         let bytes = batch.len() as u64;
-        self.check_leadership(&log.id, partition, &p).await?;
         // Leader answers after the local append; Quorum and All once the HW covers the batch,
         // i.e. every ISR member holds it (see `pyralog_hot_tier::replication` for why the ISR
         // is the write quorum). Standalone, the HW covers a batch as soon as it is appended.
@@ -137,10 +134,7 @@ impl Node {
         partition: PartitionId,
         payload: ProducePayload,
     ) -> Result<Produced, GatewayError> {
-        let log = self.log(name)?;
-        let p = self.partition(name, partition)?;
-        let (batch, _) = self.validate_payload(&log.config, payload)?;
-        self.check_leadership(&log.id, partition, &p).await?;
+        let (log, p, batch, _) = self.prepare(name, partition, payload).await?;
         let id = log.id.clone();
         let epoch = p.epoch();
         tokio::spawn(async move {
@@ -149,6 +143,21 @@ impl Node {
             }
         });
         Ok(Produced::unknown(epoch))
+    }
+
+    /// What every produce does before its append: find the log and partition, validate (or
+    /// encode) the payload, check leadership. Returns the batch and its record count.
+    async fn prepare(
+        &self,
+        name: &str,
+        partition: PartitionId,
+        payload: ProducePayload,
+    ) -> Result<(Arc<OpenLog>, Arc<Partition>, Bytes, u32), GatewayError> {
+        let log = self.log(name)?;
+        let p = self.partition(name, partition)?;
+        let (batch, records) = self.validate_payload(&log.config, payload)?;
+        self.check_leadership(&log.id, partition, &p).await?;
+        Ok((log, p, batch, records))
     }
 
     /// In a cluster: this node leads the partition in the epoch the controller knows.
