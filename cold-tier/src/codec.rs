@@ -23,9 +23,7 @@ use arrow_array::{
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use pyralog_types::batch::Batch;
@@ -36,10 +34,12 @@ use crate::error::ColdError;
 
 mod decode;
 mod rebuild;
+mod writer;
 
 pub(crate) use decode::{check_schema_version, decode_row_groups};
 pub use decode::{decode_rows, segment_meta_from_parquet};
 pub use rebuild::records_to_batches;
+pub use writer::SegmentWriter;
 
 /// Version of the Parquet schema written by this crate (`pyralog.schema_version`).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -223,125 +223,39 @@ fn encode_inner(
     metrics: Option<&[Option<MetricRow>]>,
     opts: &EncodeOptions,
 ) -> Result<EncodedSegment, ColdError> {
-    let meta = segment_meta(records)?;
-    let props = writer_properties(&meta, opts)?;
-    let schema = if metrics.is_some() {
-        metrics_schema()
-    } else {
-        arrow_schema()
-    };
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(props))
-        .map_err(|e| ColdError::InvalidInput(format!("parquet writer: {e}")))?;
-    let target = opts.row_group_bytes.max(1);
-    let mut start = 0;
-    let mut payload = 0usize;
-    for (i, r) in records.iter().enumerate() {
-        payload += r.payload_len() + 24;
-        if payload >= target || i + 1 == records.len() {
-            let rb = to_record_batch(&records[start..=i], metrics.map(|m| &m[start..=i]))?;
-            writer
-                .write(&rb)
-                .and_then(|()| writer.flush())
-                .map_err(|e| ColdError::InvalidInput(format!("parquet write: {e}")))?;
-            start = i + 1;
-            payload = 0;
+    let (bytes, meta) = match metrics {
+        None => {
+            let mut w = SegmentWriter::new(Vec::new(), opts)?;
+            for r in records {
+                w.push(r.clone())?;
+            }
+            w.finish()?
         }
-    }
-    let bytes = writer
-        .into_inner()
-        .map_err(|e| ColdError::InvalidInput(format!("parquet close: {e}")))?;
+        Some(m) => {
+            let mut w = SegmentWriter::with_metrics(Vec::new(), opts)?;
+            for (r, m) in records.iter().zip(m) {
+                w.push_metric(r.clone(), m.clone())?;
+            }
+            w.finish()?
+        }
+    };
     Ok(EncodedSegment {
         bytes: Bytes::from(bytes),
         meta,
     })
 }
 
-fn segment_meta(records: &[Record]) -> Result<SegmentMeta, ColdError> {
-    let (first, last) = match (records.first(), records.last()) {
-        (Some(f), Some(l)) => (f, l),
-        _ => {
-            return Err(ColdError::InvalidInput(
-                "a segment needs at least one record".into(),
-            ))
-        }
-    };
-    let mut epochs = vec![EpochStart {
-        epoch: first.epoch,
-        start_offset: first.offset,
-    }];
-    let (mut min_ts, mut max_ts) = (first.timestamp, first.timestamp);
-    for w in records.windows(2) {
-        let (a, b) = (&w[0], &w[1]);
-        if b.offset <= a.offset {
-            return Err(ColdError::InvalidInput(format!(
-                "offsets must increase: {} then {}",
-                a.offset, b.offset
-            )));
-        }
-        if b.epoch < a.epoch {
-            return Err(ColdError::InvalidInput(format!(
-                "epochs must not decrease: {} at {} then {} at {}",
-                a.epoch, a.offset, b.epoch, b.offset
-            )));
-        }
-        if b.epoch != a.epoch {
-            epochs.push(EpochStart {
-                epoch: b.epoch,
-                start_offset: b.offset,
-            });
-        }
-        min_ts = min_ts.min(b.timestamp);
-        max_ts = max_ts.max(b.timestamp);
-    }
-    Ok(SegmentMeta {
-        base_offset: first.offset,
-        last_offset: last.offset,
-        min_timestamp: min_ts,
-        max_timestamp: max_ts,
-        record_count: records.len() as u64,
-        epochs,
-    })
-}
-
-fn writer_properties(
-    meta: &SegmentMeta,
-    opts: &EncodeOptions,
-) -> Result<WriterProperties, ColdError> {
+/// Writer settings shared by every segment file (the footer's key-value metadata is added by
+/// [`SegmentWriter::finish`], once the segment's ranges are known).
+fn writer_properties(opts: &EncodeOptions) -> Result<WriterProperties, ColdError> {
     let level = ZstdLevel::try_new(opts.zstd_level)
         .map_err(|e| ColdError::InvalidInput(format!("zstd level {}: {e}", opts.zstd_level)))?;
-    let epochs = serde_json::to_string(&meta.epochs)
-        .map_err(|e| ColdError::InvalidInput(format!("epochs metadata: {e}")))?;
-    let kv = vec![
-        KeyValue::new(meta_keys::SCHEMA_VERSION.into(), SCHEMA_VERSION.to_string()),
-        KeyValue::new(
-            meta_keys::BASE_OFFSET.into(),
-            meta.base_offset.0.to_string(),
-        ),
-        KeyValue::new(
-            meta_keys::LAST_OFFSET.into(),
-            meta.last_offset.0.to_string(),
-        ),
-        KeyValue::new(
-            meta_keys::MIN_TIMESTAMP.into(),
-            meta.min_timestamp.to_string(),
-        ),
-        KeyValue::new(
-            meta_keys::MAX_TIMESTAMP.into(),
-            meta.max_timestamp.to_string(),
-        ),
-        KeyValue::new(
-            meta_keys::RECORD_COUNT.into(),
-            meta.record_count.to_string(),
-        ),
-        KeyValue::new(meta_keys::EPOCHS.into(), epochs),
-    ];
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(None)
         .set_max_row_group_bytes(None)
         .set_data_page_row_count_limit(opts.data_page_row_limit.max(1))
-        .set_statistics_enabled(EnabledStatistics::None)
-        .set_key_value_metadata(Some(kv));
+        .set_statistics_enabled(EnabledStatistics::None);
     for col in ["offset", "timestamp"] {
         b = b
             .set_column_statistics_enabled(ColumnPath::from(col), EnabledStatistics::Page)

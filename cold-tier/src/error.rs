@@ -92,6 +92,11 @@ pub enum ColdError {
         attempted: u64,
     },
 
+    /// A streamed upload's writer stopped before the end of the file (it failed, or found
+    /// nothing to write); nothing was stored. The writer's own result says why.
+    #[error("upload of {path} stopped: the file being written did not reach its end")]
+    Incomplete { path: String },
+
     /// An object already exists at a segment key with different content. Segment keys are
     /// derived from offsets (and compaction generation), so this means two writers encoded
     /// the same range differently: a bug or a split brain, never retried.
@@ -118,6 +123,7 @@ impl ColdError {
             ColdError::Config(_)
             | ColdError::Corrupt { .. }
             | ColdError::InvalidInput(_)
+            | ColdError::Incomplete { .. }
             | ColdError::ObjectMismatch { .. } => false,
         }
     }

@@ -12,7 +12,9 @@
 //! - [`registry`]: the bucket's copy of each log's configuration, for restores;
 //! - [`fault`]: an object-store wrapper that injects failures, for tests here and end to end.
 //!
-//! A write is: [`encode_segment`] → [`upload_segment`] → [`ManifestStore::commit`]. An object
+//! A write is: [`encode_segment`] → [`upload_segment`] → [`ManifestStore::commit`], or, for
+//! the archiver, [`SegmentWriter`] into a [`PartSink`] while [`upload_streamed`] sends the
+//! parts (memory bounded by a row group and a few parts) → commit. An object
 //! becomes visible to readers only through a committed manifest, so a crash between any two
 //! steps leaves at worst an unreferenced object, which [`gc_orphans`] removes later.
 
@@ -32,7 +34,7 @@ pub mod upload;
 pub use cache::{CacheSettings, CacheStats, ChunkCache};
 pub use codec::{
     decode_rows, encode_metric_records, encode_records, encode_segment, metrics_schema,
-    records_to_batches, EncodeOptions, EncodedSegment, MetricRow, SegmentMeta,
+    records_to_batches, EncodeOptions, EncodedSegment, MetricRow, SegmentMeta, SegmentWriter,
 };
 pub use error::{AccessProblem, ColdError};
 pub use fault::{Fault, FaultPlan, FaultyStore, OpKind};
@@ -42,4 +44,7 @@ pub use partition::ColdPartition;
 pub use reader::{ColdRead, ColdReader};
 pub use registry::LogRegistry;
 pub use store::{check_access, open_store, ObjectStoreConfig};
-pub use upload::{gc_orphans, upload_segment, RetryPolicy, UploadOptions};
+pub use upload::{
+    gc_orphans, part_channel, upload_segment, upload_streamed, PartSink, PartStream, RetryPolicy,
+    UploadOptions,
+};

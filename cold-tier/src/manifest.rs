@@ -69,6 +69,27 @@ fn is_zero(v: &u64) -> bool {
 }
 
 impl ColdSegment {
+    /// The manifest entry of a segment file just uploaded to `key` (`size_bytes` long).
+    pub fn uploaded(
+        meta: &crate::codec::SegmentMeta,
+        key: String,
+        size_bytes: u64,
+        generation: u64,
+    ) -> Self {
+        ColdSegment {
+            base_offset: meta.base_offset,
+            last_offset: meta.last_offset,
+            min_timestamp: meta.min_timestamp,
+            max_timestamp: meta.max_timestamp,
+            key,
+            size_bytes,
+            record_count: meta.record_count,
+            generation,
+            last_epoch: meta.epochs.last().map_or(0, |e| e.epoch.0),
+            bucket_seconds: 0,
+        }
+    }
+
     pub fn contains(&self, offset: LogOffset) -> bool {
         self.base_offset <= offset && offset <= self.last_offset
     }

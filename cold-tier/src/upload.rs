@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -48,7 +49,9 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    fn backoff(&self, attempt: u32) -> Duration {
+    /// The wait before retry number `attempt + 1` (0-based): doubling from
+    /// `initial_backoff`, capped at `max_backoff`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
         let factor = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
         self.initial_backoff
             .saturating_mul(factor)
@@ -57,11 +60,27 @@ impl RetryPolicy {
 }
 
 /// How to upload a segment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadOptions {
     /// Compaction generation of the segment (0 for a first upload); part of its key.
     pub generation: u64,
     pub retry: RetryPolicy,
+    /// Size of one part of a streamed upload ([`upload_streamed`]); a file no larger than
+    /// one part is sent with a single PUT. S3 needs at least 5 MiB for every part but the last.
+    pub part_bytes: usize,
+    /// Parts of one streamed upload sent at once.
+    pub max_parts_in_flight: usize,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        UploadOptions {
+            generation: 0,
+            retry: RetryPolicy::default(),
+            part_bytes: 8 * 1024 * 1024,
+            max_parts_in_flight: 2,
+        }
+    }
 }
 
 /// Uploads an encoded segment and returns its manifest entry. The caller then commits a
@@ -82,75 +101,92 @@ pub async fn upload_segment(
         meta.last_offset,
         opts.generation,
     );
-    let attempts = opts.retry.attempts.max(1);
+    put_create(store, &key, encoded.bytes.clone(), &opts.retry).await?;
+    Ok(ColdSegment::uploaded(
+        meta,
+        key.to_string(),
+        encoded.bytes.len() as u64,
+        opts.generation,
+    ))
+}
+
+/// One create-if-absent PUT of `bytes` at `key`, retried with backoff; an identical object
+/// already there (the retry of a PUT whose success was lost) counts as success.
+pub(crate) async fn put_create(
+    store: &dyn ObjectStore,
+    key: &Path,
+    bytes: Bytes,
+    retry: &RetryPolicy,
+) -> Result<(), ColdError> {
+    let attempts = retry.attempts.max(1);
     let mut attempt = 0;
     loop {
         let put = PutOptions::from(PutMode::Create);
         let res = store
-            .put_opts(&key, PutPayload::from(encoded.bytes.clone()), put)
+            .put_opts(key, PutPayload::from(bytes.clone()), put)
             .await;
         let err = match res {
-            Ok(_) => break,
+            Ok(_) => return Ok(()),
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
-            ) => match same_object(store, &key, &encoded.bytes).await {
-                Ok(()) => {
-                    debug!(%key, "segment already uploaded by an earlier attempt");
-                    break;
+            ) => {
+                let len = bytes.len() as u64;
+                let tail_from = bytes.len().saturating_sub(TAIL_CHECK_BYTES as usize);
+                match same_object(store, key, len, &bytes[tail_from..], None).await {
+                    Ok(()) => {
+                        debug!(%key, "segment already uploaded by an earlier attempt");
+                        return Ok(());
+                    }
+                    Err(e @ ColdError::ObjectMismatch { .. }) => return Err(e),
+                    Err(e) => e,
                 }
-                Err(e @ ColdError::ObjectMismatch { .. }) => return Err(e),
-                Err(e) => e,
-            },
-            Err(e) => ColdError::store("put", &key, e),
+            }
+            Err(e) => ColdError::store("put", key, e),
         };
         attempt += 1;
         if attempt >= attempts || !err.is_retriable() {
             return Err(err);
         }
         warn!(%key, attempt, error = %err, "segment upload failed; retrying");
-        tokio::time::sleep(opts.retry.backoff(attempt - 1)).await;
+        tokio::time::sleep(retry.backoff(attempt - 1)).await;
     }
-    Ok(ColdSegment {
-        base_offset: meta.base_offset,
-        last_offset: meta.last_offset,
-        min_timestamp: meta.min_timestamp,
-        max_timestamp: meta.max_timestamp,
-        key: key.to_string(),
-        size_bytes: encoded.bytes.len() as u64,
-        record_count: meta.record_count,
-        generation: opts.generation,
-        last_epoch: meta.epochs.last().map_or(0, |e| e.epoch.0),
-        bucket_seconds: 0,
-    })
 }
 
-/// Whether the object at `key` is `ours`: same size and same tail (footer).
-async fn same_object(
+/// Whether the object at `key` is ours: `len` bytes (`size`, if the caller already has it
+/// from a HEAD) ending in `tail`, the file's last bytes, which hold its footer: every row
+/// group's statistics and the segment's metadata.
+pub(crate) async fn same_object(
     store: &dyn ObjectStore,
     key: &Path,
-    ours: &bytes::Bytes,
+    len: u64,
+    tail: &[u8],
+    size: Option<u64>,
 ) -> Result<(), ColdError> {
-    let head = store
-        .head(key)
-        .await
-        .map_err(|e| ColdError::store("head", key, e))?;
-    let len = ours.len() as u64;
+    let size = match size {
+        Some(s) => s,
+        None => {
+            store
+                .head(key)
+                .await
+                .map_err(|e| ColdError::store("head", key, e))?
+                .size
+        }
+    };
     let mismatch = || ColdError::ObjectMismatch {
         path: key.to_string(),
-        existing: head.size,
+        existing: size,
         ours: len,
     };
-    if head.size != len {
+    if size != len {
         return Err(mismatch());
     }
-    let from = len.saturating_sub(TAIL_CHECK_BYTES);
-    let tail = store
+    let from = len.saturating_sub(tail.len() as u64);
+    let theirs = store
         .get_range(key, from..len)
         .await
         .map_err(|e| ColdError::store("get", key, e))?;
-    let start = usize::try_from(from).map_err(|_| mismatch())?;
-    if tail.as_ref() != &ours[start..] {
+    if theirs.as_ref() != tail {
         return Err(mismatch());
     }
     Ok(())
@@ -196,6 +232,9 @@ pub async fn gc_orphans(
     }
     Ok(deleted)
 }
+
+mod stream;
+pub use stream::{part_channel, upload_streamed, PartSink, PartStream};
 
 #[cfg(test)]
 mod tests;

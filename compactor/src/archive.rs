@@ -1,16 +1,21 @@
 //! Archiving: closed hot segments → Parquet → object store → manifest → local retention.
+//!
+//! A segment is streamed: read in chunks, encoded a row group at a time and uploaded in parts
+//! while it is written, so tiering a 256 MiB segment holds a few MiB, not the segment (the
+//! node's memory must not grow with `segment_bytes` times the partitions being tiered).
 
 use std::sync::Arc;
 
+use object_store::path::Path;
 use object_store::ObjectStore;
 use pyralog_cold_tier::{
-    encode_records, upload_segment, ColdPartition, ColdSegment, EncodeOptions, Layout,
-    UploadOptions,
+    part_channel, upload_streamed, ColdError, ColdPartition, ColdSegment, EncodeOptions, Layout,
+    SegmentMeta, SegmentWriter, UploadOptions,
 };
 use pyralog_hot_tier::{PartitionLog, SegmentInfo};
 use pyralog_types::batch::split_batches;
 use pyralog_types::{LogId, LogOffset, PartitionId, Record, Retention};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::error::CompactorError;
 
@@ -90,7 +95,8 @@ pub async fn archive_partition(
             break;
         }
         let from = archived_end.max(seg.base_offset);
-        let records = match read_records(hot, from, last).await {
+        let key = layout.segment_key(log, partition, from, last, opts.upload.generation);
+        let streamed = match stream_with_retries(hot, from, last, store, &key, opts).await {
             Err(CompactorError::Corrupt { offset, source }) => {
                 report.corrupt = Some(CorruptSegment {
                     base_offset: seg.base_offset,
@@ -101,18 +107,14 @@ pub async fn archive_partition(
             }
             other => other?,
         };
-        if records.is_empty() {
+        let Some((meta, size)) = streamed else {
             // Compaction emptied the rest of this segment: nothing to upload, but the range
             // is archived all the same.
             cold.advance_archived_end(LogOffset(last.0 + 1)).await?;
             continue;
-        }
-        let encode = opts.encode.clone();
-        let encoded = tokio::task::spawn_blocking(move || encode_records(&records, &encode))
-            .await
-            .map_err(|e| CompactorError::Task(e.to_string()))??;
+        };
         let mut uploaded =
-            upload_segment(store, layout, log, partition, &encoded, &opts.upload).await?;
+            ColdSegment::uploaded(&meta, key.to_string(), size, opts.upload.generation);
         // The entry covers the whole archived range, also where compaction left gaps at its
         // ends, so the manifest's end is the segment's end.
         uploaded.base_offset = from;
@@ -133,6 +135,75 @@ pub async fn archive_partition(
     Ok(report)
 }
 
+/// [`stream_segment`], repeated with the upload retry policy's backoff while it fails in a
+/// way that may pass (the bucket unreachable, throttling). Each attempt reads and encodes
+/// the range again: nothing of it is kept in memory between attempts.
+async fn stream_with_retries(
+    hot: &Arc<PartitionLog>,
+    from: LogOffset,
+    last: LogOffset,
+    store: &dyn ObjectStore,
+    key: &Path,
+    opts: &ArchiveOptions,
+) -> Result<Option<(SegmentMeta, u64)>, CompactorError> {
+    let retry = &opts.upload.retry;
+    let mut attempt = 0;
+    loop {
+        match stream_segment(hot, from, last, store, key, opts).await {
+            Err(e) if e.is_retriable() && attempt + 1 < retry.attempts.max(1) => {
+                attempt += 1;
+                warn!(%key, attempt, error = %e, "segment archive failed; retrying");
+                tokio::time::sleep(retry.backoff(attempt - 1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Reads `[from, last]` of `hot`, encodes it row group by row group and uploads the parts as
+/// they are written (see [`pyralog_cold_tier::upload_streamed`]): what this holds is one
+/// read chunk, one row group and a few upload parts, never the segment. Returns the file's
+/// metadata and size, or `None` when the range holds no record (compaction emptied it).
+async fn stream_segment(
+    hot: &Arc<PartitionLog>,
+    from: LogOffset,
+    last: LogOffset,
+    store: &dyn ObjectStore,
+    key: &Path,
+    opts: &ArchiveOptions,
+) -> Result<Option<(SegmentMeta, u64)>, CompactorError> {
+    let (sink, parts) = part_channel(&opts.upload);
+    let (hot, encode) = (hot.clone(), opts.encode.clone());
+    let read_chunk = opts.encode.row_group_bytes.clamp(64 * 1024, 16 << 20);
+    let encoder = tokio::task::spawn_blocking(move || {
+        let mut writer = SegmentWriter::new(sink, &encode)?;
+        for_each_record(&hot, from, last, read_chunk, |record| {
+            writer.push(record).map_err(CompactorError::from)
+        })?;
+        if writer.record_count() == 0 {
+            // Dropping the writer unsent tells the upload there is no file.
+            return Ok(None);
+        }
+        let (sink, meta) = writer.finish()?;
+        sink.finish().map_err(|e| {
+            CompactorError::Cold(ColdError::InvalidInput(format!("segment upload: {e}")))
+        })?;
+        Ok(Some(meta))
+    });
+    let (encoded, uploaded) =
+        tokio::join!(encoder, upload_streamed(store, key, parts, &opts.upload));
+    let encoded = encoded.map_err(|e| CompactorError::Task(e.to_string()))?;
+    match (encoded, uploaded) {
+        (Ok(Some(meta)), Ok(size)) => Ok(Some((meta, size))),
+        // Nothing to write: the upload saw its writer go without a file.
+        (Ok(None), _) => Ok(None),
+        // The encoder failed (a damaged batch, a bad record) and stopped the upload.
+        (Err(e), Err(ColdError::Incomplete { .. }) | Ok(_)) => Err(e),
+        // The upload failed, and the encoder then found its sink closed.
+        (_, Err(e)) => Err(e.into()),
+    }
+}
+
 /// Every record in `[from, last]`, CRC-checked by the hot tier's read path. Damage is
 /// [`CompactorError::Corrupt`] naming the first offset that could not be read.
 pub(crate) async fn read_records(
@@ -143,34 +214,50 @@ pub(crate) async fn read_records(
     let hot = hot.clone();
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        let mut at = from;
-        let limit = LogOffset(last.0 + 1);
-        while at < limit {
-            let read = match hot.read(at, 16 << 20, limit) {
-                Err(e @ pyralog_hot_tier::HotError::Corrupt { .. }) => {
-                    return Err(CompactorError::Corrupt {
-                        offset: at,
-                        source: e,
-                    })
-                }
-                other => other?,
-            };
-            if read.batches.is_empty() {
-                break;
-            }
-            for batch in split_batches(read.batches) {
-                let batch = batch.map_err(pyralog_hot_tier::HotError::from)?;
-                let records = batch.records().map_err(pyralog_hot_tier::HotError::from)?;
-                out.extend(
-                    records
-                        .into_iter()
-                        .filter(|r| r.offset >= at && r.offset < limit),
-                );
-            }
-            at = read.next_offset;
-        }
+        for_each_record(&hot, from, last, 16 << 20, |r| {
+            out.push(r);
+            Ok(())
+        })?;
         Ok(out)
     })
     .await
     .map_err(|e| CompactorError::Task(e.to_string()))?
+}
+
+/// Calls `f` with every record in `[from, last]` in offset order, reading `chunk_bytes` of
+/// batches at a time (blocking: run it on a blocking thread).
+fn for_each_record(
+    hot: &PartitionLog,
+    from: LogOffset,
+    last: LogOffset,
+    chunk_bytes: usize,
+    mut f: impl FnMut(Record) -> Result<(), CompactorError>,
+) -> Result<(), CompactorError> {
+    let mut at = from;
+    let limit = LogOffset(last.0 + 1);
+    while at < limit {
+        let read = match hot.read(at, chunk_bytes, limit) {
+            Err(e @ pyralog_hot_tier::HotError::Corrupt { .. }) => {
+                return Err(CompactorError::Corrupt {
+                    offset: at,
+                    source: e,
+                })
+            }
+            other => other?,
+        };
+        if read.batches.is_empty() {
+            break;
+        }
+        for batch in split_batches(read.batches) {
+            let batch = batch.map_err(pyralog_hot_tier::HotError::from)?;
+            let records = batch.records().map_err(pyralog_hot_tier::HotError::from)?;
+            for r in records {
+                if r.offset >= at && r.offset < limit {
+                    f(r)?;
+                }
+            }
+        }
+        at = read.next_offset;
+    }
+    Ok(())
 }

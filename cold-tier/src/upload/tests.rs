@@ -21,6 +21,7 @@ fn fast() -> UploadOptions {
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(5),
         },
+        ..UploadOptions::default()
     }
 }
 
