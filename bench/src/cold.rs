@@ -225,12 +225,19 @@ pub async fn run(opts: &ColdOptions) -> Result<ColdReport, BenchError> {
             disk_bytes: usize::try_from(parquet_bytes.saturating_mul(2)).unwrap_or(usize::MAX),
             dir: None,
             readahead_row_groups: 2,
+            // Room for the whole log decoded (about its hot size), so the warm pass measures
+            // a re-read from decoded row groups.
+            decoded_bytes: usize::try_from(hot_bytes.saturating_mul(2)).unwrap_or(usize::MAX),
         },
         opts.cache_dir.clone(),
     )
     .await
     .map_err(|e| invalid(&e))?;
-    let reader = Arc::new(ColdReader::new(store.clone()).with_cache(cache, 2));
+    let reader = Arc::new(
+        ColdReader::new(store.clone())
+            .with_cache(cache, 2)
+            .with_decoded_cache(usize::try_from(hot_bytes.saturating_mul(2)).unwrap_or(usize::MAX)),
+    );
     let cold = ColdPartition::open(log, 0, manifests, reader)
         .await
         .map_err(|e| invalid(&e))?;

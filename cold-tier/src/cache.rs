@@ -35,6 +35,9 @@ pub struct CacheSettings {
     pub dir: Option<PathBuf>,
     /// Row groups fetched ahead of a sequential reader (0 turns read-ahead off).
     pub readahead_row_groups: usize,
+    /// Row groups kept decoded in memory, bytes (0 turns it off): a re-read skips the
+    /// Parquet decode ([`crate::ColdReader::with_decoded_cache`]).
+    pub decoded_bytes: usize,
 }
 
 impl Default for CacheSettings {
@@ -44,6 +47,7 @@ impl Default for CacheSettings {
             disk_bytes: 1024 * 1024 * 1024,
             dir: None,
             readahead_row_groups: 2,
+            decoded_bytes: 128 * 1024 * 1024,
         }
     }
 }

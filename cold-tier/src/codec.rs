@@ -34,11 +34,13 @@ use crate::error::ColdError;
 
 mod decode;
 mod rebuild;
+mod wire;
 mod writer;
 
-pub(crate) use decode::{check_schema_version, decode_row_groups};
+pub(crate) use decode::{check_schema_version, decode_groups_arrow, decode_row_groups};
 pub use decode::{decode_rows, segment_meta_from_parquet};
 pub use rebuild::records_to_batches;
+pub(crate) use wire::{Columns, WireWriter};
 pub use writer::SegmentWriter;
 
 /// Version of the Parquet schema written by this crate (`pyralog.schema_version`).

@@ -20,6 +20,7 @@
 
 pub mod cache;
 pub mod codec;
+mod decoded;
 pub mod error;
 pub mod fault;
 pub mod layout;

@@ -4,8 +4,9 @@
 //! footer once per object (suffix GET, then cached in a bounded LRU), uses the `offset`
 //! min/max statistics of each row group to find the first one that can hold `o`, and fetches
 //! only the byte ranges of the row groups needed to fill `max_bytes` (one `get_ranges` call).
-//! The rows are turned back into hot-format batches ([`crate::codec::records_to_batches`]),
-//! so the gateway serves cold and hot data in the same wire format.
+//! The rows go from the Arrow columns straight into hot-format batches (`codec::wire`), so
+//! the gateway serves cold and hot data in the same wire format, and decoded row groups stay
+//! in memory ([`crate::decoded`]) for the next reader.
 //!
 //! Failure policy: a store failure is returned as a retriable [`ColdError::Store`]; content
 //! that contradicts the footer or the manifest (rows outside the segment or row-group range,
@@ -15,7 +16,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use object_store::{ObjectStore, ObjectStoreExt};
 use parking_lot::Mutex;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
@@ -23,15 +24,16 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::statistics::Statistics;
-use pyralog_types::batch::Batch;
 use pyralog_types::{LogOffset, Record, TimestampMicros};
 
 use tracing::debug;
 
 use crate::cache::ChunkCache;
 use crate::codec::{
-    check_schema_version, decode_row_groups, records_to_batches, COL_OFFSET, COL_TIMESTAMP,
+    check_schema_version, decode_groups_arrow, decode_row_groups, Columns, WireWriter, COL_OFFSET,
+    COL_TIMESTAMP,
 };
+use crate::decoded::{DecodedCache, DecodedGroup};
 use crate::error::ColdError;
 use crate::lru::Lru;
 use crate::manifest::ColdSegment;
@@ -72,6 +74,7 @@ pub struct ColdReader {
     max_batch_bytes: usize,
     cache: Option<Arc<ChunkCache>>,
     readahead: usize,
+    decoded: Option<DecodedCache>,
     decode_permits: Arc<tokio::sync::Semaphore>,
 }
 
@@ -84,6 +87,7 @@ impl ColdReader {
             max_batch_bytes: 256 * 1024,
             cache: None,
             readahead: 0,
+            decoded: None,
             decode_permits: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
@@ -100,6 +104,13 @@ impl ColdReader {
     pub fn with_cache(mut self, cache: Arc<ChunkCache>, readahead: usize) -> Self {
         self.cache = Some(cache);
         self.readahead = readahead;
+        self
+    }
+
+    /// Keeps up to `bytes` of row groups decoded in memory, so a re-read skips the Parquet
+    /// decode (see [`crate::decoded`]); 0 turns it off.
+    pub fn with_decoded_cache(mut self, bytes: usize) -> Self {
+        self.decoded = (bytes > 0).then(|| DecodedCache::new(bytes));
         self
     }
 
@@ -144,38 +155,83 @@ impl ColdReader {
             planned += g.uncompressed;
             chosen.push(i);
         }
-        let window = self.fetch_window(seg, &footer, &chosen).await?;
+        // Decoded row groups from memory; the others fetched (chunk cache, then one
+        // ranged-GET call) and decoded below.
+        let group_key = |g: usize| (seg.key.clone(), seg.size_bytes, g);
+        let mut decoded: Vec<Option<DecodedGroup>> = chosen
+            .iter()
+            .map(|&g| self.decoded.as_ref().and_then(|c| c.get(&group_key(g))))
+            .collect();
+        let missing: Vec<usize> = chosen
+            .iter()
+            .zip(&decoded)
+            .filter(|(_, d)| d.is_none())
+            .map(|(&g, _)| g)
+            .collect();
+        let window = if missing.is_empty() {
+            None
+        } else {
+            Some(self.fetch_window(seg, &footer, &missing).await?)
+        };
         self.read_ahead(seg, &footer, chosen.last().map_or(0, |&l| l + 1));
         let read_all = chosen.last() == Some(&(footer.groups.len() - 1));
         let batch_bytes = self.max_batch_bytes.min(max_bytes.max(1));
-        let seg = seg.clone();
-        self.cpu(move || {
-            let records = decode_checked(window, &seg, &footer, &chosen)?;
-            let records: Vec<Record> = records.into_iter().filter(|r| r.offset >= start).collect();
-            let mut out = BytesMut::new();
-            let mut next = past_segment;
-            let mut count = 0;
-            let mut trimmed = false;
-            for b in records_to_batches(&records, batch_bytes)? {
-                if !out.is_empty() && out.len() + b.len() > max_bytes {
-                    trimmed = true;
-                    break;
+        let what = seg.key.clone();
+        let seg_range = seg.base_offset.0..seg.last_offset.0.saturating_add(1);
+        let (read, fresh) = self
+            .cpu(move || {
+                let mut fresh = Vec::new();
+                if let Some(window) = window {
+                    let groups = decode_groups_arrow(window, &footer.meta, &missing, &what)?;
+                    for (g, batches) in missing.iter().zip(groups) {
+                        let group: DecodedGroup = batches.into();
+                        if let Some(slot) = chosen
+                            .iter()
+                            .position(|c| c == g)
+                            .and_then(|i| decoded.get_mut(i))
+                        {
+                            *slot = Some(group.clone());
+                        }
+                        fresh.push((*g, group));
+                    }
                 }
-                let batch = Batch::parse(b.clone()).map_err(|e| ColdError::corrupt(&seg.key, e))?;
-                next = LogOffset(batch.last_offset().0 + 1);
-                count += batch.record_count() as usize;
-                out.extend_from_slice(&b);
-            }
-            if read_all && !trimmed {
-                next = past_segment;
-            }
-            Ok(ColdRead {
-                batches: out.freeze(),
-                next_offset: next,
-                record_count: count,
+                let mut wire = WireWriter::new(start, batch_bytes, max_bytes);
+                for (&g, group) in chosen.iter().zip(&decoded) {
+                    let offsets = &footer.groups[g].offsets;
+                    wire.expect_offsets(
+                        offsets.start.max(seg_range.start)..offsets.end.min(seg_range.end),
+                    );
+                    for rb in group.iter().flat_map(|b| b.iter()) {
+                        let cols = Columns::of(rb).map_err(|r| ColdError::corrupt(&what, r))?;
+                        wire.push_columns(&cols)
+                            .map_err(|r| ColdError::corrupt(&what, r))?;
+                        if wire.is_full() {
+                            break;
+                        }
+                    }
+                    if wire.is_full() {
+                        break;
+                    }
+                }
+                let out = wire.finish().map_err(|r| ColdError::corrupt(&what, r))?;
+                let next = match out.next_offset {
+                    Some(n) if !read_all || out.full => n,
+                    _ => past_segment,
+                };
+                let read = ColdRead {
+                    batches: out.batches,
+                    next_offset: next,
+                    record_count: out.record_count,
+                };
+                Ok((read, fresh))
             })
-        })
-        .await
+            .await?;
+        if let Some(cache) = &self.decoded {
+            for (g, group) in fresh {
+                cache.insert(group_key(g), group);
+            }
+        }
+        Ok(read)
     }
 
     /// Runs CPU-bound work (Parquet decoding, rebuilding batches) on the blocking pool, at
@@ -456,6 +512,7 @@ fn check_rows(
 }
 
 /// The parts of a file fetched by ranged GETs, addressed by file offsets.
+#[derive(Clone)]
 struct Window {
     file_len: u64,
     pieces: Vec<(u64, Bytes)>,

@@ -32,10 +32,12 @@
 //! What a leader or follower checks beyond this framing (dense offsets, timestamps, flags,
 //! bounded decompression) is in `validate`.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
+mod builder;
 mod rebuild;
 mod validate;
+pub use builder::{BatchBuilder, NewRecord};
 pub use rebuild::rebuild_batches;
 pub use validate::{BatchRules, OffsetRule};
 
@@ -120,175 +122,6 @@ pub enum BatchError {
 struct RecordMeta {
     attributes: u8,
     offset_delta: u64,
-}
-
-/// A record before the leader gives it an offset.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NewRecord {
-    pub timestamp: TimestampMicros,
-    pub key: Option<Bytes>,
-    pub value: Option<Bytes>,
-    pub headers: Vec<Header>,
-}
-
-/// Accumulates records and encodes them as one batch.
-#[derive(Debug)]
-pub struct BatchBuilder {
-    compression: Compression,
-    records: Vec<u8>,
-    count: u32,
-    first_ts: TimestampMicros,
-    max_ts: TimestampMicros,
-    has_tombstones: bool,
-    has_dedup_ids: bool,
-    producer: Option<(i64, i16, i32)>,
-    /// Offset delta of the last pushed record (`None` before the first).
-    last_delta: Option<u32>,
-}
-
-impl BatchBuilder {
-    pub fn new(compression: Compression) -> Self {
-        BatchBuilder {
-            compression,
-            records: Vec::new(),
-            count: 0,
-            first_ts: 0,
-            max_ts: i64::MIN,
-            has_tombstones: false,
-            has_dedup_ids: false,
-            producer: None,
-            last_delta: None,
-        }
-    }
-
-    /// Marks the batch as written by an idempotent producer.
-    pub fn with_producer(mut self, id: i64, epoch: i16, base_sequence: i32) -> Self {
-        self.producer = Some((id, epoch, base_sequence));
-        self
-    }
-
-    pub fn record_count(&self) -> u32 {
-        self.count
-    }
-
-    /// Encoded size so far, before compression.
-    pub fn estimated_size(&self) -> usize {
-        HEADER_LEN + self.records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// An upper bound of the bytes `r` adds to [`BatchBuilder::estimated_size`] (payload plus
-    /// the largest varints), so a batch can be sealed *before* a record would push it over a
-    /// size limit.
-    pub fn record_size_bound(r: &NewRecord) -> usize {
-        // length, attributes, timestamp delta, offset delta, key and value lengths, count.
-        const FIXED: usize = 10 + 1 + 10 + 5 + 10 + 10 + 10;
-        FIXED
-            + r_len(r)
-            + r.headers
-                .iter()
-                .map(|h| 10 + h.key.len() + 10 + h.value.len())
-                .sum::<usize>()
-    }
-
-    /// Appends one record; its offset is the next in the batch.
-    pub fn push(&mut self, r: &NewRecord) {
-        let delta = self.last_delta.map_or(0, |d| d.saturating_add(1));
-        self.push_record(delta, r);
-    }
-
-    /// Appends one record at an explicit offset delta (relative to the batch's base offset),
-    /// for rebuilding batches whose offsets have gaps (compacted data read back from the cold
-    /// tier). Deltas must increase; a delta not above the previous one is an error.
-    pub fn push_at(&mut self, offset_delta: u32, r: &NewRecord) -> Result<(), BatchError> {
-        if self.last_delta.is_some_and(|d| offset_delta <= d) {
-            return Err(BatchError::Malformed("record offsets out of order"));
-        }
-        self.push_record(offset_delta, r);
-        Ok(())
-    }
-
-    fn push_record(&mut self, offset_delta: u32, r: &NewRecord) {
-        if self.count == 0 {
-            self.first_ts = r.timestamp;
-        }
-        self.max_ts = self.max_ts.max(r.timestamp);
-        self.has_tombstones |= r.value.is_none();
-        self.has_dedup_ids |= r.headers.iter().any(|h| h.key == DEDUP_ID_HEADER);
-        let mut body = Vec::with_capacity(16 + r_len(r));
-        body.put_u8(0);
-        put_varint_i64(&mut body, r.timestamp.wrapping_sub(self.first_ts));
-        put_varint_u64(&mut body, u64::from(offset_delta));
-        put_opt_bytes(&mut body, r.key.as_deref());
-        put_opt_bytes(&mut body, r.value.as_deref());
-        put_varint_u64(&mut body, r.headers.len() as u64);
-        for h in &r.headers {
-            put_varint_u64(&mut body, h.key.len() as u64);
-            body.extend_from_slice(h.key.as_bytes());
-            put_varint_u64(&mut body, h.value.len() as u64);
-            body.extend_from_slice(&h.value);
-        }
-        put_varint_u64(&mut self.records, body.len() as u64);
-        self.records.extend_from_slice(&body);
-        self.count += 1;
-        self.last_delta = Some(offset_delta);
-    }
-
-    /// Encodes the batch with `base_offset = 0` and `epoch = 0` (the leader assigns both).
-    pub fn build(self) -> Result<Bytes, BatchError> {
-        if self.count == 0 {
-            return Err(BatchError::Empty);
-        }
-        let (codec, payload): (u16, std::borrow::Cow<'_, [u8]>) = match self.compression {
-            Compression::None => (0, self.records.as_slice().into()),
-            Compression::Zstd(level) => {
-                let compressed = zstd::bulk::compress(&self.records, level)
-                    .map_err(|e| BatchError::Compression(e.to_string()))?;
-                let mut v = Vec::with_capacity(4 + compressed.len());
-                v.put_u32_le(self.records.len() as u32);
-                v.extend_from_slice(&compressed);
-                (1, v.into())
-            }
-        };
-        let total = HEADER_LEN + payload.len();
-        let mut buf = BytesMut::with_capacity(total);
-        buf.put_u64_le(0);
-        buf.put_u32_le((total - LOG_OVERHEAD) as u32);
-        buf.put_u64_le(0);
-        buf.put_u8(MAGIC);
-        buf.put_u32_le(0); // crc, patched below
-        let attributes = codec
-            | if self.has_tombstones {
-                ATTR_HAS_TOMBSTONES
-            } else {
-                0
-            }
-            | if self.has_dedup_ids {
-                ATTR_HAS_DEDUP_IDS
-            } else {
-                0
-            };
-        buf.put_u16_le(attributes);
-        buf.put_u32_le(self.last_delta.unwrap_or(0));
-        buf.put_u32_le(self.count);
-        buf.put_i64_le(self.first_ts);
-        buf.put_i64_le(self.max_ts);
-        let (pid, pepoch, seq) = self.producer.unwrap_or((-1, -1, -1));
-        buf.put_i64_le(pid);
-        buf.put_i16_le(pepoch);
-        buf.put_i32_le(seq);
-        buf.extend_from_slice(&payload);
-        let crc = crc32c::crc32c(&buf[CRC_START..]);
-        buf[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
-        Ok(buf.freeze())
-    }
-}
-
-fn r_len(r: &NewRecord) -> usize {
-    r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len)
 }
 
 /// Sets the leader-assigned fields of an encoded batch in place (no CRC change needed).
@@ -664,28 +497,6 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)
-}
-
-fn put_varint_u64(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
-}
-
-fn put_varint_i64(buf: &mut Vec<u8>, v: i64) {
-    put_varint_u64(buf, ((v << 1) ^ (v >> 63)) as u64);
-}
-
-fn put_opt_bytes(buf: &mut Vec<u8>, b: Option<&[u8]>) {
-    match b {
-        None => put_varint_i64(buf, -1),
-        Some(b) => {
-            put_varint_i64(buf, b.len() as i64);
-            buf.extend_from_slice(b);
-        }
-    }
 }
 
 struct Cursor<'a> {

@@ -48,6 +48,39 @@ pub(crate) fn decode_row_groups<R: ChunkReader + 'static>(
     collect_records(reader, what)
 }
 
+/// Decodes each of `row_groups` of a file whose metadata is already parsed into its own Arrow
+/// batches (one per group), for the column-wise read path ([`super::wire`]). `reader` needs to
+/// hold only those row groups' bytes.
+pub(crate) fn decode_groups_arrow<R: ChunkReader + Clone + 'static>(
+    reader: R,
+    meta: &ArrowReaderMetadata,
+    row_groups: &[usize],
+    what: &str,
+) -> Result<Vec<Vec<RecordBatch>>, ColdError> {
+    check_column_chunks(meta.metadata(), reader.len(), what)?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        row_groups
+            .iter()
+            .map(|&g| {
+                let rows = meta
+                    .metadata()
+                    .row_groups()
+                    .get(g)
+                    .and_then(|rg| usize::try_from(rg.num_rows()).ok())
+                    .ok_or_else(|| ColdError::corrupt(what, format!("no row group {g}")))?;
+                ParquetRecordBatchReaderBuilder::new_with_metadata(reader.clone(), meta.clone())
+                    .with_row_groups(vec![g])
+                    .with_batch_size(rows.clamp(1, 1 << 20))
+                    .build()
+                    .map_err(|e| ColdError::corrupt(what, e))?
+                    .map(|rb| rb.map_err(|e| ColdError::corrupt(what, e)))
+                    .collect()
+            })
+            .collect()
+    }))
+    .unwrap_or_else(|_| Err(ColdError::corrupt(what, "the parquet decoder panicked")))
+}
+
 /// The parquet crate still asserts on some damaged pages (e.g. "Decoder for dict should have
 /// been set", found by the `parquet_segment` fuzz target); a panic while decoding a file from
 /// the bucket is reported as a corrupt file, never taken down with the node.

@@ -205,3 +205,39 @@ async fn store_faults_are_retriable_and_bad_bytes_are_corrupt() {
         .expect_err("lie");
     assert!(matches!(err, ColdError::Corrupt { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_warm_reread_is_served_decoded_without_a_get_and_is_identical() {
+    let (store, seg, recs) = setup().await;
+    let reader = ColdReader::new(Arc::new(store.clone())).with_decoded_cache(64 << 20);
+    let cold = read_whole(&reader, &seg).await;
+    let gets_cold = store.plan().stats().gets;
+    assert!(gets_cold > 0);
+    let got: Vec<Record> = cold.iter().flat_map(decode).collect();
+    assert_eq!(got, recs, "every record once, in order");
+
+    let warm = read_whole(&reader, &seg).await;
+    assert_eq!(warm, cold, "the same batches, byte for byte");
+    assert_eq!(
+        store.plan().stats().gets,
+        gets_cold,
+        "no GET on the re-read"
+    );
+
+    // A read starting in the middle of a cached row group starts at its offset.
+    let mid = LogOffset(1000 + 2 * 1501);
+    let r = reader.read(&seg, mid, 4096).await.expect("read");
+    assert_eq!(decode(&r)[0].offset, mid);
+    assert_eq!(store.plan().stats().gets, gets_cold);
+}
+
+async fn read_whole(reader: &ColdReader, seg: &ColdSegment) -> Vec<ColdRead> {
+    let mut reads = Vec::new();
+    let mut at = seg.base_offset;
+    while at <= seg.last_offset {
+        let r = reader.read(seg, at, 64 * 1024).await.expect("read");
+        at = r.next_offset;
+        reads.push(r);
+    }
+    reads
+}

@@ -1,9 +1,9 @@
 //! Stored records back into batches: what a tier does when it rewrites data (the cold tier
 //! serving Parquet rows, compaction rewriting a hot segment).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::{assign, BatchBuilder, BatchError, Compression, NewRecord};
+use super::{BatchBuilder, BatchError, Compression, NewRecord};
 use crate::ids::{Epoch, LogOffset};
 use crate::record::Record;
 
@@ -58,8 +58,5 @@ pub fn rebuild_batches(
 }
 
 fn finish((base, epoch, builder): (LogOffset, Epoch, BatchBuilder)) -> Result<Bytes, BatchError> {
-    let bytes = builder.build()?;
-    let mut buf = BytesMut::from(bytes.as_ref());
-    assign(&mut buf, base, epoch);
-    Ok(buf.freeze())
+    builder.build_at(base, epoch)
 }

@@ -1,0 +1,266 @@
+//! Hot-format batches straight from Arrow columns.
+//!
+//! A cold read used to turn every Parquet row into a [`pyralog_types::Record`] (copying its
+//! key, value and headers into fresh buffers), rebuild batches from those records (another
+//! copy per record, then one per batch), and parse the batches it had just built. The cold
+//! path was bound by that CPU, not by the object store. Here each row goes from the Arrow
+//! arrays into the batch being built in one copy ([`BatchBuilder::push_slices_at`]), and the
+//! batches are checked once, as rows arrive: inside the segment's and the row group's offset
+//! range, in increasing order. Damage is reported as a reason string, which the reader turns
+//! into [`crate::ColdError::Corrupt`] naming the object.
+
+use std::ops::Range;
+
+use arrow_array::{
+    Array, BinaryArray, ListArray, RecordBatch, StringArray, StructArray,
+    TimestampMicrosecondArray, UInt64Array,
+};
+use bytes::{Bytes, BytesMut};
+use pyralog_types::batch::{BatchBuilder, Compression};
+use pyralog_types::{Epoch, LogOffset};
+
+/// The typed columns of one Arrow batch of a segment file, checked once.
+pub(crate) struct Columns<'a> {
+    offsets: &'a UInt64Array,
+    epochs: &'a UInt64Array,
+    timestamps: &'a TimestampMicrosecondArray,
+    keys: &'a BinaryArray,
+    values: &'a BinaryArray,
+    header_offsets: &'a [i32],
+    header_keys: &'a StringArray,
+    header_values: &'a BinaryArray,
+}
+
+fn column<'a, T: 'static>(rb: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
+    rb.column_by_name(name)
+        .ok_or_else(|| format!("missing column {name}"))?
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| format!("column {name} has an unexpected type"))
+}
+
+impl<'a> Columns<'a> {
+    /// The columns of `rb`, or why they are not a segment's.
+    pub(crate) fn of(rb: &'a RecordBatch) -> Result<Self, String> {
+        let offsets = column::<UInt64Array>(rb, "offset")?;
+        let epochs = column::<UInt64Array>(rb, "epoch")?;
+        let timestamps = column::<TimestampMicrosecondArray>(rb, "timestamp")?;
+        let keys = column::<BinaryArray>(rb, "key")?;
+        let values = column::<BinaryArray>(rb, "value")?;
+        let headers = column::<ListArray>(rb, "headers")?;
+        let items = headers
+            .values()
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .ok_or("headers are not a list of structs")?;
+        let header_keys = items
+            .column_by_name("key")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .ok_or("header key column missing or mistyped")?;
+        let header_values = items
+            .column_by_name("value")
+            .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+            .ok_or("header value column missing or mistyped")?;
+        if offsets.null_count() + epochs.null_count() + timestamps.null_count() > 0
+            || headers.null_count() + header_keys.null_count() + header_values.null_count() > 0
+        {
+            return Err("null in a non-nullable column".into());
+        }
+        let header_offsets = headers.value_offsets();
+        let rows = rb.num_rows();
+        let lists_fit = header_offsets.len() == rows + 1
+            && header_offsets.windows(2).all(|w| w[0] <= w[1])
+            && header_offsets.first().is_some_and(|&f| f >= 0)
+            && header_offsets
+                .last()
+                .and_then(|&l| usize::try_from(l).ok())
+                .is_some_and(|l| l <= header_keys.len() && l <= header_values.len());
+        if !lists_fit {
+            return Err("bad header list offsets".into());
+        }
+        Ok(Columns {
+            offsets,
+            epochs,
+            timestamps,
+            keys,
+            values,
+            header_offsets,
+            header_keys,
+            header_values,
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    pub(crate) fn offset(&self, row: usize) -> LogOffset {
+        LogOffset(self.offsets.value(row))
+    }
+
+    fn opt(a: &BinaryArray, row: usize) -> Option<&[u8]> {
+        (!a.is_null(row)).then(|| a.value(row))
+    }
+}
+
+/// What [`WireWriter::finish`] hands back.
+#[derive(Debug)]
+pub(crate) struct WireOutput {
+    /// Whole batches back to back.
+    pub(crate) batches: Bytes,
+    pub(crate) record_count: usize,
+    /// One past the last record written (`None`: nothing written).
+    pub(crate) next_offset: Option<LogOffset>,
+    /// Whether a batch was left out because it would have crossed `max_bytes`.
+    pub(crate) full: bool,
+}
+
+/// The batch being filled.
+struct OpenBatch {
+    base: LogOffset,
+    epoch: Epoch,
+    last: LogOffset,
+    builder: BatchBuilder,
+}
+
+/// Builds hot-format batches from rows pushed in offset order: consecutive rows of one epoch
+/// share a batch of at most about `batch_bytes`; offset gaps are kept; the output stops at
+/// about `max_bytes` (always at least one batch).
+pub(crate) struct WireWriter {
+    /// Rows below this offset are skipped (a read starting inside a row group).
+    start: LogOffset,
+    /// Offsets a row may have: the segment's range within its row group's statistics.
+    allowed: Range<u64>,
+    batch_bytes: usize,
+    max_bytes: usize,
+    out: BytesMut,
+    current: Option<OpenBatch>,
+    /// The last row seen (written or skipped), for the order check.
+    previous: Option<LogOffset>,
+    written_end: Option<LogOffset>,
+    record_count: usize,
+    full: bool,
+}
+
+impl WireWriter {
+    pub(crate) fn new(start: LogOffset, batch_bytes: usize, max_bytes: usize) -> Self {
+        WireWriter {
+            start,
+            allowed: 0..u64::MAX,
+            batch_bytes: batch_bytes.max(1),
+            max_bytes,
+            out: BytesMut::new(),
+            current: None,
+            previous: None,
+            written_end: None,
+            record_count: 0,
+            full: false,
+        }
+    }
+
+    /// Sets the offsets the rows pushed next may have (their row group's, within the
+    /// segment's); a row outside is damage.
+    pub(crate) fn expect_offsets(&mut self, allowed: Range<u64>) {
+        self.allowed = allowed;
+    }
+
+    /// Whether the output has reached `max_bytes`: further rows are not needed.
+    pub(crate) fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// Pushes every row of `cols` (until the output is full).
+    pub(crate) fn push_columns(&mut self, cols: &Columns<'_>) -> Result<(), String> {
+        let mut headers: Vec<(&str, &[u8])> = Vec::new();
+        for row in 0..cols.len() {
+            if self.full {
+                return Ok(());
+            }
+            let offset = cols.offset(row);
+            if !self.allowed.contains(&offset.0) || self.previous.is_some_and(|p| p >= offset) {
+                return Err(format!("row with offset {offset} is out of place"));
+            }
+            self.previous = Some(offset);
+            if offset < self.start {
+                continue;
+            }
+            let epoch = Epoch(cols.epochs.value(row));
+            headers.clear();
+            let (from, to) = (
+                cols.header_offsets[row] as usize,
+                cols.header_offsets[row + 1] as usize,
+            );
+            for h in from..to {
+                headers.push((cols.header_keys.value(h), cols.header_values.value(h)));
+            }
+            let key = Columns::opt(cols.keys, row);
+            let value = Columns::opt(cols.values, row);
+            let payload = key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
+            let delta = self.current.as_ref().and_then(|open| {
+                let delta = u32::try_from(offset.0 - open.base.0).ok()?;
+                let room = open.builder.estimated_size() + payload + 32 <= self.batch_bytes;
+                (open.epoch == epoch && room).then_some(delta)
+            });
+            let delta = match delta {
+                Some(d) => d,
+                None => {
+                    self.seal()?;
+                    if self.full {
+                        return Ok(());
+                    }
+                    self.current = Some(OpenBatch {
+                        base: offset,
+                        epoch,
+                        last: offset,
+                        builder: BatchBuilder::with_capacity(Compression::None, self.batch_bytes),
+                    });
+                    0
+                }
+            };
+            if let Some(open) = self.current.as_mut() {
+                open.builder
+                    .push_slices_at(delta, cols.timestamps.value(row), key, value, &headers)
+                    .map_err(|e| format!("rebuilding the batch at offset {offset}: {e}"))?;
+                open.last = offset;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the batch being built and appends it, unless it would cross `max_bytes`.
+    fn seal(&mut self) -> Result<(), String> {
+        let Some(OpenBatch {
+            base,
+            epoch,
+            last,
+            builder,
+        }) = self.current.take()
+        else {
+            return Ok(());
+        };
+        let count = builder.record_count() as usize;
+        let batch = builder
+            .build_at(base, epoch)
+            .map_err(|e| format!("rebuilding the batch at offset {base}: {e}"))?;
+        if !self.out.is_empty() && self.out.len() + batch.len() > self.max_bytes {
+            self.full = true;
+            return Ok(());
+        }
+        self.out.extend_from_slice(&batch);
+        self.record_count += count;
+        self.written_end = Some(LogOffset(last.0 + 1));
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> Result<WireOutput, String> {
+        if !self.full {
+            self.seal()?;
+        }
+        Ok(WireOutput {
+            batches: self.out.freeze(),
+            record_count: self.record_count,
+            next_offset: self.written_end,
+            full: self.full,
+        })
+    }
+}
