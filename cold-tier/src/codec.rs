@@ -225,22 +225,12 @@ fn encode_inner(
     metrics: Option<&[Option<MetricRow>]>,
     opts: &EncodeOptions,
 ) -> Result<EncodedSegment, ColdError> {
-    let (bytes, meta) = match metrics {
-        None => {
-            let mut w = SegmentWriter::new(Vec::new(), opts)?;
-            for r in records {
-                w.push(r.clone())?;
-            }
-            w.finish()?
-        }
-        Some(m) => {
-            let mut w = SegmentWriter::with_metrics(Vec::new(), opts)?;
-            for (r, m) in records.iter().zip(m) {
-                w.push_metric(r.clone(), m.clone())?;
-            }
-            w.finish()?
-        }
+    let mut w = match metrics {
+        None => SegmentWriter::new(Vec::new(), opts)?,
+        Some(_) => SegmentWriter::with_metrics(Vec::new(), opts)?,
     };
+    w.write_all(records, metrics)?;
+    let (bytes, meta) = w.finish()?;
     Ok(EncodedSegment {
         bytes: Bytes::from(bytes),
         meta,

@@ -3,16 +3,14 @@
 //! Decoding checks every column's type and nullability instead of trusting the file: a
 //! file that does not match the schema is [`ColdError::Corrupt`], never a wrong record.
 
-use arrow_array::{
-    Array, BinaryArray, ListArray, RecordBatch, StringArray, StructArray,
-    TimestampMicrosecondArray, UInt64Array,
-};
+use arrow_array::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::reader::ChunkReader;
-use pyralog_types::{Epoch, Header, LogOffset, Record};
+use pyralog_types::{LogOffset, Record};
 
+use super::wire::Columns;
 use super::{meta_keys, SegmentMeta, SCHEMA_VERSION};
 use crate::error::ColdError;
 
@@ -197,62 +195,9 @@ pub fn segment_meta_from_parquet(meta: &ParquetMetaData) -> Result<SegmentMeta, 
     })
 }
 
-fn column<'a, T: 'static>(rb: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
-    rb.column_by_name(name)
-        .ok_or_else(|| format!("missing column {name}"))?
-        .as_any()
-        .downcast_ref::<T>()
-        .ok_or_else(|| format!("column {name} has an unexpected type"))
-}
-
 /// Appends the rows of one Arrow batch as records; `Err` names what is wrong.
 fn records_from_batch(rb: &RecordBatch, out: &mut Vec<Record>) -> Result<(), String> {
-    let offsets = column::<UInt64Array>(rb, "offset")?;
-    let epochs = column::<UInt64Array>(rb, "epoch")?;
-    let ts = column::<TimestampMicrosecondArray>(rb, "timestamp")?;
-    let keys = column::<BinaryArray>(rb, "key")?;
-    let values = column::<BinaryArray>(rb, "value")?;
-    let headers = column::<ListArray>(rb, "headers")?;
-    let items = headers
-        .values()
-        .as_any()
-        .downcast_ref::<StructArray>()
-        .ok_or("headers are not a list of structs")?;
-    let hkeys = items
-        .column_by_name("key")
-        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-        .ok_or("header key column missing or mistyped")?;
-    let hvalues = items
-        .column_by_name("value")
-        .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
-        .ok_or("header value column missing or mistyped")?;
-    if offsets.null_count() + epochs.null_count() + ts.null_count() + headers.null_count() > 0
-        || hkeys.null_count() + hvalues.null_count() > 0
-    {
-        return Err("null in a non-nullable column".into());
-    }
-    let list_offsets = headers.value_offsets();
-    let opt =
-        |a: &BinaryArray, i: usize| (!a.is_null(i)).then(|| Bytes::copy_from_slice(a.value(i)));
-    for i in 0..rb.num_rows() {
-        let (from, to) = (list_offsets[i], list_offsets[i + 1]);
-        let range = usize::try_from(from).ok().zip(usize::try_from(to).ok());
-        let (from, to) = range
-            .filter(|(f, t)| f <= t && *t <= hkeys.len())
-            .ok_or("bad header list offsets")?;
-        out.push(Record {
-            offset: LogOffset(offsets.value(i)),
-            epoch: Epoch(epochs.value(i)),
-            timestamp: ts.value(i),
-            key: opt(keys, i),
-            value: opt(values, i),
-            headers: (from..to)
-                .map(|j| Header {
-                    key: hkeys.value(j).to_owned(),
-                    value: Bytes::copy_from_slice(hvalues.value(j)),
-                })
-                .collect(),
-        });
-    }
+    let cols = Columns::of(rb)?;
+    out.extend((0..cols.len()).map(|row| cols.record(row)));
     Ok(())
 }

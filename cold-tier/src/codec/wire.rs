@@ -17,7 +17,7 @@ use arrow_array::{
 };
 use bytes::{Bytes, BytesMut};
 use pyralog_types::batch::{BatchBuilder, Compression};
-use pyralog_types::{Epoch, LogOffset};
+use pyralog_types::{Epoch, Header, LogOffset, Record};
 
 /// The typed columns of one Arrow batch of a segment file, checked once.
 pub(crate) struct Columns<'a> {
@@ -100,6 +100,33 @@ impl<'a> Columns<'a> {
 
     fn opt(a: &BinaryArray, row: usize) -> Option<&[u8]> {
         (!a.is_null(row)).then(|| a.value(row))
+    }
+
+    /// Row `row` as an owned record (its bytes copied), for callers that need records.
+    pub(crate) fn record(&self, row: usize) -> Record {
+        let owned = |b: Option<&[u8]>| b.map(Bytes::copy_from_slice);
+        let (from, to) = self.header_range(row);
+        Record {
+            offset: self.offset(row),
+            epoch: Epoch(self.epochs.value(row)),
+            timestamp: self.timestamps.value(row),
+            key: owned(Self::opt(self.keys, row)),
+            value: owned(Self::opt(self.values, row)),
+            headers: (from..to)
+                .map(|h| Header {
+                    key: self.header_keys.value(h).to_owned(),
+                    value: Bytes::copy_from_slice(self.header_values.value(h)),
+                })
+                .collect(),
+        }
+    }
+
+    /// Row `row`'s headers: indexes into the header columns (checked in [`Columns::of`]).
+    fn header_range(&self, row: usize) -> (usize, usize) {
+        (
+            self.header_offsets[row] as usize,
+            self.header_offsets[row + 1] as usize,
+        )
     }
 }
 
@@ -186,10 +213,7 @@ impl WireWriter {
             }
             let epoch = Epoch(cols.epochs.value(row));
             headers.clear();
-            let (from, to) = (
-                cols.header_offsets[row] as usize,
-                cols.header_offsets[row + 1] as usize,
-            );
+            let (from, to) = cols.header_range(row);
             for h in from..to {
                 headers.push((cols.header_keys.value(h), cols.header_values.value(h)));
             }

@@ -122,20 +122,71 @@ impl<W: Write + Send> SegmentWriter<W> {
         Ok(())
     }
 
+    /// Writes `records` (with their metric rows for a downsampled segment) as row groups
+    /// cut by `row_group_bytes`, straight from the slice: the path of callers that already
+    /// hold the whole segment (compaction), which would otherwise copy every record into the
+    /// pending row group. Rows pushed before are written first.
+    pub fn write_all(
+        &mut self,
+        records: &[Record],
+        metrics: Option<&[Option<MetricRow>]>,
+    ) -> Result<(), ColdError> {
+        if metrics.is_some() != self.with_metrics
+            || metrics.is_some_and(|m| m.len() != records.len())
+        {
+            return Err(ColdError::InvalidInput(format!(
+                "{} metric rows for {} records in a {} segment",
+                metrics.map_or(0, <[_]>::len),
+                records.len(),
+                if self.with_metrics {
+                    "downsampled"
+                } else {
+                    "plain"
+                }
+            )));
+        }
+        self.write_row_group()?;
+        let target = self.opts.row_group_bytes.max(1);
+        let (mut start, mut bytes) = (0, 0);
+        for (i, r) in records.iter().enumerate() {
+            self.meta.observe(r)?;
+            bytes += r.payload_len() + ROW_OVERHEAD_BYTES;
+            if bytes >= target || i + 1 == records.len() {
+                self.write_rows(&records[start..=i], metrics.map(|m| &m[start..=i]))?;
+                (start, bytes) = (i + 1, 0);
+            }
+        }
+        Ok(())
+    }
+
     fn write_row_group(&mut self) -> Result<(), ColdError> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let metrics = self.with_metrics.then_some(self.pending_metrics.as_slice());
-        let rb = to_record_batch(&self.pending, metrics)?;
-        self.writer
-            .write(&rb)
-            .and_then(|()| self.writer.flush())
-            .map_err(|e| ColdError::InvalidInput(format!("parquet write: {e}")))?;
+        let rows = std::mem::take(&mut self.pending);
+        let metrics = std::mem::take(&mut self.pending_metrics);
+        let with_metrics = self.with_metrics;
+        self.write_rows(&rows, with_metrics.then_some(metrics.as_slice()))?;
+        // Keep the buffers' capacity for the next row group.
+        self.pending = rows;
         self.pending.clear();
+        self.pending_metrics = metrics;
         self.pending_metrics.clear();
         self.pending_bytes = 0;
         Ok(())
+    }
+
+    /// Writes `records` as one row group.
+    fn write_rows(
+        &mut self,
+        records: &[Record],
+        metrics: Option<&[Option<MetricRow>]>,
+    ) -> Result<(), ColdError> {
+        let rb = to_record_batch(records, metrics)?;
+        self.writer
+            .write(&rb)
+            .and_then(|()| self.writer.flush())
+            .map_err(|e| ColdError::InvalidInput(format!("parquet write: {e}")))
     }
 
     /// Writes the last row group and the footer (with the segment's metadata) and returns
