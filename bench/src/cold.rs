@@ -219,24 +219,21 @@ pub async fn run(opts: &ColdOptions) -> Result<ColdReport, BenchError> {
     let get_round_trip_ms = rtts.get(rtts.len() / 2).copied().unwrap_or(0.0);
 
     // 4 and 5. A consumer from offset 0 through a fresh cache, then again warm.
-    let cache = ChunkCache::open(
-        &CacheSettings {
-            memory_bytes: 256 << 20,
-            disk_bytes: usize::try_from(parquet_bytes.saturating_mul(2)).unwrap_or(usize::MAX),
-            dir: None,
-            readahead_row_groups: 2,
-            // Room for the whole log decoded (about its hot size), so the warm pass measures
-            // a re-read from decoded row groups.
-            decoded_bytes: usize::try_from(hot_bytes.saturating_mul(2)).unwrap_or(usize::MAX),
-        },
-        opts.cache_dir.clone(),
-    )
-    .await
-    .map_err(|e| invalid(&e))?;
+    let settings = CacheSettings {
+        memory_bytes: 256 << 20,
+        disk_bytes: usize::try_from(parquet_bytes.saturating_mul(2)).unwrap_or(usize::MAX),
+        // Room for the whole log decoded (about its hot size), so the warm pass measures a
+        // re-read from decoded row groups.
+        decoded_bytes: usize::try_from(hot_bytes.saturating_mul(2)).unwrap_or(usize::MAX),
+        ..CacheSettings::default()
+    };
+    let cache = ChunkCache::open(&settings, opts.cache_dir.clone())
+        .await
+        .map_err(|e| invalid(&e))?;
     let reader = Arc::new(
         ColdReader::new(store.clone())
-            .with_cache(cache, 2)
-            .with_decoded_cache(usize::try_from(hot_bytes.saturating_mul(2)).unwrap_or(usize::MAX)),
+            .with_cache(cache, settings.readahead())
+            .with_decoded_cache(settings.decoded_bytes),
     );
     let cold = ColdPartition::open(log, 0, manifests, reader)
         .await

@@ -33,8 +33,11 @@ pub struct CacheSettings {
     pub disk_bytes: usize,
     /// Directory of the disk tier's file; `None`: `<data_dir>/cold-cache`.
     pub dir: Option<PathBuf>,
-    /// Row groups fetched ahead of a sequential reader (0 turns read-ahead off).
+    /// Row groups fetched ahead of a sequential reader, at least (0 turns read-ahead off).
     pub readahead_row_groups: usize,
+    /// Parquet bytes fetched ahead of a sequential reader, at least: the read-ahead window
+    /// is fetched half a window at a time, in one ranged-GET call.
+    pub readahead_bytes: u64,
     /// Row groups kept decoded in memory, bytes (0 turns it off): a re-read skips the
     /// Parquet decode ([`crate::ColdReader::with_decoded_cache`]).
     pub decoded_bytes: usize,
@@ -47,7 +50,18 @@ impl Default for CacheSettings {
             disk_bytes: 1024 * 1024 * 1024,
             dir: None,
             readahead_row_groups: 2,
+            readahead_bytes: 8 * 1024 * 1024,
             decoded_bytes: 128 * 1024 * 1024,
+        }
+    }
+}
+
+impl CacheSettings {
+    /// The read-ahead window these settings ask for.
+    pub fn readahead(&self) -> crate::reader::Readahead {
+        crate::reader::Readahead {
+            groups: self.readahead_row_groups,
+            bytes: self.readahead_bytes,
         }
     }
 }

@@ -42,7 +42,7 @@ pub use fault::{Fault, FaultPlan, FaultyStore, OpKind};
 pub use layout::{Layout, SegmentKey};
 pub use manifest::{ColdSegment, CommitOutcome, Manifest, ManifestStore, ManifestVersion};
 pub use partition::ColdPartition;
-pub use reader::{ColdRead, ColdReader};
+pub use reader::{ColdRead, ColdReader, Readahead};
 pub use registry::LogRegistry;
 pub use store::{check_access, open_store, ObjectStoreConfig};
 pub use upload::{

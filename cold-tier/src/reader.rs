@@ -66,6 +66,14 @@ struct Group {
     uncompressed: u64,
 }
 
+/// How far ahead of a sequential reader row groups are fetched into the cache: at least
+/// `groups` row groups and at least `bytes` of Parquet (`groups = 0` turns read-ahead off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Readahead {
+    pub groups: usize,
+    pub bytes: u64,
+}
+
 /// Reads cold segments; shareable across tasks.
 #[derive(Debug)]
 pub struct ColdReader {
@@ -73,7 +81,9 @@ pub struct ColdReader {
     footers: Mutex<Lru<(String, u64), Arc<Footer>>>,
     max_batch_bytes: usize,
     cache: Option<Arc<ChunkCache>>,
-    readahead: usize,
+    readahead: Readahead,
+    /// Cache keys of read-ahead fetches under way (not fetched twice).
+    in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
     decoded: Option<DecodedCache>,
     decode_permits: Arc<tokio::sync::Semaphore>,
 }
@@ -86,7 +96,8 @@ impl ColdReader {
             footers: Mutex::new(Lru::new(256)),
             max_batch_bytes: 256 * 1024,
             cache: None,
-            readahead: 0,
+            readahead: Readahead::default(),
+            in_flight: Arc::default(),
             decoded: None,
             decode_permits: Arc::new(tokio::sync::Semaphore::new(1)),
         }
@@ -99,9 +110,9 @@ impl ColdReader {
         self
     }
 
-    /// Serves row groups from `cache` when it has them, and fetches `readahead` row groups
-    /// past every read into it in the background.
-    pub fn with_cache(mut self, cache: Arc<ChunkCache>, readahead: usize) -> Self {
+    /// Serves row groups from `cache` when it has them, and keeps a read-ahead window of
+    /// row groups past every read in it, fetched in the background (see [`Readahead`]).
+    pub fn with_cache(mut self, cache: Arc<ChunkCache>, readahead: Readahead) -> Self {
         self.cache = Some(cache);
         self.readahead = readahead;
         self
@@ -340,34 +351,52 @@ impl ColdReader {
         Ok(pieces.into_iter().map(Option::unwrap_or_default).collect())
     }
 
-    /// Fetches up to `readahead` row groups from `first` on into the cache, in the background.
+    /// Keeps the read-ahead window ahead of a sequential reader, in the background: the
+    /// window is the row groups from `first` on, at least `readahead.groups` of them and at
+    /// least `readahead.bytes` of Parquet. Nothing is fetched while the window's first half is
+    /// cached (or being fetched); otherwise every missing group of the whole window goes in one
+    /// ranged-GET call, so a consumer costs one GET per half window, not one per row group.
     fn read_ahead(&self, seg: &ColdSegment, footer: &Footer, first: usize) {
         let Some(cache) = self.cache.clone() else {
             return;
         };
-        let ranges: Vec<Range<u64>> = footer
-            .groups
-            .iter()
-            .skip(first)
-            .take(self.readahead)
-            .map(|g| g.bytes.clone())
-            .filter(|r| {
-                !cache.may_contain(&ChunkCache::key(&seg.key, seg.size_bytes, r.start, r.end))
-            })
-            .collect();
-        if ranges.is_empty() {
+        if self.readahead.groups == 0 {
             return;
         }
-        let store = self.store.clone();
-        let seg = seg.clone();
+        let mut window = Vec::new();
+        let mut bytes = 0u64;
+        for g in footer.groups.iter().skip(first) {
+            if window.len() >= self.readahead.groups && bytes >= self.readahead.bytes {
+                break;
+            }
+            bytes += g.bytes.end - g.bytes.start;
+            window.push(g.bytes.clone());
+        }
+        let key = |r: &Range<u64>| ChunkCache::key(&seg.key, seg.size_bytes, r.start, r.end);
+        let wanted = |r: &Range<u64>| {
+            let k = key(r);
+            !cache.may_contain(&k) && !self.in_flight.lock().contains(&k)
+        };
+        let half = window.len().div_ceil(2);
+        if !window[..half].iter().any(wanted) {
+            return;
+        }
+        let ranges: Vec<Range<u64>> = window.into_iter().filter(|r| wanted(r)).collect();
+        let keys: Vec<String> = ranges.iter().map(key).collect();
+        self.in_flight.lock().extend(keys.iter().cloned());
+        let (store, seg, in_flight) = (self.store.clone(), seg.clone(), self.in_flight.clone());
         tokio::spawn(async move {
             match fetch_exact(store.as_ref(), &seg, &ranges).await {
                 Ok(pieces) => {
-                    for (r, b) in ranges.iter().zip(pieces) {
-                        cache.insert(ChunkCache::key(&seg.key, seg.size_bytes, r.start, r.end), b);
+                    for (k, b) in keys.iter().zip(pieces) {
+                        cache.insert(k.clone(), b);
                     }
                 }
                 Err(e) => debug!(key = %seg.key, error = %e, "read-ahead failed"),
+            }
+            let mut flying = in_flight.lock();
+            for k in &keys {
+                flying.remove(k);
             }
         });
     }

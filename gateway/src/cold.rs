@@ -51,7 +51,7 @@ impl ColdTier {
         let cache = ChunkCache::open(&settings.cache, cache_dir).await?;
         let reader = Arc::new(
             ColdReader::new(store.clone())
-                .with_cache(cache.clone(), settings.cache.readahead_row_groups)
+                .with_cache(cache.clone(), settings.cache.readahead())
                 .with_decoded_cache(settings.cache.decoded_bytes),
         );
         Ok(ColdTier {

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use object_store::memory::InMemory;
 use object_store::PutPayload;
 use pyralog_types::batch::split_batches;
@@ -240,4 +242,39 @@ async fn read_whole(reader: &ColdReader, seg: &ColdSegment) -> Vec<ColdRead> {
         reads.push(r);
     }
     reads
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequential_reader_costs_one_get_per_half_readahead_window() {
+    let (store, seg, recs) = setup().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = crate::cache::CacheSettings {
+        memory_bytes: 64 << 20,
+        disk_bytes: 16 << 20,
+        readahead_row_groups: 2,
+        readahead_bytes: 64 * 1024,
+        decoded_bytes: 0,
+        dir: None,
+    };
+    let cache = ChunkCache::open(&settings, dir.path().to_path_buf())
+        .await
+        .expect("cache");
+    let reader = ColdReader::new(Arc::new(store.clone())).with_cache(cache, settings.readahead());
+    let groups = reader.footer(&seg).await.expect("footer").groups.len();
+    store.plan().reset_stats();
+    let mut at = seg.base_offset;
+    let mut all = Vec::new();
+    while at <= seg.last_offset {
+        // One row group per read, at a consumer's pace.
+        let r = reader.read(&seg, at, 4096).await.expect("read");
+        all.extend(decode(&r));
+        at = r.next_offset;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(all, recs);
+    let gets = store.plan().stats().gets;
+    assert!(
+        gets * 4 <= groups as u64,
+        "{gets} GETs for {groups} row groups: read-ahead should fetch several per GET"
+    );
 }
