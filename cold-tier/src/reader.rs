@@ -193,17 +193,15 @@ impl ColdReader {
             .cpu(move || {
                 let mut fresh = Vec::new();
                 if let Some(window) = window {
-                    let groups = decode_groups_arrow(window, &footer.meta, &missing, &what)?;
-                    for (g, batches) in missing.iter().zip(groups) {
-                        let group: DecodedGroup = batches.into();
-                        if let Some(slot) = chosen
-                            .iter()
-                            .position(|c| c == g)
-                            .and_then(|i| decoded.get_mut(i))
-                        {
-                            *slot = Some(group.clone());
+                    // `missing` lists the empty slots of `decoded`, in order.
+                    let mut groups = decode_groups_arrow(window, &footer.meta, &missing, &what)?
+                        .into_iter()
+                        .map(DecodedGroup::from);
+                    for (slot, &g) in decoded.iter_mut().zip(&chosen) {
+                        if slot.is_none() {
+                            *slot = groups.next();
+                            fresh.extend(slot.clone().map(|group| (g, group)));
                         }
-                        fresh.push((*g, group));
                     }
                 }
                 let mut wire = WireWriter::new(start, batch_bytes, max_bytes);
@@ -372,18 +370,24 @@ impl ColdReader {
             bytes += g.bytes.end - g.bytes.start;
             window.push(g.bytes.clone());
         }
-        let key = |r: &Range<u64>| ChunkCache::key(&seg.key, seg.size_bytes, r.start, r.end);
-        let wanted = |r: &Range<u64>| {
-            let k = key(r);
-            !cache.may_contain(&k) && !self.in_flight.lock().contains(&k)
-        };
         let half = window.len().div_ceil(2);
-        if !window[..half].iter().any(wanted) {
-            return;
-        }
-        let ranges: Vec<Range<u64>> = window.into_iter().filter(|r| wanted(r)).collect();
-        let keys: Vec<String> = ranges.iter().map(key).collect();
-        self.in_flight.lock().extend(keys.iter().cloned());
+        let (ranges, keys): (Vec<Range<u64>>, Vec<String>) = {
+            let mut flying = self.in_flight.lock();
+            let wanted: Vec<(usize, Range<u64>, String)> = window
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let k = ChunkCache::key(&seg.key, seg.size_bytes, r.start, r.end);
+                    (i, r, k)
+                })
+                .filter(|(_, _, k)| !cache.may_contain(k) && !flying.contains(k))
+                .collect();
+            if !wanted.iter().any(|(i, _, _)| *i < half) {
+                return;
+            }
+            flying.extend(wanted.iter().map(|(_, _, k)| k.clone()));
+            wanted.into_iter().map(|(_, r, k)| (r, k)).unzip()
+        };
         let (store, seg, in_flight) = (self.store.clone(), seg.clone(), self.in_flight.clone());
         tokio::spawn(async move {
             match fetch_exact(store.as_ref(), &seg, &ranges).await {

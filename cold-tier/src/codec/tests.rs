@@ -5,6 +5,18 @@ use parquet::file::statistics::Statistics;
 use proptest::prelude::*;
 use pyralog_types::Header;
 
+/// `len` bytes a compressor cannot shrink (xorshift64 from `state`, which advances).
+pub(crate) fn incompressible(state: &mut u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            *state as u8
+        })
+        .collect()
+}
+
 pub(crate) fn record(offset: u64, epoch: u64, ts: i64, value: &[u8]) -> Record {
     Record {
         offset: LogOffset(offset),

@@ -6,7 +6,7 @@ use pyralog_types::batch::split_batches;
 use pyralog_types::LogId;
 
 use super::*;
-use crate::codec::tests::record;
+use crate::codec::tests::{incompressible, record};
 use crate::codec::{encode_records, EncodeOptions};
 use crate::fault::{Fault, FaultyStore, OpKind};
 use crate::layout::Layout;
@@ -18,14 +18,7 @@ fn records() -> Vec<Record> {
     (0..3000u64)
         .map(|i| {
             // Incompressible payload, so the file is as big as the data.
-            let value: Vec<u8> = (0..150)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let value = incompressible(&mut x, 150);
             record(
                 1000 + 2 * i,
                 1 + i / 1000,

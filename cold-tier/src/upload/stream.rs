@@ -44,7 +44,7 @@ pub fn part_channel(opts: &UploadOptions) -> (PartSink, PartStream) {
     (
         PartSink {
             tx,
-            buf: Vec::with_capacity(part_bytes),
+            buf: Vec::new(),
             part_bytes,
         },
         PartStream { rx },
@@ -76,7 +76,7 @@ impl PartSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(self.part_bytes));
+        let full = std::mem::take(&mut self.buf);
         self.send(Part::Data(Bytes::from(full)))
     }
 
@@ -93,6 +93,10 @@ impl io::Write for PartSink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let mut rest = data;
         while !rest.is_empty() {
+            if self.buf.capacity() == 0 {
+                // One allocation per part, made when the part's first byte arrives.
+                self.buf.reserve_exact(self.part_bytes);
+            }
             let room = self.part_bytes - self.buf.len();
             let (now, later) = rest.split_at(room.min(rest.len()));
             self.buf.extend_from_slice(now);

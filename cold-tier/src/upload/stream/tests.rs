@@ -8,7 +8,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use pyralog_types::{LogId, LogOffset, Record};
 
 use super::*;
-use crate::codec::tests::record;
+use crate::codec::tests::{incompressible, record};
 use crate::codec::{encode_records, EncodeOptions, SegmentWriter};
 use crate::fault::{Fault, FaultyStore, OpKind};
 use crate::layout::Layout;
@@ -40,15 +40,7 @@ fn records(n: u64) -> Vec<Record> {
     (0..n)
         .map(|o| {
             let mut x = o.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let value: Vec<u8> = (0..200)
-                .map(|_| {
-                    // xorshift64: bytes a compressor cannot shrink
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let value = incompressible(&mut x, 200);
             record(o, 1, o as i64, &value)
         })
         .collect()
