@@ -27,6 +27,10 @@ fi
 if ! python3 -c "import grpc, grpc_tools" >/dev/null 2>&1; then
   python3 -m pip install --quiet grpcio grpcio-tools >&2
 fi
+# pyarrow (PyPI) is the analytic consumer of the FETCH_FORMAT_ARROW test.
+if ! python3 -c "import pyarrow" >/dev/null 2>&1; then
+  python3 -m pip install --quiet pyarrow >&2
+fi
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --profile ci

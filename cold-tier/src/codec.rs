@@ -32,10 +32,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ColdError;
 
+mod columnar;
 mod decode;
 mod rebuild;
+mod rows;
 mod wire;
 mod writer;
+
+pub(crate) use columnar::ColumnSlicer;
+pub use columnar::{encode_ipc, wire_to_columns, ArrowIpc, IpcError};
+pub(crate) use rows::RowSink;
 
 pub(crate) use decode::{check_schema_version, decode_groups_arrow, decode_row_groups};
 pub use decode::{decode_rows, segment_meta_from_parquet};

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use parking_lot::RwLock;
 use pyralog_types::{LogId, LogOffset, PartitionId, TimestampMicros};
 use tracing::info;
@@ -222,23 +223,54 @@ impl ColdPartition {
         from: LogOffset,
         max_bytes: usize,
     ) -> Result<Option<ColdRead>, ColdError> {
-        match self.read_once(from, max_bytes).await {
+        self.read_as(from, |reader, seg, start| async move {
+            reader.read(&seg, start, max_bytes).await
+        })
+        .await
+    }
+
+    /// [`ColdPartition::read`] as Arrow record batches ([`ColdReader::read_columns`]).
+    pub async fn read_columns(
+        &self,
+        from: LogOffset,
+        max_bytes: usize,
+    ) -> Result<Option<ColdRead<Vec<RecordBatch>>>, ColdError> {
+        self.read_as(from, |reader, seg, start| async move {
+            reader.read_columns(&seg, start, max_bytes).await
+        })
+        .await
+    }
+
+    async fn read_as<'a, B, F, Fut>(
+        &'a self,
+        from: LogOffset,
+        read: F,
+    ) -> Result<Option<B>, ColdError>
+    where
+        F: Fn(&'a ColdReader, ColdSegment, LogOffset) -> Fut,
+        Fut: std::future::Future<Output = Result<B, ColdError>> + 'a,
+    {
+        match self.read_once(from, &read).await {
             Err(ColdError::Store {
                 source: object_store::Error::NotFound { .. },
                 ..
             }) => {
                 self.refresh().await?;
-                self.read_once(from, max_bytes).await
+                self.read_once(from, &read).await
             }
             other => other,
         }
     }
 
-    async fn read_once(
-        &self,
+    async fn read_once<'a, B, F, Fut>(
+        &'a self,
         from: LogOffset,
-        max_bytes: usize,
-    ) -> Result<Option<ColdRead>, ColdError> {
+        read: &F,
+    ) -> Result<Option<B>, ColdError>
+    where
+        F: Fn(&'a ColdReader, ColdSegment, LogOffset) -> Fut,
+        Fut: std::future::Future<Output = Result<B, ColdError>> + 'a,
+    {
         let seg = {
             let m = &self.current.read().0;
             if let Some(start) = m.start_offset().filter(|s| from < *s) {
@@ -253,7 +285,7 @@ impl ColdPartition {
             return Ok(None);
         };
         let start = from.max(seg.base_offset);
-        self.reader.read(&seg, start, max_bytes).await.map(Some)
+        read(&self.reader, seg, start).await.map(Some)
     }
 
     /// The first archived offset with a record timestamp `>= ts`.

@@ -16,6 +16,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use bytes::{Buf, Bytes};
 use object_store::{ObjectStore, ObjectStoreExt};
 use parking_lot::Mutex;
@@ -30,8 +31,8 @@ use tracing::debug;
 
 use crate::cache::ChunkCache;
 use crate::codec::{
-    check_schema_version, decode_groups_arrow, decode_row_groups, Columns, WireWriter, COL_OFFSET,
-    COL_TIMESTAMP,
+    check_schema_version, decode_groups_arrow, decode_row_groups, ColumnSlicer, Columns, RowSink,
+    WireWriter, COL_OFFSET, COL_TIMESTAMP,
 };
 use crate::decoded::{DecodedCache, DecodedGroup};
 use crate::error::ColdError;
@@ -41,11 +42,11 @@ use crate::manifest::ColdSegment;
 /// First guess of the footer size; one more GET if the footer is larger.
 const FOOTER_GUESS: u64 = 64 * 1024;
 
-/// The answer to a cold read.
+/// The answer to a cold read: hot-format batches (`B = Bytes`, whole batches back to back)
+/// or Arrow record batches (`B = Vec<RecordBatch>`, slices of the decoded row groups).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ColdRead {
-    /// Whole batches back to back, in the hot tier's format.
-    pub batches: Bytes,
+pub struct ColdRead<B = Bytes> {
+    pub batches: B,
     /// The offset to read next (past the last returned record, or past the segment).
     pub next_offset: LogOffset,
     pub record_count: usize,
@@ -143,19 +144,44 @@ impl ColdReader {
         start: LogOffset,
         max_bytes: usize,
     ) -> Result<ColdRead, ColdError> {
+        let batch_bytes = self.max_batch_bytes.min(max_bytes.max(1));
+        self.read_into(seg, start, WireWriter::new(start, batch_bytes, max_bytes))
+            .await
+    }
+
+    /// [`ColdReader::read`] as Arrow record batches: zero-copy slices of the decoded row
+    /// groups, with the record columns of [`crate::codec::arrow_schema`].
+    pub async fn read_columns(
+        &self,
+        seg: &ColdSegment,
+        start: LogOffset,
+        max_bytes: usize,
+    ) -> Result<ColdRead<Vec<RecordBatch>>, ColdError> {
+        self.read_into(seg, start, ColumnSlicer::new(start, max_bytes))
+            .await
+    }
+
+    /// Reads the rows from `start` on into `sink` (which stops at its `max_bytes`).
+    pub(crate) async fn read_into<S: RowSink>(
+        &self,
+        seg: &ColdSegment,
+        start: LogOffset,
+        mut sink: S,
+    ) -> Result<ColdRead<S::Batches>, ColdError> {
         let past_segment = LogOffset(seg.last_offset.0.saturating_add(1).max(start.0));
-        let empty = ColdRead {
-            batches: Bytes::new(),
+        let empty = || ColdRead {
+            batches: S::Batches::default(),
             next_offset: past_segment,
             record_count: 0,
         };
         if start > seg.last_offset {
-            return Ok(empty);
+            return Ok(empty());
         }
         let footer = self.footer(seg).await?;
         let Some(first) = footer.groups.iter().position(|g| g.offsets.end > start.0) else {
-            return Ok(empty);
+            return Ok(empty());
         };
+        let max_bytes = sink.max_bytes();
         // Row groups to fetch: enough uncompressed bytes to fill max_bytes, at least one.
         let mut chosen = vec![first];
         let mut planned = footer.groups[first].uncompressed;
@@ -186,7 +212,6 @@ impl ColdReader {
         };
         self.read_ahead(seg, &footer, chosen.last().map_or(0, |&l| l + 1));
         let read_all = chosen.last() == Some(&(footer.groups.len() - 1));
-        let batch_bytes = self.max_batch_bytes.min(max_bytes.max(1));
         let what = seg.key.clone();
         let seg_range = seg.base_offset.0..seg.last_offset.0.saturating_add(1);
         let (read, fresh) = self
@@ -204,25 +229,24 @@ impl ColdReader {
                         }
                     }
                 }
-                let mut wire = WireWriter::new(start, batch_bytes, max_bytes);
                 for (&g, group) in chosen.iter().zip(&decoded) {
                     let offsets = &footer.groups[g].offsets;
-                    wire.expect_offsets(
+                    sink.expect_offsets(
                         offsets.start.max(seg_range.start)..offsets.end.min(seg_range.end),
                     );
                     for rb in group.iter().flat_map(|b| b.iter()) {
                         let cols = Columns::of(rb).map_err(|r| ColdError::corrupt(&what, r))?;
-                        wire.push_columns(&cols)
+                        sink.push(rb, &cols)
                             .map_err(|r| ColdError::corrupt(&what, r))?;
-                        if wire.is_full() {
+                        if sink.is_full() {
                             break;
                         }
                     }
-                    if wire.is_full() {
+                    if sink.is_full() {
                         break;
                     }
                 }
-                let out = wire.finish().map_err(|r| ColdError::corrupt(&what, r))?;
+                let out = sink.finish().map_err(|r| ColdError::corrupt(&what, r))?;
                 let next = match out.next_offset {
                     Some(n) if !read_all || out.full => n,
                     _ => past_segment,

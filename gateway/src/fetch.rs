@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
+use pyralog_cold_tier::codec::{encode_ipc, wire_to_columns, IpcError};
 use pyralog_proto::v1;
 use pyralog_types::batch::split_batches;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -83,6 +84,7 @@ pub(crate) fn build_response(
     let mut resp = v1::FetchResponse {
         batches: Bytes::new(),
         records: Vec::new(),
+        arrow: Bytes::new(),
         next_offset: fetched.next_offset.0,
         high_watermark: fetched.high_watermark.0,
         log_start_offset: fetched.log_start_offset.0,
@@ -114,6 +116,30 @@ pub(crate) fn build_response(
                 resp.batches = fetched.batches.slice(..taken);
                 resp.next_offset = next;
             }
+        }
+        v1::FetchFormat::Arrow => {
+            let limit = match shape.max_records {
+                0 => usize::MAX,
+                n => n as usize,
+            };
+            let columns = match fetched.columns {
+                Some(columns) => columns,
+                None => wire_to_columns(&fetched.batches, fetched.from)
+                    .map_err(|e| GatewayError::CorruptData(e.to_string()))?,
+            };
+            // Room for the stream inside the `arrow` field's tag and length.
+            let field = field_header_len(6, room);
+            let ipc =
+                encode_ipc(&columns, limit, room.saturating_sub(field)).map_err(|e| match e {
+                    IpcError::FirstRowTooLarge { offset, needed } => {
+                        too_large(true, offset, needed + field + FIXED_FIELDS_BYTES, cap)
+                    }
+                    IpcError::Encode(reason) => GatewayError::CorruptData(reason),
+                })?;
+            if !ipc.complete {
+                resp.next_offset = ipc.next_offset.map_or(fetched.from.0, |o| o.0);
+            }
+            resp.arrow = ipc.bytes;
         }
         v1::FetchFormat::Records => {
             let limit = match shape.max_records {
@@ -151,6 +177,11 @@ pub(crate) fn build_response(
     }
     debug_assert!(resp.encoded_len() <= cap.max(FIXED_FIELDS_BYTES));
     Ok(resp)
+}
+
+/// Most bytes the tag and length of field `tag` take when the field holds up to `room` bytes.
+fn field_header_len(tag: u32, room: usize) -> usize {
+    prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(room as u64)
 }
 
 /// Length of a `bytes` field holding `n` bytes, minus its tag.
@@ -192,6 +223,7 @@ mod tests {
         Fetched {
             from: LogOffset::ZERO,
             batches: Bytes::from(all),
+            columns: None,
             next_offset: LogOffset(batches * per_batch),
             high_watermark: LogOffset(batches * per_batch),
             log_start_offset: LogOffset::ZERO,
@@ -219,6 +251,34 @@ mod tests {
         let n = resp.records.len() as u64;
         assert_eq!(resp.next_offset, n);
         assert_eq!(resp.records.last().map(|r| r.offset), Some(n - 1));
+    }
+
+    #[test]
+    fn arrow_streams_are_cut_to_the_encoded_bound_and_continue_where_cut() {
+        let f = fetched(32, 6000, 10);
+        let cap = 1 << 20;
+        let resp = build_response(f.clone(), shape(v1::FetchFormat::Arrow, cap)).expect("fits");
+        assert!(resp.encoded_len() <= cap, "{}", resp.encoded_len());
+        assert!(resp.batches.is_empty() && resp.records.is_empty());
+        let rows: u64 = arrow_ipc::reader::StreamReader::try_new(
+            std::io::Cursor::new(resp.arrow.to_vec()),
+            None,
+        )
+        .expect("stream")
+        .map(|rb| rb.expect("batch").num_rows() as u64)
+        .sum();
+        assert!(rows > 0 && rows < 32 * 6000, "{rows} rows");
+        assert_eq!(resp.next_offset, rows, "continues after the last row sent");
+
+        // All of it under a large bound: next_offset is the read's.
+        let resp =
+            build_response(f.clone(), shape(v1::FetchFormat::Arrow, 64 << 20)).expect("fits");
+        assert_eq!(resp.next_offset, 32 * 6000);
+
+        // One record over the bound is refused like a record.
+        let e = build_response(fetched(1, 1, 5000), shape(v1::FetchFormat::Arrow, 4096))
+            .expect_err("too large");
+        assert_eq!(e.reason(), pyralog_types::Reason::RecordTooLarge);
     }
 
     #[test]

@@ -700,7 +700,7 @@ pub use groups::{
     DEFAULT_REBALANCE_TIMEOUT, DEFAULT_SESSION_TIMEOUT, DEFAULT_VLSN_HEADER,
 };
 pub use produce::{PendingProduce, ProducePayload, Produced, ProducerStamp};
-pub use read::{FetchSpec, FetchStart, Fetched, PartitionOffsets};
+pub use read::{FetchForm, FetchSpec, FetchStart, Fetched, PartitionOffsets};
 pub(crate) use replication::ReplicationService;
 
 #[cfg(test)]

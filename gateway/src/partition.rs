@@ -14,8 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow_array::RecordBatch;
 use bytes::Bytes;
-use pyralog_cold_tier::{ColdError, ColdPartition};
+use pyralog_cold_tier::{ColdError, ColdPartition, ColdRead};
 use pyralog_compactor::CompactionReport;
 use pyralog_hot_tier::replication::LeaderState;
 use pyralog_hot_tier::{AppendInfo, PartitionLog, ReadResult};
@@ -366,14 +367,48 @@ impl Partition {
         from: LogOffset,
         max_bytes: usize,
     ) -> Result<ReadResult, GatewayError> {
+        let read = self
+            .read_cold_as(from, |cold| async move { cold.read(from, max_bytes).await })
+            .await?;
+        Ok(ReadResult {
+            batches: read.batches,
+            next_offset: read.next_offset,
+        })
+    }
+
+    /// [`Partition::read_cold`] as Arrow record batches, straight from the decoded
+    /// Parquet columns.
+    pub(crate) async fn read_cold_columns(
+        &self,
+        from: LogOffset,
+        max_bytes: usize,
+    ) -> Result<ColdRead<Vec<RecordBatch>>, GatewayError> {
+        self.read_cold_as(from, |cold| async move {
+            cold.read_columns(from, max_bytes).await
+        })
+        .await
+    }
+
+    async fn read_cold_as<'a, B, F, Fut>(
+        &'a self,
+        from: LogOffset,
+        read: F,
+    ) -> Result<ColdRead<B>, GatewayError>
+    where
+        B: Default,
+        F: FnOnce(&'a ColdPartition) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<ColdRead<B>>, ColdError>>,
+    {
         let hot_start = self.log.start_offset();
-        let Some(cold) = &self.cold else {
-            return Ok(ReadResult {
-                batches: Bytes::new(),
-                next_offset: hot_start,
-            });
+        let nothing = |next_offset| ColdRead {
+            batches: B::default(),
+            next_offset,
+            record_count: 0,
         };
-        let read = match cold.read(from, max_bytes).await {
+        let Some(cold) = &self.cold else {
+            return Ok(nothing(hot_start));
+        };
+        let read = match read(cold).await {
             // Retention removed it between the range check and the read.
             Err(ColdError::BelowStart { requested, .. }) => {
                 return Err(GatewayError::OffsetOutOfRange {
@@ -385,14 +420,8 @@ impl Partition {
             other => other.map_err(cold_error)?,
         };
         match read {
-            Some(r) if !r.batches.is_empty() => Ok(ReadResult {
-                batches: r.batches,
-                next_offset: r.next_offset,
-            }),
-            Some(r) => Ok(ReadResult {
-                batches: Bytes::new(),
-                next_offset: r.next_offset.min(hot_start).max(from),
-            }),
+            Some(r) if r.record_count > 0 => Ok(r),
+            Some(r) => Ok(nothing(r.next_offset.min(hot_start).max(from))),
             None => {
                 // Nothing archived at or after `from`. Retention may have emptied the archive
                 // since the caller's range check: out of range, never a silent skip.
@@ -404,10 +433,7 @@ impl Partition {
                         latest: self.high_watermark(),
                     });
                 }
-                Ok(ReadResult {
-                    batches: Bytes::new(),
-                    next_offset: hot_start.max(from),
-                })
+                Ok(nothing(hot_start.max(from)))
             }
         }
     }

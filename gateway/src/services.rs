@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::error::GatewayError;
 use crate::fetch::{build_response, ResponseShape};
 use crate::node::{
-    FetchSpec, FetchStart, LogStatus, Node, ProducePayload, Produced, ProducerStamp,
+    FetchForm, FetchSpec, FetchStart, LogStatus, Node, ProducePayload, Produced, ProducerStamp,
 };
 
 /// Implements the `Producer`, `Consumer` and `Admin` services over one node.
@@ -210,9 +210,13 @@ impl Consumer for Services {
             None | Some(0) => settings.default_max_response_bytes,
             Some(n) => n.min(settings.max_response_bytes),
         } as usize;
+        let form = match format {
+            v1::FetchFormat::Arrow => FetchForm::Columns,
+            v1::FetchFormat::Batches | v1::FetchFormat::Records => FetchForm::Batches,
+        };
         let fetched = self
             .node
-            .fetch_within(
+            .fetch_as(
                 FetchSpec {
                     log: req.log,
                     partition: req.partition,
@@ -221,6 +225,7 @@ impl Consumer for Services {
                     wait: Duration::from_millis(u64::from(req.wait_ms)),
                 },
                 Some(max_response_bytes),
+                form,
             )
             .await
             .map_err(|e| self.fail("fetch", e))?;

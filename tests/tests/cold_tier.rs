@@ -6,6 +6,7 @@
 //!   then the node's data dir is wiped and a node on the same bucket serves the archive.
 //! - A bad bucket or endpoint refuses the start with exit code 2 and a message naming it.
 //! - DuckDB, an engine no one here wrote, reads the archived Parquet over the hive layout.
+//! - pyarrow reads a log as Arrow columns (`FETCH_FORMAT_ARROW`) across the tiers.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -323,6 +324,98 @@ print(con.execute(f"""select decode(value), epoch, typeof(timestamp) from {{src}
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// FETCH_FORMAT_ARROW end to end: pyarrow, through a client generated from the .proto alone,
+/// reads a log whose first part only the archive holds and whose tail is hot, and gets every
+/// record's columns exactly as produced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyarrow_reads_a_log_as_columns_across_the_tiers() {
+    let value_bytes = 1024usize;
+    let node = TestNode::start_with_env(&s3_env(&unique("arrow")));
+    let client = node.client().await;
+    client
+        .create_log(
+            "columns",
+            v1::LogConfig {
+                partition_count: Some(1),
+                segment_bytes: Some(1 << 20),
+                retention: Some(v1::Retention::default()),
+                local_retention: Some(v1::Retention {
+                    max_age_ms: None,
+                    max_bytes: Some(2 << 20),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let send = |from: u64, to: u64| {
+        let producer = &producer;
+        async move {
+            let mut acks = Vec::new();
+            for i in from..to {
+                acks.push(
+                    producer
+                        .send("columns", record(i, value_bytes))
+                        .await
+                        .expect("send"),
+                );
+            }
+            producer.flush().await.expect("flush");
+            for ack in acks {
+                ack.await.expect("ack");
+            }
+        }
+    };
+    // ~10 MiB, then wait until the archive alone holds the start of the log.
+    let cold_end = 10_000u64;
+    send(0, cold_end).await;
+    let t = Instant::now();
+    let local_start = loop {
+        let local = local_segments_of(&node, "columns");
+        if local.first().is_some_and(|&b| b > 0) {
+            break local[0];
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "archiving did not move the start off the disk: {local:?}\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // A hot tail that is not archived yet.
+    let end = cold_end + 500;
+    send(cold_end, end).await;
+
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let values = tempfile::NamedTempFile::new().expect("temp file");
+    let out = std::process::Command::new("python3")
+        .arg(here.join("python/arrow_consumer.py"))
+        .arg(here.join("../proto/proto"))
+        .arg(node.url().trim_start_matches("http://"))
+        .arg("columns")
+        .arg(end.to_string())
+        .arg(T0.to_string())
+        .arg(values.path())
+        .output()
+        .expect("python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "pyarrow consumer failed (needs `pip install pyarrow grpcio grpcio-tools`, which \
+         scripts/test.sh does): {stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("one line of JSON from the python client");
+    println!("pyarrow consumer (local start {local_start}): {report}");
+    assert_eq!(report["records"], end);
+    assert!(report["largest_response"].as_u64().expect("size") <= 3 << 20);
+    assert!(report["largest_64k"].as_u64().expect("size") <= 64 << 10);
+    let got = std::fs::read(values.path()).expect("values");
+    let want: Vec<u8> = (0..end).flat_map(|i| payload(i, value_bytes)).collect();
+    assert!(got == want, "values differ from what was produced");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,8 @@ use bytes::{Bytes, BytesMut};
 use pyralog_types::batch::{BatchBuilder, Compression};
 use pyralog_types::{Epoch, Header, LogOffset, Record};
 
+use super::rows::{RowOrder, RowSink, SinkOutput};
+
 /// The typed columns of one Arrow batch of a segment file, checked once.
 pub(crate) struct Columns<'a> {
     offsets: &'a UInt64Array,
@@ -121,6 +123,23 @@ impl<'a> Columns<'a> {
         }
     }
 
+    /// Bytes row `row` holds: key, value, header keys and values, and `fixed` for its
+    /// offset, epoch, timestamp and the column offsets pointing at it.
+    pub(crate) fn row_bytes(&self, row: usize, fixed: usize) -> usize {
+        let (from, to) = self.header_range(row);
+        let headers: usize = (from..to)
+            .map(|h| self.header_keys.value(h).len() + self.header_values.value(h).len() + 8)
+            .sum();
+        let len = |a: &BinaryArray| {
+            if a.is_null(row) {
+                0
+            } else {
+                a.value(row).len()
+            }
+        };
+        len(self.keys) + len(self.values) + headers + fixed
+    }
+
     /// Row `row`'s headers: indexes into the header columns (checked in [`Columns::of`]).
     fn header_range(&self, row: usize) -> (usize, usize) {
         (
@@ -128,18 +147,6 @@ impl<'a> Columns<'a> {
             self.header_offsets[row + 1] as usize,
         )
     }
-}
-
-/// What [`WireWriter::finish`] hands back.
-#[derive(Debug)]
-pub(crate) struct WireOutput {
-    /// Whole batches back to back.
-    pub(crate) batches: Bytes,
-    pub(crate) record_count: usize,
-    /// One past the last record written (`None`: nothing written).
-    pub(crate) next_offset: Option<LogOffset>,
-    /// Whether a batch was left out because it would have crossed `max_bytes`.
-    pub(crate) full: bool,
 }
 
 /// The batch being filled.
@@ -156,58 +163,42 @@ struct OpenBatch {
 pub(crate) struct WireWriter {
     /// Rows below this offset are skipped (a read starting inside a row group).
     start: LogOffset,
-    /// Offsets a row may have: the segment's range within its row group's statistics.
-    allowed: Range<u64>,
+    order: RowOrder,
     batch_bytes: usize,
     max_bytes: usize,
     out: BytesMut,
     current: Option<OpenBatch>,
-    /// The last row seen (written or skipped), for the order check.
-    previous: Option<LogOffset>,
     written_end: Option<LogOffset>,
     record_count: usize,
     full: bool,
 }
 
 impl WireWriter {
+    /// A writer of batches of about `batch_bytes` (at most `max_bytes` in all, at least one
+    /// batch) from the rows at or after `start`.
     pub(crate) fn new(start: LogOffset, batch_bytes: usize, max_bytes: usize) -> Self {
         WireWriter {
             start,
-            allowed: 0..u64::MAX,
+            order: RowOrder::default(),
             batch_bytes: batch_bytes.max(1),
             max_bytes,
             out: BytesMut::new(),
             current: None,
-            previous: None,
             written_end: None,
             record_count: 0,
             full: false,
         }
     }
 
-    /// Sets the offsets the rows pushed next may have (their row group's, within the
-    /// segment's); a row outside is damage.
-    pub(crate) fn expect_offsets(&mut self, allowed: Range<u64>) {
-        self.allowed = allowed;
-    }
-
-    /// Whether the output has reached `max_bytes`: further rows are not needed.
-    pub(crate) fn is_full(&self) -> bool {
-        self.full
-    }
-
     /// Pushes every row of `cols` (until the output is full).
-    pub(crate) fn push_columns(&mut self, cols: &Columns<'_>) -> Result<(), String> {
+    fn push_columns(&mut self, cols: &Columns<'_>) -> Result<(), String> {
         let mut headers: Vec<(&str, &[u8])> = Vec::new();
         for row in 0..cols.len() {
             if self.full {
                 return Ok(());
             }
             let offset = cols.offset(row);
-            if !self.allowed.contains(&offset.0) || self.previous.is_some_and(|p| p >= offset) {
-                return Err(format!("row with offset {offset} is out of place"));
-            }
-            self.previous = Some(offset);
+            self.order.check(offset)?;
             if offset < self.start {
                 continue;
             }
@@ -275,12 +266,32 @@ impl WireWriter {
         self.written_end = Some(LogOffset(last.0 + 1));
         Ok(())
     }
+}
 
-    pub(crate) fn finish(mut self) -> Result<WireOutput, String> {
+impl RowSink for WireWriter {
+    type Batches = Bytes;
+
+    fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    fn expect_offsets(&mut self, allowed: Range<u64>) {
+        self.order.expect(allowed);
+    }
+
+    fn push(&mut self, _rb: &RecordBatch, cols: &Columns<'_>) -> Result<(), String> {
+        self.push_columns(cols)
+    }
+
+    fn is_full(&self) -> bool {
+        self.full
+    }
+
+    fn finish(mut self) -> Result<SinkOutput<Bytes>, String> {
         if !self.full {
             self.seal()?;
         }
-        Ok(WireOutput {
+        Ok(SinkOutput {
             batches: self.out.freeze(),
             record_count: self.record_count,
             next_offset: self.written_end,

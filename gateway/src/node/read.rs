@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use arrow_array::RecordBatch;
 use bytes::Bytes;
+use pyralog_hot_tier::ReadResult;
 use pyralog_types::{LogOffset, PartitionId, TimestampMicros};
 
 use super::Node;
@@ -27,11 +29,25 @@ pub struct FetchSpec {
     pub wait: Duration,
 }
 
+/// The form a fetch reads archived data in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FetchForm {
+    /// Hot-format batches, from either tier.
+    #[default]
+    Batches,
+    /// Arrow columns where the archive holds the data ([`Fetched::columns`]), hot-format
+    /// batches otherwise.
+    Columns,
+}
+
 #[derive(Debug, Clone)]
 pub struct Fetched {
     /// The offset the fetch resolved to (after timestamp lookup / tail).
     pub from: LogOffset,
     pub batches: Bytes,
+    /// With [`FetchForm::Columns`], an archived read's rows as Arrow record batches (sliced
+    /// from the decoded Parquet columns); `batches` is empty then.
+    pub columns: Option<Vec<RecordBatch>>,
     pub next_offset: LogOffset,
     pub high_watermark: LogOffset,
     pub log_start_offset: LogOffset,
@@ -60,6 +76,17 @@ impl Node {
         &self,
         spec: FetchSpec,
         response_bytes: Option<usize>,
+    ) -> Result<Fetched, GatewayError> {
+        self.fetch_as(spec, response_bytes, FetchForm::Batches)
+            .await
+    }
+
+    /// [`Node::fetch_within`], reading archived data in `form`.
+    pub async fn fetch_as(
+        &self,
+        spec: FetchSpec,
+        response_bytes: Option<usize>,
+        form: FetchForm,
     ) -> Result<Fetched, GatewayError> {
         let p = self.partition(&spec.log, spec.partition)?;
         let max_bytes = match spec.max_bytes {
@@ -92,6 +119,7 @@ impl Node {
             return Ok(Fetched {
                 from,
                 batches: Bytes::new(),
+                columns: None,
                 next_offset: from,
                 high_watermark: hw,
                 log_start_offset: start,
@@ -99,7 +127,15 @@ impl Node {
             });
         }
         let budget = self.fetch_budget.take(max_bytes).await?;
-        let read = if from < p.start_offset() {
+        let mut columns = None;
+        let read = if from < p.start_offset() && form == FetchForm::Columns {
+            let cold = p.read_cold_columns(from, max_bytes).await?;
+            columns = Some(cold.batches);
+            ReadResult {
+                batches: Bytes::new(),
+                next_offset: cold.next_offset,
+            }
+        } else if from < p.start_offset() {
             p.read_cold(from, max_bytes).await?
         } else {
             match p.read(from, max_bytes).await {
@@ -118,10 +154,11 @@ impl Node {
             .get_or_create(&LogLabels {
                 log: spec.log.clone(),
             })
-            .inc_by(read.batches.len() as u64);
+            .inc_by(read.batches.len() as u64 + columns.as_deref().map_or(0, columns_bytes));
         Ok(Fetched {
             from,
             batches: read.batches,
+            columns,
             next_offset: read.next_offset,
             high_watermark: p.high_watermark(),
             log_start_offset: p.earliest(),
@@ -157,4 +194,14 @@ impl Node {
         }
         Ok(out)
     }
+}
+
+/// Bytes of the rows of Arrow record batches (the fetched-bytes metric's measure for
+/// columns; a slice counts its rows, not the buffers it shares).
+fn columns_bytes(columns: &[RecordBatch]) -> u64 {
+    columns
+        .iter()
+        .flat_map(|rb| rb.columns())
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
+        .sum()
 }
