@@ -600,8 +600,10 @@ impl PartitionLog {
             if !rule.deletes(&candidate, total) {
                 break;
             }
-            self.remove_segment(seg)?;
+            // The start moves first: a reader that finds the segment gone (marked deleted)
+            // then also finds its offset below the start, and goes to the archive.
             self.start.store(seg.end(), Ordering::Release);
+            self.remove_segment(seg)?;
             total -= candidate.size;
             deleted.push(info);
         }
@@ -620,8 +622,8 @@ impl PartitionLog {
                 break;
             }
             deleted.push(seg.info(false));
-            self.remove_segment(seg)?;
             self.start.store(seg.end(), Ordering::Release);
+            self.remove_segment(seg)?;
         }
         self.deleted_from_start(deleted)
     }
