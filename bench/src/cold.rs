@@ -122,6 +122,14 @@ fn hot_segment(from: u64, to: u64) -> Result<(Vec<Record>, u64), BenchError> {
     Ok((records, hot_bytes))
 }
 
+/// Records per segment for segments of about `hot_bytes` in the hot tier's format (the
+/// hot tier's default `segment_bytes` is 256 MiB: the objects a node archives by default).
+pub fn records_per_segment(hot_bytes: u64) -> Result<u64, BenchError> {
+    const SAMPLE: u64 = 1000;
+    let (_, bytes) = hot_segment(0, SAMPLE)?;
+    Ok((hot_bytes.saturating_mul(SAMPLE) / bytes.max(1)).max(1))
+}
+
 /// Runs steps 1-5 of the module doc.
 pub async fn run(opts: &ColdOptions) -> Result<ColdReport, BenchError> {
     let invalid = |e: &dyn std::fmt::Display| BenchError::Invalid(e.to_string());
@@ -299,7 +307,7 @@ impl ColdReport {
     pub fn to_markdown(&self) -> String {
         format!(
             "| figure | value | baseline (same run) | ratio |\n|---|---|---|---|\n\
-             | records / segments | {} / {} | | |\n\
+             | records / segments (objects of {:.1} MB) | {} / {} | | |\n\
              | Parquet bytes ÷ hot-tier bytes (JSON-like values) | {} / {} | | {:.3} |\n\
              | tiering (encode+upload+commit, one core) | {:.0} rec/s, {:.1} hot MB/s, {:.1} Parquet MB/s | raw PUT {:.1} MB/s | {:.2} |\n\
              | raw GET, whole objects, sequential | {:.1} MB/s | | |\n\
@@ -308,6 +316,7 @@ impl ColdReport {
              | time to first record, empty cache | {:.2} ms | one GET round trip {:.2} ms | {:.1}x |\n\
              | cold re-read, warm cache | {:.1} Parquet MB/s ({:.1} hot MB/s) | raw GET {:.1} MB/s | {:.2} |\n\
              | object-store GETs per GB read (empty cache) | {:.0} | | |\n",
+            self.parquet_bytes as f64 / self.segments.max(1) as f64 / 1e6,
             self.records,
             self.segments,
             self.parquet_bytes,

@@ -335,9 +335,10 @@ pub(crate) struct ColdBenchArgs {
     pub endpoint: Option<String>,
     #[arg(long, default_value_t = 1_000_000)]
     pub records: u64,
-    /// Records per segment (one Parquet object each).
-    #[arg(long, default_value_t = 100_000)]
-    pub segment_records: u64,
+    /// Records per segment (one Parquet object each); default: segments of the hot tier's
+    /// default size (256 MiB), the objects a node archives.
+    #[arg(long)]
+    pub segment_records: Option<u64>,
     /// Where the read cache's disk file goes (default: a temp dir).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,

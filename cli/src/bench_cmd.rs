@@ -6,6 +6,12 @@ use crate::args::{BenchArgs, BenchWorkload};
 use crate::client_cmds::Target;
 use crate::error::{CliError, CliResult};
 
+/// Hot bytes per archived segment in the cold benchmarks: the hot tier's default
+/// `segment_bytes`, so objects are the size a node archives by default.
+fn default_segment_bytes() -> u64 {
+    pyralog_types::LogConfig::default().segment_bytes
+}
+
 pub(crate) async fn bench(server: &Target, args: BenchArgs) -> CliResult {
     match args.workload {
         BenchWorkload::Baseline { dir } => {
@@ -60,7 +66,7 @@ pub(crate) async fn bench(server: &Target, args: BenchArgs) -> CliResult {
             }
         }
         BenchWorkload::Cold(a) => {
-            if a.records == 0 || a.segment_records == 0 {
+            if a.records == 0 || a.segment_records == Some(0) {
                 return Err(CliError::usage(
                     "--records and --segment-records must be positive",
                 ));
@@ -79,7 +85,11 @@ pub(crate) async fn bench(server: &Target, args: BenchArgs) -> CliResult {
                 store,
                 layout,
                 records: a.records,
-                segment_records: a.segment_records,
+                segment_records: match a.segment_records {
+                    Some(n) => n,
+                    None => cold::records_per_segment(default_segment_bytes())
+                        .map_err(|e| CliError::runtime(e.to_string()))?,
+                },
                 cache_dir: a.cache_dir.clone().unwrap_or_else(|| tmp.clone()),
             };
             let result = cold::run(&opts).await;
@@ -173,7 +183,8 @@ pub(crate) async fn bench(server: &Target, args: BenchArgs) -> CliResult {
                             store,
                             layout,
                             records: a.cold_records,
-                            segment_records: (a.cold_records / 16).max(1),
+                            segment_records: cold::records_per_segment(default_segment_bytes())
+                                .map_err(|e| CliError::runtime(e.to_string()))?,
                             cache_dir: tmp.clone(),
                         },
                         w7_mb: a.w7_mb,

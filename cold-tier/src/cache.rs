@@ -36,7 +36,7 @@ pub struct CacheSettings {
     /// Row groups fetched ahead of a sequential reader, at least (0 turns read-ahead off).
     pub readahead_row_groups: usize,
     /// Parquet bytes fetched ahead of a sequential reader, at least: the read-ahead window
-    /// is fetched half a window at a time, in one ranged-GET call.
+    /// is fetched three quarters of a window at a time, in one ranged-GET call.
     pub readahead_bytes: u64,
     /// Row groups kept decoded in memory, bytes (0 turns it off): a re-read skips the
     /// Parquet decode ([`crate::ColdReader::with_decoded_cache`]).

@@ -177,7 +177,7 @@ impl ColdReader {
         if start > seg.last_offset {
             return Ok(empty());
         }
-        let footer = self.footer(seg).await?;
+        let footer = self.footer(seg, Some(start)).await?;
         let Some(first) = footer.groups.iter().position(|g| g.offsets.end > start.0) else {
             return Ok(empty());
         };
@@ -291,7 +291,7 @@ impl ColdReader {
         seg: &ColdSegment,
         ts: TimestampMicros,
     ) -> Result<Option<LogOffset>, ColdError> {
-        let footer = self.footer(seg).await?;
+        let footer = self.footer(seg, None).await?;
         for (i, g) in footer.groups.iter().enumerate() {
             if g.max_timestamp.is_some_and(|m| m < ts) {
                 continue;
@@ -375,9 +375,10 @@ impl ColdReader {
 
     /// Keeps the read-ahead window ahead of a sequential reader, in the background: the
     /// window is the row groups from `first` on, at least `readahead.groups` of them and at
-    /// least `readahead.bytes` of Parquet. Nothing is fetched while the window's first half is
+    /// least `readahead.bytes` of Parquet. Nothing is fetched while the window's first quarter is
     /// cached (or being fetched); otherwise every missing group of the whole window goes in one
-    /// ranged-GET call, so a consumer costs one GET per half window, not one per row group.
+    /// ranged-GET call, so a consumer costs one GET per three quarters of a window, not one per
+    /// row group, and still has a quarter window fetched ahead while the next GET is out.
     fn read_ahead(&self, seg: &ColdSegment, footer: &Footer, first: usize) {
         let Some(cache) = self.cache.clone() else {
             return;
@@ -394,7 +395,7 @@ impl ColdReader {
             bytes += g.bytes.end - g.bytes.start;
             window.push(g.bytes.clone());
         }
-        let half = window.len().div_ceil(2);
+        let near = window.len().div_ceil(4);
         let (ranges, keys): (Vec<Range<u64>>, Vec<String>) = {
             let mut flying = self.in_flight.lock();
             let wanted: Vec<(usize, Range<u64>, String)> = window
@@ -406,7 +407,7 @@ impl ColdReader {
                 })
                 .filter(|(_, _, k)| !cache.may_contain(k) && !flying.contains(k))
                 .collect();
-            if !wanted.iter().any(|(i, _, _)| *i < half) {
+            if !wanted.iter().any(|(i, _, _)| *i < near) {
                 return;
             }
             flying.extend(wanted.iter().map(|(_, _, k)| k.clone()));
@@ -429,77 +430,182 @@ impl ColdReader {
         });
     }
 
-    async fn footer(&self, seg: &ColdSegment) -> Result<Arc<Footer>, ColdError> {
+    /// The object's footer (cached). `entering` is where a reader starts in the object, if
+    /// one does: see [`ColdReader::open_object`].
+    async fn footer(
+        &self,
+        seg: &ColdSegment,
+        entering: Option<LogOffset>,
+    ) -> Result<Arc<Footer>, ColdError> {
         let cache_key = (seg.key.clone(), seg.size_bytes);
         if let Some(f) = self.footers.lock().get(&cache_key) {
             return Ok(f);
         }
-        let f = Arc::new(self.load_footer(seg).await?);
+        let f = Arc::new(self.open_object(seg, entering).await?);
         self.footers.lock().insert(cache_key, Arc::clone(&f));
         Ok(f)
+    }
+
+    /// Reads an object's footer and, in the same round trip, the bytes a reader entering it
+    /// needs first, so the first record of an object costs one round trip, not two:
+    /// - an object within the read-ahead window is one GET of all of it;
+    /// - a reader entering at the object's first offset gets the footer and the first
+    ///   window of the object as two GETs sent at once (the first row group starts right
+    ///   after the file's magic bytes, so no footer is needed to find it);
+    /// - a seek into the middle reads the footer, then the row group (two round trips).
+    ///
+    /// Row groups wholly inside the fetched bytes go into the chunk cache, where the read
+    /// that follows finds them. Without a chunk cache only the footer is read.
+    async fn open_object(
+        &self,
+        seg: &ColdSegment,
+        entering: Option<LogOffset>,
+    ) -> Result<Footer, ColdError> {
+        let window = match &self.cache {
+            Some(_) if self.readahead.groups > 0 => self.readahead.bytes,
+            _ => 0,
+        };
+        let size = seg.size_bytes;
+        if window > 0 && size <= window.max(FOOTER_GUESS) {
+            let all = fetch_one(self.store.as_ref(), seg, 0..size).await?;
+            let footer = match parse_footer(seg, &all)? {
+                Parsed::Footer(f) => f,
+                Parsed::NeedMore(n) => {
+                    return Err(ColdError::corrupt(
+                        &seg.key,
+                        format!("footer needs {n} bytes, more than the object's {size}"),
+                    ))
+                }
+            };
+            self.cache_groups(seg, &footer, 0, &all);
+            return Ok(footer);
+        }
+        let prefix = (window > 0 && entering.is_some_and(|o| o <= seg.base_offset))
+            .then(|| 0..window.min(size));
+        let first_window = async {
+            match prefix {
+                Some(r) => Some(fetch_one(self.store.as_ref(), seg, r).await),
+                None => None,
+            }
+        };
+        let (footer, first) = futures::join!(self.load_footer(seg), first_window);
+        let footer = footer?;
+        match first {
+            Some(Ok(bytes)) => self.cache_groups(seg, &footer, 0, &bytes),
+            Some(Err(e)) => debug!(key = %seg.key, error = %e, "first window failed"),
+            None => {}
+        }
+        Ok(footer)
+    }
+
+    /// Puts the row groups lying wholly inside `bytes` (which start at file offset `at`) into
+    /// the chunk cache, each as its own copy (a slice would keep the whole buffer alive).
+    fn cache_groups(&self, seg: &ColdSegment, footer: &Footer, at: u64, bytes: &Bytes) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        let end = at + bytes.len() as u64;
+        for g in &footer.groups {
+            if g.bytes.start >= at && g.bytes.end <= end {
+                let piece = &bytes[(g.bytes.start - at) as usize..(g.bytes.end - at) as usize];
+                let key = ChunkCache::key(&seg.key, seg.size_bytes, g.bytes.start, g.bytes.end);
+                cache.insert(key, Bytes::copy_from_slice(piece));
+            }
+        }
     }
 
     async fn load_footer(&self, seg: &ColdSegment) -> Result<Footer, ColdError> {
         let path = seg.path();
         let size = seg.size_bytes;
-        let corrupt = |e: &dyn std::fmt::Display| ColdError::corrupt(&seg.key, e);
         let mut want = size.min(FOOTER_GUESS);
-        let meta = loop {
+        loop {
             let tail = self
                 .store
                 .get_range(&path, size - want..size)
                 .await
                 .map_err(|e| ColdError::store("get", &path, e))?;
-            let mut parser =
-                ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip);
-            match parser.try_parse_sized(&tail, size) {
-                Ok(()) => break parser.finish().map_err(|e| corrupt(&e))?,
-                Err(ParquetError::NeedMoreData(n)) if (n as u64) > want && (n as u64) <= size => {
-                    want = n as u64
+            match parse_footer(seg, &tail)? {
+                Parsed::Footer(f) => return Ok(f),
+                Parsed::NeedMore(n) if n > want && n <= size => want = n,
+                Parsed::NeedMore(n) => {
+                    return Err(ColdError::corrupt(
+                        &seg.key,
+                        format!("footer needs {n} bytes of a {size}-byte object"),
+                    ))
                 }
-                Err(e) => return Err(corrupt(&e)),
             }
-        };
-        check_schema_version(&meta, &seg.key)?;
-        let meta = ArrowReaderMetadata::try_new(Arc::new(meta), ArrowReaderOptions::new())
-            .map_err(|e| corrupt(&e))?;
-        let mut groups = Vec::with_capacity(meta.metadata().num_row_groups());
-        for (i, rg) in meta.metadata().row_groups().iter().enumerate() {
-            let Some(Statistics::Int64(s)) = rg.column(COL_OFFSET).statistics() else {
-                return Err(corrupt(&format!("row group {i} has no offset statistics")));
-            };
-            let (Some(&min), Some(&max)) = (s.min_opt(), s.max_opt()) else {
-                return Err(corrupt(&format!("row group {i} has no offset min/max")));
-            };
-            let max_timestamp = match rg.column(COL_TIMESTAMP).statistics() {
-                Some(Statistics::Int64(t)) => t.max_opt().copied(),
-                _ => None,
-            };
-            let (mut lo, mut hi) = (u64::MAX, 0u64);
-            for c in rg.columns() {
-                let (start, len) = c.byte_range();
-                lo = lo.min(start);
-                hi = hi.max(start.saturating_add(len));
-            }
-            let (min, max) = (min as u64, max as u64);
-            let sane = min <= max
-                && lo < hi
-                && hi <= size
-                && groups.last().is_none_or(|p: &Group| p.offsets.end <= min);
-            if !sane {
-                return Err(corrupt(&format!(
-                    "row group {i} has inconsistent statistics or byte range"
-                )));
-            }
-            groups.push(Group {
-                offsets: min..max.saturating_add(1),
-                max_timestamp,
-                bytes: lo..hi,
-                uncompressed: u64::try_from(rg.total_byte_size()).unwrap_or(0),
-            });
         }
-        Ok(Footer { meta, groups })
     }
+}
+
+/// What the last bytes of an object tell: its footer, or how many bytes the footer needs.
+enum Parsed {
+    Footer(Footer),
+    NeedMore(u64),
+}
+
+/// Parses the footer from `tail`, the object's last bytes (or all of it), and checks every
+/// row group's statistics and byte range.
+fn parse_footer(seg: &ColdSegment, tail: &Bytes) -> Result<Parsed, ColdError> {
+    let size = seg.size_bytes;
+    let corrupt = |e: &dyn std::fmt::Display| ColdError::corrupt(&seg.key, e);
+    let meta = {
+        let mut parser = ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip);
+        match parser.try_parse_sized(tail, size) {
+            Ok(()) => parser.finish().map_err(|e| corrupt(&e))?,
+            Err(ParquetError::NeedMoreData(n)) => return Ok(Parsed::NeedMore(n as u64)),
+            Err(e) => return Err(corrupt(&e)),
+        }
+    };
+    check_schema_version(&meta, &seg.key)?;
+    let meta = ArrowReaderMetadata::try_new(Arc::new(meta), ArrowReaderOptions::new())
+        .map_err(|e| corrupt(&e))?;
+    let mut groups = Vec::with_capacity(meta.metadata().num_row_groups());
+    for (i, rg) in meta.metadata().row_groups().iter().enumerate() {
+        let Some(Statistics::Int64(s)) = rg.column(COL_OFFSET).statistics() else {
+            return Err(corrupt(&format!("row group {i} has no offset statistics")));
+        };
+        let (Some(&min), Some(&max)) = (s.min_opt(), s.max_opt()) else {
+            return Err(corrupt(&format!("row group {i} has no offset min/max")));
+        };
+        let max_timestamp = match rg.column(COL_TIMESTAMP).statistics() {
+            Some(Statistics::Int64(t)) => t.max_opt().copied(),
+            _ => None,
+        };
+        let (mut lo, mut hi) = (u64::MAX, 0u64);
+        for c in rg.columns() {
+            let (start, len) = c.byte_range();
+            lo = lo.min(start);
+            hi = hi.max(start.saturating_add(len));
+        }
+        let (min, max) = (min as u64, max as u64);
+        let sane = min <= max
+            && lo < hi
+            && hi <= size
+            && groups.last().is_none_or(|p: &Group| p.offsets.end <= min);
+        if !sane {
+            return Err(corrupt(&format!(
+                "row group {i} has inconsistent statistics or byte range"
+            )));
+        }
+        groups.push(Group {
+            offsets: min..max.saturating_add(1),
+            max_timestamp,
+            bytes: lo..hi,
+            uncompressed: u64::try_from(rg.total_byte_size()).unwrap_or(0),
+        });
+    }
+    Ok(Parsed::Footer(Footer { meta, groups }))
+}
+
+/// One ranged GET of exactly `range`.
+async fn fetch_one(
+    store: &dyn ObjectStore,
+    seg: &ColdSegment,
+    range: Range<u64>,
+) -> Result<Bytes, ColdError> {
+    let mut pieces = fetch_exact(store, seg, std::slice::from_ref(&range)).await?;
+    Ok(pieces.pop().unwrap_or_default())
 }
 
 /// One ranged-GET call for `ranges`; every answer must have exactly the asked length.

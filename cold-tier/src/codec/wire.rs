@@ -15,7 +15,7 @@ use arrow_array::{
     Array, BinaryArray, ListArray, RecordBatch, StringArray, StructArray,
     TimestampMicrosecondArray, UInt64Array,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pyralog_types::batch::{BatchBuilder, Compression};
 use pyralog_types::{Epoch, Header, LogOffset, Record};
 
@@ -149,6 +149,9 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// Most bytes of output reserved up front (larger outputs grow as needed).
+const OUT_PREALLOCATION: usize = 4 << 20;
+
 /// The batch being filled.
 struct OpenBatch {
     base: LogOffset,
@@ -166,9 +169,13 @@ pub(crate) struct WireWriter {
     order: RowOrder,
     batch_bytes: usize,
     max_bytes: usize,
-    out: BytesMut,
+    /// Sealed batches back to back; while a batch is open the buffer is inside its builder,
+    /// which appends to it (no batch is copied into place).
+    out: Vec<u8>,
     current: Option<OpenBatch>,
     written_end: Option<LogOffset>,
+    /// Length of `out` up to the last sealed batch.
+    written_bytes: usize,
     record_count: usize,
     full: bool,
 }
@@ -182,9 +189,10 @@ impl WireWriter {
             order: RowOrder::default(),
             batch_bytes: batch_bytes.max(1),
             max_bytes,
-            out: BytesMut::new(),
+            out: Vec::with_capacity(max_bytes.min(OUT_PREALLOCATION) + batch_bytes.max(1)),
             current: None,
             written_end: None,
+            written_bytes: 0,
             record_count: 0,
             full: false,
         }
@@ -227,7 +235,10 @@ impl WireWriter {
                         base: offset,
                         epoch,
                         last: offset,
-                        builder: BatchBuilder::with_capacity(Compression::None, self.batch_bytes),
+                        builder: BatchBuilder::appending_to(
+                            Compression::None,
+                            std::mem::take(&mut self.out),
+                        ),
                     });
                     0
                 }
@@ -254,14 +265,16 @@ impl WireWriter {
             return Ok(());
         };
         let count = builder.record_count() as usize;
-        let batch = builder
-            .build_at(base, epoch)
+        let before = self.written_bytes;
+        self.out = builder
+            .append_at(base, epoch)
             .map_err(|e| format!("rebuilding the batch at offset {base}: {e}"))?;
-        if !self.out.is_empty() && self.out.len() + batch.len() > self.max_bytes {
+        if before > 0 && self.out.len() > self.max_bytes {
+            self.out.truncate(before);
             self.full = true;
             return Ok(());
         }
-        self.out.extend_from_slice(&batch);
+        self.written_bytes = self.out.len();
         self.record_count += count;
         self.written_end = Some(LogOffset(last.0 + 1));
         Ok(())
@@ -292,7 +305,7 @@ impl RowSink for WireWriter {
             self.seal()?;
         }
         Ok(SinkOutput {
-            batches: self.out.freeze(),
+            batches: Bytes::from(self.out),
             record_count: self.record_count,
             next_offset: self.written_end,
             full: self.full,

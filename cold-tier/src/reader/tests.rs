@@ -238,7 +238,7 @@ async fn read_whole(reader: &ColdReader, seg: &ColdSegment) -> Vec<ColdRead> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sequential_reader_costs_one_get_per_half_readahead_window() {
+async fn a_sequential_reader_costs_one_get_per_three_quarters_of_a_readahead_window() {
     let (store, seg, recs) = setup().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = crate::cache::CacheSettings {
@@ -253,7 +253,12 @@ async fn a_sequential_reader_costs_one_get_per_half_readahead_window() {
         .await
         .expect("cache");
     let reader = ColdReader::new(Arc::new(store.clone())).with_cache(cache, settings.readahead());
-    let groups = reader.footer(&seg).await.expect("footer").groups.len();
+    let groups = reader
+        .footer(&seg, None)
+        .await
+        .expect("footer")
+        .groups
+        .len();
     store.plan().reset_stats();
     let mut at = seg.base_offset;
     let mut all = Vec::new();
@@ -328,4 +333,76 @@ async fn a_whole_segment_read_as_columns_ends_past_the_segment() {
         .expect("read");
     assert_eq!(rows_of(&read.batches), recs);
     assert_eq!(read.next_offset, LogOffset(seg.last_offset.0 + 1));
+}
+
+async fn cached_reader(store: &FaultyStore, window: u64) -> (ColdReader, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = crate::cache::CacheSettings {
+        memory_bytes: 64 << 20,
+        disk_bytes: 16 << 20,
+        readahead_row_groups: 2,
+        readahead_bytes: window,
+        decoded_bytes: 0,
+        dir: None,
+    };
+    let cache = ChunkCache::open(&settings, dir.path().to_path_buf())
+        .await
+        .expect("cache");
+    let reader = ColdReader::new(Arc::new(store.clone())).with_cache(cache, settings.readahead());
+    (reader, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_within_the_window_is_one_get() {
+    let (store, seg, recs) = setup().await;
+    let (reader, _dir) = cached_reader(&store, seg.size_bytes + 1).await;
+    let mut all = Vec::new();
+    let mut at = seg.base_offset;
+    while at <= seg.last_offset {
+        let r = reader.read(&seg, at, 16 * 1024).await.expect("read");
+        all.extend(decode(&r));
+        at = r.next_offset;
+    }
+    assert_eq!(all, recs);
+    assert_eq!(
+        store.plan().stats().gets,
+        1,
+        "the whole object, footer included"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entering_an_object_reads_footer_and_first_window_in_one_round_trip() {
+    let (store, seg, recs) = setup().await;
+    let window = 64 * 1024;
+    assert!(
+        seg.size_bytes > 4 * window,
+        "the object is larger than the window"
+    );
+    let (reader, _dir) = cached_reader(&store, window).await;
+    // Every GET takes 300 ms: two sent one after the other would take 600.
+    store
+        .plan()
+        .inject(OpKind::Get, Fault::Delay(Duration::from_millis(300)), 2);
+    let t = std::time::Instant::now();
+    let r = reader
+        .read(&seg, seg.base_offset, 4096)
+        .await
+        .expect("read");
+    let took = t.elapsed();
+    assert_eq!(decode(&r)[..], recs[..r.record_count]);
+    assert_eq!(
+        store.plan().stats().gets,
+        2,
+        "footer and first window, nothing else"
+    );
+    assert!(took < Duration::from_millis(550), "sent at once: {took:?}");
+
+    // A seek into the middle of another reader's first object: footer, then the group.
+    store.plan().reset_stats();
+    let (seeker, _dir2) = cached_reader(&store, window).await;
+    let mid = LogOffset(1000 + 2 * 1500);
+    let r = seeker.read(&seg, mid, 4096).await.expect("read");
+    assert_eq!(decode(&r)[0].offset, mid);
+    assert!(store.plan().stats().gets >= 2);
 }

@@ -28,8 +28,10 @@ pub struct NewRecord {
 #[derive(Debug)]
 pub struct BatchBuilder {
     compression: Compression,
-    /// `HEADER_LEN` bytes reserved for the header, then the encoded records.
+    /// Batches appended before this one (`..start`, see [`BatchBuilder::appending_to`]),
+    /// then `HEADER_LEN` bytes reserved for the header, then the encoded records.
     buf: Vec<u8>,
+    start: usize,
     count: u32,
     first_ts: TimestampMicros,
     max_ts: TimestampMicros,
@@ -47,11 +49,19 @@ impl BatchBuilder {
 
     /// A builder whose buffer has room for `records_bytes` of encoded records.
     pub fn with_capacity(compression: Compression, records_bytes: usize) -> Self {
-        let mut buf = Vec::with_capacity(HEADER_LEN + records_bytes);
-        buf.resize(HEADER_LEN, 0);
+        Self::appending_to(compression, Vec::with_capacity(HEADER_LEN + records_bytes))
+    }
+
+    /// A builder that writes its batch at the end of `buf`, which may already hold batches:
+    /// [`BatchBuilder::append_at`] hands `buf` back with the batch sealed at its end, so
+    /// batches built one after another share one buffer and none is copied into place.
+    pub fn appending_to(compression: Compression, mut buf: Vec<u8>) -> Self {
+        let start = buf.len();
+        buf.resize(start + HEADER_LEN, 0);
         BatchBuilder {
             compression,
             buf,
+            start,
             count: 0,
             first_ts: 0,
             max_ts: i64::MIN,
@@ -74,7 +84,7 @@ impl BatchBuilder {
 
     /// Encoded size so far, before compression.
     pub fn estimated_size(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     pub fn is_empty(&self) -> bool {
@@ -202,29 +212,39 @@ impl BatchBuilder {
     /// Encodes the batch with its base offset and epoch already assigned, as the leader
     /// stored it (the cold tier rebuilding batches).
     pub fn build_at(self, base_offset: LogOffset, epoch: Epoch) -> Result<Bytes, BatchError> {
+        self.append_at(base_offset, epoch).map(Bytes::from)
+    }
+
+    /// Seals the batch at `base_offset` and `epoch` and returns the buffer given to
+    /// [`BatchBuilder::appending_to`] with the batch at its end.
+    pub fn append_at(self, base_offset: LogOffset, epoch: Epoch) -> Result<Vec<u8>, BatchError> {
+        let start = self.start;
         let mut buf = self.seal()?;
-        assign(&mut buf, base_offset, epoch);
-        Ok(Bytes::from(buf))
+        assign(&mut buf[start..], base_offset, epoch);
+        Ok(buf)
     }
 
     fn seal(self) -> Result<Vec<u8>, BatchError> {
         if self.count == 0 {
             return Err(BatchError::Empty);
         }
+        let start = self.start;
         let (codec, mut buf) = match self.compression {
             Compression::None => (0u16, self.buf),
             Compression::Zstd(level) => {
-                let records = &self.buf[HEADER_LEN..];
-                let compressed = zstd::bulk::compress(records, level)
+                let mut v = self.buf;
+                let records_at = start + HEADER_LEN;
+                let compressed = zstd::bulk::compress(&v[records_at..], level)
                     .map_err(|e| BatchError::Compression(e.to_string()))?;
-                let mut v = Vec::with_capacity(HEADER_LEN + 4 + compressed.len());
-                v.resize(HEADER_LEN, 0);
-                v.put_u32_le(records.len() as u32);
+                let records_len = (v.len() - records_at) as u32;
+                v.truncate(records_at);
+                v.reserve(4 + compressed.len());
+                v.put_u32_le(records_len);
                 v.extend_from_slice(&compressed);
                 (1, v)
             }
         };
-        let total = buf.len();
+        let total = buf.len() - start;
         let mut header = BytesMut::with_capacity(HEADER_LEN);
         header.put_u64_le(0);
         header.put_u32_le((total - LOG_OVERHEAD) as u32);
@@ -251,9 +271,10 @@ impl BatchBuilder {
         header.put_i64_le(pid);
         header.put_i16_le(pepoch);
         header.put_i32_le(seq);
-        buf[..HEADER_LEN].copy_from_slice(&header);
-        let crc = crc32c::crc32c(&buf[CRC_START..]);
-        buf[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        let batch = &mut buf[start..];
+        batch[..HEADER_LEN].copy_from_slice(&header);
+        let crc = crc32c::crc32c(&batch[CRC_START..]);
+        batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
         Ok(buf)
     }
 }
