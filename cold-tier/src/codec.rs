@@ -106,6 +106,11 @@ pub struct SegmentMeta {
     pub max_timestamp: TimestampMicros,
     pub record_count: u64,
     pub epochs: Vec<EpochStart>,
+    /// Bytes at the end of the file that hold its footer (page index and metadata), as the
+    /// writer wrote them; 0 = not known (a meta read back from the file). Readers fetch the
+    /// footer in one GET of this size.
+    #[serde(default)]
+    pub footer_bytes: u64,
 }
 
 /// A segment encoded as Parquet, ready to upload.

@@ -62,6 +62,10 @@ pub struct ColdSegment {
     /// records). A segment at a log's coarsest tier is never rewritten again.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub bucket_seconds: u64,
+    /// Bytes at the object's end holding its footer (0: not known), so a reader fetches the
+    /// footer in one GET, however large it is.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub footer_bytes: u64,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -87,6 +91,7 @@ impl ColdSegment {
             generation,
             last_epoch: meta.epochs.last().map_or(0, |e| e.epoch.0),
             bucket_seconds: 0,
+            footer_bytes: meta.footer_bytes,
         }
     }
 

@@ -34,10 +34,13 @@ use crate::codec::{
     check_schema_version, decode_groups_arrow, decode_row_groups, ColumnSlicer, Columns, RowSink,
     WireWriter, COL_OFFSET, COL_TIMESTAMP,
 };
-use crate::decoded::{DecodedCache, DecodedGroup};
+use crate::decoded::{DecodePool, DecodedCache, DecodedGroup, GroupKey};
 use crate::error::ColdError;
 use crate::lru::Lru;
 use crate::manifest::ColdSegment;
+
+/// Bytes of an object's head fetched together with its footer when a reader enters it.
+const FIRST_WINDOW: u64 = 1024 * 1024;
 
 /// First guess of the footer size; one more GET if the footer is larger.
 const FOOTER_GUESS: u64 = 64 * 1024;
@@ -86,7 +89,7 @@ pub struct ColdReader {
     /// Cache keys of read-ahead fetches under way (not fetched twice).
     in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
     decoded: Option<DecodedCache>,
-    decode_permits: Arc<tokio::sync::Semaphore>,
+    pool: DecodePool,
 }
 
 impl ColdReader {
@@ -100,14 +103,14 @@ impl ColdReader {
             readahead: Readahead::default(),
             in_flight: Arc::default(),
             decoded: None,
-            decode_permits: Arc::new(tokio::sync::Semaphore::new(1)),
+            pool: DecodePool::new(1),
         }
     }
 
     /// Lets up to `n` reads decode at once (default 1: one core's worth for cold catch-up,
     /// whatever the number of cold readers).
     pub fn with_decode_concurrency(mut self, n: usize) -> Self {
-        self.decode_permits = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self.pool = DecodePool::new(n);
         self
     }
 
@@ -192,49 +195,55 @@ impl ColdReader {
             planned += g.uncompressed;
             chosen.push(i);
         }
-        // Decoded row groups from memory; the others fetched (chunk cache, then one
-        // ranged-GET call) and decoded below.
-        let group_key = |g: usize| (seg.key.clone(), seg.size_bytes, g);
-        let mut decoded: Vec<Option<DecodedGroup>> = chosen
-            .iter()
-            .map(|&g| self.decoded.as_ref().and_then(|c| c.get(&group_key(g))))
-            .collect();
-        let missing: Vec<usize> = chosen
-            .iter()
-            .zip(&decoded)
-            .filter(|(_, d)| d.is_none())
-            .map(|(&g, _)| g)
-            .collect();
-        let window = if missing.is_empty() {
+        // With decode-ahead (a decoded cache fed in the background, see `ahead.rs`), a read
+        // decodes at most one row group itself, so the first records of an object come after
+        // one group's decode, not `max_bytes` of them; the following groups are decoded while
+        // the consumer takes this answer.
+        let ahead = self.decoded.is_some() && self.cache.is_some();
+        let group_key = |g: usize| -> GroupKey { (seg.key.clone(), seg.size_bytes, g) };
+        let ready = |g: usize| {
+            self.decoded
+                .as_ref()
+                .is_some_and(|c| c.is_ready(&group_key(g)))
+        };
+        if ahead {
+            // Up to the first group not ready, and the ready ones right after it.
+            if let Some(at) = chosen.iter().position(|&g| !ready(g)) {
+                let end = chosen[at + 1..]
+                    .iter()
+                    .position(|&g| !ready(g))
+                    .map_or(chosen.len(), |p| at + 1 + p);
+                chosen.truncate(end);
+            }
+        }
+        // Groups no one has decoded: their bytes in one call (chunk cache, then ranged GETs).
+        let unready: Vec<usize> = chosen.iter().copied().filter(|&g| !ready(g)).collect();
+        let window = if unready.is_empty() {
             None
         } else {
-            Some(self.fetch_window(seg, &footer, &missing).await?)
+            Some(self.fetch_window(seg, &footer, &unready).await?)
         };
-        self.read_ahead(seg, &footer, chosen.last().map_or(0, |&l| l + 1));
+        let next_group = chosen.last().map_or(0, |&l| l + 1);
+        self.read_ahead(seg, &footer, next_group);
+        let mut decoded = Vec::with_capacity(chosen.len());
+        for &g in &chosen {
+            let bytes = window.clone().filter(|_| unready.contains(&g));
+            decoded.push(self.group(seg, &footer, g, bytes).await?);
+        }
+        if ahead {
+            self.decode_ahead(seg, &footer, next_group, max_bytes);
+        }
         let read_all = chosen.last() == Some(&(footer.groups.len() - 1));
         let what = seg.key.clone();
         let seg_range = seg.base_offset.0..seg.last_offset.0.saturating_add(1);
-        let (read, fresh) = self
-            .cpu(move || {
-                let mut fresh = Vec::new();
-                if let Some(window) = window {
-                    // `missing` lists the empty slots of `decoded`, in order.
-                    let mut groups = decode_groups_arrow(window, &footer.meta, &missing, &what)?
-                        .into_iter()
-                        .map(DecodedGroup::from);
-                    for (slot, &g) in decoded.iter_mut().zip(&chosen) {
-                        if slot.is_none() {
-                            *slot = groups.next();
-                            fresh.extend(slot.clone().map(|group| (g, group)));
-                        }
-                    }
-                }
+        self.pool
+            .run(move || {
                 for (&g, group) in chosen.iter().zip(&decoded) {
                     let offsets = &footer.groups[g].offsets;
                     sink.expect_offsets(
                         offsets.start.max(seg_range.start)..offsets.end.min(seg_range.end),
                     );
-                    for rb in group.iter().flat_map(|b| b.iter()) {
+                    for rb in group.iter() {
                         let cols = Columns::of(rb).map_err(|r| ColdError::corrupt(&what, r))?;
                         sink.push(rb, &cols)
                             .map_err(|r| ColdError::corrupt(&what, r))?;
@@ -251,38 +260,39 @@ impl ColdReader {
                     Some(n) if !read_all || out.full => n,
                     _ => past_segment,
                 };
-                let read = ColdRead {
+                Ok(ColdRead {
                     batches: out.batches,
                     next_offset: next,
                     record_count: out.record_count,
-                };
-                Ok((read, fresh))
+                })
             })
-            .await?;
-        if let Some(cache) = &self.decoded {
-            for (g, group) in fresh {
-                cache.insert(group_key(g), group);
-            }
-        }
-        Ok(read)
+            .await
     }
 
-    /// Runs CPU-bound work (Parquet decoding, rebuilding batches) on the blocking pool, at
-    /// most `decode_concurrency` at a time: a cold catch-up then never stalls the async
-    /// workers that serve produce requests, and uses a bounded share of the cores.
-    async fn cpu<T: Send + 'static>(
+    /// Row group `g` decoded: from memory, or decoded from `window` (or bytes fetched now),
+    /// once however many readers ask at the same time.
+    async fn group(
         &self,
-        work: impl FnOnce() -> Result<T, ColdError> + Send + 'static,
-    ) -> Result<T, ColdError> {
-        let _permit = self
-            .decode_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| ColdError::InvalidInput(format!("decode pool closed: {e}")))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| ColdError::InvalidInput(format!("decode task failed: {e}")))?
+        seg: &ColdSegment,
+        footer: &Arc<Footer>,
+        g: usize,
+        window: Option<Window>,
+    ) -> Result<DecodedGroup, ColdError> {
+        let decode = async {
+            let window = match window {
+                Some(w) => w,
+                None => self.fetch_window(seg, footer, &[g]).await?,
+            };
+            decode_group(&self.pool, window, footer.clone(), g, seg.key.clone()).await
+        };
+        match &self.decoded {
+            Some(cache) => {
+                cache
+                    .get_or_decode((seg.key.clone(), seg.size_bytes, g), decode)
+                    .await
+            }
+            None => decode.await,
+        }
     }
 
     /// The first offset in the segment whose timestamp is `>= ts`, reading one row group.
@@ -313,7 +323,8 @@ impl ColdReader {
     ) -> Result<Vec<Record>, ColdError> {
         let window = self.fetch_window(seg, footer, chosen).await?;
         let (seg, footer, chosen) = (seg.clone(), footer.clone(), chosen.to_vec());
-        self.cpu(move || decode_checked(window, &seg, &footer, &chosen))
+        self.pool
+            .run(move || decode_checked(window, &seg, &footer, &chosen))
             .await
     }
 
@@ -373,63 +384,6 @@ impl ColdReader {
         Ok(pieces.into_iter().map(Option::unwrap_or_default).collect())
     }
 
-    /// Keeps the read-ahead window ahead of a sequential reader, in the background: the
-    /// window is the row groups from `first` on, at least `readahead.groups` of them and at
-    /// least `readahead.bytes` of Parquet. Nothing is fetched while the window's first quarter is
-    /// cached (or being fetched); otherwise every missing group of the whole window goes in one
-    /// ranged-GET call, so a consumer costs one GET per three quarters of a window, not one per
-    /// row group, and still has a quarter window fetched ahead while the next GET is out.
-    fn read_ahead(&self, seg: &ColdSegment, footer: &Footer, first: usize) {
-        let Some(cache) = self.cache.clone() else {
-            return;
-        };
-        if self.readahead.groups == 0 {
-            return;
-        }
-        let mut window = Vec::new();
-        let mut bytes = 0u64;
-        for g in footer.groups.iter().skip(first) {
-            if window.len() >= self.readahead.groups && bytes >= self.readahead.bytes {
-                break;
-            }
-            bytes += g.bytes.end - g.bytes.start;
-            window.push(g.bytes.clone());
-        }
-        let near = window.len().div_ceil(4);
-        let (ranges, keys): (Vec<Range<u64>>, Vec<String>) = {
-            let mut flying = self.in_flight.lock();
-            let wanted: Vec<(usize, Range<u64>, String)> = window
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let k = ChunkCache::key(&seg.key, seg.size_bytes, r.start, r.end);
-                    (i, r, k)
-                })
-                .filter(|(_, _, k)| !cache.may_contain(k) && !flying.contains(k))
-                .collect();
-            if !wanted.iter().any(|(i, _, _)| *i < near) {
-                return;
-            }
-            flying.extend(wanted.iter().map(|(_, _, k)| k.clone()));
-            wanted.into_iter().map(|(_, r, k)| (r, k)).unzip()
-        };
-        let (store, seg, in_flight) = (self.store.clone(), seg.clone(), self.in_flight.clone());
-        tokio::spawn(async move {
-            match fetch_exact(store.as_ref(), &seg, &ranges).await {
-                Ok(pieces) => {
-                    for (k, b) in keys.iter().zip(pieces) {
-                        cache.insert(k.clone(), b);
-                    }
-                }
-                Err(e) => debug!(key = %seg.key, error = %e, "read-ahead failed"),
-            }
-            let mut flying = in_flight.lock();
-            for k in &keys {
-                flying.remove(k);
-            }
-        });
-    }
-
     /// The object's footer (cached). `entering` is where a reader starts in the object, if
     /// one does: see [`ColdReader::open_object`].
     async fn footer(
@@ -449,9 +403,9 @@ impl ColdReader {
     /// Reads an object's footer and, in the same round trip, the bytes a reader entering it
     /// needs first, so the first record of an object costs one round trip, not two:
     /// - an object within the read-ahead window is one GET of all of it;
-    /// - a reader entering at the object's first offset gets the footer and the first
-    ///   window of the object as two GETs sent at once (the first row group starts right
-    ///   after the file's magic bytes, so no footer is needed to find it);
+    /// - a reader entering at the object's first offset gets the footer and the object's
+    ///   first MiB as two GETs sent at once (the first row group starts right after the
+    ///   file's magic bytes, so no footer is needed to find it);
     /// - a seek into the middle reads the footer, then the row group (two round trips).
     ///
     /// Row groups wholly inside the fetched bytes go into the chunk cache, where the read
@@ -480,8 +434,10 @@ impl ColdReader {
             self.cache_groups(seg, &footer, 0, &all);
             return Ok(footer);
         }
+        // Only the object's head: the first read needs one row group, and the read-ahead
+        // that follows it fetches the rest of the window in the background.
         let prefix = (window > 0 && entering.is_some_and(|o| o <= seg.base_offset))
-            .then(|| 0..window.min(size));
+            .then(|| 0..window.min(FIRST_WINDOW).min(size));
         let first_window = async {
             match prefix {
                 Some(r) => Some(fetch_one(self.store.as_ref(), seg, r).await),
@@ -517,7 +473,10 @@ impl ColdReader {
     async fn load_footer(&self, seg: &ColdSegment) -> Result<Footer, ColdError> {
         let path = seg.path();
         let size = seg.size_bytes;
-        let mut want = size.min(FOOTER_GUESS);
+        let mut want = size.min(match seg.footer_bytes {
+            0 => FOOTER_GUESS,
+            known => known,
+        });
         loop {
             let tail = self
                 .store
@@ -723,5 +682,23 @@ impl ChunkReader for Window {
     }
 }
 
+/// Decodes row group `g` from `window` on the pool.
+async fn decode_group(
+    pool: &DecodePool,
+    window: Window,
+    footer: Arc<Footer>,
+    g: usize,
+    what: String,
+) -> Result<DecodedGroup, ColdError> {
+    pool.run(move || {
+        decode_groups_arrow(window, &footer.meta, &[g], &what)?
+            .pop()
+            .map(DecodedGroup::from)
+            .ok_or_else(|| ColdError::corrupt(&what, format!("row group {g} decoded to nothing")))
+    })
+    .await
+}
+
+mod ahead;
 #[cfg(test)]
 mod tests;

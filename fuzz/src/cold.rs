@@ -39,6 +39,7 @@ pub fn manifest_seed() -> Vec<u8> {
             generation: i as u64,
             last_epoch: 3,
             bucket_seconds: if i == 2 { 600 } else { 0 },
+            footer_bytes: 0,
         };
         m = m.with_segment(seg).expect("valid segment");
     }
@@ -73,6 +74,7 @@ fn structured_manifest(input: &[u8]) -> Vec<u8> {
             generation: n.u64(),
             last_epoch: n.u64(),
             bucket_seconds: n.u64(),
+            footer_bytes: n.u64() % 4096,
         });
     }
     let m = Manifest {
@@ -123,6 +125,7 @@ fn check_manifest(bytes: &[u8]) {
             generation: 0,
             last_epoch: 0,
             bucket_seconds: 0,
+            footer_bytes: 0,
         };
         let _ = m.with_segment(after);
     }

@@ -192,6 +192,7 @@ pub fn segment_meta_from_parquet(meta: &ParquetMetaData) -> Result<SegmentMeta, 
         max_timestamp: i(meta_keys::MAX_TIMESTAMP)?,
         record_count: u(meta_keys::RECORD_COUNT)?,
         epochs,
+        footer_bytes: 0,
     })
 }
 

@@ -93,7 +93,21 @@ fn schema_metadata_and_statistics() {
 
     // Key-value metadata.
     let back = segment_meta_from_parquet(&meta).expect("segment meta");
-    assert_eq!(back, enc.meta);
+    assert_eq!(
+        back,
+        SegmentMeta {
+            footer_bytes: 0,
+            ..enc.meta.clone()
+        },
+        "all but the footer's size, which only the writer knows"
+    );
+    // The writer's footer size is exactly what a reader must fetch to parse the footer.
+    let len = enc.bytes.len();
+    let footer = enc.meta.footer_bytes as usize;
+    assert!(footer > 8 && footer < len, "{footer} of {len}");
+    let mut tail = ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip);
+    tail.try_parse_sized(&enc.bytes.slice(len - footer..), len as u64)
+        .expect("the footer parses from its last footer_bytes");
     assert_eq!(back.base_offset, LogOffset(100));
     assert_eq!(back.last_offset, LogOffset(2099));
     assert_eq!(back.record_count, 2000);

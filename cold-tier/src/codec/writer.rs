@@ -25,9 +25,28 @@ use crate::error::ColdError;
 /// Fixed cost of a row in the row-group size estimate (offset, epoch, timestamp, list offsets).
 const ROW_OVERHEAD_BYTES: usize = 24;
 
+/// A sink that counts what goes through it: the footer's size is the file's size minus
+/// where the data ended.
+struct Counted<W> {
+    inner: W,
+    written: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Writes one segment file to `W`, a row group at a time. See the module documentation.
 pub struct SegmentWriter<W: Write + Send> {
-    writer: ArrowWriter<W>,
+    writer: ArrowWriter<Counted<W>>,
     opts: EncodeOptions,
     /// Whether rows carry the metric columns of a downsampled segment.
     with_metrics: bool,
@@ -67,6 +86,10 @@ impl<W: Write + Send> SegmentWriter<W> {
             arrow_schema()
         };
         let props = writer_properties(opts)?;
+        let sink = Counted {
+            inner: sink,
+            written: 0,
+        };
         let writer = ArrowWriter::try_new(sink, schema, Some(props))
             .map_err(|e| ColdError::InvalidInput(format!("parquet writer: {e}")))?;
         Ok(SegmentWriter {
@@ -193,15 +216,18 @@ impl<W: Write + Send> SegmentWriter<W> {
     /// the sink and what the file holds. A segment needs at least one record.
     pub fn finish(mut self) -> Result<(W, SegmentMeta), ColdError> {
         self.write_row_group()?;
-        let meta = self.meta.build()?;
+        let mut meta = self.meta.build()?;
         for kv in footer_metadata(&meta)? {
             self.writer.append_key_value_metadata(kv);
         }
-        let sink = self
-            .writer
-            .into_inner()
-            .map_err(|e| ColdError::InvalidInput(format!("parquet close: {e}")))?;
-        Ok((sink, meta))
+        let close = |e: parquet::errors::ParquetError| {
+            ColdError::InvalidInput(format!("parquet close: {e}"))
+        };
+        self.writer.flush().map_err(close)?;
+        let data_end = self.writer.bytes_written() as u64;
+        let sink = self.writer.into_inner().map_err(close)?;
+        meta.footer_bytes = sink.written.saturating_sub(data_end);
+        Ok((sink.inner, meta))
     }
 }
 
@@ -281,6 +307,7 @@ impl MetaBuilder {
                 max_timestamp: self.max_ts,
                 record_count: self.count,
                 epochs: self.epochs,
+                footer_bytes: 0,
             }),
             _ => Err(ColdError::InvalidInput(
                 "a segment needs at least one record".into(),

@@ -18,6 +18,7 @@ pub(crate) fn seg(base: u64, last: u64) -> ColdSegment {
         generation: 0,
         last_epoch: 0,
         bucket_seconds: 0,
+        footer_bytes: 0,
     }
 }
 

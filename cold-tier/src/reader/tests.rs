@@ -406,3 +406,99 @@ async fn entering_an_object_reads_footer_and_first_window_in_one_round_trip() {
     assert_eq!(decode(&r)[0].offset, mid);
     assert!(store.plan().stats().gets >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_decodes_one_group_itself_and_the_next_are_decoded_ahead() {
+    let (store, seg, recs) = setup().await;
+    let (reader, _dir) = cached_reader(&store, 64 * 1024).await;
+    let reader = reader.with_decoded_cache(64 << 20);
+    let footer = reader.footer(&seg, None).await.expect("footer");
+    let per_group = footer.groups[0].offsets.clone();
+    let rows_in_group = recs
+        .iter()
+        .filter(|r| per_group.contains(&r.offset.0))
+        .count();
+
+    // Asked for far more than one group: the answer is the first group only.
+    let first = reader
+        .read(&seg, seg.base_offset, 1 << 20)
+        .await
+        .expect("read");
+    assert_eq!(first.record_count, rows_in_group);
+    assert_eq!(decode(&first)[..], recs[..rows_in_group]);
+
+    // The groups after it get decoded in the background.
+    let decoded = reader.decoded.clone().expect("decoded cache");
+    let next: Vec<GroupKey> = (1..4)
+        .map(|g| (seg.key.clone(), seg.size_bytes, g))
+        .collect();
+    let t = std::time::Instant::now();
+    while !next.iter().all(|k| decoded.get(k).is_some()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "decode-ahead never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = reader
+        .read(&seg, first.next_offset, 1 << 20)
+        .await
+        .expect("read");
+    assert!(
+        second.record_count >= 3 * rows_in_group / 2,
+        "several groups at once"
+    );
+    let got = decode(&second);
+    assert_eq!(got[..], recs[rows_in_group..rows_in_group + got.len()]);
+}
+
+#[tokio::test]
+async fn a_footer_larger_than_the_guess_is_one_get_when_the_manifest_knows_its_size() {
+    let store = FaultyStore::new(Arc::new(InMemory::new()));
+    let recs = records();
+    // A row group per ~2 records: a footer far over the 64 KiB first guess.
+    let opts = EncodeOptions {
+        row_group_bytes: 300,
+        ..EncodeOptions::default()
+    };
+    let enc = encode_records(&recs, &opts).expect("encode");
+    assert!(
+        enc.meta.footer_bytes > FOOTER_GUESS,
+        "{}",
+        enc.meta.footer_bytes
+    );
+    let log = LogId::new("t").expect("log");
+    let layout = Layout::new("c").expect("layout");
+    let seg = upload_segment(&store, &layout, &log, 0, &enc, &UploadOptions::default())
+        .await
+        .expect("upload");
+    assert_eq!(
+        seg.footer_bytes, enc.meta.footer_bytes,
+        "the manifest entry keeps it"
+    );
+    let late = LogOffset(1000 + 2 * 2900);
+
+    store.plan().reset_stats();
+    let r = ColdReader::new(Arc::new(store.clone()))
+        .read(&seg, late, 1024)
+        .await
+        .expect("read");
+    assert_eq!(decode(&r)[0].offset, late);
+    assert_eq!(
+        store.plan().stats().gets,
+        2,
+        "footer in one GET, then the row group"
+    );
+
+    // An entry from before the field (or restored from the object) guesses, then refetches.
+    store.plan().reset_stats();
+    let unknown = ColdSegment {
+        footer_bytes: 0,
+        ..seg.clone()
+    };
+    ColdReader::new(Arc::new(store.clone()))
+        .read(&unknown, late, 1024)
+        .await
+        .expect("read");
+    assert_eq!(store.plan().stats().gets, 3);
+}
