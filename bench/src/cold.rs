@@ -10,6 +10,10 @@
 //! 4. **cold read, empty cache**: a consumer reads the whole partition from offset 0 through
 //!    [`ColdPartition::read`] with a fresh read cache; the time to the first record is noted;
 //! 5. **cold read, warm cache**: the same again, served from the cache.
+//! 6. **many readers**: the same records tiered into `readers` partitions, then one consumer
+//!    per partition, all at once, through one reader and a fresh cache with the node's
+//!    default sizes: aggregate MB/s, and the process's resident memory while they read next
+//!    to the memory the configuration allows.
 //!
 //! Requests are counted by wrapping the store ([`FaultyStore`] with no faults planned).
 
@@ -38,6 +42,8 @@ pub struct ColdOptions {
     pub segment_records: u64,
     /// Directory for the read cache's disk file.
     pub cache_dir: std::path::PathBuf,
+    /// Concurrent consumers of step 6, one per partition (0 skips it).
+    pub readers: usize,
 }
 
 /// The figures.
@@ -64,6 +70,21 @@ pub struct ColdReport {
     /// cold read ÷ raw GET, both in Parquet bytes per second.
     pub r5_cold_over_raw_get: f64,
     pub warm_over_raw_get: f64,
+    pub many: Option<ManyReaders>,
+}
+
+/// Step 6: concurrent cold consumers on different partitions.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManyReaders {
+    pub readers: usize,
+    pub records: u64,
+    /// Hot-equivalent MB/s of all consumers together, empty cache.
+    pub hot_mb_s: f64,
+    /// Largest growth of the process's resident memory while they read.
+    pub rss_growth_mb: f64,
+    /// What the configuration lets them hold: chunk-cache memory, decoded cache, and one
+    /// read-ahead window per reader in flight.
+    pub configured_mb: f64,
 }
 
 fn mb_s(bytes: u64, secs: f64) -> f64 {
@@ -251,6 +272,11 @@ pub async fn run(opts: &ColdOptions) -> Result<ColdReport, BenchError> {
     let cold_requests = plan.stats().gets;
     let (warm_secs, _) = read_all(&cold, opts.records).await?;
 
+    let many = match opts.readers {
+        0 | 1 => None,
+        n => Some(many_readers(opts, n, hot_bytes).await?),
+    };
+
     let cold_read_mb_s = mb_s(parquet_bytes, cold_secs);
     let raw_get_mb_s = mb_s(got, raw_get_secs);
     let warm_read_mb_s = mb_s(parquet_bytes, warm_secs);
@@ -273,6 +299,95 @@ pub async fn run(opts: &ColdOptions) -> Result<ColdReport, BenchError> {
         cold_requests_per_gb: cold_requests as f64 / (parquet_bytes as f64 / 1e9).max(1e-9),
         r5_cold_over_raw_get: cold_read_mb_s / raw_get_mb_s.max(1e-9),
         warm_over_raw_get: warm_read_mb_s / raw_get_mb_s.max(1e-9),
+        many,
+    })
+}
+
+/// Step 6 (module doc): `readers` partitions of `opts.records / readers` records each.
+async fn many_readers(
+    opts: &ColdOptions,
+    readers: usize,
+    hot_bytes: u64,
+) -> Result<ManyReaders, BenchError> {
+    let invalid = |e: &dyn std::fmt::Display| BenchError::Invalid(e.to_string());
+    let per = (opts.records / readers as u64).max(1);
+    let log = LogId::new("bench-cold-many").map_err(|e| invalid(&e))?;
+    let manifests = ManifestStore::new(opts.store.clone(), opts.layout.clone());
+    let settings = CacheSettings::default();
+    let cache = ChunkCache::open(&settings, opts.cache_dir.join("many"))
+        .await
+        .map_err(|e| invalid(&e))?;
+    let reader = Arc::new(
+        ColdReader::new(opts.store.clone())
+            .with_cache(cache, settings.readahead())
+            .with_decoded_cache(settings.decoded_bytes),
+    );
+    let mut partitions = Vec::with_capacity(readers);
+    for p in 0..readers as u32 {
+        let cold = ColdPartition::open(log.clone(), p, manifests.clone(), reader.clone())
+            .await
+            .map_err(|e| invalid(&e))?;
+        let mut from = 0u64;
+        while from < per {
+            let to = (from + opts.segment_records).min(per);
+            let (records, _) = hot_segment(from, to)?;
+            let encoded =
+                encode_records(&records, &EncodeOptions::default()).map_err(|e| invalid(&e))?;
+            let seg = upload_segment(
+                opts.store.as_ref(),
+                &opts.layout,
+                &log,
+                p,
+                &encoded,
+                &UploadOptions::default(),
+            )
+            .await
+            .map_err(|e| invalid(&e))?;
+            cold.append_segment(seg).await.map_err(|e| invalid(&e))?;
+            from = to;
+        }
+        partitions.push(cold);
+    }
+
+    let pid = std::process::id();
+    let before = crate::process::rss_bytes(pid).unwrap_or(0);
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = crate::process::rss_bytes(pid).unwrap_or(0);
+                peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let t = Instant::now();
+    let consumers: Vec<_> = partitions
+        .into_iter()
+        .map(|cold| tokio::spawn(async move { read_all(&cold, per).await }))
+        .collect();
+    for c in consumers {
+        c.await
+            .map_err(|e| BenchError::Invalid(format!("consumer task: {e}")))??;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sampler.await;
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let configured = settings.memory_bytes as u64
+        + settings.decoded_bytes as u64
+        + readers as u64 * settings.readahead_bytes;
+    // The records of the single-consumer steps have the same average size.
+    let per_record = hot_bytes as f64 / opts.records.max(1) as f64;
+    Ok(ManyReaders {
+        readers,
+        records: per * readers as u64,
+        hot_mb_s: per_record * (per * readers as u64) as f64 / 1e6 / secs.max(1e-9),
+        rss_growth_mb: mib(peak.saturating_sub(before)),
+        configured_mb: mib(configured),
     })
 }
 
@@ -341,7 +456,19 @@ impl ColdReport {
             self.raw_get_mb_s,
             self.warm_over_raw_get,
             self.cold_requests_per_gb,
-        )
+        ) + &self.many.as_ref().map_or(String::new(), |m| {
+            format!(
+                "| {} concurrent cold consumers, one per partition, empty cache | {:.1} hot MB/s in all | one consumer {:.1} hot MB/s | {:.2} |\n\
+                 | resident memory growth while they read | {:.0} MiB | configured bound {:.0} MiB | {:.2} |\n",
+                m.readers,
+                m.hot_mb_s,
+                self.cold_read_hot_mb_s,
+                m.hot_mb_s / self.cold_read_hot_mb_s.max(1e-9),
+                m.rss_growth_mb,
+                m.configured_mb,
+                m.rss_growth_mb / m.configured_mb.max(1e-9),
+            )
+        })
     }
 }
 
@@ -361,10 +488,15 @@ mod tests {
             records: 20_000,
             segment_records: 5_000,
             cache_dir: dir.path().join("cache"),
+            readers: 4,
         })
         .await
         .expect("run");
         assert_eq!(report.segments, 4);
+        let many = report.many.as_ref().expect("many-readers step");
+        assert_eq!((many.readers, many.records), (4, 20_000));
+        assert!(many.hot_mb_s > 0.0 && many.configured_mb > 0.0, "{many:?}");
+        assert!(report.to_markdown().contains("4 concurrent cold consumers"));
         assert!(
             report.parquet_over_hot > 0.0 && report.parquet_over_hot < 1.0,
             "{report:?}"

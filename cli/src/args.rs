@@ -339,6 +339,9 @@ pub(crate) struct ColdBenchArgs {
     /// default size (256 MiB), the objects a node archives.
     #[arg(long)]
     pub segment_records: Option<u64>,
+    /// Concurrent cold consumers of the many-readers step, one per partition (0 skips it).
+    #[arg(long, default_value_t = 32)]
+    pub readers: usize,
     /// Where the read cache's disk file goes (default: a temp dir).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,

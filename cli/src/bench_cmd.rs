@@ -91,6 +91,7 @@ pub(crate) async fn bench(server: &Target, args: BenchArgs) -> CliResult {
                         .map_err(|e| CliError::runtime(e.to_string()))?,
                 },
                 cache_dir: a.cache_dir.clone().unwrap_or_else(|| tmp.clone()),
+                readers: a.readers,
             };
             let result = cold::run(&opts).await;
             let _ = std::fs::remove_dir_all(&tmp);
@@ -186,6 +187,7 @@ pub(crate) async fn bench(server: &Target, args: BenchArgs) -> CliResult {
                             segment_records: cold::records_per_segment(default_segment_bytes())
                                 .map_err(|e| CliError::runtime(e.to_string()))?,
                             cache_dir: tmp.clone(),
+                            readers: 32,
                         },
                         w7_mb: a.w7_mb,
                     })
