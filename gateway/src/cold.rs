@@ -51,6 +51,7 @@ impl ColdTier {
         let cache = ChunkCache::open(&settings.cache, cache_dir).await?;
         let reader = Arc::new(
             ColdReader::new(store.clone())
+                .with_decode_concurrency(settings.decode_threads())
                 .with_cache(cache.clone(), settings.cache.readahead())
                 .with_decoded_cache(settings.cache.decoded_bytes),
         );

@@ -178,6 +178,20 @@ pub struct ColdTierSettings {
     #[serde(with = "humantime_serde")]
     pub orphan_grace: Duration,
     pub cache: CacheSettings,
+    /// Threads that may decode archived data at once (Parquet decode, rebuilding batches,
+    /// decode-ahead): the share of the cores cold reads can take from the produce path.
+    /// 0 = half the cores, at least one.
+    pub decode_threads: usize,
+}
+
+impl ColdTierSettings {
+    /// `decode_threads`, with 0 resolved against this machine's cores.
+    pub fn decode_threads(&self) -> usize {
+        match self.decode_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            n => n,
+        }
+    }
 }
 
 impl Default for ColdTierSettings {
@@ -187,6 +201,7 @@ impl Default for ColdTierSettings {
             archive_interval: Duration::from_secs(10),
             orphan_grace: Duration::from_secs(3600),
             cache: CacheSettings::default(),
+            decode_threads: 0,
         }
     }
 }
