@@ -12,7 +12,7 @@
 //! 5. **cold read, warm cache**: the same again, served from the cache.
 //! 6. **many readers**: the same records tiered into `readers` partitions, then one consumer
 //!    per partition, all at once, through one reader and a fresh cache with the node's
-//!    default sizes: aggregate MB/s, and the process's resident memory while they read next
+//!    default sizes (and one decode thread, the node's default on two cores): aggregate MB/s, and the process's resident memory while they read next
 //!    to the memory the configuration allows.
 //!
 //! Requests are counted by wrapping the store ([`FaultyStore`] with no faults planned).
@@ -42,7 +42,7 @@ pub struct ColdOptions {
     pub segment_records: u64,
     /// Directory for the read cache's disk file.
     pub cache_dir: std::path::PathBuf,
-    /// Concurrent consumers of step 6, one per partition (0 skips it).
+    /// Concurrent consumers of step 6, one per partition (0 or 1 skips it).
     pub readers: usize,
 }
 

@@ -184,6 +184,10 @@ pub struct ColdTierSettings {
     pub decode_threads: usize,
 }
 
+/// Upper bound on `[cold_tier] decode_threads`: more than the blocking pool would ever run
+/// usefully, small enough that a typo does not spawn thousands of threads.
+pub const MAX_DECODE_THREADS: usize = 256;
+
 impl ColdTierSettings {
     /// `decode_threads`, with 0 resolved against this machine's cores.
     pub fn decode_threads(&self) -> usize {
@@ -399,6 +403,11 @@ impl NodeConfig {
                     "cold_tier.archive_interval must be positive".into(),
                 ));
             }
+            if c.decode_threads > MAX_DECODE_THREADS {
+                return Err(NodeConfigError(format!(
+                    "cold_tier.decode_threads must be 0 (half the cores) or 1..={MAX_DECODE_THREADS}"
+                )));
+            }
         }
         Ok(())
     }
@@ -430,5 +439,23 @@ mod tests {
         assert!(tiny.validate().is_err(), "below the minimum");
         let derived = NodeConfig::default().open_files_budget();
         assert!(derived >= 64, "{derived}");
+    }
+
+    #[test]
+    fn decode_threads_default_to_half_the_cores_and_are_bounded() {
+        let cold: NodeConfig =
+            toml::from_str("[cold_tier.store]\nurl = \"file:///tmp/x\"").expect("parses");
+        cold.validate().expect("valid");
+        let n = cold
+            .cold_tier
+            .as_ref()
+            .map(ColdTierSettings::decode_threads);
+        assert!(n.is_some_and(|n| n >= 1), "{n:?}");
+        let huge: NodeConfig = toml::from_str(
+            "[cold_tier]\ndecode_threads = 100000\n[cold_tier.store]\nurl = \"file:///tmp/x\"",
+        )
+        .expect("parses");
+        let err = huge.validate().expect_err("too many threads");
+        assert!(err.to_string().contains("decode_threads"), "{err}");
     }
 }

@@ -70,7 +70,7 @@ impl FetchBudget {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ResponseShape {
     pub(crate) format: v1::FetchFormat,
-    /// 0 = no bound (records format only).
+    /// 0 = no bound (records and Arrow formats; batches are never cut inside).
     pub(crate) max_records: u32,
     /// Bound on the encoded response.
     pub(crate) max_response_bytes: usize,

@@ -82,14 +82,20 @@ impl RowSink for ColumnSlicer {
             taken = Some(taken.map_or(row..row + 1, |t| t.start..row + 1));
         }
         if let Some(rows) = taken {
-            // Downsampled segments carry metric columns after the record columns: a fetch
-            // returns the record columns, under the one schema of the stream.
-            let record_columns = rb.columns().get(..arrow_schema().fields().len());
-            let projected = record_columns
-                .ok_or("fewer columns than the record schema".to_string())
-                .and_then(|c| {
-                    RecordBatch::try_new(arrow_schema(), c.to_vec()).map_err(|e| e.to_string())
-                })?;
+            // Downsampled segments carry metric columns besides the record columns: a fetch
+            // returns the record columns, by name, under the one schema of the stream.
+            let schema = arrow_schema();
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    rb.schema()
+                        .index_of(f.name())
+                        .map(|i| rb.column(i).clone())
+                        .map_err(|_| format!("no {} column", f.name()))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let projected = RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())?;
             self.record_count += rows.len();
             self.out.push(projected.slice(rows.start, rows.len()));
         }

@@ -2,6 +2,7 @@
 //! chunk cache (read-ahead) and decoding the fetched ones into the decoded cache
 //! (decode-ahead), so the next read finds its rows ready.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -72,8 +73,11 @@ impl ColdReader {
 
     /// Decodes, in the background, the row groups from `first` on that the next read of
     /// about `max_bytes` will want and whose bytes the chunk cache holds (a group still being
-    /// fetched is decoded by the read that needs it, never fetched twice). A group is decoded
-    /// once: a read that wants it meanwhile waits for it.
+    /// fetched is decoded by the read that needs it, never fetched twice). The groups are
+    /// claimed at once, before the task starts, so the next read's planning skips them: each
+    /// group has one decoder, and a read that wants it meanwhile waits for it. The task
+    /// takes the decode pool's permits like a read, one group at a time, so reads keep their
+    /// turn between its groups.
     pub(super) fn decode_ahead(
         &self,
         seg: &ColdSegment,
@@ -84,28 +88,32 @@ impl ColdReader {
         let (Some(decoded), Some(cache)) = (self.decoded.clone(), self.cache.clone()) else {
             return;
         };
-        let mut todo = Vec::new();
+        let mut wanted = Vec::new();
+        let mut starts = HashMap::new();
         let mut planned = 0u64;
         for (g, group) in footer.groups.iter().enumerate().skip(first) {
             if planned >= max_bytes as u64 {
                 break;
             }
             planned += group.uncompressed;
-            if decoded.is_ready(&(seg.key.clone(), seg.size_bytes, g)) {
-                continue;
-            }
             let key = ChunkCache::key(&seg.key, seg.size_bytes, group.bytes.start, group.bytes.end);
             if !cache.may_contain(&key) {
                 break;
             }
-            todo.push((g, key, group.bytes.start));
+            starts.insert(g, (key, group.bytes.start));
+            wanted.push((seg.key.clone(), seg.size_bytes, g));
         }
-        if todo.is_empty() {
+        let claims = decoded.claim_new(wanted);
+        if claims.is_empty() {
             return;
         }
         let (pool, footer, seg) = (self.pool.clone(), footer.clone(), seg.clone());
         tokio::spawn(async move {
-            for (g, key, start) in todo {
+            for claim in claims {
+                let g = claim.key().2;
+                let Some((key, start)) = starts.remove(&g) else {
+                    continue;
+                };
                 let decode = async {
                     let bytes = cache.get(&key).await.ok_or_else(|| {
                         ColdError::InvalidInput(format!("{key} left the chunk cache"))
@@ -116,8 +124,8 @@ impl ColdReader {
                     };
                     decode_group(&pool, window, footer.clone(), g, seg.key.clone()).await
                 };
-                let group_key = (seg.key.clone(), seg.size_bytes, g);
-                if let Err(e) = decoded.get_or_decode(group_key, decode).await {
+                // Stopping drops the remaining claims, which releases them.
+                if let Err(e) = claim.decode(decode).await {
                     debug!(key = %seg.key, group = g, error = %e, "decode-ahead stopped");
                     break;
                 }

@@ -205,8 +205,10 @@ impl BatchBuilder {
     }
 
     /// Encodes the batch with `base_offset = 0` and `epoch = 0` (the leader assigns both).
+    /// On a builder made by [`BatchBuilder::appending_to`], only the batch is returned.
     pub fn build(self) -> Result<Bytes, BatchError> {
-        self.seal().map(Bytes::from)
+        let start = self.start;
+        self.seal().map(|buf| Bytes::from(buf).slice(start..))
     }
 
     /// Encodes the batch with its base offset and epoch already assigned, as the leader
