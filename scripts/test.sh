@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property and end-to-end tests (real pyralog processes on
-# loopback, and a real S3-compatible server for the cold tier). Installs what the tests need
+# loopback, and real S3-compatible and Azure Blob servers for the cold tier). Installs what the tests need
 # when it is missing. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,10 +12,20 @@ cargo build --locked --workspace --all-targets
 
 # An S3-compatible server on loopback (MinIO if installed, else moto from PyPI), for the
 # cold-tier tests; stopped when the suite ends.
+stop_servers=()
+trap 'for s in "${stop_servers[@]}"; do "$s" stop || true; done' EXIT
 if [ -z "${PYRALOG_S3_ENDPOINT:-}" ]; then
   export PYRALOG_S3_STATE="${TMPDIR:-/tmp}/pyralog-s3-test-$$"
   eval "$(localstack/s3-server.sh start)"
-  trap 'localstack/s3-server.sh stop || true' EXIT
+  stop_servers+=(localstack/s3-server.sh)
+fi
+
+# An Azure Blob server on loopback (Azurite, installed from npm when missing), for the same
+# cold-tier tests on Azure; stopped when the suite ends.
+if [ -z "${PYRALOG_AZURE_ENDPOINT:-}" ]; then
+  export PYRALOG_AZURE_STATE="${TMPDIR:-/tmp}/pyralog-azure-test-$$"
+  eval "$(localstack/azure-server.sh start)"
+  stop_servers+=(localstack/azure-server.sh)
 fi
 
 # DuckDB (PyPI) reads the archived Parquet in the SQL-engine conformance test.

@@ -41,6 +41,8 @@ pub struct ObjectStoreConfig {
     /// S3-compatible server supports; `true`: `bucket.endpoint/key`.
     pub virtual_hosted_style: bool,
     /// Static credentials; when absent the standard environment/instance chain is used.
+    /// On Azure (`az://`), the storage account's name and its access key; `endpoint` is then
+    /// the account's blob URL (default `https://{account}.blob.core.windows.net`).
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     /// Connection-establishment timeout of each request.
@@ -180,6 +182,12 @@ pub fn open_store(cfg: &ObjectStoreConfig) -> Result<Arc<dyn ObjectStore>, ColdE
             if let Some(e) = &cfg.endpoint {
                 b = b.with_endpoint(e.clone());
             }
+            if let Some(account) = &cfg.access_key_id {
+                b = b.with_account(account);
+            }
+            if let Some(key) = &cfg.secret_access_key {
+                b = b.with_access_key(key);
+            }
             Arc::new(b.build().map_err(bad)?)
         }
         "file" => {
@@ -238,6 +246,9 @@ fn access_error(op: &str, e: &object_store::Error) -> ColdError {
                 "signaturedoesnotmatch",
                 "expiredtoken",
                 "invalidtoken",
+                // Azure: a wrong account key (the message is the same on Azurite).
+                "authenticationfailed",
+                "failed to authenticate the request",
             ]
             .iter()
             .any(|s| lower.contains(s)) =>

@@ -14,8 +14,10 @@ use nix::unistd::Pid;
 
 pub mod raw;
 pub mod secure;
+pub mod stores;
 
 pub use secure::Secure;
+pub use stores::{s3_env, ColdStore};
 
 /// Path of the `pyralog` binary under test.
 pub fn pyralog_bin() -> PathBuf {
@@ -43,69 +45,8 @@ pub fn pyralog_bin() -> PathBuf {
     bin
 }
 
-/// The S3 server's settings, as `localstack/s3-server.sh start` exports them.
-pub fn s3_env(prefix: &str) -> Vec<(String, String)> {
-    let endpoint = std::env::var("PYRALOG_S3_ENDPOINT").unwrap_or_else(|_| {
-        panic!(
-            "PYRALOG_S3_ENDPOINT is not set: run scripts/test.sh, or \
-             eval \"$(localstack/s3-server.sh start)\" first"
-        )
-    });
-    let bucket = std::env::var("PYRALOG_S3_BUCKET").unwrap_or_else(|_| "pyralog".into());
-    vec![
-        (
-            "PYRALOG_COLD_TIER__STORE__URL".into(),
-            format!("s3://{bucket}/{prefix}"),
-        ),
-        ("PYRALOG_COLD_TIER__STORE__ENDPOINT".into(), endpoint),
-        ("PYRALOG_COLD_TIER__STORE__ALLOW_HTTP".into(), "true".into()),
-        (
-            "PYRALOG_COLD_TIER__STORE__REGION".into(),
-            "us-east-1".into(),
-        ),
-        // Explicit credentials: never fall back to the instance-metadata chain in tests.
-        (
-            "PYRALOG_COLD_TIER__STORE__ACCESS_KEY_ID".into(),
-            env_or("AWS_ACCESS_KEY_ID", "pyralog"),
-        ),
-        (
-            "PYRALOG_COLD_TIER__STORE__SECRET_ACCESS_KEY".into(),
-            env_or("AWS_SECRET_ACCESS_KEY", "pyralog-secret"),
-        ),
-        ("PYRALOG_COLD_TIER__ARCHIVE_INTERVAL".into(), "200ms".into()),
-        ("PYRALOG_RETENTION_CHECK_INTERVAL".into(), "1s".into()),
-    ]
-}
-
 pub fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.into())
-}
-
-/// The same S3 server and prefix as an object-store config, to look into the bucket directly.
-pub fn s3_store_config(prefix: &str) -> pyralog_cold_tier::ObjectStoreConfig {
-    let endpoint = std::env::var("PYRALOG_S3_ENDPOINT").expect("PYRALOG_S3_ENDPOINT");
-    let bucket = std::env::var("PYRALOG_S3_BUCKET").unwrap_or_else(|_| "pyralog".into());
-    pyralog_cold_tier::ObjectStoreConfig {
-        endpoint: Some(endpoint),
-        allow_http: true,
-        region: Some("us-east-1".into()),
-        access_key_id: Some(env_or("AWS_ACCESS_KEY_ID", "pyralog")),
-        secret_access_key: Some(env_or("AWS_SECRET_ACCESS_KEY", "pyralog-secret")),
-        ..pyralog_cold_tier::ObjectStoreConfig::for_url(format!("s3://{bucket}/{prefix}"))
-    }
-}
-
-/// The `[store]` section of a standalone compactor's config for the same S3 server and prefix.
-pub fn s3_store_toml(prefix: &str) -> String {
-    let endpoint = std::env::var("PYRALOG_S3_ENDPOINT").expect("PYRALOG_S3_ENDPOINT");
-    let bucket = std::env::var("PYRALOG_S3_BUCKET").unwrap_or_else(|_| "pyralog".into());
-    format!(
-        "[store]\nurl = \"s3://{bucket}/{prefix}\"\nendpoint = \"{endpoint}\"\n\
-         allow_http = true\nregion = \"us-east-1\"\naccess_key_id = \"{}\"\n\
-         secret_access_key = \"{}\"\n",
-        env_or("AWS_ACCESS_KEY_ID", "pyralog"),
-        env_or("AWS_SECRET_ACCESS_KEY", "pyralog-secret"),
-    )
 }
 
 /// A name no other test run uses (bucket prefixes are shared by every run on one server).

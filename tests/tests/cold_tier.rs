@@ -1,9 +1,12 @@
-//! The cold tier end to end: real `pyralog` processes archiving to the S3-compatible server
-//! that `scripts/test.sh` starts (`localstack/s3-server.sh`: MinIO or moto, on loopback).
+//! The cold tier end to end: real `pyralog` processes archiving to the object stores of the
+//! suite (`pyralog_e2e::stores`): the S3-compatible server and the Azure Blob server (Azurite)
+//! that `scripts/test.sh` starts on loopback, and a local folder.
 //!
-//! - 2 GB (`PYRALOG_E2E_COLD_MB`) produced with small segments and a small local retention:
-//!   one consumer from offset 0 reads every record byte-identical, crossing cold → hot;
-//!   then the node's data dir is wiped and a node on the same bucket serves the archive.
+//! - 2 GB (`PYRALOG_E2E_COLD_MB`) on S3, 256 MB (`PYRALOG_E2E_COLD_MB_OTHER_STORES`) on the
+//!   others, produced with small segments and a small local retention: one consumer from
+//!   offset 0 reads every record byte-identical, crossing cold → hot; then the node's data
+//!   dir is wiped and a node on the same bucket serves the archive.
+//! - `kill -9` while archiving, on every store: nothing lost, nothing twice.
 //! - A bad bucket or endpoint refuses the start with exit code 2 and a message naming it.
 //! - DuckDB, an engine no one here wrote, reads the archived Parquet over the hive layout.
 //! - pyarrow reads a log as Arrow columns (`FETCH_FORMAT_ARROW`) across the tiers.
@@ -15,7 +18,7 @@ use bytes::Bytes;
 use pyralog_client::{
     ConsumerConfig, Header, LogOffset, PartitionConsumer, ProduceRecord, Producer, ProducerConfig,
 };
-use pyralog_e2e::{env_usize, payload, s3_env, unique, TestNode};
+use pyralog_e2e::{env_usize, payload, s3_env, unique, ColdStore, TestNode};
 use pyralog_proto::v1;
 
 const T0: i64 = 1_700_000_000_000_000;
@@ -79,9 +82,28 @@ async fn check_read(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gigabytes_cross_from_cold_to_hot_and_survive_a_wiped_disk() {
     let mb = env_usize("PYRALOG_E2E_COLD_MB", 2048) as u64;
+    cross_the_tiers_and_restore(ColdStore::S3, mb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_cross_from_cold_to_hot_and_survive_a_wiped_disk_on_azure() {
+    let mb = env_usize("PYRALOG_E2E_COLD_MB_OTHER_STORES", 256) as u64;
+    cross_the_tiers_and_restore(ColdStore::Azure, mb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_cross_from_cold_to_hot_and_survive_a_wiped_disk_on_a_local_folder() {
+    let mb = env_usize("PYRALOG_E2E_COLD_MB_OTHER_STORES", 256) as u64;
+    cross_the_tiers_and_restore(ColdStore::LocalFolder, mb).await;
+}
+
+/// `mb` produced with small segments and a small local retention; one consumer from offset 0
+/// reads every record byte-identical, crossing cold → hot; then the data dir is wiped and a
+/// node on the same bucket serves the archive.
+async fn cross_the_tiers_and_restore(store: ColdStore, mb: u64) {
     let value_bytes = 4096usize;
     let n = mb * 1024 * 1024 / value_bytes as u64;
-    let env = s3_env(&unique("cross"));
+    let env = store.node_env(&unique("cross"));
     let mut node = TestNode::start_with_env(&env);
     let client = node.client().await;
     client
@@ -154,7 +176,7 @@ async fn gigabytes_cross_from_cold_to_hot_and_survive_a_wiped_disk() {
     check_read(&client, "archive", 0, n, value_bytes, Some(1)).await;
     let consume_secs = t.elapsed().as_secs_f64();
     println!(
-        "FIGURES cold e2e: {mb} MB in {n} records; produce {:.1} MB/s; archive caught up {archive_secs:.1}s after; \
+        "FIGURES cold e2e ({store:?}): {mb} MB in {n} records; produce {:.1} MB/s; archive caught up {archive_secs:.1}s after; \
          consume from 0 (cold {local_start} records, then hot) {:.1} MB/s",
         mb as f64 / produce_secs,
         mb as f64 / consume_secs
@@ -248,6 +270,42 @@ fn a_bad_bucket_or_endpoint_refuses_to_start_with_exit_code_2() {
 
     let err = start_fails(&[("PYRALOG_COLD_TIER__STORE__URL", "ftp://nowhere/x")]);
     assert!(err.contains("ftp"), "names the scheme: {err}");
+}
+
+#[test]
+fn a_missing_azure_container_or_a_wrong_key_refuses_to_start_with_exit_code_2() {
+    let env = ColdStore::Azure.node_env(&unique("bad"));
+    let with = |key: &str, value: &str| -> Vec<(String, String)> {
+        env.iter()
+            .map(|(k, v)| match k.as_str() {
+                k2 if k2 == key => (k.clone(), value.to_string()),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect()
+    };
+    let run = |e: Vec<(String, String)>| {
+        let pairs: Vec<(&str, &str)> = e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        start_fails(&pairs)
+    };
+    let err = run(with(
+        "PYRALOG_COLD_TIER__STORE__URL",
+        "az://no-such-container-pyralog/x",
+    ));
+    assert!(
+        err.contains("bucket missing") && err.contains("no-such-container-pyralog"),
+        "names the container: {err}"
+    );
+    // A well-formed key that is not the account's: the server rejects the signature.
+    let wrong_key = "d3Jvbmcta2V5LW5vdC10aGUtYWNjb3VudHMta2V5LXBhZGRpbmctcGFkZGluZw==";
+    let err = run(with(
+        "PYRALOG_COLD_TIER__STORE__SECRET_ACCESS_KEY",
+        wrong_key,
+    ));
+    assert!(
+        err.contains("credentials rejected"),
+        "names the credentials: {err}"
+    );
+    assert!(!err.contains(wrong_key), "never prints the key: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,8 +478,22 @@ async fn pyarrow_reads_a_log_as_columns_across_the_tiers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_while_archiving_loses_and_duplicates_nothing() {
+    kill9_while_archiving(ColdStore::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_while_archiving_loses_and_duplicates_nothing_on_azure() {
+    kill9_while_archiving(ColdStore::Azure).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_while_archiving_loses_and_duplicates_nothing_on_a_local_folder() {
+    kill9_while_archiving(ColdStore::LocalFolder).await;
+}
+
+async fn kill9_while_archiving(store: ColdStore) {
     let value_bytes = 4096usize;
-    let mut env = s3_env(&unique("kill"));
+    let mut env = store.node_env(&unique("kill"));
     env.retain(|(k, _)| k != "PYRALOG_COLD_TIER__ARCHIVE_INTERVAL");
     env.push(("PYRALOG_COLD_TIER__ARCHIVE_INTERVAL".into(), "20ms".into()));
     let mut node = TestNode::start_with_env(&env);

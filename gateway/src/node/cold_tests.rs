@@ -1,8 +1,10 @@
 //! The node with a cold tier: archiving, reads across tiers, restores from the bucket, faults.
 //!
 //! The store is the S3-compatible server of `localstack/s3-server.sh` when
-//! `PYRALOG_S3_ENDPOINT` is set (as `scripts/test.sh` does), else an in-memory store; each
-//! test uses its own prefix.
+//! `PYRALOG_S3_ENDPOINT` is set (as `scripts/test.sh` does), else an in-memory store; the
+//! round trip and the faults also run on the Azure Blob server of
+//! `localstack/azure-server.sh` (when `PYRALOG_AZURE_ENDPOINT` is set) and on a local folder.
+//! Each test uses its own prefix.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +17,24 @@ use pyralog_types::{AckPolicy, LogConfig, LogOffset, Record, Retention};
 
 use super::*;
 use crate::config::ColdTierSettings;
+
+/// The Azure Blob server's config, or None (the test is skipped) when it is not running.
+fn azure_config(test: &str) -> Option<ObjectStoreConfig> {
+    let run = format!("{test}-{:x}", rand::random::<u64>());
+    let container = std::env::var("PYRALOG_AZURE_CONTAINER").unwrap_or_else(|_| "pyralog".into());
+    Some(ObjectStoreConfig {
+        endpoint: Some(std::env::var("PYRALOG_AZURE_ENDPOINT").ok()?),
+        allow_http: true,
+        access_key_id: Some(std::env::var("PYRALOG_AZURE_ACCOUNT").ok()?),
+        secret_access_key: Some(std::env::var("PYRALOG_AZURE_KEY").ok()?),
+        ..ObjectStoreConfig::for_url(format!("az://{container}/{run}"))
+    })
+}
+
+/// A local folder under `dir`.
+fn folder_config(dir: &std::path::Path) -> ObjectStoreConfig {
+    ObjectStoreConfig::for_url(format!("file://{}", dir.join("objects").display()))
+}
 
 pub(super) fn store_config(test: &str) -> ObjectStoreConfig {
     let run = format!("{test}-{:x}", rand::random::<u64>());
@@ -160,7 +180,25 @@ pub(super) fn partition_of(node: &Node, log: &str) -> Arc<Partition> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_cross_tiers_and_a_wiped_node_serves_the_archive() {
-    let store_cfg = store_config("cross");
+    reads_cross_tiers_and_restore(store_config("cross")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_cross_tiers_and_a_wiped_node_serves_the_archive_on_azure() {
+    let Some(cfg) = azure_config("cross") else {
+        println!("skipped: no Azure endpoint");
+        return;
+    };
+    reads_cross_tiers_and_restore(cfg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_cross_tiers_and_a_wiped_node_serves_the_archive_on_a_local_folder() {
+    let objects = tempfile::tempdir().expect("tempdir");
+    reads_cross_tiers_and_restore(folder_config(objects.path())).await;
+}
+
+async fn reads_cross_tiers_and_restore(store_cfg: ObjectStoreConfig) {
     let store: Arc<dyn ObjectStore> = pyralog_cold_tier::open_store(&store_cfg).expect("store");
     let dir = tempfile::tempdir().expect("tempdir");
     let components = NodeComponents {
@@ -244,7 +282,25 @@ async fn reads_cross_tiers_and_a_wiped_node_serves_the_archive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_store_faults_delay_archiving_but_never_lose_or_corrupt() {
-    let store_cfg = store_config("faults");
+    faults_delay_archiving_but_never_lose(store_config("faults")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_faults_delay_archiving_but_never_lose_or_corrupt_on_azure() {
+    let Some(cfg) = azure_config("faults") else {
+        println!("skipped: no Azure endpoint");
+        return;
+    };
+    faults_delay_archiving_but_never_lose(cfg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_faults_delay_archiving_but_never_lose_or_corrupt_on_a_local_folder() {
+    let objects = tempfile::tempdir().expect("tempdir");
+    faults_delay_archiving_but_never_lose(folder_config(objects.path())).await;
+}
+
+async fn faults_delay_archiving_but_never_lose(store_cfg: ObjectStoreConfig) {
     let inner = pyralog_cold_tier::open_store(&store_cfg).expect("store");
     let faulty = Arc::new(FaultyStore::new(inner));
     let plan = faulty.plan().clone();

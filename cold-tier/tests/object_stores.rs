@@ -1,9 +1,10 @@
-//! The cold tier against a real S3-compatible server (moto or MinIO from
-//! `localstack/s3-server.sh`). Runs only when `PYRALOG_S3_ENDPOINT` is set:
+//! The cold tier against real object-store servers: S3 (moto or MinIO from
+//! `localstack/s3-server.sh`) and Azure Blob (Azurite from `localstack/azure-server.sh`).
+//! Each runs when its server's environment is set (`scripts/test.sh` sets both):
 //!
 //! ```sh
-//! eval "$(localstack/s3-server.sh start)"
-//! cargo test -p pyralog-cold-tier --test s3_moto
+//! eval "$(localstack/s3-server.sh start)"; eval "$(localstack/azure-server.sh start)"
+//! cargo test -p pyralog-cold-tier --test object_stores
 //! ```
 
 use std::sync::Arc;
@@ -17,13 +18,23 @@ use pyralog_cold_tier::{
 use pyralog_types::batch::split_batches;
 use pyralog_types::{Epoch, Header, LogId, LogOffset, Record};
 
-fn config(bucket: &str, prefix: &str) -> Option<ObjectStoreConfig> {
+fn s3_config(bucket: &str, prefix: &str) -> Option<ObjectStoreConfig> {
     let endpoint = std::env::var("PYRALOG_S3_ENDPOINT").ok()?;
     Some(ObjectStoreConfig {
         endpoint: Some(endpoint),
         allow_http: true,
         region: Some(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())),
         ..ObjectStoreConfig::for_url(format!("s3://{bucket}/{prefix}"))
+    })
+}
+
+fn azure_config(container: &str, prefix: &str) -> Option<ObjectStoreConfig> {
+    Some(ObjectStoreConfig {
+        endpoint: Some(std::env::var("PYRALOG_AZURE_ENDPOINT").ok()?),
+        allow_http: true,
+        access_key_id: Some(std::env::var("PYRALOG_AZURE_ACCOUNT").ok()?),
+        secret_access_key: Some(std::env::var("PYRALOG_AZURE_KEY").ok()?),
+        ..ObjectStoreConfig::for_url(format!("az://{container}/{prefix}"))
     })
 }
 
@@ -48,10 +59,37 @@ fn records(n: u64) -> Vec<Record> {
 async fn upload_commit_race_and_read_back_on_s3() {
     let bucket = std::env::var("PYRALOG_S3_BUCKET").unwrap_or_else(|_| "pyralog".into());
     let run = format!("it-{:016x}", rand_suffix());
-    let Some(cfg) = config(&bucket, &run) else {
+    let (Some(cfg), Some(missing)) = (
+        s3_config(&bucket, &run),
+        s3_config("pyralog-no-such-bucket", "x"),
+    ) else {
         println!("skipped: no S3 endpoint");
         return;
     };
+    upload_commit_race_and_read_back(cfg, missing, &run).await;
+}
+
+#[tokio::test]
+async fn upload_commit_race_and_read_back_on_azure() {
+    let container = std::env::var("PYRALOG_AZURE_CONTAINER").unwrap_or_else(|_| "pyralog".into());
+    let run = format!("it-{:016x}", rand_suffix());
+    let (Some(cfg), Some(missing)) = (
+        azure_config(&container, &run),
+        azure_config("pyralog-no-such-container", "x"),
+    ) else {
+        println!("skipped: no Azure endpoint");
+        return;
+    };
+    upload_commit_race_and_read_back(cfg, missing, &run).await;
+}
+
+/// Upload (twice: idempotent), create-if-absent manifest commits raced by two writers, a
+/// fresh reader reading everything back, and the startup probe naming a missing bucket.
+async fn upload_commit_race_and_read_back(
+    cfg: ObjectStoreConfig,
+    missing: ObjectStoreConfig,
+    run: &str,
+) {
     let store = open_store(&cfg).expect("open store");
     let layout = cfg.layout().expect("layout");
     check_access(store.as_ref(), &layout)
@@ -153,7 +191,6 @@ async fn upload_commit_race_and_read_back_on_s3() {
     assert_eq!(late.batches, expected[0]);
 
     // A missing bucket is named as such by the startup probe.
-    let missing = config("pyralog-no-such-bucket", "x").expect("config");
     let store = open_store(&missing).expect("open");
     let err = check_access(store.as_ref(), &missing.layout().expect("layout"))
         .await
