@@ -22,6 +22,7 @@ mod security_service;
 pub mod server;
 mod services;
 mod stream_limits;
+mod trash;
 
 pub use config::{ClusterSettings, ColdTierSettings, NodeConfig};
 pub use error::GatewayError;

@@ -27,6 +27,7 @@ use crate::error::GatewayError;
 use crate::metadata::{LocalMetadataStore, LogMeta, MetadataStore};
 use crate::metrics::Metrics;
 use crate::partition::{Partition, Role};
+use crate::trash::Trash;
 
 /// Partitions closed at once at shutdown (each close syncs a few files).
 const CONCURRENT_CLOSES: usize = 64;
@@ -149,6 +150,8 @@ pub struct Node {
     /// Why the reconciler could not open a log here, by log and incarnation (so a creation
     /// waiting for it fails at once instead of at its timeout).
     open_failures: parking_lot::Mutex<HashMap<LogId, (u64, String)>>,
+    /// Where deleted logs' directories go to be removed in the background.
+    trash: Trash,
     _dir_lock: std::fs::File,
 }
 
@@ -177,6 +180,8 @@ impl Node {
             .map_err(|e| dir_err(e.to_string()))?;
         lock.try_lock()
             .map_err(|_| dir_err("in use by another pyralog process (.lock is held)".into()))?;
+        let trash = Trash::new(&data_dir);
+        trash.empty_in_background();
         let security = NodeSecurity::new(&config)?;
         let cluster = Cluster::start(&config, security.peer_channels()).await?;
         let metadata: Arc<dyn MetadataStore> = match (components.metadata, &cluster) {
@@ -211,6 +216,7 @@ impl Node {
             security,
             reconciled: tokio::sync::watch::Sender::new(0),
             fetch_budget,
+            trash,
             _dir_lock: lock,
         });
         if let Some(cluster) = cluster {
@@ -332,7 +338,7 @@ impl Node {
                 .is_some_and(|id| known.contains_key(&id));
             if !keep {
                 warn!(dir = %entry.path().display(), "removing directory of a deleted log");
-                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                if let Err(e) = self.trash.discard(&entry.path()) {
                     warn!(dir = %entry.path().display(), error = %e, "could not remove");
                 }
             }
@@ -531,11 +537,14 @@ impl Node {
         log.cancel.cancel();
         let dir = log.dir.clone();
         let parts: Vec<_> = log.partitions.iter().map(|p| p.log().clone()).collect();
+        let trash = self.trash.clone();
+        // The files go in the background (see `crate::trash`): a big log's removal must not
+        // hold up the caller (in a cluster, the reconciler's next change).
         tokio::task::spawn_blocking(move || {
             for p in parts {
                 let _ = p.close();
             }
-            std::fs::remove_dir_all(&dir)
+            trash.discard(&dir)
         })
         .await
         .map_err(|e| GatewayError::Internal(e.to_string()))?
