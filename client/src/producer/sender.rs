@@ -14,7 +14,9 @@
 //! stored order exactly the send order (a batch after a failed one is refused as out of
 //! order and sent again after it); without it a batch sent after a failed one may be stored
 //! before the failed one's retry, as in Kafka with more than one request in flight. Set
-//! `max_in_flight = 1` for strict order without idempotence.
+//! `max_in_flight = 1` for strict order without idempotence. With idempotence, a new stream
+//! carries one batch at a time until one is stored: a leader that does not know the producer
+//! yet accepts any sequence, so only a known producer's order is enforced by the leader.
 //!
 //! A server without `ProduceStream` (one from before it) gets one unary `Produce` at a time.
 
@@ -67,6 +69,12 @@ pub(super) struct PartitionSender {
     /// Failed retriably while others were in flight: sent again once those are answered.
     to_retry: Vec<(Pending, ClientError)>,
     lane: Option<Lane>,
+    /// With idempotence: a batch on the current stream was stored (answered with success).
+    /// Until then one batch at a time: a leader that does not know this producer yet (a new
+    /// log, or a new leader whose copy holds none of its batches) accepts any sequence, so a
+    /// batch sent behind a first one that fails would be stored before it, and that first
+    /// one's retry refused as out of order.
+    confirmed: bool,
     /// The server has no `ProduceStream`: unary calls, one at a time.
     unary: bool,
 }
@@ -89,12 +97,13 @@ impl PartitionSender {
             in_flight: VecDeque::new(),
             to_retry: Vec::new(),
             lane: None,
+            confirmed: false,
             unary: false,
         }
     }
 
     fn max_in_flight(&self) -> usize {
-        if self.unary {
+        if self.unary || (self.config.enable_idempotence && !self.confirmed) {
             1
         } else {
             self.config.max_in_flight.max(1)
@@ -183,7 +192,10 @@ impl PartitionSender {
     async fn send_streamed(&mut self, pending: Pending) {
         if self.lane.is_none() {
             match self.open_lane().await {
-                Ok(Some(lane)) => self.lane = Some(lane),
+                Ok(Some(lane)) => {
+                    self.lane = Some(lane);
+                    self.confirmed = false;
+                }
                 Ok(None) => {
                     // No ProduceStream on this server.
                     self.unary = true;
@@ -211,7 +223,7 @@ impl PartitionSender {
     /// Opens a stream to the partition's leader as last learned; `None` when the server has
     /// no `ProduceStream`.
     async fn open_lane(&self) -> Result<Option<Lane>, ClientError> {
-        let (requests, rx) = mpsc::channel(self.max_in_flight());
+        let (requests, rx) = mpsc::channel(self.config.max_in_flight.max(1));
         let mut rpc = self.client.producer_rpc_for(&self.log, self.partition);
         match rpc.produce_stream(ReceiverStream::new(rx)).await {
             Ok(answers) => Ok(Some(Lane {
@@ -262,6 +274,9 @@ impl PartitionSender {
         let Some(pending) = self.in_flight.pop_front() else {
             return;
         };
+        // Stored (whether or not the fault injection below drops the answer): the leader
+        // knows this producer now and its sequence check keeps the order.
+        self.confirmed |= result.is_ok();
         let result = match result {
             Ok(_) if self.faults.drop_ack() => Err(ClientError::from(tonic::Status::unavailable(
                 "fault injection: acknowledgement dropped",
