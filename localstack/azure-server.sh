@@ -22,20 +22,15 @@ ACCOUNT="devstoreaccount1"
 # The emulator's published development key (not a secret: every Azurite has it).
 KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
+# shellcheck source=localstack/lib.sh
+source "$(dirname "$0")/lib.sh"
+
 log() { echo "azure-server: $*" >&2; }
 
 running() {
     [[ -f "$STATE/pid" && -f "$STATE/port" ]] || return 1
     kill -0 "$(cat "$STATE/pid")" 2>/dev/null || return 1
     curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$(cat "$STATE/port")/"
-}
-
-port_free() {
-    python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1",int(sys.argv[1])))' "$1" 2>/dev/null
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
 print_env() {
@@ -115,21 +110,6 @@ start() {
     tail -n 20 "$STATE/server.log" >&2 || true
     stop
     return 1
-}
-
-stop() {
-    if [[ -f "$STATE/pid" ]]; then
-        local pid
-        pid="$(cat "$STATE/pid")"
-        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL -- "-$pid" 2>/dev/null || true
-        log "stopped (pid $pid)"
-    fi
-    rm -rf "$STATE"
 }
 
 case "${1:-}" in

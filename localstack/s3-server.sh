@@ -19,6 +19,9 @@ ACCESS_KEY="pyralog"
 SECRET_KEY="pyralog-secret"
 REGION="us-east-1"
 
+# shellcheck source=localstack/lib.sh
+source "$(dirname "$0")/lib.sh"
+
 log() { echo "s3-server: $*" >&2; }
 
 running() {
@@ -27,23 +30,6 @@ running() {
     pid="$(cat "$STATE/pid")"
     kill -0 "$pid" 2>/dev/null || return 1
     curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$(cat "$STATE/port")/" 
-}
-
-port_free() {
-    python3 - "$1" <<'PY'
-import socket, sys
-s = socket.socket()
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(1)
-finally:
-    s.close()
-PY
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
 print_env() {
@@ -118,22 +104,6 @@ start() {
     tail -n 20 "$STATE/server.log" >&2 || true
     stop
     return 1
-}
-
-stop() {
-    if [[ -f "$STATE/pid" ]]; then
-        local pid
-        pid="$(cat "$STATE/pid")"
-        # setsid made the server a process-group leader: stop the group, then wait briefly.
-        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL -- "-$pid" 2>/dev/null || true
-        log "stopped (pid $pid)"
-    fi
-    rm -rf "$STATE"
 }
 
 case "${1:-}" in
