@@ -42,6 +42,20 @@ if ! python3 -c "import pyarrow" >/dev/null 2>&1; then
   python3 -m pip install --quiet pyarrow >&2
 fi
 
+# pyiceberg and DuckDB with its iceberg extension (PyPI) read the logs' Iceberg tables in the
+# lakehouse tests. DuckDB's extension packages must match its version exactly, so they live
+# in their own virtualenv, rebuilt when the pinned list changes.
+lakehouse_venv="${XDG_CACHE_HOME:-$HOME/.cache}/pyralog/lakehouse-venv"
+lakehouse_reqs=tests/python/lakehouse-requirements.txt
+if ! cmp -s "$lakehouse_reqs" "$lakehouse_venv/requirements.txt"; then
+  rm -rf "$lakehouse_venv"
+  python3 -m venv "$lakehouse_venv"
+  "$lakehouse_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$lakehouse_reqs" >&2
+  cp "$lakehouse_reqs" "$lakehouse_venv/requirements.txt"
+fi
+export PYRALOG_LAKEHOUSE_PYTHON="$lakehouse_venv/bin/python"
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --profile ci
   # The replication and consumer-group tests (kills, pauses, failovers) again on secure

@@ -2,7 +2,8 @@
 //!
 //! A cold segment is one Parquet file with the stable schema of the design page (`offset`,
 //! `epoch`, `timestamp`, `key`, `value`, `headers`), so any SQL engine can query archived
-//! data, and so the gateway can rebuild hot-format batches from it: cold data is served in
+//! data (and an Iceberg table can list it: every column carries its Iceberg field id, see
+//! [`field_ids`], and offsets and epochs are signed 64-bit, the integer type Iceberg has), and so the gateway can rebuild hot-format batches from it: cold data is served in
 //! exactly the wire format of hot data (invariant 3: key, value, headers, timestamp, offset
 //! and epoch come back byte-identical).
 //!
@@ -17,8 +18,8 @@
 use std::sync::Arc;
 
 use arrow_array::{
-    ArrayRef, BinaryArray, Float64Array, ListArray, RecordBatch, StringArray, StructArray,
-    TimestampMicrosecondArray, UInt64Array,
+    ArrayRef, BinaryArray, Float64Array, Int64Array, ListArray, RecordBatch, StringArray,
+    StructArray, TimestampMicrosecondArray,
 };
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
@@ -50,7 +51,45 @@ pub(crate) use wire::{Columns, WireWriter};
 pub use writer::SegmentWriter;
 
 /// Version of the Parquet schema written by this crate (`pyralog.schema_version`).
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// 2: `offset`, `epoch`, `bucket_seconds` and `count` are INT64 (were UINT64) and every
+/// column carries its Iceberg field id. Version 1 files are still read (their unsigned
+/// columns are reinterpreted on decode, see `decode::normalize`).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Schema versions this crate reads.
+pub const READABLE_SCHEMA_VERSIONS: [u32; 2] = [1, 2];
+
+/// The Iceberg field id of every column (`PARQUET:field_id` in the file schema), so an
+/// Iceberg table over the archive maps columns by id, not by name. Part of the format.
+pub mod field_ids {
+    pub const OFFSET: i32 = 1;
+    pub const EPOCH: i32 = 2;
+    pub const TIMESTAMP: i32 = 3;
+    pub const KEY: i32 = 4;
+    pub const VALUE: i32 = 5;
+    pub const HEADERS: i32 = 6;
+    pub const HEADER_ELEMENT: i32 = 7;
+    pub const HEADER_KEY: i32 = 8;
+    pub const HEADER_VALUE: i32 = 9;
+    /// The metric columns of downsampled time-series segments, ids 20 to 26 in column order.
+    pub const SERIES: i32 = 20;
+    pub const BUCKET_START: i32 = 21;
+    pub const BUCKET_SECONDS: i32 = 22;
+    pub const COUNT: i32 = 23;
+    pub const SUM: i32 = 24;
+    pub const MIN: i32 = 25;
+    pub const MAX: i32 = 26;
+}
+
+/// `field` with its Iceberg field id in the metadata Parquet writes into the file schema.
+fn with_id(field: Field, id: i32) -> Field {
+    let meta = std::collections::HashMap::from([(
+        parquet::arrow::PARQUET_FIELD_ID_META_KEY.to_owned(),
+        id.to_string(),
+    )]);
+    field.with_metadata(meta)
+}
 
 /// Names of the file key-value metadata entries.
 pub mod meta_keys {
@@ -122,32 +161,44 @@ pub struct EncodedSegment {
 
 /// The Arrow schema of a cold segment.
 pub fn arrow_schema() -> SchemaRef {
+    use field_ids as id;
     Arc::new(Schema::new(vec![
-        Field::new("offset", DataType::UInt64, false),
-        Field::new("epoch", DataType::UInt64, false),
-        Field::new(
-            "timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
+        with_id(Field::new("offset", DataType::Int64, false), id::OFFSET),
+        with_id(Field::new("epoch", DataType::Int64, false), id::EPOCH),
+        with_id(
+            Field::new(
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            id::TIMESTAMP,
         ),
-        Field::new("key", DataType::Binary, true),
-        Field::new("value", DataType::Binary, true),
-        Field::new("headers", DataType::List(header_item_field()), false),
+        with_id(Field::new("key", DataType::Binary, true), id::KEY),
+        with_id(Field::new("value", DataType::Binary, true), id::VALUE),
+        with_id(
+            Field::new("headers", DataType::List(header_item_field()), false),
+            id::HEADERS,
+        ),
     ]))
 }
 
 fn header_fields() -> Fields {
     Fields::from(vec![
-        Field::new("key", DataType::Utf8, false),
-        Field::new("value", DataType::Binary, false),
+        with_id(
+            Field::new("key", DataType::Utf8, false),
+            field_ids::HEADER_KEY,
+        ),
+        with_id(
+            Field::new("value", DataType::Binary, false),
+            field_ids::HEADER_VALUE,
+        ),
     ])
 }
 
 fn header_item_field() -> Arc<Field> {
-    Arc::new(Field::new(
-        "element",
-        DataType::Struct(header_fields()),
-        false,
+    Arc::new(with_id(
+        Field::new("element", DataType::Struct(header_fields()), false),
+        field_ids::HEADER_ELEMENT,
     ))
 }
 
@@ -189,18 +240,25 @@ pub fn metrics_schema() -> SchemaRef {
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
+    use field_ids as id;
     fields.extend([
-        Field::new("series", DataType::Utf8, true),
-        Field::new(
-            "bucket_start",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            true,
+        with_id(Field::new("series", DataType::Utf8, true), id::SERIES),
+        with_id(
+            Field::new(
+                "bucket_start",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            id::BUCKET_START,
         ),
-        Field::new("bucket_seconds", DataType::UInt64, true),
-        Field::new("count", DataType::UInt64, true),
-        Field::new("sum", DataType::Float64, true),
-        Field::new("min", DataType::Float64, true),
-        Field::new("max", DataType::Float64, true),
+        with_id(
+            Field::new("bucket_seconds", DataType::Int64, true),
+            id::BUCKET_SECONDS,
+        ),
+        with_id(Field::new("count", DataType::Int64, true), id::COUNT),
+        with_id(Field::new("sum", DataType::Float64, true), id::SUM),
+        with_id(Field::new("min", DataType::Float64, true), id::MIN),
+        with_id(Field::new("max", DataType::Float64, true), id::MAX),
     ]);
     Arc::new(Schema::new(fields))
 }
@@ -272,8 +330,17 @@ fn to_record_batch(
     records: &[Record],
     metrics: Option<&[Option<MetricRow>]>,
 ) -> Result<RecordBatch, ColdError> {
-    let offsets = UInt64Array::from_iter_values(records.iter().map(|r| r.offset.0));
-    let epochs = UInt64Array::from_iter_values(records.iter().map(|r| r.epoch.0));
+    let signed = |what: &str, v: u64| {
+        i64::try_from(v).map_err(|_| ColdError::InvalidInput(format!("{what} {v} above 2^63")))
+    };
+    let offsets = records
+        .iter()
+        .map(|r| signed("offset", r.offset.0))
+        .collect::<Result<Int64Array, _>>()?;
+    let epochs = records
+        .iter()
+        .map(|r| signed("epoch", r.epoch.0))
+        .collect::<Result<Int64Array, _>>()?;
     let ts = TimestampMicrosecondArray::from_iter_values(records.iter().map(|r| r.timestamp))
         .with_timezone("UTC");
     let keys: BinaryArray = records.iter().map(|r| r.key.as_deref()).collect();
@@ -328,11 +395,14 @@ fn to_record_batch(
                 .iter()
                 .map(|r| r.as_ref().map(|r| r.bucket_start))
                 .collect();
-            let secs: UInt64Array = m
+            let secs: Int64Array = m
                 .iter()
-                .map(|r| r.as_ref().map(|r| r.bucket_seconds))
+                .map(|r| r.as_ref().map(|r| saturating_i64(r.bucket_seconds)))
                 .collect();
-            let count: UInt64Array = m.iter().map(|r| r.as_ref().map(|r| r.count)).collect();
+            let count: Int64Array = m
+                .iter()
+                .map(|r| r.as_ref().map(|r| saturating_i64(r.count)))
+                .collect();
             let f = |get: fn(&MetricRow) -> f64| -> Float64Array {
                 m.iter().map(|r| r.as_ref().map(get)).collect()
             };
@@ -350,6 +420,10 @@ fn to_record_batch(
     };
     RecordBatch::try_new(schema, columns)
         .map_err(|e| ColdError::InvalidInput(format!("record batch: {e}")))
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -44,11 +44,15 @@ impl Layout {
         &self.prefix
     }
 
+    /// `{prefix}/log={log}`: a log's objects, and the location of its Iceberg table (whose
+    /// metadata lives in `metadata/` beside the `partition=` folders).
+    pub fn log_dir(&self, log: &LogId) -> Path {
+        self.prefix.clone().join(format!("log={log}").as_str())
+    }
+
     /// `{prefix}/log={log}/partition={p}`: every segment object of one partition.
     pub fn partition_dir(&self, log: &LogId, partition: PartitionId) -> Path {
-        self.prefix
-            .clone()
-            .join(format!("log={log}").as_str())
+        self.log_dir(log)
             .join(format!("partition={partition}").as_str())
     }
 

@@ -34,14 +34,14 @@ pub mod upload;
 
 pub use cache::{CacheSettings, CacheStats, ChunkCache};
 pub use codec::{
-    decode_rows, encode_metric_records, encode_records, encode_segment, metrics_schema,
+    decode_rows, encode_metric_records, encode_records, encode_segment, field_ids, metrics_schema,
     records_to_batches, EncodeOptions, EncodedSegment, MetricRow, SegmentMeta, SegmentWriter,
 };
 pub use error::{AccessProblem, ColdError};
 pub use fault::{Fault, FaultPlan, FaultyStore, OpKind};
 pub use layout::{Layout, SegmentKey};
 pub use manifest::{ColdSegment, CommitOutcome, Manifest, ManifestStore, ManifestVersion};
-pub use partition::ColdPartition;
+pub use partition::{ColdPartition, ManifestObserver};
 pub use reader::{ColdRead, ColdReader, Readahead};
 pub use registry::LogRegistry;
 pub use store::{check_access, open_store, ObjectStoreConfig};

@@ -21,6 +21,12 @@ use crate::reader::{ColdRead, ColdReader};
 /// Commit attempts of one change before giving up (each conflict reloads first).
 const COMMIT_ATTEMPTS: u32 = 5;
 
+/// Told of every manifest a [`ColdPartition`] commits, right after the commit (the
+/// lakehouse publisher derives the log's Iceberg table from them). Must not block.
+pub trait ManifestObserver: Send + Sync + std::fmt::Debug {
+    fn committed(&self, manifest: &Manifest);
+}
+
 /// The committed cold state of one partition.
 #[derive(Debug)]
 pub struct ColdPartition {
@@ -29,6 +35,7 @@ pub struct ColdPartition {
     manifests: ManifestStore,
     reader: Arc<ColdReader>,
     current: RwLock<(Manifest, Option<ManifestVersion>)>,
+    observer: Option<Arc<dyn ManifestObserver>>,
 }
 
 impl ColdPartition {
@@ -46,7 +53,14 @@ impl ColdPartition {
             manifests,
             reader,
             current: RwLock::new(current),
+            observer: None,
         })
+    }
+
+    /// Tells `observer` of every manifest this partition commits from now on.
+    pub fn with_observer(mut self, observer: Arc<dyn ManifestObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// A copy of the committed manifest.
@@ -190,6 +204,9 @@ impl ColdPartition {
                 .await
             {
                 Ok(outcome) => {
+                    if let Some(o) = &self.observer {
+                        o.committed(&next);
+                    }
                     *self.current.write() = (next, Some(outcome.version()));
                     return Ok(true);
                 }

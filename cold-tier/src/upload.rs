@@ -192,20 +192,21 @@ pub(crate) async fn same_object(
     Ok(())
 }
 
-/// Deletes `.parquet` objects under the partition's directory that `manifest` does not name
-/// and whose last modification is older than `grace` before `now`. Returns what was deleted.
-/// `manifest` must be the latest committed one; objects younger than `grace` are always kept,
-/// which covers uploads whose commit is still in flight.
+/// Deletes `.parquet` objects under the directory of `manifest`'s partition that neither it nor
+/// `also_keep` names and whose last modification is older than `grace` before `now`. Returns
+/// what was deleted. `manifest` must be the latest committed one; objects younger than
+/// `grace` are always kept, which covers uploads whose commit is still in flight. `also_keep`
+/// holds the keys other readers may still open: the objects the kept snapshots of the log's
+/// Iceberg table list (see `pyralog-lakehouse`).
 pub async fn gc_orphans(
     store: &dyn ObjectStore,
     layout: &Layout,
-    log: &LogId,
-    partition: PartitionId,
     manifest: &Manifest,
+    also_keep: &std::collections::HashSet<String>,
     grace: Duration,
     now: TimestampMicros,
 ) -> Result<Vec<Path>, ColdError> {
-    let dir = layout.partition_dir(log, partition);
+    let dir = layout.partition_dir(&manifest.log, manifest.partition);
     let grace_us = i64::try_from(grace.as_micros()).unwrap_or(i64::MAX);
     let cutoff = now.saturating_sub(grace_us);
     let named: std::collections::HashSet<&str> =
@@ -219,7 +220,8 @@ pub async fn gc_orphans(
     for obj in listed {
         let is_segment = obj.location.extension() == Some("parquet");
         let old = obj.last_modified.timestamp_micros() < cutoff;
-        if !is_segment || !old || named.contains(obj.location.as_ref()) {
+        let key = obj.location.as_ref();
+        if !is_segment || !old || named.contains(key) || also_keep.contains(key) {
             continue;
         }
         match store.delete(&obj.location).await {

@@ -18,6 +18,8 @@ pub enum CompactorError {
     },
     #[error("cold tier: {0}")]
     Cold(#[from] ColdError),
+    #[error("iceberg table: {0}")]
+    Lakehouse(#[from] pyralog_lakehouse::LakehouseError),
     /// A blocking encode/read task died (a bug, or the runtime shutting down).
     #[error("background task failed: {0}")]
     Task(String),
@@ -31,6 +33,9 @@ impl CompactorError {
             CompactorError::Hot(HotError::Io { .. } | HotError::OffsetOutOfRange { .. }) => true,
             CompactorError::Hot(_) | CompactorError::Corrupt { .. } => false,
             CompactorError::Task(_) => true,
+            CompactorError::Lakehouse(e) => {
+                !matches!(e, pyralog_lakehouse::LakehouseError::Config(_))
+            }
         }
     }
 }

@@ -9,6 +9,10 @@
 //! own compactor and any number of standalone compactors can run at once; the one whose
 //! manifest moved commits nothing (its uploads become orphans, collected after the grace
 //! period) and the next pass starts from the new manifest.
+//!
+//! Each pass also publishes the partition's manifest to the log's Iceberg table (unless
+//! `[iceberg] enabled = false`), as a node does after its own commits, and never collects an
+//! object that a kept table snapshot still lists.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +22,7 @@ use pyralog_cold_tier::{
     check_access, gc_orphans, open_store, ColdPartition, ColdReader, Layout, LogRegistry,
     ManifestStore, ObjectStoreConfig,
 };
+use pyralog_lakehouse::{base_uri, IcebergTables, TableSettings};
 use pyralog_types::{CompactionMode, LogConfig, LogId, PartitionId, TimestampMicros};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -44,6 +49,8 @@ pub struct StandaloneConfig {
     pub logs: Vec<String>,
     /// Apply each log's total retention to the archive as well.
     pub retention: bool,
+    /// The logs' Iceberg tables (published after each pass).
+    pub iceberg: TableSettings,
 }
 
 impl Default for StandaloneConfig {
@@ -54,6 +61,7 @@ impl Default for StandaloneConfig {
             orphan_grace: Duration::from_secs(3600),
             logs: Vec::new(),
             retention: true,
+            iceberg: TableSettings::default(),
         }
     }
 }
@@ -77,6 +85,7 @@ pub struct StandaloneCompactor {
     manifests: ManifestStore,
     registry: LogRegistry,
     reader: Arc<ColdReader>,
+    tables: Option<IcebergTables>,
 }
 
 impl StandaloneCompactor {
@@ -85,7 +94,19 @@ impl StandaloneCompactor {
         let layout = config.store.layout()?;
         let store = open_store(&config.store)?;
         check_access(store.as_ref(), &layout).await?;
+        let tables = if config.iceberg.enabled {
+            let base = base_uri(&config.store)?;
+            Some(IcebergTables::new(
+                store.clone(),
+                layout.clone(),
+                base,
+                config.iceberg.clone(),
+            ))
+        } else {
+            None
+        };
         Ok(StandaloneCompactor {
+            tables,
             manifests: ManifestStore::new(store.clone(), layout.clone()),
             registry: LogRegistry::new(store.clone(), layout.clone()),
             reader: Arc::new(ColdReader::new(store.clone())),
@@ -178,12 +199,28 @@ impl StandaloneCompactor {
             }
         }
         let manifest = cold.manifest();
+        let mut in_table = std::collections::HashSet::new();
+        if let Some(tables) = &self.tables {
+            let published = tables
+                .publish(log, std::slice::from_ref(&manifest), now / 1000)
+                .await;
+            let listed = match published {
+                Ok(_) => tables.referenced_keys(log, partition).await,
+                Err(e) => Err(e),
+            };
+            match listed {
+                Ok(keys) => in_table = keys,
+                Err(e) => {
+                    warn!(%log, partition, error = %e, "Iceberg table not updated; no orphan GC");
+                    return pass;
+                }
+            }
+        }
         match gc_orphans(
             self.store.as_ref(),
             &self.layout,
-            log,
-            partition,
             &manifest,
+            &in_table,
             self.config.orphan_grace,
             now,
         )

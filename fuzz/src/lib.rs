@@ -23,6 +23,7 @@ pub mod cold;
 pub mod controller;
 pub mod damage;
 pub mod hot;
+pub mod lakehouse;
 pub mod runner;
 pub mod seeds;
 pub mod token;
@@ -108,6 +109,10 @@ pub const TARGETS: &[Target] = &[
         name: "bearer_token",
         run: token::target,
     },
+    Target {
+        name: "iceberg_table",
+        run: lakehouse::target,
+    },
 ];
 
 /// Damage programs for the hot-tier targets: no damage, the file replaced by its own bytes,
@@ -191,6 +196,17 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             ("claims".into(), token::seed_claims()),
             ("static-token".into(), b"pyt_static".to_vec()),
             ("garbage-jwt".into(), b"a.b.c".to_vec()),
+        ],
+        // The Avro files' headers are written from a hash map, so their bytes vary from run
+        // to run: their seeds are damage programs applied to files the target encodes
+        // afresh (selected by the plan byte's high bits: 0 list, 1 manifest, 2 metadata).
+        "iceberg_table" => vec![
+            ("metadata".into(), lakehouse::metadata_seed()),
+            ("list-intact".into(), vec![0b0000_0001]),
+            ("manifest-intact".into(), vec![0b0000_1001]),
+            ("list-flip".into(), vec![0b0000_0001, 0x80, 0, 0, 0x10]),
+            ("manifest-cut".into(), vec![0b0000_1001, 0x00, 0x02, 2, 0]),
+            ("metadata-flip".into(), vec![0b0001_0001, 0x40, 0, 0, 0x01]),
         ],
         _ => Vec::new(),
     }

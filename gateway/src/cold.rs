@@ -3,7 +3,10 @@
 //! Opened once at node start (a store that cannot be written refuses the start with a message
 //! naming the problem), it hands each partition a [`ColdPartition`] and keeps the bucket's
 //! registry of logs in step with the node's, so a node started on an empty disk can recreate
-//! every archived log.
+//! every archived log. With `[cold_tier.iceberg] enabled` (the default) it also runs the
+//! lakehouse publisher: every manifest a partition commits becomes a snapshot of the log's
+//! Iceberg table, and opening a partition offers its manifest, so a table that missed a
+//! commit (a crash between the two) catches up at the next start.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +17,10 @@ use pyralog_cold_tier::{
     check_access, open_store, ChunkCache, ColdError, ColdPartition, ColdReader, Layout,
     LogRegistry, ManifestStore,
 };
+use pyralog_lakehouse::{base_uri, IcebergTables, Publisher};
+use pyralog_types::clock::Clock;
 use pyralog_types::{LogConfig, LogId, PartitionId};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::warn;
 
 use crate::config::ColdTierSettings;
@@ -28,6 +34,16 @@ pub(crate) struct ColdTier {
     reader: Arc<ColdReader>,
     registry: LogRegistry,
     cache: Arc<ChunkCache>,
+    lakehouse: Option<Lakehouse>,
+}
+
+/// The log tables and their publisher (stopped when the cold tier is dropped or stopped).
+#[derive(Debug)]
+pub(crate) struct Lakehouse {
+    pub(crate) tables: Arc<IcebergTables>,
+    publisher: Publisher,
+    cancel: CancellationToken,
+    _stop_on_drop: DropGuard,
 }
 
 impl ColdTier {
@@ -36,6 +52,7 @@ impl ColdTier {
         settings: &ColdTierSettings,
         injected: Option<Arc<dyn ObjectStore>>,
         data_dir: &Path,
+        clock: Arc<dyn Clock>,
     ) -> Result<ColdTier, ColdError> {
         let layout = settings.store.layout()?;
         let store = match injected {
@@ -55,7 +72,27 @@ impl ColdTier {
                 .with_cache(cache.clone(), settings.cache.readahead())
                 .with_decoded_cache(settings.cache.decoded_bytes),
         );
+        let lakehouse = if settings.iceberg.enabled {
+            let base = base_uri(&settings.store).map_err(|e| ColdError::Config(e.to_string()))?;
+            let tables = Arc::new(IcebergTables::new(
+                store.clone(),
+                layout.clone(),
+                base,
+                settings.iceberg.clone(),
+            ));
+            let cancel = CancellationToken::new();
+            let (publisher, _task) = Publisher::spawn(tables.clone(), clock, cancel.clone());
+            Some(Lakehouse {
+                tables,
+                publisher,
+                _stop_on_drop: cancel.clone().drop_guard(),
+                cancel,
+            })
+        } else {
+            None
+        };
         Ok(ColdTier {
+            lakehouse,
             manifests: ManifestStore::new(store.clone(), layout.clone()),
             registry: LogRegistry::new(store.clone(), layout.clone()),
             store,
@@ -71,13 +108,32 @@ impl ColdTier {
         log: &LogId,
         partition: PartitionId,
     ) -> Result<ColdPartition, ColdError> {
-        ColdPartition::open(
+        let cold = ColdPartition::open(
             log.clone(),
             partition,
             self.manifests.clone(),
             self.reader.clone(),
         )
-        .await
+        .await?;
+        Ok(match &self.lakehouse {
+            Some(l) => {
+                l.publisher.offer(&cold.manifest());
+                cold.with_observer(Arc::new(l.publisher.clone()))
+            }
+            None => cold,
+        })
+    }
+
+    /// The log tables, when Iceberg publication is on.
+    pub(crate) fn lakehouse(&self) -> Option<&Lakehouse> {
+        self.lakehouse.as_ref()
+    }
+
+    /// Stops the table publisher (what it had not published yet, the next start offers again).
+    pub(crate) fn stop(&self) {
+        if let Some(l) = &self.lakehouse {
+            l.cancel.cancel();
+        }
     }
 
     pub(crate) async fn registered_logs(&self) -> Result<Vec<(LogId, LogConfig)>, ColdError> {
@@ -93,6 +149,12 @@ impl ColdTier {
     pub(crate) async fn forget(&self, log: &LogId, partitions: u32) {
         if let Err(e) = self.registry.delete(log).await {
             warn!(%log, error = %e, "could not remove the log from the bucket registry");
+        }
+        if let Some(l) = &self.lakehouse {
+            l.publisher.forget(log);
+            if let Err(e) = l.tables.drop_table(log).await {
+                warn!(%log, error = %e, "could not delete the log's Iceberg table");
+            }
         }
         for p in 0..partitions {
             for dir in [

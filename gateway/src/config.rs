@@ -182,6 +182,8 @@ pub struct ColdTierSettings {
     /// decode-ahead): the share of the cores cold reads can take from the produce path.
     /// 0 = half the cores, at least one.
     pub decode_threads: usize,
+    /// Each archived log's Iceberg table (`[cold_tier.iceberg]`).
+    pub iceberg: pyralog_lakehouse::TableSettings,
 }
 
 /// Upper bound on `[cold_tier] decode_threads`: more than the blocking pool would ever run
@@ -206,6 +208,7 @@ impl Default for ColdTierSettings {
             orphan_grace: Duration::from_secs(3600),
             cache: CacheSettings::default(),
             decode_threads: 0,
+            iceberg: pyralog_lakehouse::TableSettings::default(),
         }
     }
 }

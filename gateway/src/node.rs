@@ -191,7 +191,13 @@ impl Node {
         };
         let cold = match &config.cold_tier {
             Some(settings) => Some(Arc::new(
-                ColdTier::open(settings, components.object_store, &data_dir).await?,
+                ColdTier::open(
+                    settings,
+                    components.object_store,
+                    &data_dir,
+                    components.clock.clone(),
+                )
+                .await?,
             )),
             None => None,
         };
@@ -631,6 +637,7 @@ impl Node {
             .collect::<()>()
             .await;
         if let Some(cold) = &self.cold {
+            cold.stop();
             cold.cache().close().await;
         }
         if let Some(cluster) = &self.cluster {

@@ -21,8 +21,8 @@ import pyarrow as pa
 from grpc_tools import protoc
 
 EXPECTED_SCHEMA = pa.schema([
-    pa.field("offset", pa.uint64(), nullable=False),
-    pa.field("epoch", pa.uint64(), nullable=False),
+    pa.field("offset", pa.int64(), nullable=False),
+    pa.field("epoch", pa.int64(), nullable=False),
     pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
     pa.field("key", pa.binary()),
     pa.field("value", pa.binary()),

@@ -245,18 +245,20 @@ fn write_stream(batches: &[RecordBatch]) -> Result<Vec<u8>, IpcError> {
     w.into_inner().map_err(encode)
 }
 
-fn offsets(rb: &RecordBatch) -> Option<&arrow_array::UInt64Array> {
+fn offsets(rb: &RecordBatch) -> Option<&arrow_array::Int64Array> {
     rb.column(0).as_any().downcast_ref()
 }
 
 fn first_offset(rb: &RecordBatch) -> Option<u64> {
-    offsets(rb).filter(|o| !o.is_empty()).map(|o| o.value(0))
+    offsets(rb)
+        .filter(|o| !o.is_empty())
+        .and_then(|o| u64::try_from(o.value(0)).ok())
 }
 
 fn last_offset(rb: &RecordBatch) -> Option<u64> {
     offsets(rb)
         .filter(|o| !o.is_empty())
-        .map(|o| o.value(o.len() - 1))
+        .and_then(|o| u64::try_from(o.value(o.len() - 1)).ok())
 }
 
 #[cfg(test)]

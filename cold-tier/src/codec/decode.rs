@@ -3,7 +3,11 @@
 //! Decoding checks every column's type and nullability instead of trusting the file: a
 //! file that does not match the schema is [`ColdError::Corrupt`], never a wrong record.
 
-use arrow_array::RecordBatch;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, UInt64Array};
+use arrow_buffer::ScalarBuffer;
+use arrow_schema::{DataType, Schema};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use parquet::file::metadata::ParquetMetaData;
@@ -11,7 +15,7 @@ use parquet::file::reader::ChunkReader;
 use pyralog_types::{LogOffset, Record};
 
 use super::wire::Columns;
-use super::{meta_keys, SegmentMeta, SCHEMA_VERSION};
+use super::{meta_keys, SegmentMeta, READABLE_SCHEMA_VERSIONS};
 use crate::error::ColdError;
 
 /// Decodes every record of a whole Parquet segment file held in memory.
@@ -71,12 +75,52 @@ pub(crate) fn decode_groups_arrow<R: ChunkReader + Clone + 'static>(
                     .with_batch_size(rows.clamp(1, 1 << 20))
                     .build()
                     .map_err(|e| ColdError::corrupt(what, e))?
-                    .map(|rb| rb.map_err(|e| ColdError::corrupt(what, e)))
+                    .map(|rb| {
+                        rb.map_err(|e| ColdError::corrupt(what, e))
+                            .and_then(|rb| normalize(rb).map_err(|r| ColdError::corrupt(what, r)))
+                    })
                     .collect()
             })
             .collect()
     }))
     .unwrap_or_else(|_| Err(ColdError::corrupt(what, "the parquet decoder panicked")))
+}
+
+/// Columns a version 1 file wrote as UINT64 and version 2 writes as INT64.
+const WIDENED_COLUMNS: [&str; 4] = ["offset", "epoch", "bucket_seconds", "count"];
+
+/// A decoded batch in the current schema's types: the UINT64 columns of a version 1 file are
+/// reinterpreted as INT64 (no copy), after checking that no value is above `i64::MAX`.
+pub(crate) fn normalize(rb: RecordBatch) -> Result<RecordBatch, String> {
+    let schema = rb.schema();
+    let legacy = |f: &arrow_schema::Field| {
+        f.data_type() == &DataType::UInt64 && WIDENED_COLUMNS.contains(&f.name().as_str())
+    };
+    if !schema.fields().iter().any(|f| legacy(f)) {
+        return Ok(rb);
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (f, c) in schema.fields().iter().zip(rb.columns()) {
+        if !legacy(f) {
+            fields.push(f.as_ref().clone());
+            columns.push(c.clone());
+            continue;
+        }
+        let u = c
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or_else(|| format!("column {} has an unexpected type", f.name()))?;
+        if u.iter().flatten().any(|v| v > i64::MAX as u64) {
+            return Err(format!("column {} holds a value above 2^63", f.name()));
+        }
+        let values = ScalarBuffer::<i64>::new(u.values().inner().clone(), 0, u.len());
+        let signed = Int64Array::new(values, u.nulls().cloned());
+        fields.push(f.as_ref().clone().with_data_type(DataType::Int64));
+        columns.push(Arc::new(signed) as ArrayRef);
+    }
+    let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
 }
 
 /// The parquet crate still asserts on some damaged pages (e.g. "Decoder for dict should have
@@ -99,6 +143,7 @@ fn collect_unguarded(
     let mut out = Vec::new();
     for rb in reader {
         let rb = rb.map_err(|e| ColdError::corrupt(what, e))?;
+        let rb = normalize(rb).map_err(|reason| ColdError::corrupt(what, reason))?;
         records_from_batch(&rb, &mut out).map_err(|reason| ColdError::corrupt(what, reason))?;
     }
     Ok(out)
@@ -139,7 +184,7 @@ pub(crate) fn check_column_chunks(
 /// Rejects files written with a schema version this build does not know.
 pub(crate) fn check_schema_version(meta: &ParquetMetaData, what: &str) -> Result<(), ColdError> {
     match kv(meta, meta_keys::SCHEMA_VERSION) {
-        Some(v) if v == SCHEMA_VERSION.to_string() => Ok(()),
+        Some(v) if READABLE_SCHEMA_VERSIONS.iter().any(|r| r.to_string() == v) => Ok(()),
         Some(v) => Err(ColdError::corrupt(
             what,
             format!("unsupported schema version {v}"),

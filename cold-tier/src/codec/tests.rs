@@ -81,10 +81,17 @@ fn schema_metadata_and_statistics() {
             "headers.list.element.value"
         ]
     );
+    // Iceberg maps columns by the field ids in the file schema.
+    let ids: Vec<_> = schema
+        .columns()
+        .iter()
+        .map(|c| c.self_type().get_basic_info().id())
+        .collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5, 8, 9]);
     let printed = format!("{:?}", schema.root_schema());
     assert!(
-        printed.contains("Integer") && printed.contains("is_signed: false"),
-        "{printed}"
+        !printed.contains("is_signed: false"),
+        "offsets are signed 64-bit, as Iceberg has no unsigned type: {printed}"
     );
     assert!(
         printed.contains("Timestamp") && printed.contains("is_adjusted_to_u_t_c: true"),
@@ -162,6 +169,57 @@ fn round_trip_keeps_everything() {
     let enc = encode_records(&records, &EncodeOptions::default()).expect("encode");
     let back = decode_rows(enc.bytes).expect("decode");
     assert_eq!(back, records);
+}
+
+/// A file as schema version 1 wrote it: `offset` and `epoch` as UINT64, no field ids.
+fn version_1_file(offsets: &[u64]) -> Bytes {
+    use arrow_array::UInt64Array;
+    let records: Vec<Record> = (0..offsets.len() as u64)
+        .map(|i| record(i, 7, 1, b"v"))
+        .collect();
+    let current = to_record_batch(&records, None).expect("batch");
+    let mut fields: Vec<Field> = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (f, c) in current.schema().fields().iter().zip(current.columns()) {
+        let plain = Field::new(f.name(), f.data_type().clone(), f.is_nullable());
+        match f.name().as_str() {
+            "offset" => {
+                fields.push(plain.with_data_type(DataType::UInt64));
+                columns.push(Arc::new(UInt64Array::from(offsets.to_vec())));
+            }
+            "epoch" => {
+                fields.push(plain.with_data_type(DataType::UInt64));
+                columns.push(Arc::new(UInt64Array::from(vec![7; offsets.len()])));
+            }
+            _ => {
+                fields.push(plain);
+                columns.push(c.clone());
+            }
+        }
+    }
+    let rb = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("v1 batch");
+    let props = WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+            meta_keys::SCHEMA_VERSION.to_owned(),
+            "1".to_owned(),
+        )]))
+        .build();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(Vec::new(), rb.schema(), Some(props)).expect("writer");
+    w.write(&rb).expect("write");
+    Bytes::from(w.into_inner().expect("finish"))
+}
+
+#[test]
+fn version_1_files_with_unsigned_offsets_still_decode() {
+    let back = decode_rows(version_1_file(&[3, 4, 9])).expect("a version 1 file decodes");
+    let offsets: Vec<u64> = back.iter().map(|r| r.offset.0).collect();
+    assert_eq!(offsets, [3, 4, 9]);
+    assert!(back.iter().all(|r| r.epoch.0 == 7));
+
+    // An unsigned value that does not fit the signed column is damage, not a wrapped offset.
+    let err = decode_rows(version_1_file(&[1, u64::MAX])).expect_err("offset above 2^63");
+    assert!(err.to_string().contains("above 2^63"), "{err}");
 }
 
 #[test]
@@ -305,8 +363,8 @@ fn downsampled_segments_carry_typed_metric_columns_and_still_decode_as_records()
         .expect("sum is DOUBLE");
     let count = rb
         .column_by_name("count")
-        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
-        .expect("count is UINT64");
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        .expect("count is INT64");
     assert_eq!((sum.value(2), count.value(2)), (3.0, 3));
     assert!(
         sum.is_null(1) && count.is_null(1),

@@ -12,8 +12,8 @@
 use std::ops::Range;
 
 use arrow_array::{
-    Array, BinaryArray, ListArray, RecordBatch, StringArray, StructArray,
-    TimestampMicrosecondArray, UInt64Array,
+    Array, BinaryArray, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
+    TimestampMicrosecondArray,
 };
 use bytes::Bytes;
 use pyralog_types::batch::{BatchBuilder, Compression};
@@ -23,8 +23,8 @@ use super::rows::{RowOrder, RowSink, SinkOutput};
 
 /// The typed columns of one Arrow batch of a segment file, checked once.
 pub(crate) struct Columns<'a> {
-    offsets: &'a UInt64Array,
-    epochs: &'a UInt64Array,
+    offsets: &'a Int64Array,
+    epochs: &'a Int64Array,
     timestamps: &'a TimestampMicrosecondArray,
     keys: &'a BinaryArray,
     values: &'a BinaryArray,
@@ -44,8 +44,16 @@ fn column<'a, T: 'static>(rb: &'a RecordBatch, name: &str) -> Result<&'a T, Stri
 impl<'a> Columns<'a> {
     /// The columns of `rb`, or why they are not a segment's.
     pub(crate) fn of(rb: &'a RecordBatch) -> Result<Self, String> {
-        let offsets = column::<UInt64Array>(rb, "offset")?;
-        let epochs = column::<UInt64Array>(rb, "epoch")?;
+        let offsets = column::<Int64Array>(rb, "offset")?;
+        let epochs = column::<Int64Array>(rb, "epoch")?;
+        if offsets
+            .values()
+            .iter()
+            .chain(epochs.values().iter())
+            .any(|&v| v < 0)
+        {
+            return Err("negative offset or epoch".into());
+        }
         let timestamps = column::<TimestampMicrosecondArray>(rb, "timestamp")?;
         let keys = column::<BinaryArray>(rb, "key")?;
         let values = column::<BinaryArray>(rb, "value")?;
@@ -97,7 +105,7 @@ impl<'a> Columns<'a> {
     }
 
     pub(crate) fn offset(&self, row: usize) -> LogOffset {
-        LogOffset(self.offsets.value(row))
+        LogOffset(self.offsets.value(row) as u64)
     }
 
     fn opt(a: &BinaryArray, row: usize) -> Option<&[u8]> {
@@ -110,7 +118,7 @@ impl<'a> Columns<'a> {
         let (from, to) = self.header_range(row);
         Record {
             offset: self.offset(row),
-            epoch: Epoch(self.epochs.value(row)),
+            epoch: Epoch(self.epochs.value(row) as u64),
             timestamp: self.timestamps.value(row),
             key: owned(Self::opt(self.keys, row)),
             value: owned(Self::opt(self.values, row)),
@@ -210,7 +218,7 @@ impl WireWriter {
             if offset < self.start {
                 continue;
             }
-            let epoch = Epoch(cols.epochs.value(row));
+            let epoch = Epoch(cols.epochs.value(row) as u64);
             headers.clear();
             let (from, to) = cols.header_range(row);
             for h in from..to {

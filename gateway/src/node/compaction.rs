@@ -270,12 +270,24 @@ impl Node {
                 continue;
             }
             let manifest = cp.manifest();
+            // Objects a kept snapshot of the log's Iceberg table lists are still readable by
+            // engines: not orphans yet.
+            let in_table = match cold.lakehouse() {
+                None => Ok(Default::default()),
+                Some(l) => l.tables.referenced_keys(&log.id, i as PartitionId).await,
+            };
+            let in_table = match in_table {
+                Ok(keys) => keys,
+                Err(e) => {
+                    warn!(log = %log.id, partition = i, error = %e, "Iceberg table unreadable; no GC");
+                    continue;
+                }
+            };
             match pyralog_cold_tier::gc_orphans(
                 cold.store.as_ref(),
                 &cold.layout,
-                &log.id,
-                i as PartitionId,
                 &manifest,
+                &in_table,
                 cold.settings.orphan_grace,
                 now,
             )

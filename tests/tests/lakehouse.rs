@@ -1,0 +1,213 @@
+//! Every archived log is an Iceberg table that SQL engines read without knowing Pyralog:
+//! pyiceberg and DuckDB's iceberg extension (installed by `scripts/test.sh` into their own
+//! virtualenv, `PYRALOG_LAKEHOUSE_PYTHON`) against the S3 test server.
+//!
+//! - After archiving, both engines count and sum exactly what was produced, on every
+//!   partition, through the table's version hint as a static reader finds it.
+//! - A filter on `timestamp` plans only the files of the matching day (records span three
+//!   days, and objects are single-day files under the day partition spec).
+//! - After key-based compaction (the standalone compactor) both engines return exactly the
+//!   live records (the latest of every key), while the replaced objects are still in the
+//!   bucket.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pyralog_client::{ProduceRecord, Producer, ProducerConfig};
+use pyralog_e2e::{env_or, pyralog_bin, unique, ColdStore, TestNode};
+use pyralog_proto::v1;
+use serde_json::Value;
+
+const DAY_US: i64 = 86_400_000_000;
+/// 2026-12-01T00:00:00Z.
+const DAY0: i64 = 1_796_083_200_000_000;
+const RECORDS: u64 = 6_000;
+const PER_DAY: u64 = 2_000;
+const KEYS: u64 = 40;
+
+fn python() -> String {
+    std::env::var("PYRALOG_LAKEHOUSE_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "PYRALOG_LAKEHOUSE_PYTHON is not set: scripts/test.sh installs pyiceberg and DuckDB \
+             (tests/python/lakehouse-requirements.txt) into a virtualenv and sets it"
+        )
+    })
+}
+
+/// Runs `tests/python/iceberg_reader.py` on the log's table; `None` while the table is not
+/// there yet (or not readable).
+fn read_table(table_uri: &str, day: Option<&str>) -> Result<Value, String> {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(python());
+    cmd.arg(here.join("python/iceberg_reader.py"))
+        .arg(table_uri)
+        .arg(env_or("PYRALOG_S3_ENDPOINT", ""))
+        .arg(env_or("AWS_ACCESS_KEY_ID", "pyralog"))
+        .arg(env_or("AWS_SECRET_ACCESS_KEY", "pyralog-secret"));
+    if let Some(d) = day {
+        cmd.arg(d);
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// Polls the table until `done` holds for what the engines report (the table is published
+/// right after each archive commit, in the background).
+fn await_table(
+    table_uri: &str,
+    day: Option<&str>,
+    done: impl Fn(&Value) -> bool,
+    node: &TestNode,
+) -> Value {
+    let t = Instant::now();
+    loop {
+        let last = match read_table(table_uri, day) {
+            Ok(v) if done(&v) => return v,
+            Ok(v) => v.to_string(),
+            Err(e) => e,
+        };
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the table never got there; last read: {last}\nnode log:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Record `i`: one of `KEYS` keys, `amount = 3 i`, three days of timestamps.
+fn record(i: u64) -> ProduceRecord {
+    ProduceRecord {
+        key: Some(Bytes::from(format!("k{:02}", i % KEYS))),
+        value: Some(Bytes::from(format!(
+            "{{\"n\":{i},\"amount\":{},\"pad\":\"{}\"}}",
+            i * 3,
+            "x".repeat(200)
+        ))),
+        headers: Vec::new(),
+        timestamp: Some(DAY0 + (i / PER_DAY) as i64 * DAY_US + (i % PER_DAY) as i64 * 1_000),
+        partition: None,
+        dedup_id: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_engines_read_exactly_the_live_records_before_and_after_compaction() {
+    let prefix = unique("iceberg");
+    let store = ColdStore::S3;
+    let mut env = store.node_env(&prefix);
+    // The standalone compactor compacts, once, when the test says.
+    env.push(("PYRALOG_COMPACTION__ENABLED".into(), "false".into()));
+    let node = TestNode::start_with_env(&env);
+    let client = node.client().await;
+    client
+        .create_log(
+            "orders",
+            v1::LogConfig {
+                partition_count: Some(2),
+                segment_bytes: Some(64 << 10),
+                compaction: v1::CompactionMode::KeyBased as i32,
+                min_compaction_lag_ms: Some(0),
+                retention: Some(v1::Retention::default()),
+                // Archived segments leave the disk: consumers read what the archive holds.
+                local_retention: Some(v1::Retention {
+                    max_age_ms: None,
+                    max_bytes: Some(1),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            batch_bytes: 16 << 10,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut acks = Vec::new();
+    for i in 0..RECORDS {
+        acks.push(producer.send("orders", record(i)).await.expect("send"));
+    }
+    producer.flush().await.expect("flush");
+    for a in acks {
+        a.await.expect("ack");
+    }
+    producer.close().await.expect("close");
+    client
+        .roll_segments("orders", Vec::new())
+        .await
+        .expect("roll");
+
+    let bucket = env_or("PYRALOG_S3_BUCKET", "pyralog");
+    let table = format!("s3://{bucket}/{prefix}/log=orders");
+    let expected_sum: u64 = (0..RECORDS).map(|i| i * 3).sum();
+    let all = await_table(
+        &table,
+        Some("2026-12-02"),
+        |v| v["pyiceberg"]["rows"] == RECORDS && v["duckdb"]["rows"] == RECORDS,
+        &node,
+    );
+    for engine in ["pyiceberg", "duckdb"] {
+        assert_eq!(all[engine]["sum"], expected_sum, "{engine}: {all}");
+    }
+    assert_eq!(
+        all["pyiceberg"]["partitions"],
+        serde_json::json!([0, 1]),
+        "{all}"
+    );
+    assert_eq!(all["duckdb"]["partitions"], 2, "{all}");
+    // The day filter: exactly that day's records, from a subset of the files.
+    let files = all["pyiceberg"]["files"].as_u64().expect("files");
+    let day_files = all["day"]["files"].as_u64().expect("day files");
+    assert_eq!(all["day"]["rows"], PER_DAY, "{all}");
+    assert!(
+        day_files * 2 < files + 4,
+        "a one-day filter plans about a third of the files, not {day_files} of {files}: {all}"
+    );
+
+    // Key-based compaction of the archive by the standalone compactor.
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = root.path().join("compactor.toml");
+    std::fs::write(&config, store.toml(&prefix)).expect("config");
+    let out = Command::new(pyralog_bin())
+        .args(["compactor", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .expect("compactor");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Key-based compaction keeps the latest record of every key: the last KEYS records.
+    let live = KEYS;
+    let live_sum: u64 = (RECORDS - KEYS..RECORDS).map(|i| i * 3).sum();
+    let after = await_table(
+        &table,
+        None,
+        |v| v["pyiceberg"]["rows"] == live && v["duckdb"]["rows"] == live,
+        &node,
+    );
+    for engine in ["pyiceberg", "duckdb"] {
+        assert_eq!(after[engine]["sum"], live_sum, "{engine}: {after}");
+    }
+    assert_eq!(
+        after["pyiceberg"]["keys"], KEYS,
+        "one record per key: {after}"
+    );
+    let objects = after["objects"].as_u64().expect("objects");
+    let files = after["pyiceberg"]["files"].as_u64().expect("files");
+    assert!(
+        objects > files,
+        "the replaced objects are still in the bucket ({objects} objects, {files} live): {after}"
+    );
+}
