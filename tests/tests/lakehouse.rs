@@ -211,3 +211,104 @@ async fn sql_engines_read_exactly_the_live_records_before_and_after_compaction()
         "the replaced objects are still in the bucket ({objects} objects, {files} live): {after}"
     );
 }
+
+/// Retention removes the oldest archived objects from the log; the table's next snapshot
+/// drops them too (a delete snapshot), while the objects stay in the bucket until orphan
+/// collection, for the snapshots before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_retention_the_engines_see_exactly_the_retained_records() {
+    let prefix = unique("iceberg-retention");
+    let node = TestNode::start_with_env(&ColdStore::S3.node_env(&prefix));
+    let client = node.client().await;
+    client
+        .create_log(
+            "events",
+            v1::LogConfig {
+                partition_count: Some(1),
+                segment_bytes: Some(64 << 10),
+                // Two days: the old records (stamped two days ago, less 20 s) go 20 s after
+                // they were produced, once archived; the new ones stay.
+                retention: Some(v1::Retention {
+                    max_age_ms: Some(2 * 86_400_000),
+                    max_bytes: None,
+                }),
+                local_retention: Some(v1::Retention {
+                    max_age_ms: None,
+                    max_bytes: Some(1),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            batch_bytes: 16 << 10,
+            ..ProducerConfig::default()
+        },
+    );
+    let now = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .map(|d| d.as_micros() as i64)
+        .expect("clock");
+    let (old, new) = (1_000u64, 1_500u64);
+    let aging = now - 2 * DAY_US + 20_000_000;
+    for (range, stamp) in [(0..old, aging), (old..old + new, now)] {
+        let mut acks = Vec::new();
+        for i in range {
+            let mut r = record(i);
+            r.timestamp = Some(stamp + i as i64);
+            r.partition = Some(0);
+            acks.push(producer.send("events", r).await.expect("send"));
+        }
+        producer.flush().await.expect("flush");
+        for a in acks {
+            a.await.expect("ack");
+        }
+        // Old and new records in segments of their own: retention removes whole segments.
+        client
+            .roll_segments("events", Vec::new())
+            .await
+            .expect("roll");
+    }
+    producer.close().await.expect("close");
+
+    let bucket = env_or("PYRALOG_S3_BUCKET", "pyralog");
+    let table = format!("s3://{bucket}/{prefix}/log=events");
+    // First the whole archive (before the old records age out)...
+    let all_sum: u64 = (0..old + new).map(|i| i * 3).sum();
+    await_table(
+        &table,
+        None,
+        |v| v["pyiceberg"]["rows"] == old + new && v["pyiceberg"]["sum"] == all_sum,
+        &node,
+    );
+    // ...then exactly the retained records.
+    let expected_sum: u64 = (old..old + new).map(|i| i * 3).sum();
+    let after = await_table(
+        &table,
+        None,
+        |v| {
+            v["pyiceberg"]["rows"] == new
+                && v["duckdb"]["rows"] == new
+                && v["pyiceberg"]["sum"] == expected_sum
+        },
+        &node,
+    );
+    assert_eq!(after["duckdb"]["sum"], expected_sum, "{after}");
+    let objects = after["objects"].as_u64().expect("objects");
+    let files = after["pyiceberg"]["files"].as_u64().expect("files");
+    assert!(
+        objects > files,
+        "the removed objects are still in the bucket ({objects} objects, {files} live): {after}"
+    );
+    let start = client
+        .describe_log("events")
+        .await
+        .expect("describe")
+        .partitions[0]
+        .start_offset
+        .0;
+    assert!(start >= old, "retention moved the log start to {start}");
+}
