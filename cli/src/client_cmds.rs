@@ -372,6 +372,54 @@ fn print_description(info: &LogInfo) -> CliResult {
             p.answered_by, p.role
         );
     }
+    if info.partitions.iter().any(|p| p.archive.is_some()) {
+        println!(
+            "{:>9} {:>20} {:>20} {:>8} {:>14} {:>9} {:<24} {:<8}",
+            "PARTITION",
+            "ARCHIVE_START",
+            "ARCHIVED_THROUGH",
+            "OBJECTS",
+            "BYTES",
+            "MANIFEST",
+            "LAST_ARCHIVED",
+            "IN_TABLE"
+        );
+        for p in &info.partitions {
+            let Some(a) = &p.archive else { continue };
+            let when = match a.committed_at_us {
+                0 => "-".to_owned(),
+                us => humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64),
+                )
+                .to_string(),
+            };
+            let in_table = match a.in_table {
+                Some(true) => "yes",
+                Some(false) => "pending",
+                None => "-",
+            };
+            println!(
+                "{:>9} {:>20} {:>20} {:>8} {:>14} {:>9} {:<24} {:<8}",
+                p.partition,
+                a.start_offset.0,
+                a.end_offset.0,
+                a.objects,
+                a.bytes,
+                a.manifest_version,
+                when,
+                in_table
+            );
+        }
+    }
+    if let Some(t) = &info.table {
+        let snapshot = t
+            .snapshot_id
+            .map_or_else(|| "none".to_owned(), |s| s.to_string());
+        println!(
+            "iceberg table: {} (snapshot {snapshot})",
+            t.metadata_location
+        );
+    }
     for p in &info.partitions {
         if let Some((offset, detail)) = &p.corrupt {
             println!(

@@ -67,6 +67,30 @@ pub struct PartitionInfo {
     /// The answering node's first unreadable offset and what is damaged, while it has a
     /// damaged local segment (`pyralog logs repair` fixes it from another replica).
     pub corrupt: Option<(LogOffset, String)>,
+    /// The partition's archive, when the node has a cold tier.
+    pub archive: Option<ArchiveInfo>,
+}
+
+/// A partition's archive (see `ArchiveDescription` in the `.proto`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveInfo {
+    pub start_offset: LogOffset,
+    /// One past the last archived offset (0: nothing archived).
+    pub end_offset: LogOffset,
+    pub objects: u32,
+    pub bytes: u64,
+    pub manifest_version: u64,
+    /// µs since the epoch (0: unknown).
+    pub committed_at_us: i64,
+    /// Whether the log's Iceberg table reflects this manifest version (describe only).
+    pub in_table: Option<bool>,
+}
+
+/// A log's Iceberg table: its current metadata file and snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    pub metadata_location: String,
+    pub snapshot_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +98,8 @@ pub struct LogInfo {
     pub name: String,
     pub config: LogConfig,
     pub partitions: Vec<PartitionInfo>,
+    /// The log's Iceberg table (describe only, once published).
+    pub table: Option<TableInfo>,
 }
 
 impl TryFrom<v1::LogDescription> for LogInfo {
@@ -104,8 +130,21 @@ impl TryFrom<v1::LogDescription> for LogInfo {
                     answered_by: p.answered_by,
                     role: p.role,
                     corrupt: p.corrupt_offset.map(|o| (LogOffset(o), p.corrupt_detail)),
+                    archive: p.archive.map(|a| ArchiveInfo {
+                        start_offset: LogOffset(a.start_offset),
+                        end_offset: LogOffset(a.end_offset),
+                        objects: a.objects,
+                        bytes: a.bytes,
+                        manifest_version: a.manifest_version,
+                        committed_at_us: a.committed_at_us,
+                        in_table: a.in_table,
+                    }),
                 })
                 .collect(),
+            table: d.table.map(|t| TableInfo {
+                metadata_location: t.metadata_location,
+                snapshot_id: t.snapshot_id,
+            }),
         })
     }
 }

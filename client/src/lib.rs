@@ -20,7 +20,7 @@ mod producer;
 mod transport;
 
 pub use acls::WhoAmI;
-pub use client::{Client, LogInfo, PartitionInfo};
+pub use client::{ArchiveInfo, Client, LogInfo, PartitionInfo, TableInfo};
 pub use consumer::{ConsumerConfig, PartitionConsumer};
 pub use error::ClientError;
 pub use group::{

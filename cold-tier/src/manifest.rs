@@ -117,6 +117,10 @@ pub struct Manifest {
     /// compaction empties the newest segment, so archiving never goes back over it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archived_end: Option<LogOffset>,
+    /// When this version was committed (µs since the epoch, the committer's clock); absent
+    /// in manifests written before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<TimestampMicros>,
 }
 
 impl Manifest {
@@ -131,6 +135,7 @@ impl Manifest {
             version: 0,
             segments: Vec::new(),
             archived_end: None,
+            committed_at: None,
         }
     }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use parking_lot::RwLock;
+use pyralog_types::clock::Clock;
 use pyralog_types::{LogId, LogOffset, PartitionId, TimestampMicros};
 use tracing::info;
 
@@ -36,6 +37,8 @@ pub struct ColdPartition {
     reader: Arc<ColdReader>,
     current: RwLock<(Manifest, Option<ManifestVersion>)>,
     observer: Option<Arc<dyn ManifestObserver>>,
+    /// Stamps each committed version (`Manifest::committed_at`).
+    clock: Arc<dyn Clock>,
 }
 
 impl ColdPartition {
@@ -54,7 +57,14 @@ impl ColdPartition {
             reader,
             current: RwLock::new(current),
             observer: None,
+            clock: pyralog_types::clock::system(),
         })
+    }
+
+    /// Stamps commits with `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Tells `observer` of every manifest this partition commits from now on.
@@ -195,9 +205,10 @@ impl ColdPartition {
         let mut attempt = 0;
         loop {
             let (base, version) = self.current.read().clone();
-            let Some(next) = edit(&base)? else {
+            let Some(mut next) = edit(&base)? else {
                 return Ok(false);
             };
+            next.committed_at = Some(self.clock.now_micros());
             match self
                 .manifests
                 .commit(&self.log, self.partition, &next, version)

@@ -35,6 +35,7 @@ pub(crate) struct ColdTier {
     registry: LogRegistry,
     cache: Arc<ChunkCache>,
     lakehouse: Option<Lakehouse>,
+    clock: Arc<dyn Clock>,
 }
 
 /// The log tables and their publisher (stopped when the cold tier is dropped or stopped).
@@ -81,7 +82,8 @@ impl ColdTier {
                 settings.iceberg.clone(),
             ));
             let cancel = CancellationToken::new();
-            let (publisher, _task) = Publisher::spawn(tables.clone(), clock, cancel.clone());
+            let (publisher, _task) =
+                Publisher::spawn(tables.clone(), clock.clone(), cancel.clone());
             Some(Lakehouse {
                 tables,
                 publisher,
@@ -93,6 +95,7 @@ impl ColdTier {
         };
         Ok(ColdTier {
             lakehouse,
+            clock,
             manifests: ManifestStore::new(store.clone(), layout.clone()),
             registry: LogRegistry::new(store.clone(), layout.clone()),
             store,
@@ -114,7 +117,8 @@ impl ColdTier {
             self.manifests.clone(),
             self.reader.clone(),
         )
-        .await?;
+        .await?
+        .with_clock(self.clock.clone());
         Ok(match &self.lakehouse {
             Some(l) => {
                 l.publisher.offer(&cold.manifest());

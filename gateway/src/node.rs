@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use parking_lot::RwLock;
 use pyralog_hot_tier::{OpenFiles, PartitionLog, PartitionOptions};
-use pyralog_types::{Clock, Epoch, LogConfig, LogId, LogOffset, NodeId, PartitionId};
+use pyralog_types::{Clock, Epoch, LogConfig, LogId, PartitionId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -73,31 +73,6 @@ impl Default for NodeComponents {
             object_store: None,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionStatus {
-    pub partition: PartitionId,
-    pub start_offset: LogOffset,
-    pub high_watermark: LogOffset,
-    pub epoch: Epoch,
-    pub local_bytes: u64,
-    pub local_segments: u32,
-    /// The leader's node id and address, if it has one.
-    pub leader: Option<(NodeId, String)>,
-    pub replicas: Vec<NodeId>,
-    pub isr: Vec<NodeId>,
-    /// This node's role: "leader", "follower" or "none".
-    pub role: &'static str,
-    /// A damaged local segment the archiver stopped at, until it reads again.
-    pub corrupt: Option<pyralog_compactor::CorruptSegment>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogStatus {
-    pub log: LogId,
-    pub config: LogConfig,
-    pub partitions: Vec<PartitionStatus>,
 }
 
 #[derive(Debug)]
@@ -562,17 +537,6 @@ impl Node {
         Ok(())
     }
 
-    pub async fn list_logs(&self) -> Vec<LogStatus> {
-        let mut logs: Vec<_> = self.logs.read().values().cloned().collect();
-        logs.sort_by(|a, b| a.id.cmp(&b.id));
-        logs.iter().map(|l| self.status_of(l)).collect()
-    }
-
-    pub async fn describe_log(&self, name: &str) -> Result<LogStatus, GatewayError> {
-        let log = self.log(name)?;
-        Ok(self.status_of(&log))
-    }
-
     pub async fn roll(&self, name: &str, partitions: &[PartitionId]) -> Result<(), GatewayError> {
         let log = self.log(name)?;
         let targets: Vec<PartitionId> = if partitions.is_empty() {
@@ -647,60 +611,8 @@ impl Node {
     }
 }
 
-impl Node {
-    fn status_of(&self, log: &OpenLog) -> LogStatus {
-        let state = self.cluster.as_ref().map(|c| c.state());
-        let meta = state.as_ref().and_then(|s| s.logs.get(&log.id));
-        LogStatus {
-            log: log.id.clone(),
-            config: log.config.clone(),
-            partitions: log
-                .partitions
-                .iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    let segs = p.log().segments();
-                    let role = match p.role().role {
-                        Role::Standalone | Role::Leader(_) => "leader",
-                        Role::Follower { .. } => "follower",
-                        Role::Elsewhere { .. } => "none",
-                    };
-                    let (leader, replicas, isr) =
-                        match (&state, meta.and_then(|m| m.partitions.get(i))) {
-                            (Some(s), Some(pm)) => (
-                                pm.leader
-                                    .and_then(|l| s.address(l).map(|a| (l, a.to_owned()))),
-                                pm.replicas.clone(),
-                                pm.isr.clone(),
-                            ),
-                            _ => {
-                                let me = self.config.node_id;
-                                (
-                                    Some((me, self.config.listen.to_string())),
-                                    vec![me],
-                                    vec![me],
-                                )
-                            }
-                        };
-                    PartitionStatus {
-                        partition: i as PartitionId,
-                        start_offset: p.earliest(),
-                        high_watermark: p.high_watermark(),
-                        epoch: p.epoch(),
-                        local_bytes: segs.iter().map(|s| s.size_bytes).sum(),
-                        local_segments: segs.len() as u32,
-                        leader,
-                        replicas,
-                        isr,
-                        role,
-                        corrupt: p.corrupt.lock().as_ref().map(|c| c.segment.clone()),
-                    }
-                })
-                .collect(),
-        }
-    }
-}
-
+mod status;
+pub use status::{ArchiveStatus, LogStatus, PartitionStatus, TableStatus};
 mod background;
 mod compaction;
 mod corrupt;

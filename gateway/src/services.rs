@@ -136,8 +136,21 @@ fn describe(s: LogStatus, me: u64) -> v1::LogDescription {
                 role: p.role.to_owned(),
                 corrupt_offset: p.corrupt.as_ref().map(|c| c.offset.0),
                 corrupt_detail: p.corrupt.map(|c| c.detail).unwrap_or_default(),
+                archive: p.archive.map(|a| v1::ArchiveDescription {
+                    start_offset: a.start.map_or(0, |o| o.0),
+                    end_offset: a.end.map_or(0, |o| o.0),
+                    objects: a.objects,
+                    bytes: a.bytes,
+                    manifest_version: a.manifest_version,
+                    committed_at_us: a.committed_at.unwrap_or(0),
+                    in_table: a.in_table,
+                }),
             })
             .collect(),
+        table: s.table.map(|t| v1::TableDescription {
+            metadata_location: t.metadata_location,
+            snapshot_id: t.snapshot_id,
+        }),
     }
 }
 

@@ -6,6 +6,9 @@
 //!   partition, through the table's version hint as a static reader finds it.
 //! - A filter on `timestamp` plans only the files of the matching day (records span three
 //!   days, and objects are single-day files under the day partition spec).
+//! - `DescribeLog` (and `pyralog logs describe`) report each partition's archive (start,
+//!   archived-through offset, objects, bytes, last commit, whether the table has it) and the
+//!   table's metadata file and snapshot.
 //! - After key-based compaction (the standalone compactor) both engines return exactly the
 //!   live records (the latest of every key), while the replaced objects are still in the
 //!   bucket.
@@ -173,6 +176,42 @@ async fn sql_engines_read_exactly_the_live_records_before_and_after_compaction()
         day_files * 2 < files + 4,
         "a one-day filter plans about a third of the files, not {day_files} of {files}: {all}"
     );
+
+    // DescribeLog says how far the archive reaches and which table snapshot holds it.
+    let d = client.describe_log("orders").await.expect("describe");
+    let table_info = d.table.as_ref().expect("the table is described");
+    assert_eq!(
+        table_info.metadata_location,
+        format!("{table}/metadata/v{}.metadata.json", all["version"]),
+        "{d:?}"
+    );
+    assert!(table_info.snapshot_id.is_some(), "{d:?}");
+    let mut archived = 0;
+    for p in &d.partitions {
+        let a = p.archive.as_ref().expect("an archive per partition");
+        assert_eq!(
+            a.end_offset, p.high_watermark,
+            "archived through the end: {a:?}"
+        );
+        assert!(a.objects > 0 && a.bytes > 0, "{a:?}");
+        assert_eq!(a.in_table, Some(true), "{a:?}");
+        let age_us = std::time::SystemTime::UNIX_EPOCH
+            .elapsed()
+            .map(|e| e.as_micros() as i64)
+            .expect("clock")
+            - a.committed_at_us;
+        assert!(
+            (0..120_000_000).contains(&age_us),
+            "committed just now: {a:?}"
+        );
+        archived += a.end_offset.0 - a.start_offset.0;
+    }
+    assert_eq!(archived, RECORDS);
+    let out = node.cli(&["logs", "describe", "orders"], None);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for expected in ["ARCHIVED_THROUGH", "IN_TABLE", "iceberg table: s3://"] {
+        assert!(out.stdout.contains(expected), "{expected}: {}", out.stdout);
+    }
 
     // Key-based compaction of the archive by the standalone compactor.
     let root = tempfile::tempdir().expect("tempdir");
