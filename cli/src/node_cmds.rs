@@ -4,6 +4,7 @@ use std::path::Path;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use pyralog_gateway::catalog::serve_catalog;
 use pyralog_gateway::metrics::serve_metrics;
 use pyralog_gateway::ObjectStoreConfig;
 use pyralog_gateway::{ClusterSettings, ColdTierSettings, Node, NodeComponents, NodeConfig};
@@ -20,6 +21,7 @@ const ENV_KEYS: &[&str] = &[
     "data_dir",
     "listen",
     "metrics_listen",
+    "catalog_listen",
     "log_defaults",
     "fetch",
     "produce",
@@ -207,6 +209,12 @@ async fn run(
         ),
         None => None,
     };
+    let catalog_listener = match config.catalog_listen {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+            CliError::usage(format!("cannot listen on {a} for the Iceberg catalog: {e}"))
+        })?),
+        None => None,
+    };
     let data_dir = config.data_dir.clone();
     let scheme = if config.security.tls.is_some() {
         "https"
@@ -233,14 +241,30 @@ async fn run(
         }
         None => None,
     };
+    let catalog_addr = match catalog_listener {
+        Some(l) => {
+            let addr = l.local_addr().ok();
+            let node = node.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let shutdown = async move { stop.cancelled().await };
+                if let Err(e) = serve_catalog(node, l, shutdown).await {
+                    tracing::warn!(error = %e, "Iceberg catalog stopped");
+                }
+            });
+            addr.map(|a| format!(", iceberg catalog on http://{a}"))
+        }
+        None => None,
+    };
     // The first stdout line is machine-readable: tests and scripts read the address from it.
     println!(
-        "{banner} listening on {scheme}://{addr} (data dir {}{}{})",
+        "{banner} listening on {scheme}://{addr} (data dir {}{}{}{})",
         data_dir.display(),
         cluster_addr
             .map(|a| format!(", cluster listener {a}"))
             .unwrap_or_default(),
-        metrics_addr.unwrap_or_default()
+        metrics_addr.unwrap_or_default(),
+        catalog_addr.unwrap_or_default()
     );
     if let Some(hint) = hint {
         eprintln!(

@@ -21,6 +21,9 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Prometheus `/metrics` listen address; absent = no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// The read-only Iceberg REST catalog's listen address (plain HTTP; needs a cold tier);
+    /// absent = no catalog.
+    pub catalog_listen: Option<SocketAddr>,
     /// Defaults for every field a `CreateLog` request leaves unset.
     pub log_defaults: LogConfig,
     pub fetch: FetchSettings,
@@ -252,6 +255,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("./pyralog-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7410)),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7411))),
+            catalog_listen: None,
             log_defaults: LogConfig::default(),
             fetch: FetchSettings::default(),
             produce: ProduceSettings::default(),
@@ -319,6 +323,13 @@ impl NodeConfig {
             .validate()
             .map_err(|e| NodeConfigError(e.to_string()))?;
         self.server.validate().map_err(NodeConfigError)?;
+        if self.catalog_listen.is_some()
+            && !self.cold_tier.as_ref().is_some_and(|c| c.iceberg.enabled)
+        {
+            return Err(NodeConfigError(
+                "catalog_listen serves the archive's Iceberg tables: it needs a [cold_tier] with [cold_tier.iceberg] enabled".into(),
+            ));
+        }
         if self.security.cluster_tls.is_some() && self.cluster.is_none() {
             return Err(NodeConfigError(
                 "security.cluster_tls needs a [cluster] section (a single node has no cluster listener)".into(),
@@ -426,6 +437,25 @@ mod tests {
         let parsed: NodeConfig = toml::from_str(text).expect("config/pyralog.toml parses");
         parsed.validate().expect("valid");
         assert_eq!(parsed, NodeConfig::default());
+    }
+
+    #[test]
+    fn the_catalog_needs_a_cold_tier_that_publishes_tables() {
+        let alone: NodeConfig =
+            toml::from_str("catalog_listen = \"127.0.0.1:7413\"").expect("parses");
+        let err = alone.validate().expect_err("no cold tier");
+        assert!(err.to_string().contains("catalog_listen"), "{err}");
+        let off: NodeConfig = toml::from_str(
+            "catalog_listen = \"127.0.0.1:7413\"\n[cold_tier.iceberg]\nenabled = false\n\
+             [cold_tier.store]\nurl = \"file:///tmp/x\"",
+        )
+        .expect("parses");
+        assert!(off.validate().is_err(), "tables turned off");
+        let on: NodeConfig = toml::from_str(
+            "catalog_listen = \"127.0.0.1:7413\"\n[cold_tier.store]\nurl = \"file:///tmp/x\"",
+        )
+        .expect("parses");
+        on.validate().expect("a cold tier with tables");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! and reflection into a tonic server with graceful shutdown.
 
 pub mod access;
+pub mod catalog;
 mod cluster;
 mod cold;
 pub mod config;

@@ -279,6 +279,19 @@ impl Node {
         &self.metrics
     }
 
+    /// The Iceberg tables of the archive, when the cold tier publishes them.
+    pub(crate) fn lakehouse_tables(&self) -> Option<Arc<pyralog_lakehouse::IcebergTables>> {
+        self.cold
+            .as_ref()
+            .and_then(|c| c.lakehouse())
+            .map(|l| l.tables.clone())
+    }
+
+    /// The logs this node has open.
+    pub(crate) fn log_ids(&self) -> Vec<LogId> {
+        self.logs.read().keys().cloned().collect()
+    }
+
     pub fn security(&self) -> &Arc<NodeSecurity> {
         &self.security
     }

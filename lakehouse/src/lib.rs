@@ -12,7 +12,8 @@
 //! - [`metadata`]: the metadata JSON and snapshot expiry;
 //! - [`table`]: the commit (optimistic, create-only PUT of the next version) and the set of
 //!   objects kept snapshots reference (for orphan collection);
-//! - [`publisher`]: the node's background task between manifest commits and table commits.
+//! - [`publisher`]: the node's background task between manifest commits and table commits;
+//! - [`catalog`]: the read-only Iceberg REST catalog's routes and bodies (the node serves it).
 //!
 //! Why not the `iceberg` crate: its 0.10 line builds on arrow/parquet 58 and opendal while the
 //! workspace is on arrow/parquet 60, so it would compile a second Arrow and Parquet; the files
@@ -20,6 +21,7 @@
 //! the spec, written here with `apache-avro` and serde.
 
 pub mod avro;
+pub mod catalog;
 pub mod error;
 pub mod metadata;
 pub mod publisher;

@@ -125,6 +125,23 @@ impl IcebergTables {
         Ok(self.load(log).await?.map(|t| t.location))
     }
 
+    /// Whether `log` has a table (one LIST of its metadata folder).
+    pub async fn exists(&self, log: &LogId) -> Result<bool, LakehouseError> {
+        let dir = self.metadata_dir(log);
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| LakehouseError::store("list", &dir, e))?;
+        Ok(listed.iter().any(|o| {
+            o.location
+                .filename()
+                .and_then(parse_metadata_version)
+                .is_some()
+        }))
+    }
+
     /// The table's newest version (`None`: never published).
     pub async fn load(&self, log: &LogId) -> Result<Option<LoadedTable>, LakehouseError> {
         let dir = self.metadata_dir(log);

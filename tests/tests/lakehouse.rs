@@ -351,3 +351,194 @@ async fn after_retention_the_engines_see_exactly_the_retained_records() {
         .0;
     assert!(start >= old, "retention moved the log start to {start}");
 }
+
+/// Runs `tests/python/iceberg_catalog.py` against the node's catalog.
+fn ask_catalog(catalog: &str, token: Option<&str>) -> Result<Value, String> {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(python());
+    cmd.arg(here.join("python/iceberg_catalog.py"))
+        .arg(catalog)
+        .arg(env_or("PYRALOG_S3_ENDPOINT", ""))
+        .arg(env_or("AWS_ACCESS_KEY_ID", "pyralog"))
+        .arg(env_or("AWS_SECRET_ACCESS_KEY", "pyralog-secret"));
+    if let Some(t) = token {
+        cmd.arg(t);
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+fn await_catalog(
+    catalog: &str,
+    token: Option<&str>,
+    done: impl Fn(&Value) -> bool,
+    node: &TestNode,
+) -> Value {
+    let t = Instant::now();
+    loop {
+        let last = match ask_catalog(catalog, token) {
+            Ok(v) if done(&v) => return v,
+            Ok(v) => v.to_string(),
+            Err(e) => e,
+        };
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the catalog never got there; last answer: {last}\nnode log:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+async fn produce_orders(client: &pyralog_client::Client, n: u64) {
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            batch_bytes: 16 << 10,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut acks = Vec::new();
+    for i in 0..n {
+        acks.push(producer.send("orders", record(i)).await.expect("send"));
+    }
+    producer.flush().await.expect("flush");
+    for a in acks {
+        a.await.expect("ack");
+    }
+    producer.close().await.expect("close");
+    client
+        .roll_segments("orders", Vec::new())
+        .await
+        .expect("roll");
+}
+
+fn small_log(partitions: u32) -> v1::LogConfig {
+    v1::LogConfig {
+        partition_count: Some(partitions),
+        segment_bytes: Some(64 << 10),
+        retention: Some(v1::Retention::default()),
+        ..Default::default()
+    }
+}
+
+/// The node's REST catalog (`catalog_listen`) hands pyiceberg and DuckDB every log that has a
+/// table, by URL, and refuses what a read-only catalog must.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_hands_every_archived_log_to_pyiceberg_and_duckdb() {
+    let prefix = unique("iceberg-catalog");
+    let port = pyralog_e2e::free_port();
+    let mut env = ColdStore::S3.node_env(&prefix);
+    env.push(("PYRALOG_CATALOG_LISTEN".into(), format!("127.0.0.1:{port}")));
+    let node = TestNode::start_with_env(&env);
+    let client = node.client().await;
+    client
+        .create_log("orders", small_log(2))
+        .await
+        .expect("create");
+    // A log with nothing archived has no table (yet): not listed.
+    client
+        .create_log("quiet", small_log(1))
+        .await
+        .expect("create");
+    let n = 2_000;
+    produce_orders(&client, n).await;
+
+    let catalog = format!("http://127.0.0.1:{port}");
+    let sum: u64 = (0..n).map(|i| i * 3).sum();
+    let v = await_catalog(
+        &catalog,
+        None,
+        |v| {
+            v["pyiceberg"]["rows"] == n
+                && v["duckdb"]["rows"] == n
+                && v["http"]["load_orders"] == 200
+                && v["http"]["tables"] == serde_json::json!(["orders"])
+        },
+        &node,
+    );
+    assert_eq!(v["pyiceberg"]["sum"], sum, "{v}");
+    assert_eq!(v["duckdb"]["sum"], sum, "{v}");
+    assert_eq!(
+        v["pyiceberg"]["tables"],
+        serde_json::json!(["orders"]),
+        "{v}"
+    );
+    let http = &v["http"];
+    assert_eq!(http["list"], 200, "{v}");
+    assert_eq!(http["tables"], serde_json::json!(["orders"]), "{v}");
+    assert_eq!(http["load_orders"], 200, "{v}");
+    assert_eq!(http["load_missing"], 404, "{v}");
+    assert_eq!(http["other_namespace"], 404, "{v}");
+    assert_eq!(http["create"], 405, "a read-only catalog: {v}");
+}
+
+/// With auth on, the catalog takes the node's bearer tokens and ACLs: no token is 401, a
+/// token that may not consume a log does not see its table and may not load it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_the_catalog_shows_each_token_only_the_logs_it_may_consume() {
+    use pyralog_e2e::secure::TOKENS;
+    use pyralog_types::acl::{
+        AclEntry, Operation, PatternKind, Permission, ResourceKind, ResourcePattern,
+    };
+    let secure = pyralog_e2e::Secure::new(1);
+    let prefix = unique("iceberg-catalog-auth");
+    let port = pyralog_e2e::free_port();
+    let (cert, key) = secure.set.node_cert(1);
+    let store = ColdStore::S3
+        .toml(&prefix)
+        .replace("[store]", "[cold_tier.store]");
+    let config = format!(
+        "catalog_listen = \"127.0.0.1:{port}\"\n\
+         [cold_tier]\narchive_interval = \"200ms\"\n{store}\
+         [security]\nclient_ca = {ca:?}\n\
+         [security.tls]\ncert = {cert:?}\nkey = {key:?}\n\
+         [security.auth]\nenabled = true\nsuperusers = [\"admin\"]\ntokens_file = {tokens:?}\n",
+        ca = secure.set.ca,
+        tokens = secure.tokens_file
+    );
+    let node = TestNode::start_serve(&config, secure.admin_options());
+    let client = node.client().await;
+    client
+        .create_log("orders", small_log(1))
+        .await
+        .expect("create");
+    produce_orders(&client, 500).await;
+    let (carol, carol_token) = TOKENS[0];
+    let dave_token = TOKENS[1].1;
+    client
+        .create_acls(&[AclEntry {
+            principal: carol.to_owned(),
+            permission: Permission::Allow,
+            operation: Operation::Consume,
+            resource: ResourcePattern {
+                kind: ResourceKind::Log,
+                pattern: PatternKind::Literal,
+                name: "orders".into(),
+            },
+        }])
+        .await
+        .expect("grant carol");
+
+    let catalog = format!("http://127.0.0.1:{port}");
+    let allowed = await_catalog(
+        &catalog,
+        Some(carol_token),
+        |v| v["http"]["tables"] == serde_json::json!(["orders"]),
+        &node,
+    );
+    assert_eq!(allowed["http"]["load_orders"], 200, "{allowed}");
+    let other = ask_catalog(&catalog, Some(dave_token)).expect("dave");
+    assert_eq!(other["http"]["list"], 200, "{other}");
+    assert_eq!(other["http"]["tables"], serde_json::json!([]), "{other}");
+    assert_eq!(other["http"]["load_orders"], 403, "{other}");
+    let anonymous = ask_catalog(&catalog, Some("not-a-token")).expect("bad token");
+    assert_eq!(anonymous["http"]["list"], 401, "{anonymous}");
+    assert_eq!(anonymous["http"]["load_orders"], 401, "{anonymous}");
+}
