@@ -85,7 +85,7 @@ pub struct StandaloneCompactor {
     manifests: ManifestStore,
     registry: LogRegistry,
     reader: Arc<ColdReader>,
-    tables: Option<IcebergTables>,
+    tables: IcebergTables,
 }
 
 impl StandaloneCompactor {
@@ -94,17 +94,13 @@ impl StandaloneCompactor {
         let layout = config.store.layout()?;
         let store = open_store(&config.store)?;
         check_access(store.as_ref(), &layout).await?;
-        let tables = if config.iceberg.enabled {
-            let base = base_uri(&config.store)?;
-            Some(IcebergTables::new(
-                store.clone(),
-                layout.clone(),
-                base,
-                config.iceberg.clone(),
-            ))
-        } else {
-            None
-        };
+        // Opened even with publishing off: orphan collection keeps what tables list.
+        let tables = IcebergTables::new(
+            store.clone(),
+            layout.clone(),
+            base_uri(&config.store)?,
+            config.iceberg.clone(),
+        );
         Ok(StandaloneCompactor {
             tables,
             manifests: ManifestStore::new(store.clone(), layout.clone()),
@@ -199,23 +195,25 @@ impl StandaloneCompactor {
             }
         }
         let manifest = cold.manifest();
-        let mut in_table = std::collections::HashSet::new();
-        if let Some(tables) = &self.tables {
-            let published = tables
+        let published = if self.config.iceberg.enabled {
+            self.tables
                 .publish(log, std::slice::from_ref(&manifest), now / 1000)
-                .await;
-            let listed = match published {
-                Ok(_) => tables.referenced_keys(log, partition).await,
-                Err(e) => Err(e),
-            };
-            match listed {
-                Ok(keys) => in_table = keys,
-                Err(e) => {
-                    warn!(%log, partition, error = %e, "Iceberg table not updated; no orphan GC");
-                    return pass;
-                }
+                .await
+                .map(drop)
+        } else {
+            Ok(())
+        };
+        let in_table = match published {
+            Ok(()) => self.tables.referenced_keys(log, partition).await,
+            Err(e) => Err(e),
+        };
+        let in_table = match in_table {
+            Ok(keys) => keys,
+            Err(e) => {
+                warn!(%log, partition, error = %e, "Iceberg table not updated; no orphan GC");
+                return pass;
             }
-        }
+        };
         match gc_orphans(
             self.store.as_ref(),
             &self.layout,

@@ -76,9 +76,12 @@ async fn answer(
     let tables = node.lakehouse_tables().ok_or_else(|| {
         CatalogError::unavailable("this node has no cold tier publishing Iceberg tables")
     })?;
+    // Store errors name keys and endpoints: they go to the node's log, not to the caller.
     let unavailable = |e: pyralog_lakehouse::LakehouseError| {
         tracing::warn!(error = %e, "catalog: reading a table failed");
-        CatalogError::unavailable(format!("reading the table failed: {e}"))
+        CatalogError::unavailable(
+            "reading the table from the object store failed (see the node's log)",
+        )
     };
     match route {
         Route::Config => Ok(catalog::config_body()),
@@ -98,17 +101,21 @@ async fn answer(
         }
         Route::Table(name) => {
             let log = LogId::new(name.clone()).map_err(|_| CatalogError::no_such_table(&name))?;
+            // Authorization first, so a caller that may not read a log learns nothing of
+            // whether it exists.
+            may_read(node, &principal, &log)?;
             if !node.log_ids().contains(&log) {
                 return Err(CatalogError::no_such_table(&name));
             }
-            may_read(node, &principal, &log)?;
             let table = tables
                 .load(&log)
                 .await
                 .map_err(unavailable)?
                 .ok_or_else(|| CatalogError::no_such_table(&name))?;
-            catalog::load_table_body(&table)
-                .map_err(|e| CatalogError::unavailable(format!("encoding the table: {e}")))
+            catalog::load_table_body(&table).map_err(|e| {
+                tracing::warn!(error = %e, "catalog: encoding a table failed");
+                CatalogError::unavailable("encoding the table failed (see the node's log)")
+            })
         }
     }
 }

@@ -38,11 +38,12 @@ pub(crate) struct ColdTier {
     clock: Arc<dyn Clock>,
 }
 
-/// The log tables and their publisher (stopped when the cold tier is dropped or stopped).
+/// The log tables and their publisher (`None` with `[cold_tier.iceberg] enabled = false`;
+/// stopped when the cold tier is dropped or stopped).
 #[derive(Debug)]
 pub(crate) struct Lakehouse {
     pub(crate) tables: Arc<IcebergTables>,
-    publisher: Publisher,
+    publisher: Option<Publisher>,
     cancel: CancellationToken,
     _stop_on_drop: DropGuard,
 }
@@ -73,26 +74,27 @@ impl ColdTier {
                 .with_cache(cache.clone(), settings.cache.readahead())
                 .with_decoded_cache(settings.cache.decoded_bytes),
         );
-        let lakehouse = if settings.iceberg.enabled {
-            let base = base_uri(&settings.store).map_err(|e| ColdError::Config(e.to_string()))?;
-            let tables = Arc::new(IcebergTables::new(
-                store.clone(),
-                layout.clone(),
-                base,
-                settings.iceberg.clone(),
-            ));
-            let cancel = CancellationToken::new();
+        // The tables are always opened: with publishing off, orphan collection still keeps
+        // what tables written earlier (or by another process) list.
+        let base = base_uri(&settings.store).map_err(|e| ColdError::Config(e.to_string()))?;
+        let tables = Arc::new(IcebergTables::new(
+            store.clone(),
+            layout.clone(),
+            base,
+            settings.iceberg.clone(),
+        ));
+        let cancel = CancellationToken::new();
+        let publisher = settings.iceberg.enabled.then(|| {
             let (publisher, _task) =
                 Publisher::spawn(tables.clone(), clock.clone(), cancel.clone());
-            Some(Lakehouse {
-                tables,
-                publisher,
-                _stop_on_drop: cancel.clone().drop_guard(),
-                cancel,
-            })
-        } else {
-            None
-        };
+            publisher
+        });
+        let lakehouse = Some(Lakehouse {
+            tables,
+            publisher,
+            _stop_on_drop: cancel.clone().drop_guard(),
+            cancel,
+        });
         Ok(ColdTier {
             lakehouse,
             clock,
@@ -119,13 +121,15 @@ impl ColdTier {
         )
         .await?
         .with_clock(self.clock.clone());
-        Ok(match &self.lakehouse {
-            Some(l) => {
-                l.publisher.offer(&cold.manifest());
-                cold.with_observer(Arc::new(l.publisher.clone()))
-            }
-            None => cold,
-        })
+        Ok(
+            match self.lakehouse.as_ref().and_then(|l| l.publisher.as_ref()) {
+                Some(publisher) => {
+                    publisher.offer(&cold.manifest());
+                    cold.with_observer(Arc::new(publisher.clone()))
+                }
+                None => cold,
+            },
+        )
     }
 
     /// The log tables, when Iceberg publication is on.
@@ -155,7 +159,9 @@ impl ColdTier {
             warn!(%log, error = %e, "could not remove the log from the bucket registry");
         }
         if let Some(l) = &self.lakehouse {
-            l.publisher.forget(log);
+            if let Some(p) = &l.publisher {
+                p.forget(log);
+            }
             if let Err(e) = l.tables.drop_table(log).await {
                 warn!(%log, error = %e, "could not delete the log's Iceberg table");
             }

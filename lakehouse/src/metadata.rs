@@ -178,8 +178,17 @@ impl TableMetadata {
         let n = self.snapshots.len();
         let mut expired = Vec::new();
         let mut kept = Vec::new();
+        // A snapshot's age counts from when the next one replaced it: a query that started
+        // on it just before keeps its files for `max_snapshot_age`.
+        let superseded: Vec<i64> = self
+            .snapshots
+            .iter()
+            .skip(1)
+            .map(|s| s.timestamp_ms)
+            .chain([now_ms])
+            .collect();
         for (i, s) in std::mem::take(&mut self.snapshots).into_iter().enumerate() {
-            let young = now_ms.saturating_sub(s.timestamp_ms) < max_age_ms;
+            let young = now_ms.saturating_sub(superseded[i]) < max_age_ms;
             let within_cap = i + cap >= n;
             if Some(s.snapshot_id) == current || (young && within_cap) {
                 kept.push(s);
@@ -194,7 +203,7 @@ impl TableMetadata {
         let drop = self
             .metadata_log
             .len()
-            .saturating_sub(expiry.max_metadata_files);
+            .saturating_sub(expiry.max_metadata_files.max(1));
         let old_files = self
             .metadata_log
             .drain(..drop)
@@ -211,7 +220,7 @@ impl TableMetadata {
 pub struct TableSettings {
     /// Publish an Iceberg table per archived log (default on).
     pub enabled: bool,
-    /// A snapshot older than this is expired once a newer one exists (a query that started
+    /// A snapshot is expired this long after a newer one replaced it (a query that started
     /// on it may then miss files that compaction or retention removed, once orphan
     /// collection deletes them).
     #[serde(with = "humantime_serde")]
@@ -220,6 +229,8 @@ pub struct TableSettings {
     /// file a busy log rewrites on every commit.
     pub max_snapshots: usize,
     /// Previous metadata files kept (and listed in the metadata log); older ones are deleted.
+    /// At least 1 (a commit checks that no newer version exists; keeping the one before it
+    /// stops a slow writer from re-creating it unnoticed in the common case).
     pub max_metadata_files: usize,
 }
 

@@ -100,7 +100,8 @@ async fn run(
             () = shared.wake.notified() => {}
         }
         // One pass over every log with queued manifests; a log whose publication fails is
-        // put back and retried after the back-off, without holding up the others.
+        // put back and retried after the back-off (which the other logs' next publications
+        // wait out too: at most `MAX_BACKOFF`).
         let mut failed = Vec::new();
         while let Some((log, manifests)) = take_one_log(&shared) {
             let outcome = tokio::select! {

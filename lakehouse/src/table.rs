@@ -127,6 +127,11 @@ impl IcebergTables {
 
     /// Whether `log` has a table (one LIST of its metadata folder).
     pub async fn exists(&self, log: &LogId) -> Result<bool, LakehouseError> {
+        Ok(self.newest_version(log).await?.is_some())
+    }
+
+    /// The highest `v{N}.metadata.json` in the table's folder.
+    async fn newest_version(&self, log: &LogId) -> Result<Option<u64>, LakehouseError> {
         let dir = self.metadata_dir(log);
         let listed: Vec<_> = self
             .store
@@ -134,28 +139,15 @@ impl IcebergTables {
             .try_collect()
             .await
             .map_err(|e| LakehouseError::store("list", &dir, e))?;
-        Ok(listed.iter().any(|o| {
-            o.location
-                .filename()
-                .and_then(parse_metadata_version)
-                .is_some()
-        }))
+        Ok(listed
+            .iter()
+            .filter_map(|o| parse_metadata_version(o.location.filename()?))
+            .max())
     }
 
     /// The table's newest version (`None`: never published).
     pub async fn load(&self, log: &LogId) -> Result<Option<LoadedTable>, LakehouseError> {
-        let dir = self.metadata_dir(log);
-        let listed: Vec<_> = self
-            .store
-            .list(Some(&dir))
-            .try_collect()
-            .await
-            .map_err(|e| LakehouseError::store("list", &dir, e))?;
-        let newest = listed
-            .iter()
-            .filter_map(|o| parse_metadata_version(o.location.filename()?))
-            .max();
-        let Some(version) = newest else {
+        let Some(version) = self.newest_version(log).await? else {
             return Ok(None);
         };
         let key = self.metadata_key(log, version);
@@ -258,23 +250,37 @@ impl IcebergTables {
             let key = self.metadata_key(log, next);
             let body = serde_json::to_vec_pretty(&commit.metadata)
                 .map_err(|e| LakehouseError::corrupt("table metadata", e))?;
-            match self.put(&key, body, PutMode::Create).await {
-                Ok(()) => {
-                    let id = commit.metadata.current_snapshot_id.filter(|_| publishes);
-                    self.after_commit(log, next, commit).await;
-                    return Ok(id);
-                }
+            let created = match self.put(&key, body.clone(), PutMode::Create).await {
+                Ok(()) => true,
+                // Taken: by another writer, or by this very PUT when the store applied it but
+                // answered with an error and the client retried it (the object then holds
+                // exactly our bytes).
                 Err(
                     object_store::Error::AlreadyExists { .. }
                     | object_store::Error::Precondition { .. },
-                ) => {
-                    debug!(%log, version = next, attempt, "table version taken; retrying");
-                    for path in written {
-                        let _ = self.store.delete(&path).await;
-                    }
-                }
+                ) => self
+                    .get(&key)
+                    .await
+                    .is_ok_and(|existing| existing.as_ref() == body.as_slice()),
                 Err(e) => return Err(LakehouseError::store("put", &key, e)),
+            };
+            if !created {
+                debug!(%log, version = next, attempt, "table version taken; retrying");
+                for path in written {
+                    let _ = self.store.delete(&path).await;
+                }
+                continue;
             }
+            // A version above ours means ours re-created one that expiry had deleted: readers
+            // take the highest, so this commit is not the table's. Its files stay (the stray
+            // version names them); the change is redone on the real head.
+            if self.newest_version(log).await?.is_some_and(|v| v > next) {
+                debug!(%log, version = next, attempt, "re-created an expired version; retrying");
+                continue;
+            }
+            let id = commit.metadata.current_snapshot_id.filter(|_| publishes);
+            self.after_commit(log, next, commit).await;
+            return Ok(id);
         }
         Err(LakehouseError::Contended {
             log: log.to_string(),
@@ -316,8 +322,12 @@ impl IcebergTables {
             .collect();
         let mut written = Vec::new();
         let mut stats = Stats::default();
-        let header_schema = serde_json::to_string(&metadata.schemas[0])
-            .map_err(|e| LakehouseError::corrupt("schema", e))?;
+        let schema = metadata
+            .schemas
+            .first()
+            .ok_or_else(|| LakehouseError::corrupt("table metadata", "no schema"))?;
+        let header_schema =
+            serde_json::to_string(schema).map_err(|e| LakehouseError::corrupt("schema", e))?;
         for m in changed {
             let p = i32::try_from(m.partition)
                 .map_err(|_| LakehouseError::corrupt("manifest", "partition above 2^31"))?;
@@ -463,7 +473,7 @@ impl IcebergTables {
         let drop = metadata
             .metadata_log
             .len()
-            .saturating_sub(self.settings.max_metadata_files);
+            .saturating_sub(self.settings.max_metadata_files.max(1));
         old_metadata.extend(metadata.metadata_log.drain(..drop).map(|e| e.metadata_file));
         metadata.last_updated_ms = now_ms.max(metadata.last_updated_ms);
         Some(Commit {
@@ -501,8 +511,9 @@ impl IcebergTables {
         }
     }
 
-    /// Hint, then cleanup of what expired; failures are logged (the next commit or an orphan
-    /// sweep retries) since the commit itself has happened.
+    /// Hint, then cleanup of what expired; failures are only logged, since the commit itself
+    /// has happened (files it could not delete stay in `metadata/`: nothing collects them
+    /// yet).
     async fn after_commit(&self, log: &LogId, version: u64, commit: Commit) {
         let hint = self.metadata_dir(log).join(VERSION_HINT);
         if let Err(e) = self
@@ -561,21 +572,35 @@ impl IcebergTables {
         let Some(table) = self.load(log).await? else {
             return Ok(out);
         };
-        let mut seen = HashSet::new();
+        let mut lists = HashSet::new();
+        let mut manifests = HashSet::new();
         for s in &table.metadata.snapshots {
+            lists.insert(s.manifest_list.clone());
             for mf in self.manifest_list(&s.manifest_list).await?.iter() {
-                if mf.partition as u32 != partition || !seen.insert(mf.path.clone()) {
+                if !manifests.insert(mf.path.clone()) || mf.partition as u32 != partition {
                     continue;
                 }
                 for e in self.manifest(mf).await?.iter() {
-                    if e.status != Status::Deleted {
-                        if let Some(k) = self.key_of(&e.file.path) {
-                            out.insert(k.to_owned());
-                        }
+                    if e.status == Status::Deleted {
+                        continue;
                     }
+                    // A file this archive cannot name would be unprotected: no GC then.
+                    let key = self.key_of(&e.file.path).ok_or_else(|| {
+                        LakehouseError::corrupt(&e.file.path, "a data file outside this archive")
+                    })?;
+                    out.insert(key.to_owned());
                 }
             }
         }
+        // Forget cached files of this table that no kept snapshot uses any more (another
+        // node may have expired them), so the caches stay as large as the live tables.
+        let prefix = self.uri(self.metadata_dir(log).as_ref());
+        self.lists
+            .lock()
+            .retain(|path, _| !path.starts_with(&prefix) || lists.contains(path));
+        self.manifests
+            .lock()
+            .retain(|path, _| !path.starts_with(&prefix) || manifests.contains(path));
         Ok(out)
     }
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, UInt64Array};
+use arrow_array::{Array, ArrayRef, Int64Array, ListArray, RecordBatch, StructArray, UInt64Array};
 use arrow_buffer::ScalarBuffer;
 use arrow_schema::{DataType, Schema};
 use bytes::Bytes;
@@ -89,38 +89,72 @@ pub(crate) fn decode_groups_arrow<R: ChunkReader + Clone + 'static>(
 /// Columns a version 1 file wrote as UINT64 and version 2 writes as INT64.
 const WIDENED_COLUMNS: [&str; 4] = ["offset", "epoch", "bucket_seconds", "count"];
 
-/// A decoded batch in the current schema's types: the UINT64 columns of a version 1 file are
-/// reinterpreted as INT64 (no copy), after checking that no value is above `i64::MAX`.
+/// A decoded batch in the current schema's types. A version 1 file differs in two ways: its
+/// UINT64 columns are reinterpreted as INT64 (no copy, after checking that no value is above
+/// `i64::MAX`), and its `headers` list carries no field ids, so it is relabelled with the
+/// current nested fields (Arrow compares nested field metadata when a batch is assembled
+/// under `arrow_schema()`, as the Arrow fetch path does).
 pub(crate) fn normalize(rb: RecordBatch) -> Result<RecordBatch, String> {
     let schema = rb.schema();
-    let legacy = |f: &arrow_schema::Field| {
-        f.data_type() == &DataType::UInt64 && WIDENED_COLUMNS.contains(&f.name().as_str())
+    let headers_type = DataType::List(super::header_item_field());
+    let stale = |f: &arrow_schema::Field| {
+        (f.data_type() == &DataType::UInt64 && WIDENED_COLUMNS.contains(&f.name().as_str()))
+            || (f.name() == "headers" && f.data_type() != &headers_type)
     };
-    if !schema.fields().iter().any(|f| legacy(f)) {
+    if !schema.fields().iter().any(|f| stale(f)) {
         return Ok(rb);
     }
     let mut fields = Vec::with_capacity(schema.fields().len());
     let mut columns = Vec::with_capacity(schema.fields().len());
     for (f, c) in schema.fields().iter().zip(rb.columns()) {
-        if !legacy(f) {
+        if !stale(f) {
             fields.push(f.as_ref().clone());
             columns.push(c.clone());
-            continue;
+        } else if f.name() == "headers" {
+            columns.push(relabel_headers(c)?);
+            fields.push(f.as_ref().clone().with_data_type(headers_type.clone()));
+        } else {
+            let u = c
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .ok_or_else(|| format!("column {} has an unexpected type", f.name()))?;
+            if u.iter().flatten().any(|v| v > i64::MAX as u64) {
+                return Err(format!("column {} holds a value above 2^63", f.name()));
+            }
+            let values = ScalarBuffer::<i64>::new(u.values().inner().clone(), 0, u.len());
+            columns.push(Arc::new(Int64Array::new(values, u.nulls().cloned())) as ArrayRef);
+            fields.push(f.as_ref().clone().with_data_type(DataType::Int64));
         }
-        let u = c
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .ok_or_else(|| format!("column {} has an unexpected type", f.name()))?;
-        if u.iter().flatten().any(|v| v > i64::MAX as u64) {
-            return Err(format!("column {} holds a value above 2^63", f.name()));
-        }
-        let values = ScalarBuffer::<i64>::new(u.values().inner().clone(), 0, u.len());
-        let signed = Int64Array::new(values, u.nulls().cloned());
-        fields.push(f.as_ref().clone().with_data_type(DataType::Int64));
-        columns.push(Arc::new(signed) as ArrayRef);
     }
     let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
     RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
+}
+
+/// The same headers under the current list and struct fields (same buffers).
+fn relabel_headers(c: &ArrayRef) -> Result<ArrayRef, String> {
+    let list = c
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .ok_or("headers are not a list")?;
+    let items = list
+        .values()
+        .as_any()
+        .downcast_ref::<StructArray>()
+        .ok_or("headers are not a list of structs")?;
+    let items = StructArray::try_new(
+        super::header_fields(),
+        items.columns().to_vec(),
+        items.nulls().cloned(),
+    )
+    .map_err(|e| format!("headers: {e}"))?;
+    let list = ListArray::try_new(
+        super::header_item_field(),
+        list.offsets().clone(),
+        Arc::new(items),
+        list.nulls().cloned(),
+    )
+    .map_err(|e| format!("headers: {e}"))?;
+    Ok(Arc::new(list))
 }
 
 /// The parquet crate still asserts on some damaged pages (e.g. "Decoder for dict should have

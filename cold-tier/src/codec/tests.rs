@@ -191,6 +191,33 @@ fn version_1_file(offsets: &[u64]) -> Bytes {
                 fields.push(plain.with_data_type(DataType::UInt64));
                 columns.push(Arc::new(UInt64Array::from(vec![7; offsets.len()])));
             }
+            "headers" => {
+                // Version 1 nested fields carry no field ids either.
+                let item = Arc::new(Field::new(
+                    "element",
+                    DataType::Struct(Fields::from(vec![
+                        Field::new("key", DataType::Utf8, false),
+                        Field::new("value", DataType::Binary, false),
+                    ])),
+                    false,
+                ));
+                let list = c.as_any().downcast_ref::<ListArray>().expect("list");
+                let items = list
+                    .values()
+                    .as_any()
+                    .downcast_ref::<StructArray>()
+                    .expect("struct");
+                let DataType::Struct(plain_fields) = item.data_type().clone() else {
+                    unreachable!("built as a struct above")
+                };
+                let items = StructArray::try_new(plain_fields, items.columns().to_vec(), None)
+                    .expect("items");
+                let list =
+                    ListArray::try_new(item.clone(), list.offsets().clone(), Arc::new(items), None)
+                        .expect("list");
+                fields.push(Field::new("headers", DataType::List(item), false));
+                columns.push(Arc::new(list));
+            }
             _ => {
                 fields.push(plain);
                 columns.push(c.clone());
@@ -216,6 +243,16 @@ fn version_1_files_with_unsigned_offsets_still_decode() {
     let offsets: Vec<u64> = back.iter().map(|r| r.offset.0).collect();
     assert_eq!(offsets, [3, 4, 9]);
     assert!(back.iter().all(|r| r.epoch.0 == 7));
+
+    // The column-wise path (Arrow fetches) assembles the decoded columns under today's
+    // schema, nested field ids included.
+    let file = version_1_file(&[3, 4, 9]);
+    let meta = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&file, Default::default())
+        .expect("footer");
+    let groups = decode_groups_arrow(file, &meta, &[0], "v1").expect("decodes column-wise");
+    let rb = &groups[0][0];
+    RecordBatch::try_new(arrow_schema(), rb.columns().to_vec())
+        .expect("a version 1 row group fits the current Arrow schema");
 
     // An unsigned value that does not fit the signed column is damage, not a wrapped offset.
     let err = decode_rows(version_1_file(&[1, u64::MAX])).expect_err("offset above 2^63");

@@ -410,3 +410,32 @@ async fn aged_out_snapshots_expire_without_a_new_archive_commit_and_free_their_o
         Some(3)
     );
 }
+
+#[tokio::test]
+async fn a_metadata_put_that_landed_but_reported_failure_leaves_a_readable_table() {
+    use pyralog_cold_tier::{Fault, FaultyStore, OpKind};
+    let ar = archive();
+    let faulty = Arc::new(FaultyStore::new(ar.store.clone()));
+    let plan = faulty.plan().clone();
+    let tables = IcebergTables::new(
+        faulty,
+        ar.layout.clone(),
+        ar.base.clone(),
+        TableSettings::default(),
+    );
+    let a = ar.segment(0, (0, 99), DAY0, 0, |_| true).await;
+    plan.inject_matching(OpKind::Put, Fault::FailAfterPut, 1, ".metadata.json");
+    let first = tables
+        .publish(&log(), &[manifest(0, 1, vec![a.clone()])], 1_000)
+        .await;
+    assert!(first.is_err(), "the caller sees the failure: {first:?}");
+    // The version was created: the table names the object, its files are all there, and
+    // publishing the same manifest again is a no-op.
+    let again = tables
+        .publish(&log(), &[manifest(0, 1, vec![a.clone()])], 2_000)
+        .await
+        .expect("republish");
+    assert_eq!(again, None);
+    let kept = tables.referenced_keys(&log(), 0).await.expect("readable");
+    assert_eq!(kept, std::collections::HashSet::from([a.key.clone()]));
+}
