@@ -76,6 +76,97 @@ pub(crate) enum Command {
     Auth(AuthArgs),
     /// Certificates for development and tests: a CA, node and client certificates.
     Certs(CertsArgs),
+    /// Ledger logs: verify from the bucket alone, inclusion and consistency proofs, keys.
+    Ledger(LedgerArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LedgerArgs {
+    #[command(subcommand)]
+    pub command: LedgerCommand,
+}
+
+/// Where the archive is: no node is needed.
+#[derive(Debug, Args)]
+pub(crate) struct BucketArgs {
+    /// The bucket the nodes archive to, e.g. `s3://bucket/prefix` or `file:///dir`.
+    #[arg(long)]
+    pub object_store: String,
+    /// Endpoint of an S3-compatible server, e.g. `http://127.0.0.1:9000`.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Allow a plain `http://` endpoint.
+    #[arg(long)]
+    pub allow_http: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LedgerCommand {
+    /// Check a ledger log's chain, Merkle roots and signed checkpoints from the bucket alone;
+    /// exit 1 naming what broke.
+    Verify {
+        log: String,
+        #[command(flatten)]
+        bucket: BucketArgs,
+        /// A trusted checkpoint key: hex, or a file holding it (repeatable).
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
+        /// Also trust the keys published in the bucket (anyone who can write it can add one).
+        #[arg(long)]
+        trust_bucket_keys: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print (or write) the proof that one record is in a signed checkpoint.
+    Proof {
+        log: String,
+        #[arg(long)]
+        partition: u32,
+        #[arg(long)]
+        offset: u64,
+        /// The checkpoint (its size in objects); default the newest covering the offset.
+        #[arg(long)]
+        checkpoint: Option<u64>,
+        #[command(flatten)]
+        bucket: BucketArgs,
+        /// Write the proof to this file instead of stdout.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Print (or write) the proof that a newer checkpoint extends an older one.
+    Consistency {
+        log: String,
+        #[arg(long)]
+        partition: u32,
+        /// Size (objects) of the older checkpoint.
+        #[arg(long)]
+        from: u64,
+        /// Size (objects) of the newer checkpoint.
+        #[arg(long)]
+        to: u64,
+        #[command(flatten)]
+        bucket: BucketArgs,
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Check an inclusion or consistency proof offline against a trusted key.
+    CheckProof {
+        /// The proof file (`pyralog ledger proof|consistency --out`).
+        file: std::path::PathBuf,
+        /// The trusted checkpoint key: hex, or a file holding it.
+        #[arg(long)]
+        public_key: String,
+    },
+    /// Create a checkpoint signing key (for `[cold_tier] ledger_signing_key`) and print its
+    /// public half.
+    Keygen {
+        /// Where to write the private key (created owner-only; never overwritten).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -453,7 +544,13 @@ pub(crate) enum LogsCommand {
     /// Show a log's config and partitions.
     Describe { name: String },
     /// Delete a log and all its data.
-    Delete { name: String },
+    Delete {
+        name: String,
+        /// Required to delete a ledger log (and only a superuser may): its tamper-evident
+        /// history goes with it.
+        #[arg(long)]
+        break_glass: bool,
+    },
     /// Close the active segments now.
     Roll {
         name: String,
@@ -524,6 +621,10 @@ pub(crate) struct CreateArgs {
     /// Time series: downsampling tiers as AFTER=BUCKET, youngest first, e.g. "1d=10m,7d=1h".
     #[arg(long, value_delimiter = ',')]
     pub ts_tiers: Vec<String>,
+    /// none | ledger (tamper-evident: hash-chained, Merkle-rooted, signed checkpoints;
+    /// retention then defaults to infinite and compaction must stay none). Fixed at creation.
+    #[arg(long)]
+    pub integrity: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -89,9 +89,9 @@ pub(crate) async fn logs(server: &Target, args: LogsArgs) -> CliResult {
             let client = connect(server).await?;
             print_description(&client.describe_log(&name).await?)?;
         }
-        LogsCommand::Delete { name } => {
+        LogsCommand::Delete { name, break_glass } => {
             let client = connect(server).await?;
-            client.delete_log(&name).await?;
+            client.delete_log_with(&name, break_glass).await?;
             println!("deleted log {name}");
         }
         LogsCommand::Roll { name, partition } => {
@@ -166,6 +166,16 @@ fn create_config(c: &CreateArgs) -> Result<v1::LogConfig, CliError> {
             )))
         }
     };
+    let integrity = match c.integrity.as_deref() {
+        None => v1::Integrity::Unspecified,
+        Some("none") => v1::Integrity::None,
+        Some("ledger") => v1::Integrity::Ledger,
+        Some(other) => {
+            return Err(CliError::usage(format!(
+                "--integrity {other:?}: use none or ledger"
+            )))
+        }
+    };
     Ok(v1::LogConfig {
         partition_count: c.partitions,
         replication_factor: c.replication_factor,
@@ -186,6 +196,7 @@ fn create_config(c: &CreateArgs) -> Result<v1::LogConfig, CliError> {
         compaction_interval_ms: opt_ms("compaction-interval", &c.compaction_interval)?,
         delete_retention_ms: opt_ms("delete-retention", &c.delete_retention)?,
         time_series: time_series_arg(c)?,
+        integrity: integrity as i32,
         ..Default::default()
     })
 }

@@ -9,6 +9,7 @@ mod client_cmds;
 mod compactor_cmd;
 mod error;
 mod group_cmds;
+mod ledger_cmds;
 mod node_cmds;
 mod security_cmds;
 
@@ -73,6 +74,7 @@ fn main() -> std::process::ExitCode {
             Command::Acls(a) => security_cmds::acls(server, a).await,
             Command::Auth(a) => security_cmds::auth(server, a).await,
             Command::Certs(a) => security_cmds::certs(a),
+            Command::Ledger(a) => ledger_cmds::run(a).await,
         }
     });
     match result {

@@ -466,9 +466,15 @@ impl Client {
     }
 
     pub async fn delete_log(&self, name: &str) -> Result<(), ClientError> {
+        self.delete_log_with(name, false).await
+    }
+
+    /// Deletes `name`; `break_glass` is required (and a superuser) when it is a ledger log.
+    pub async fn delete_log_with(&self, name: &str, break_glass: bool) -> Result<(), ClientError> {
         self.admin()
             .delete_log(v1::DeleteLogRequest {
                 log: name.to_owned(),
+                break_glass,
             })
             .await?;
         Ok(())

@@ -35,6 +35,7 @@ use crate::error::ColdError;
 
 mod columnar;
 mod decode;
+mod ledger;
 mod rebuild;
 mod rows;
 mod wire;
@@ -45,7 +46,8 @@ pub use columnar::{encode_ipc, wire_to_columns, ArrowIpc, IpcError};
 pub(crate) use rows::RowSink;
 
 pub(crate) use decode::{check_schema_version, decode_groups_arrow, decode_row_groups};
-pub use decode::{decode_rows, segment_meta_from_parquet};
+pub use decode::{decode_rows, for_each_ledger_row, segment_meta_from_parquet};
+pub use ledger::{chain_column, ledger_schema, LedgerSeal, CHAIN_COLUMN};
 pub use rebuild::records_to_batches;
 pub(crate) use wire::{Columns, WireWriter};
 pub use writer::SegmentWriter;
@@ -80,6 +82,8 @@ pub mod field_ids {
     pub const SUM: i32 = 24;
     pub const MIN: i32 = 25;
     pub const MAX: i32 = 26;
+    /// The chain column of a ledger log's segments (see `codec::ledger`).
+    pub const CHAIN: i32 = 30;
 }
 
 /// `field` with its Iceberg field id in the metadata Parquet writes into the file schema.
@@ -101,6 +105,10 @@ pub mod meta_keys {
     pub const RECORD_COUNT: &str = "pyralog.record_count";
     /// JSON list of `{"epoch": e, "start_offset": o}`, one per epoch in the segment.
     pub const EPOCHS: &str = "pyralog.epochs";
+    /// A ledger object's seal, each a lowercase hex SHA-256 (absent on other logs).
+    pub const LEDGER_CHAIN_START: &str = "pyralog.ledger.chain_start";
+    pub const LEDGER_CHAIN_END: &str = "pyralog.ledger.chain_end";
+    pub const LEDGER_MERKLE_ROOT: &str = "pyralog.ledger.merkle_root";
 }
 
 /// Column positions of the schema (stable: part of the format).
@@ -150,6 +158,9 @@ pub struct SegmentMeta {
     /// footer in one GET of this size.
     #[serde(default)]
     pub footer_bytes: u64,
+    /// The chain and Merkle root of a ledger log's object (`None` on other logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<LedgerSeal>,
 }
 
 /// A segment encoded as Parquet, ready to upload.

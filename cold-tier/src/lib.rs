@@ -34,8 +34,9 @@ pub mod upload;
 
 pub use cache::{CacheSettings, CacheStats, ChunkCache};
 pub use codec::{
-    decode_rows, encode_metric_records, encode_records, encode_segment, field_ids, metrics_schema,
-    records_to_batches, EncodeOptions, EncodedSegment, MetricRow, SegmentMeta, SegmentWriter,
+    chain_column, decode_rows, encode_metric_records, encode_records, encode_segment, field_ids,
+    for_each_ledger_row, ledger_schema, metrics_schema, records_to_batches, EncodeOptions,
+    EncodedSegment, LedgerSeal, MetricRow, SegmentMeta, SegmentWriter, CHAIN_COLUMN,
 };
 pub use error::{AccessProblem, ColdError};
 pub use fault::{Fault, FaultPlan, FaultyStore, OpKind};

@@ -66,6 +66,9 @@ pub struct ColdSegment {
     /// footer in one GET, however large it is.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub footer_bytes: u64,
+    /// A ledger log's object seal: chain start and end, Merkle root (see `codec::ledger`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<crate::codec::LedgerSeal>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -92,6 +95,7 @@ impl ColdSegment {
             last_epoch: meta.epochs.last().map_or(0, |e| e.epoch.0),
             bucket_seconds: 0,
             footer_bytes: meta.footer_bytes,
+            ledger: meta.ledger,
         }
     }
 

@@ -26,6 +26,10 @@ pub struct ArchiveOptions {
     pub upload: UploadOptions,
     /// Hot-tier retention applied once segments are archived (`local_retention`).
     pub local_retention: Option<Retention>,
+    /// The log is a ledger (`integrity = "ledger"`): every object carries the hash chain,
+    /// continued from the previous object's seal, and its Merkle root (see
+    /// `pyralog_cold_tier::LedgerSeal`).
+    pub ledger: bool,
 }
 
 /// One partition's two tiers and where its archive lives.
@@ -96,17 +100,22 @@ pub async fn archive_partition(
         }
         let from = archived_end.max(seg.base_offset);
         let key = layout.segment_key(log, partition, from, last, opts.upload.generation);
-        let streamed = match stream_with_retries(hot, from, last, store, &key, opts).await {
-            Err(CompactorError::Corrupt { offset, source }) => {
-                report.corrupt = Some(CorruptSegment {
-                    base_offset: seg.base_offset,
-                    offset,
-                    detail: source.to_string(),
-                });
-                break;
-            }
-            other => other?,
+        let chain_start = match opts.ledger {
+            true => Some(chain_head(log, partition, cold)?),
+            false => None,
         };
+        let streamed =
+            match stream_with_retries(hot, from, last, chain_start, store, &key, opts).await {
+                Err(CompactorError::Corrupt { offset, source }) => {
+                    report.corrupt = Some(CorruptSegment {
+                        base_offset: seg.base_offset,
+                        offset,
+                        detail: source.to_string(),
+                    });
+                    break;
+                }
+                other => other?,
+            };
         let Some((meta, size)) = streamed else {
             // Compaction emptied the rest of this segment: nothing to upload, but the range
             // is archived all the same.
@@ -135,6 +144,26 @@ pub async fn archive_partition(
     Ok(report)
 }
 
+/// Where a ledger partition's next object continues the chain: the last archived object's
+/// chain end, or the partition's genesis when nothing is archived.
+fn chain_head(
+    log: &LogId,
+    partition: PartitionId,
+    cold: &ColdPartition,
+) -> Result<pyralog_ledger::Hash, CompactorError> {
+    let manifest = cold.manifest();
+    match manifest.segments.last() {
+        None => Ok(pyralog_ledger::genesis(log.as_str(), partition)),
+        Some(s) => s.ledger.map(|seal| seal.chain_end).ok_or_else(|| {
+            CompactorError::Ledger(format!(
+                "{log}/{partition}: archived object {} has no ledger seal; the chain cannot \
+                 continue",
+                s.key
+            ))
+        }),
+    }
+}
+
 /// [`stream_segment`], repeated with the upload retry policy's backoff while it fails in a
 /// way that may pass (the bucket unreachable, throttling). Each attempt reads and encodes
 /// the range again: nothing of it is kept in memory between attempts.
@@ -142,6 +171,7 @@ async fn stream_with_retries(
     hot: &Arc<PartitionLog>,
     from: LogOffset,
     last: LogOffset,
+    chain_start: Option<pyralog_ledger::Hash>,
     store: &dyn ObjectStore,
     key: &Path,
     opts: &ArchiveOptions,
@@ -149,7 +179,7 @@ async fn stream_with_retries(
     let retry = &opts.upload.retry;
     let mut attempt = 0;
     loop {
-        match stream_segment(hot, from, last, store, key, opts).await {
+        match stream_segment(hot, from, last, chain_start, store, key, opts).await {
             Err(e) if e.is_retriable() && attempt + 1 < retry.attempts.max(1) => {
                 attempt += 1;
                 warn!(%key, attempt, error = %e, "segment archive failed; retrying");
@@ -168,6 +198,7 @@ async fn stream_segment(
     hot: &Arc<PartitionLog>,
     from: LogOffset,
     last: LogOffset,
+    chain_start: Option<pyralog_ledger::Hash>,
     store: &dyn ObjectStore,
     key: &Path,
     opts: &ArchiveOptions,
@@ -176,7 +207,10 @@ async fn stream_segment(
     let (hot, encode) = (hot.clone(), opts.encode.clone());
     let read_chunk = opts.encode.row_group_bytes.clamp(64 * 1024, 16 << 20);
     let encoder = tokio::task::spawn_blocking(move || {
-        let mut writer = SegmentWriter::new(sink, &encode)?;
+        let mut writer = match chain_start {
+            Some(start) => SegmentWriter::with_ledger(sink, &encode, start)?,
+            None => SegmentWriter::new(sink, &encode)?,
+        };
         for_each_record(&hot, from, last, read_chunk, |record| {
             writer.push(record).map_err(CompactorError::from)
         })?;

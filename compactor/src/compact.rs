@@ -159,6 +159,15 @@ pub async fn compact_partition(
     now: TimestampMicros,
     opts: &CompactOptions,
 ) -> Result<CompactionReport, CompactorError> {
+    if t.config.integrity == pyralog_types::Integrity::Ledger
+        && t.config.compaction != CompactionMode::None
+    {
+        // Validation refuses this config; a ledger's records are never rewritten whatever
+        // state a log's config was loaded from.
+        return Err(CompactorError::Ledger(
+            "a ledger log is never compacted (integrity = \"ledger\")".into(),
+        ));
+    }
     match t.config.compaction {
         CompactionMode::None => Ok(CompactionReport::default()),
         CompactionMode::KeyBased | CompactionMode::DeleteMarkers => {

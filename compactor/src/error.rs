@@ -20,6 +20,10 @@ pub enum CompactorError {
     Cold(#[from] ColdError),
     #[error("iceberg table: {0}")]
     Lakehouse(#[from] pyralog_lakehouse::LakehouseError),
+    /// A ledger log's archive or request breaks the ledger's rules (e.g. an archived object
+    /// without a seal, or compaction asked of a ledger): never retried.
+    #[error("ledger: {0}")]
+    Ledger(String),
     /// A blocking encode/read task died (a bug, or the runtime shutting down).
     #[error("background task failed: {0}")]
     Task(String),
@@ -31,7 +35,9 @@ impl CompactorError {
         match self {
             CompactorError::Cold(e) => e.is_retriable(),
             CompactorError::Hot(HotError::Io { .. } | HotError::OffsetOutOfRange { .. }) => true,
-            CompactorError::Hot(_) | CompactorError::Corrupt { .. } => false,
+            CompactorError::Hot(_) | CompactorError::Corrupt { .. } | CompactorError::Ledger(_) => {
+                false
+            }
             CompactorError::Task(_) => true,
             CompactorError::Lakehouse(e) => {
                 !matches!(e, pyralog_lakehouse::LakehouseError::Config(_))

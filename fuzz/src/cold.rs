@@ -40,6 +40,7 @@ pub fn manifest_seed() -> Vec<u8> {
             last_epoch: 3,
             bucket_seconds: if i == 2 { 600 } else { 0 },
             footer_bytes: 0,
+            ledger: None,
         };
         m = m.with_segment(seg).expect("valid segment");
     }
@@ -75,6 +76,7 @@ fn structured_manifest(input: &[u8]) -> Vec<u8> {
             last_epoch: n.u64(),
             bucket_seconds: n.u64(),
             footer_bytes: n.u64() % 4096,
+            ledger: None,
         });
     }
     let m = Manifest {
@@ -126,6 +128,7 @@ fn check_manifest(bytes: &[u8]) {
             last_epoch: 0,
             bucket_seconds: 0,
             footer_bytes: 0,
+            ledger: None,
         };
         let _ = m.with_segment(after);
     }

@@ -24,6 +24,7 @@ pub mod controller;
 pub mod damage;
 pub mod hot;
 pub mod lakehouse;
+pub mod ledger;
 pub mod runner;
 pub mod seeds;
 pub mod token;
@@ -112,6 +113,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "iceberg_table",
         run: lakehouse::target,
+    },
+    Target {
+        name: "ledger_proof",
+        run: ledger::target,
     },
 ];
 
@@ -208,6 +213,29 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             ("manifest-cut".into(), vec![0b0000_1001, 0x00, 0x02, 2, 0]),
             ("metadata-flip".into(), vec![0b0001_0001, 0x40, 0, 0, 0x01]),
         ],
+        // The three documents as received, and damage programs (selector 0 inclusion proof,
+        // 1 checkpoint, 2 consistency proof; bit 2 signs the damaged checkpoints again).
+        "ledger_proof" => {
+            let [inclusion, checkpoint, consistency] = ledger::seed_documents();
+            vec![
+                ("inclusion".into(), inclusion),
+                ("checkpoint".into(), checkpoint),
+                ("consistency".into(), consistency),
+                ("inclusion-resigned".into(), vec![0b0000_0101]),
+                (
+                    "checkpoint-flip".into(),
+                    vec![0b0000_1001, 0x30, 0, 0, 0x02],
+                ),
+                (
+                    "consistency-flip-resigned".into(),
+                    vec![0b0001_0101, 0x90, 0, 0, 0x04],
+                ),
+                (
+                    "inclusion-path-flip-resigned".into(),
+                    vec![0b0000_0101, 0x20, 0x02, 0, 0x01],
+                ),
+            ]
+        }
         _ => Vec::new(),
     }
 }

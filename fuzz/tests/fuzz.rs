@@ -59,6 +59,7 @@ fuzz_target!(controller_command);
 fuzz_target!(request);
 fuzz_target!(bearer_token);
 fuzz_target!(iceberg_table);
+fuzz_target!(ledger_proof);
 
 /// Every target has a test above and a committed seed corpus made by the real encoders; the
 /// seeds in the repository are what the encoders produce today (so a format change shows up

@@ -18,6 +18,8 @@ use pyralog_cold_tier::{
     LogRegistry, ManifestStore,
 };
 use pyralog_lakehouse::{base_uri, IcebergTables, Publisher};
+use pyralog_ledger::SigningKey;
+use pyralog_ledger_audit::{CheckpointStore, Checkpointer};
 use pyralog_types::clock::Clock;
 use pyralog_types::{LogConfig, LogId, PartitionId};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -35,6 +37,8 @@ pub(crate) struct ColdTier {
     registry: LogRegistry,
     cache: Arc<ChunkCache>,
     lakehouse: Option<Lakehouse>,
+    /// Signs the checkpoints of ledger logs' archives.
+    pub(crate) checkpointer: Checkpointer,
     clock: Arc<dyn Clock>,
 }
 
@@ -89,6 +93,19 @@ impl ColdTier {
                 Publisher::spawn(tables.clone(), clock.clone(), cancel.clone());
             publisher
         });
+        let key_file = settings
+            .ledger_signing_key
+            .clone()
+            .unwrap_or_else(|| data_dir.join("ledger-signing.key"));
+        let checkpointer = Checkpointer::new(
+            load_or_create_key(&key_file)?,
+            CheckpointStore::new(store.clone(), &layout),
+            clock.clone(),
+        );
+        checkpointer
+            .publish_key()
+            .await
+            .map_err(|e| ColdError::Config(format!("publishing the ledger key: {e}")))?;
         let lakehouse = Some(Lakehouse {
             tables,
             publisher,
@@ -97,6 +114,7 @@ impl ColdTier {
         });
         Ok(ColdTier {
             lakehouse,
+            checkpointer,
             clock,
             manifests: ManifestStore::new(store.clone(), layout.clone()),
             registry: LogRegistry::new(store.clone(), layout.clone()),
@@ -189,4 +207,45 @@ impl ColdTier {
     pub(crate) fn cache(&self) -> &Arc<ChunkCache> {
         &self.cache
     }
+}
+
+/// The ledger signing key in `path`, or a new one written there (owner-only) when the file
+/// does not exist.
+fn load_or_create_key(path: &Path) -> Result<SigningKey, ColdError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        ColdError::Config(format!(
+            "ledger signing key {}: {what}: {e}",
+            path.display()
+        ))
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => SigningKey::from_seed_hex(&text).map_err(|e| bad("unreadable", &e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SigningKey::generate();
+            write_private(path, &key.seed_hex()).map_err(|e| bad("cannot create", &e))?;
+            tracing::info!(path = %path.display(), key_id = %key.verifying_key().key_id(),
+                "created a ledger signing key");
+            Ok(key)
+        }
+        Err(e) => Err(bad("cannot read", &e)),
+    }
+}
+
+/// Creates `path` with `text`, readable by its owner only.
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
 }

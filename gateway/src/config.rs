@@ -187,6 +187,11 @@ pub struct ColdTierSettings {
     pub decode_threads: usize,
     /// Each archived log's Iceberg table (`[cold_tier.iceberg]`).
     pub iceberg: pyralog_lakehouse::TableSettings,
+    /// The Ed25519 key that signs ledger checkpoints (a file holding its 32-byte seed as 64
+    /// hex characters). Default: `{data_dir}/ledger-signing.key`, created on first start.
+    /// Give every node of a cluster the same file so one public key verifies every
+    /// checkpoint; `pyralog ledger keygen` makes one.
+    pub ledger_signing_key: Option<std::path::PathBuf>,
 }
 
 /// Upper bound on `[cold_tier] decode_threads`: more than the blocking pool would ever run
@@ -212,6 +217,7 @@ impl Default for ColdTierSettings {
             cache: CacheSettings::default(),
             decode_threads: 0,
             iceberg: pyralog_lakehouse::TableSettings::default(),
+            ledger_signing_key: None,
         }
     }
 }

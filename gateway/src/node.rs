@@ -491,6 +491,11 @@ impl Node {
         self.describe_log(name).await
     }
 
+    /// Whether log `name` is a ledger (`integrity = "ledger"`).
+    pub fn is_ledger(&self, name: &str) -> Result<bool, GatewayError> {
+        Ok(self.log(name)?.config.integrity == pyralog_types::Integrity::Ledger)
+    }
+
     pub async fn delete_log(&self, name: &str) -> Result<(), GatewayError> {
         let log = self.log(name)?;
         self.metadata.delete_log(&log.id).await?;

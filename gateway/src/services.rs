@@ -331,10 +331,25 @@ impl Admin for Services {
         &self,
         request: Request<v1::DeleteLogRequest>,
     ) -> Result<Response<v1::DeleteLogResponse>, Status> {
-        self.node
-            .guard(&request)?
-            .check(Operation::Delete, Resource::Log(&request.get_ref().log))?;
-        self.node.delete_log(&request.into_inner().log).await?;
+        let guard = self.node.guard(&request)?;
+        guard.check(Operation::Delete, Resource::Log(&request.get_ref().log))?;
+        let req = request.into_inner();
+        if self.node.is_ledger(&req.log)? {
+            // A ledger's history is the point of it: deleting it takes a superuser who says
+            // so explicitly.
+            if !req.break_glass {
+                return Err(GatewayError::InvalidRequest(format!(
+                    "log {} is a ledger (integrity = \"ledger\"): deleting it destroys its \
+                     tamper-evident history; a superuser must set break_glass",
+                    req.log
+                ))
+                .into());
+            }
+            guard.check_superuser(&format!("delete ledger log {}", req.log))?;
+            tracing::warn!(target: "pyralog::audit", log = %req.log,
+                "ledger log deleted with break_glass");
+        }
+        self.node.delete_log(&req.log).await?;
         Ok(Response::new(v1::DeleteLogResponse {}))
     }
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 use pyralog_types::batch::NewRecord;
 use pyralog_types::config::ConfigError;
 use pyralog_types::{
-    AckPolicy, CompactionMode, DownsampleTier, Epoch, FsyncPolicy, Header, LogConfig, LogOffset,
-    Record, Retention, TimeSeriesSpec,
+    AckPolicy, CompactionMode, DownsampleTier, Epoch, FsyncPolicy, Header, Integrity, LogConfig,
+    LogOffset, Record, Retention, TimeSeriesSpec,
 };
 
 use crate::v1;
@@ -110,6 +110,15 @@ impl From<CompactionMode> for v1::CompactionMode {
     }
 }
 
+impl From<Integrity> for v1::Integrity {
+    fn from(i: Integrity) -> Self {
+        match i {
+            Integrity::None => v1::Integrity::None,
+            Integrity::Ledger => v1::Integrity::Ledger,
+        }
+    }
+}
+
 impl From<Retention> for v1::Retention {
     fn from(r: Retention) -> Self {
         v1::Retention {
@@ -161,6 +170,7 @@ impl From<&LogConfig> for v1::LogConfig {
                     })
                     .collect(),
             }),
+            integrity: v1::Integrity::from(c.integrity) as i32,
         }
     }
 }
@@ -194,6 +204,17 @@ impl v1::LogConfig {
                 })
             }
         };
+        let integrity = match v1::Integrity::try_from(self.integrity) {
+            Ok(v1::Integrity::Unspecified) => d.integrity,
+            Ok(v1::Integrity::None) => Integrity::None,
+            Ok(v1::Integrity::Ledger) => Integrity::Ledger,
+            Err(_) => {
+                return Err(ConfigError {
+                    field: "integrity",
+                    problem: format!("unknown mode {}", self.integrity),
+                })
+            }
+        };
         let fsync = match self.fsync {
             None => d.fsync,
             Some(s) => FsyncPolicy::try_from(s).map_err(|problem| ConfigError {
@@ -216,7 +237,12 @@ impl v1::LogConfig {
                 Some(v) => narrow("read_quorum", v)?,
                 None => d.read_quorum,
             },
-            retention: self.retention.map(Into::into).unwrap_or(d.retention),
+            // A ledger never removes records: unless told otherwise, it keeps them forever.
+            retention: match self.retention {
+                Some(r) => r.into(),
+                None if integrity == Integrity::Ledger => Retention::Infinite,
+                None => d.retention,
+            },
             local_retention: self
                 .local_retention
                 .map(Into::into)
@@ -252,6 +278,7 @@ impl v1::LogConfig {
                         .collect(),
                 }),
             },
+            integrity,
         };
         c.validate()?;
         Ok(c)
@@ -278,6 +305,18 @@ mod tests {
             empty.into_domain(&LogConfig::default()),
             Ok(LogConfig::default())
         );
+    }
+
+    #[test]
+    fn a_ledger_log_round_trips() {
+        let c = LogConfig {
+            integrity: Integrity::Ledger,
+            retention: Retention::Infinite,
+            ..Default::default()
+        };
+        let wire = v1::LogConfig::from(&c);
+        assert_eq!(wire.integrity, v1::Integrity::Ledger as i32);
+        assert_eq!(wire.into_domain(&LogConfig::default()), Ok(c));
     }
 
     #[test]

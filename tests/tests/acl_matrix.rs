@@ -185,7 +185,13 @@ async fn call(path: &str, ch: Channel, token: Option<&str>) -> Option<Result<(),
             .await
             .map(drop),
         "/pyralog.v1.Admin/DeleteLog" => admin_client::AdminClient::new(ch)
-            .delete_log(call_req(DeleteLogRequest { log: "a".into() }, t))
+            .delete_log(call_req(
+                DeleteLogRequest {
+                    log: "a".into(),
+                    break_glass: false,
+                },
+                t,
+            ))
             .await
             .map(drop),
         "/pyralog.v1.Admin/RollSegments" => admin_client::AdminClient::new(ch)

@@ -88,6 +88,19 @@ pub enum CompactionMode {
     TimeSeries,
 }
 
+/// Whether a log's history is tamper-evident. Fixed at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Integrity {
+    /// An ordinary log: compaction and retention may remove records.
+    #[default]
+    None,
+    /// A ledger: every archived record is hash-chained and Merkle-rooted, checkpoints are
+    /// signed, and nothing archived is ever removed (compaction must be `none`, retention
+    /// infinite; deleting the log needs a superuser and an explicit break-glass flag).
+    Ledger,
+}
+
 /// How a time-series log reads a metric from its records and downsamples old data.
 ///
 /// ```toml
@@ -253,6 +266,13 @@ pub struct LogConfig {
     /// How to read and downsample a metric (required by `compaction = "time_series"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_series: Option<TimeSeriesSpec>,
+    /// `ledger` makes the log tamper-evident (see [`Integrity`]).
+    #[serde(skip_serializing_if = "is_default_integrity")]
+    pub integrity: Integrity,
+}
+
+fn is_default_integrity(i: &Integrity) -> bool {
+    *i == Integrity::None
 }
 
 impl Default for LogConfig {
@@ -276,6 +296,7 @@ impl Default for LogConfig {
             max_batch_bytes: 8 * 1024 * 1024,
             unclean_leader_election: false,
             time_series: None,
+            integrity: Integrity::None,
         }
     }
 }
@@ -402,6 +423,20 @@ impl LogConfig {
             (_, Some(ts)) => ts.validate()?,
             _ => {}
         }
+        if self.integrity == Integrity::Ledger {
+            if self.compaction != CompactionMode::None {
+                return bad(
+                    "compaction",
+                    "a ledger log never removes records: compaction must be \"none\"",
+                );
+            }
+            if self.retention.max_age().is_some() || self.retention.max_bytes().is_some() {
+                return bad(
+                    "retention",
+                    "a ledger log never removes records: retention must be infinite",
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -415,6 +450,28 @@ mod tests {
         LogConfig::default()
             .validate()
             .expect("default config valid");
+    }
+
+    #[test]
+    fn a_ledger_refuses_compaction_and_finite_retention() {
+        let ledger = LogConfig {
+            integrity: Integrity::Ledger,
+            retention: Retention::Infinite,
+            ..LogConfig::default()
+        };
+        ledger
+            .validate()
+            .expect("an infinite, uncompacted ledger is valid");
+        let finite = LogConfig {
+            retention: Retention::Time(Duration::from_secs(3600)),
+            ..ledger.clone()
+        };
+        assert_eq!(finite.validate().map_err(|e| e.field), Err("retention"));
+        let compacted = LogConfig {
+            compaction: CompactionMode::KeyBased,
+            ..ledger
+        };
+        assert_eq!(compacted.validate().map_err(|e| e.field), Err("compaction"));
     }
 
     #[test]

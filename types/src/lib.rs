@@ -16,7 +16,8 @@ pub mod record;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    AckPolicy, CompactionMode, DownsampleTier, FsyncPolicy, LogConfig, Retention, TimeSeriesSpec,
+    AckPolicy, CompactionMode, DownsampleTier, FsyncPolicy, Integrity, LogConfig, Retention,
+    TimeSeriesSpec,
 };
 pub use ids::{Epoch, LogId, LogIdError, LogOffset, NodeId, PartitionId, TimestampMicros};
 pub use reason::Reason;

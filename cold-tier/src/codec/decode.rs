@@ -34,6 +34,39 @@ pub fn decode_rows(file: Bytes) -> Result<Vec<Record>, ColdError> {
     collect_records(reader, what)
 }
 
+/// Decodes a whole segment file held in memory a row group at a time, calling `f` with each
+/// record and the chain value stored with it (`None` when the file is not a ledger object),
+/// and returns the metadata its footer declares. The ledger verifier's read: it never holds
+/// more than one row group's records.
+pub fn for_each_ledger_row(
+    file: Bytes,
+    mut f: impl FnMut(Record, Option<pyralog_ledger::Hash>) -> Result<(), ColdError>,
+) -> Result<SegmentMeta, ColdError> {
+    let what = "parquet segment";
+    let file_len = file.len() as u64;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| ColdError::corrupt(what, e))?;
+    check_schema_version(builder.metadata(), what)?;
+    check_column_chunks(builder.metadata(), file_len, what)?;
+    let meta = segment_meta_from_parquet(builder.metadata())?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let reader = builder.build().map_err(|e| ColdError::corrupt(what, e))?;
+        for rb in reader {
+            let rb = rb.map_err(|e| ColdError::corrupt(what, e))?;
+            let rb = normalize(rb).map_err(|reason| ColdError::corrupt(what, reason))?;
+            let cols = Columns::of(&rb).map_err(|reason| ColdError::corrupt(what, reason))?;
+            let chains = super::chain_column(&rb)?;
+            for row in 0..cols.len() {
+                let chain = chains.and_then(|c| <[u8; 32]>::try_from(c.value(row)).ok());
+                f(cols.record(row), chain)?;
+            }
+        }
+        Ok(())
+    }))
+    .unwrap_or_else(|_| Err(ColdError::corrupt(what, "the parquet decoder panicked")))?;
+    Ok(meta)
+}
+
 /// Decodes the given row groups of a file whose metadata is already parsed. `reader` needs
 /// to hold only those row groups' bytes (see [`crate::reader`]).
 pub(crate) fn decode_row_groups<R: ChunkReader + 'static>(
@@ -264,6 +297,27 @@ pub fn segment_meta_from_parquet(meta: &ParquetMetaData) -> Result<SegmentMeta, 
         .and_then(|s| {
             serde_json::from_str(s).map_err(|e| ColdError::corrupt(what, format!("epochs: {e}")))
         })?;
+    let hash = |key: &str| -> Result<Option<pyralog_ledger::Hash>, ColdError> {
+        kv(meta, key)
+            .map(|v| {
+                pyralog_ledger::from_hex(v)
+                    .map_err(|e| ColdError::corrupt(what, format!("{key}: {e}")))
+            })
+            .transpose()
+    };
+    let ledger = match (
+        hash(meta_keys::LEDGER_CHAIN_START)?,
+        hash(meta_keys::LEDGER_CHAIN_END)?,
+        hash(meta_keys::LEDGER_MERKLE_ROOT)?,
+    ) {
+        (Some(chain_start), Some(chain_end), Some(merkle_root)) => Some(super::LedgerSeal {
+            chain_start,
+            chain_end,
+            merkle_root,
+        }),
+        (None, None, None) => None,
+        _ => return Err(ColdError::corrupt(what, "a partial ledger seal")),
+    };
     Ok(SegmentMeta {
         base_offset: LogOffset(u(meta_keys::BASE_OFFSET)?),
         last_offset: LogOffset(u(meta_keys::LAST_OFFSET)?),
@@ -272,6 +326,7 @@ pub fn segment_meta_from_parquet(meta: &ParquetMetaData) -> Result<SegmentMeta, 
         record_count: u(meta_keys::RECORD_COUNT)?,
         epochs,
         footer_bytes: 0,
+        ledger,
     })
 }
 

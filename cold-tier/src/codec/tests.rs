@@ -104,6 +104,7 @@ fn schema_metadata_and_statistics() {
         back,
         SegmentMeta {
             footer_bytes: 0,
+            ledger: None,
             ..enc.meta.clone()
         },
         "all but the footer's size, which only the writer knows"
@@ -409,4 +410,80 @@ fn downsampled_segments_carry_typed_metric_columns_and_still_decode_as_records()
     );
     // A mismatched metrics slice is refused, not written.
     assert!(encode_metric_records(&records, &metrics[..3], &EncodeOptions::default()).is_err());
+}
+
+mod ledger {
+    use super::*;
+    use pyralog_ledger::{genesis, merkle, RecordHasher};
+
+    fn ledger_file(records: &[Record], start: pyralog_ledger::Hash) -> (Bytes, SegmentMeta) {
+        let opts = EncodeOptions {
+            row_group_bytes: 256,
+            ..EncodeOptions::default()
+        };
+        let mut w = SegmentWriter::with_ledger(Vec::new(), &opts, start).expect("writer");
+        for r in records {
+            w.push(r.clone()).expect("push");
+        }
+        let (bytes, meta) = w.finish().expect("finish");
+        (Bytes::from(bytes), meta)
+    }
+
+    #[test]
+    fn every_row_carries_the_chain_and_the_footer_the_seal() {
+        let records: Vec<Record> = (0..100).map(|o| record(o, 1, o as i64, b"v")).collect();
+        let start = genesis("ledger", 3);
+        let (bytes, meta) = ledger_file(&records, start);
+        let seal = meta.ledger.expect("a ledger object is sealed");
+
+        // The chain recomputed from the records is the column, row by row, across row groups.
+        let mut hasher = RecordHasher::new(start);
+        let mut leaves = Vec::new();
+        let mut rows = 0;
+        let read = for_each_ledger_row(bytes.clone(), |r, stored| {
+            let (chain, leaf) = hasher.push(&r);
+            assert_eq!(stored, Some(chain), "row {}", r.offset);
+            assert_eq!(r, records[rows]);
+            leaves.push(leaf);
+            rows += 1;
+            Ok(())
+        })
+        .expect("decode");
+        assert_eq!(rows, 100);
+        assert_eq!(seal.chain_start, start);
+        assert_eq!(seal.chain_end, hasher.chain());
+        assert_eq!(seal.merkle_root, merkle::root(&leaves));
+        // The footer says the same, so a node restoring from the bucket keeps the seal.
+        assert_eq!(read.ledger, Some(seal));
+        // And the object still reads as an ordinary segment.
+        assert_eq!(decode_rows(bytes).expect("rows"), records);
+    }
+
+    #[test]
+    fn a_plain_segment_has_no_chain_and_no_seal() {
+        let records: Vec<Record> = (0..10).map(|o| record(o, 1, 0, b"v")).collect();
+        let enc = encode_records(&records, &EncodeOptions::default()).expect("encode");
+        assert_eq!(enc.meta.ledger, None);
+        let read = for_each_ledger_row(enc.bytes, |_, stored| {
+            assert_eq!(stored, None);
+            Ok(())
+        })
+        .expect("decode");
+        assert_eq!(read.ledger, None);
+    }
+
+    #[test]
+    fn the_chain_continues_across_objects() {
+        let records: Vec<Record> = (0..60).map(|o| record(o, 1, 0, b"x")).collect();
+        let start = genesis("ledger", 0);
+        let (_, whole) = ledger_file(&records, start);
+        let (_, first) = ledger_file(&records[..25], start);
+        let first = first.ledger.expect("seal");
+        let (_, second) = ledger_file(&records[25..], first.chain_end);
+        assert_eq!(
+            second.ledger.expect("seal").chain_end,
+            whole.ledger.expect("seal").chain_end,
+            "cutting a partition into objects does not change its chain"
+        );
+    }
 }

@@ -16,6 +16,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use pyralog_types::{LogOffset, Record};
 
+use super::ledger::{ledger_schema, LedgerState};
 use super::{
     arrow_schema, meta_keys, metrics_schema, to_record_batch, writer_properties, EncodeOptions,
     EpochStart, MetricRow, SegmentMeta, SCHEMA_VERSION,
@@ -54,6 +55,8 @@ pub struct SegmentWriter<W: Write + Send> {
     pending_metrics: Vec<Option<MetricRow>>,
     pending_bytes: usize,
     meta: MetaBuilder,
+    /// The hash chain and Merkle tree of a ledger log's segment (see `codec::ledger`).
+    ledger: Option<LedgerState>,
 }
 
 impl<W: Write + Send> std::fmt::Debug for SegmentWriter<W> {
@@ -63,6 +66,7 @@ impl<W: Write + Send> std::fmt::Debug for SegmentWriter<W> {
             .field("pending_rows", &self.pending.len())
             .field("pending_bytes", &self.pending_bytes)
             .field("records", &self.meta.count)
+            .field("ledger", &self.ledger.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -70,20 +74,36 @@ impl<W: Write + Send> std::fmt::Debug for SegmentWriter<W> {
 impl<W: Write + Send> SegmentWriter<W> {
     /// A writer of plain record segments ([`arrow_schema`]).
     pub fn new(sink: W, opts: &EncodeOptions) -> Result<Self, ColdError> {
-        Self::build(sink, opts, false)
+        Self::build(sink, opts, false, None)
+    }
+
+    /// A writer of a ledger log's segment ([`super::ledger_schema`]): each row also gets the
+    /// chain head through it, continuing from `chain_start` (the previous object's chain end,
+    /// or the partition's genesis), and the footer gets the object's [`super::LedgerSeal`].
+    pub fn with_ledger(
+        sink: W,
+        opts: &EncodeOptions,
+        chain_start: pyralog_ledger::Hash,
+    ) -> Result<Self, ColdError> {
+        Self::build(sink, opts, false, Some(LedgerState::new(chain_start)))
     }
 
     /// A writer of downsampled segments ([`metrics_schema`]); rows go in with
     /// [`SegmentWriter::push_metric`].
     pub fn with_metrics(sink: W, opts: &EncodeOptions) -> Result<Self, ColdError> {
-        Self::build(sink, opts, true)
+        Self::build(sink, opts, true, None)
     }
 
-    fn build(sink: W, opts: &EncodeOptions, with_metrics: bool) -> Result<Self, ColdError> {
-        let schema = if with_metrics {
-            metrics_schema()
-        } else {
-            arrow_schema()
+    fn build(
+        sink: W,
+        opts: &EncodeOptions,
+        with_metrics: bool,
+        ledger: Option<LedgerState>,
+    ) -> Result<Self, ColdError> {
+        let schema = match (with_metrics, &ledger) {
+            (true, _) => metrics_schema(),
+            (false, Some(_)) => ledger_schema(),
+            (false, None) => arrow_schema(),
         };
         let props = writer_properties(opts)?;
         let sink = Counted {
@@ -100,6 +120,7 @@ impl<W: Write + Send> SegmentWriter<W> {
             pending_metrics: Vec::new(),
             pending_bytes: 0,
             meta: MetaBuilder::default(),
+            ledger,
         })
     }
 
@@ -109,6 +130,9 @@ impl<W: Write + Send> SegmentWriter<W> {
             return self.push_metric(record, None);
         }
         self.meta.observe(&record)?;
+        if let Some(ledger) = &mut self.ledger {
+            ledger.observe(&record);
+        }
         self.pending_bytes += record.payload_len() + ROW_OVERHEAD_BYTES;
         self.pending.push(record);
         self.cut_if_full()
@@ -173,6 +197,9 @@ impl<W: Write + Send> SegmentWriter<W> {
         let (mut start, mut bytes) = (0, 0);
         for (i, r) in records.iter().enumerate() {
             self.meta.observe(r)?;
+            if let Some(ledger) = &mut self.ledger {
+                ledger.observe(r);
+            }
             bytes += r.payload_len() + ROW_OVERHEAD_BYTES;
             if bytes >= target || i + 1 == records.len() {
                 self.write_rows(&records[start..=i], metrics.map(|m| &m[start..=i]))?;
@@ -205,7 +232,10 @@ impl<W: Write + Send> SegmentWriter<W> {
         records: &[Record],
         metrics: Option<&[Option<MetricRow>]>,
     ) -> Result<(), ColdError> {
-        let rb = to_record_batch(records, metrics)?;
+        let mut rb = to_record_batch(records, metrics)?;
+        if let Some(ledger) = &mut self.ledger {
+            rb = ledger.append_column(rb)?;
+        }
         self.writer
             .write(&rb)
             .and_then(|()| self.writer.flush())
@@ -217,6 +247,7 @@ impl<W: Write + Send> SegmentWriter<W> {
     pub fn finish(mut self) -> Result<(W, SegmentMeta), ColdError> {
         self.write_row_group()?;
         let mut meta = self.meta.build()?;
+        meta.ledger = self.ledger.as_ref().map(LedgerState::seal);
         for kv in footer_metadata(&meta)? {
             self.writer.append_key_value_metadata(kv);
         }
@@ -236,7 +267,7 @@ fn footer_metadata(meta: &SegmentMeta) -> Result<Vec<KeyValue>, ColdError> {
     let epochs = serde_json::to_string(&meta.epochs)
         .map_err(|e| ColdError::InvalidInput(format!("epochs metadata: {e}")))?;
     let kv = |k: &str, v: String| KeyValue::new(k.to_owned(), v);
-    Ok(vec![
+    let mut entries = vec![
         kv(meta_keys::SCHEMA_VERSION, SCHEMA_VERSION.to_string()),
         kv(meta_keys::BASE_OFFSET, meta.base_offset.0.to_string()),
         kv(meta_keys::LAST_OFFSET, meta.last_offset.0.to_string()),
@@ -244,7 +275,16 @@ fn footer_metadata(meta: &SegmentMeta) -> Result<Vec<KeyValue>, ColdError> {
         kv(meta_keys::MAX_TIMESTAMP, meta.max_timestamp.to_string()),
         kv(meta_keys::RECORD_COUNT, meta.record_count.to_string()),
         kv(meta_keys::EPOCHS, epochs),
-    ])
+    ];
+    if let Some(seal) = &meta.ledger {
+        use pyralog_ledger::to_hex;
+        entries.extend([
+            kv(meta_keys::LEDGER_CHAIN_START, to_hex(&seal.chain_start)),
+            kv(meta_keys::LEDGER_CHAIN_END, to_hex(&seal.chain_end)),
+            kv(meta_keys::LEDGER_MERKLE_ROOT, to_hex(&seal.merkle_root)),
+        ]);
+    }
+    Ok(entries)
 }
 
 /// The segment's metadata, accumulated record by record, checking the order rules.
@@ -308,6 +348,7 @@ impl MetaBuilder {
                 record_count: self.count,
                 epochs: self.epochs,
                 footer_bytes: 0,
+                ledger: None,
             }),
             _ => Err(ColdError::InvalidInput(
                 "a segment needs at least one record".into(),

@@ -19,6 +19,7 @@ pub(crate) fn seg(base: u64, last: u64) -> ColdSegment {
         last_epoch: 0,
         bucket_seconds: 0,
         footer_bytes: 0,
+        ledger: None,
     }
 }
 

@@ -494,6 +494,7 @@ async fn a_footer_larger_than_the_guess_is_one_get_when_the_manifest_knows_its_s
     store.plan().reset_stats();
     let unknown = ColdSegment {
         footer_bytes: 0,
+        ledger: None,
         ..seg.clone()
     };
     ColdReader::new(Arc::new(store.clone()))

@@ -126,8 +126,10 @@ impl Node {
     }
 
     pub(super) async fn archive_log(&self, cold: &ColdTier, log: &OpenLog) {
+        let ledger = log.config.integrity == pyralog_types::Integrity::Ledger;
         let opts = ArchiveOptions {
             local_retention: Some(log.config.local_retention),
+            ledger,
             ..ArchiveOptions::default()
         };
         for (i, p) in log.partitions.iter().enumerate() {
@@ -159,6 +161,14 @@ impl Node {
                         backing_off,
                         cold.settings.archive_interval,
                     );
+                    if ledger && !r.uploaded.is_empty() {
+                        // A checkpoint that fails now is written at the next upload (it
+                        // covers everything archived by then).
+                        if let Err(e) = cold.checkpointer.checkpoint(&cp.manifest()).await {
+                            warn!(log = %log.id, partition = i, error = %e,
+                                "ledger checkpoint failed");
+                        }
+                    }
                     let bytes: u64 = r.uploaded.iter().map(|s| s.size_bytes).sum();
                     self.metrics
                         .segments_archived

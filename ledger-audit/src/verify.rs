@@ -1,0 +1,608 @@
+//! Verifying a ledger log from the bucket alone.
+//!
+//! For each partition, the newest manifest is walked in offset order. Each object is read
+//! whole and its rows replayed: offsets must be the next expected ones (a ledger never has
+//! gaps), the chain recomputed from the object's declared start must equal the chain column
+//! row by row, and at the end the chain head and the Merkle root must equal the seal the
+//! manifest recorded. Between objects, each one's chain must start where the previous one
+//! ended. Then every checkpoint is checked: signed by a trusted key, and its tree (the first
+//! `tree_size` objects) present in the manifest with the same root.
+//!
+//! What broke is reported as [`Finding`]s, one per damaged object (the first broken row; the
+//! rows after it are consequences), and the walk goes on: the next object is checked
+//! against its own seal, so two independent tamperings are both named.
+
+use std::sync::Arc;
+
+use object_store::{ObjectStore, ObjectStoreExt};
+use pyralog_cold_tier::{
+    for_each_ledger_row, ColdError, ColdSegment, Layout, LogRegistry, ManifestStore,
+};
+use pyralog_ledger::{
+    genesis, merkle, Checkpoint, Hash, MerkleBuilder, RecordHasher, VerifyingKey,
+};
+use pyralog_types::{Integrity, LogConfig, LogId, PartitionId};
+use serde::Serialize;
+
+use crate::checkpoints::CheckpointStore;
+use crate::error::AuditError;
+
+/// Which keys a verification trusts.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Keys given by the operator.
+    pub trusted_keys: Vec<VerifyingKey>,
+    /// Also trust the keys published in the bucket (whoever can write the bucket can add
+    /// one; the CLI says so when this is on).
+    pub trust_bucket_keys: bool,
+}
+
+/// One thing found broken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Finding {
+    /// The manifest names an object the bucket does not have.
+    ObjectMissing {
+        partition: PartitionId,
+        object: String,
+        first_offset: u64,
+    },
+    /// The object is there but is not a readable segment file.
+    ObjectUnreadable {
+        partition: PartitionId,
+        object: String,
+        detail: String,
+    },
+    /// A row's record does not hash to its stored chain value: it was changed.
+    RecordAltered {
+        partition: PartitionId,
+        object: String,
+        offset: u64,
+    },
+    /// A row holds another offset than the one expected there (objects swapped, records
+    /// reordered or removed).
+    RecordOutOfPlace {
+        partition: PartitionId,
+        object: String,
+        expected: u64,
+        found: u64,
+    },
+    /// The object's rows lack the chain column.
+    ChainColumnMissing {
+        partition: PartitionId,
+        object: String,
+    },
+    /// The object holds another number of records than its manifest entry says.
+    RecordCountMismatch {
+        partition: PartitionId,
+        object: String,
+        expected: u64,
+        found: u64,
+    },
+    /// Every row follows its chain column, but the chain's end or the Merkle root is not the
+    /// manifest's seal: the object was rewritten with a consistent, forged chain.
+    SealMismatch {
+        partition: PartitionId,
+        object: String,
+        what: String,
+    },
+    /// The object's chain does not start where the previous object's ended.
+    ChainBroken {
+        partition: PartitionId,
+        object: String,
+        first_offset: u64,
+    },
+    /// No object of the manifest holds these offsets.
+    MissingRange {
+        partition: PartitionId,
+        from: u64,
+        to: u64,
+    },
+    /// A manifest entry without a ledger seal.
+    MissingSeal {
+        partition: PartitionId,
+        object: String,
+    },
+    /// A checkpoint that does not parse, or whose signature no trusted key verifies.
+    CheckpointInvalid {
+        partition: PartitionId,
+        checkpoint: String,
+        detail: String,
+    },
+    /// A signed checkpoint covers more objects than the manifest has: the manifest was rolled
+    /// back (or objects were dropped from its end).
+    RolledBack {
+        partition: PartitionId,
+        checkpoint_objects: u64,
+        checkpoint_last_offset: u64,
+        checkpoint_manifest_version: u64,
+        manifest_objects: u64,
+        manifest_version: u64,
+    },
+    /// The manifest's first `tree_size` objects do not have the root a checkpoint signed.
+    HistoryRewritten {
+        partition: PartitionId,
+        checkpoint_objects: u64,
+        checkpoint_last_offset: u64,
+    },
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use Finding::*;
+        match self {
+            ObjectMissing {
+                partition,
+                object,
+                first_offset,
+            } => write!(
+                f,
+                "partition {partition}: object {object} (from offset {first_offset}) is missing \
+                 from the bucket"
+            ),
+            ObjectUnreadable {
+                partition,
+                object,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "partition {partition}: object {object} is unreadable: {detail}"
+                )
+            }
+            RecordAltered {
+                partition,
+                object,
+                offset,
+            } => write!(
+                f,
+                "partition {partition}: record at offset {offset} in {object} was altered (it \
+                 no longer hashes to its chain value)"
+            ),
+            RecordOutOfPlace {
+                partition,
+                object,
+                expected,
+                found,
+            } => write!(
+                f,
+                "partition {partition}: {object} holds offset {found} where offset {expected} \
+                 belongs (objects swapped, or records removed or reordered)"
+            ),
+            ChainColumnMissing { partition, object } => {
+                write!(f, "partition {partition}: {object} has no chain column")
+            }
+            RecordCountMismatch {
+                partition,
+                object,
+                expected,
+                found,
+            } => write!(
+                f,
+                "partition {partition}: {object} holds {found} records, its manifest entry \
+                 {expected}"
+            ),
+            SealMismatch {
+                partition,
+                object,
+                what,
+            } => write!(
+                f,
+                "partition {partition}: {object}'s {what} is not the one the manifest sealed \
+                 (the object was rewritten)"
+            ),
+            ChainBroken {
+                partition,
+                object,
+                first_offset,
+            } => write!(
+                f,
+                "partition {partition}: the chain of {object} (from offset {first_offset}) does \
+                 not continue the previous object's"
+            ),
+            MissingRange {
+                partition,
+                from,
+                to,
+            } => write!(
+                f,
+                "partition {partition}: offsets {from}..={to} are in no archived object"
+            ),
+            MissingSeal { partition, object } => {
+                write!(
+                    f,
+                    "partition {partition}: {object} has no ledger seal in the manifest"
+                )
+            }
+            CheckpointInvalid {
+                partition,
+                checkpoint,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "partition {partition}: checkpoint {checkpoint}: {detail}"
+                )
+            }
+            RolledBack {
+                partition,
+                checkpoint_objects,
+                checkpoint_last_offset,
+                checkpoint_manifest_version,
+                manifest_objects,
+                manifest_version,
+            } => write!(
+                f,
+                "partition {partition}: manifest rolled back: a signed checkpoint covers \
+                 {checkpoint_objects} objects through offset {checkpoint_last_offset} (manifest \
+                 version {checkpoint_manifest_version}), the bucket's manifest (version \
+                 {manifest_version}) has {manifest_objects}"
+            ),
+            HistoryRewritten {
+                partition,
+                checkpoint_objects,
+                checkpoint_last_offset,
+            } => write!(
+                f,
+                "partition {partition}: history rewritten: the first {checkpoint_objects} \
+                 objects (through offset {checkpoint_last_offset}) do not have the root a \
+                 signed checkpoint holds"
+            ),
+        }
+    }
+}
+
+/// What was checked in one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PartitionReport {
+    pub partition: PartitionId,
+    pub manifest_version: u64,
+    pub objects: u64,
+    pub records: u64,
+    pub bytes: u64,
+    /// The last archived offset (`None`: nothing archived).
+    pub last_offset: Option<u64>,
+    /// Checkpoints whose signature and root checked out.
+    pub valid_checkpoints: u64,
+    /// The newest of them.
+    pub newest_checkpoint: Option<Checkpoint>,
+}
+
+/// The outcome of [`verify_log`]: clean when `findings` is empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub log: String,
+    pub partitions: Vec<PartitionReport>,
+    pub findings: Vec<Finding>,
+}
+
+impl VerifyReport {
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.partitions.iter().map(|p| p.bytes).sum()
+    }
+
+    pub fn records(&self) -> u64 {
+        self.partitions.iter().map(|p| p.records).sum()
+    }
+}
+
+/// Verifies every partition of ledger log `log` in the bucket. An `Err` means the bucket
+/// could not be read (or the log is not a ledger), not that something is broken: that is a
+/// [`Finding`] in the report.
+pub async fn verify_log(
+    store: Arc<dyn ObjectStore>,
+    layout: &Layout,
+    log: &LogId,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport, AuditError> {
+    let config = log_config(&store, layout, log).await?;
+    let checkpoints = CheckpointStore::new(store.clone(), layout);
+    let mut keys = opts.trusted_keys.clone();
+    if opts.trust_bucket_keys {
+        keys.extend(checkpoints.published_keys().await?);
+    }
+    let manifests = ManifestStore::new(store.clone(), layout.clone());
+    let mut report = VerifyReport {
+        log: log.to_string(),
+        ..VerifyReport::default()
+    };
+    for partition in 0..config.partition_count {
+        let mut p = Partition {
+            store: store.as_ref(),
+            log,
+            partition,
+            findings: &mut report.findings,
+            report: PartitionReport {
+                partition,
+                ..PartitionReport::default()
+            },
+        };
+        let segments = match manifests.load(log, partition).await? {
+            Some((m, _)) => {
+                p.report.manifest_version = m.version;
+                m.segments
+            }
+            None => Vec::new(),
+        };
+        let leaves = p.objects(&segments).await?;
+        p.checkpoints(&checkpoints, &keys, leaves.as_deref(), segments.len())
+            .await?;
+        report.partitions.push(p.report);
+    }
+    Ok(report)
+}
+
+/// The log's configuration from the bucket's registry; it must be a ledger.
+pub(crate) async fn log_config(
+    store: &Arc<dyn ObjectStore>,
+    layout: &Layout,
+    log: &LogId,
+) -> Result<LogConfig, AuditError> {
+    let registry = LogRegistry::new(store.clone(), layout.clone());
+    let config = registry
+        .list::<LogConfig>()
+        .await?
+        .into_iter()
+        .find(|(id, _)| id == log)
+        .map(|(_, c)| c)
+        .ok_or_else(|| AuditError::NotFound(format!("log {log} is not in this bucket")))?;
+    if config.integrity != Integrity::Ledger {
+        return Err(AuditError::NotFound(format!(
+            "log {log} is not a ledger (integrity = \"none\"): there is nothing to verify"
+        )));
+    }
+    Ok(config)
+}
+
+struct Partition<'a> {
+    store: &'a dyn ObjectStore,
+    log: &'a LogId,
+    partition: PartitionId,
+    findings: &'a mut Vec<Finding>,
+    report: PartitionReport,
+}
+
+/// What replaying one object found.
+struct Replay {
+    records: u64,
+    chain_end: Hash,
+    root: Hash,
+    /// The first broken row, if any.
+    finding: Option<Finding>,
+}
+
+impl Partition<'_> {
+    /// Checks every object; returns the archive tree's leaves (`None` when a seal is missing,
+    /// so no checkpoint can be compared).
+    async fn objects(&mut self, segments: &[ColdSegment]) -> Result<Option<Vec<Hash>>, AuditError> {
+        let partition = self.partition;
+        let mut expected = 0u64;
+        let mut prev_chain = genesis(self.log.as_str(), partition);
+        let mut leaves = Some(Vec::with_capacity(segments.len()));
+        for s in segments {
+            let object = s.key.clone();
+            self.report.objects += 1;
+            let Some(seal) = s.ledger else {
+                self.findings
+                    .push(Finding::MissingSeal { partition, object });
+                leaves = None;
+                expected = s.last_offset.0 + 1;
+                continue;
+            };
+            if let Some(l) = &mut leaves {
+                l.push(
+                    seal.summary(s.base_offset.0, s.last_offset.0, s.record_count)
+                        .leaf(),
+                );
+            }
+            if s.base_offset.0 > expected {
+                self.findings.push(Finding::MissingRange {
+                    partition,
+                    from: expected,
+                    to: s.base_offset.0 - 1,
+                });
+            }
+            if seal.chain_start != prev_chain {
+                self.findings.push(Finding::ChainBroken {
+                    partition,
+                    object: object.clone(),
+                    first_offset: s.base_offset.0,
+                });
+            }
+            expected = s.last_offset.0 + 1;
+            prev_chain = seal.chain_end;
+            self.report.last_offset = Some(s.last_offset.0);
+            let bytes = match self.store.get(&s.path()).await {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            };
+            let bytes = match bytes {
+                Ok(b) => b,
+                Err(object_store::Error::NotFound { .. }) => {
+                    self.findings.push(Finding::ObjectMissing {
+                        partition,
+                        object,
+                        first_offset: s.base_offset.0,
+                    });
+                    continue;
+                }
+                Err(e) => return Err(AuditError::store("get", &s.key, e)),
+            };
+            self.report.bytes += bytes.len() as u64;
+            let (start, base, name) = (seal.chain_start, s.base_offset.0, object.clone());
+            let replayed =
+                tokio::task::spawn_blocking(move || replay(bytes, partition, &name, start, base))
+                    .await
+                    .map_err(|e| {
+                        AuditError::Unprovable(format!("verification task failed: {e}"))
+                    })?;
+            let r = match replayed {
+                Ok(r) => r,
+                Err(ColdError::Corrupt { reason, .. }) => {
+                    self.findings.push(Finding::ObjectUnreadable {
+                        partition,
+                        object,
+                        detail: reason,
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.report.records += r.records;
+            if let Some(f) = r.finding {
+                self.findings.push(f);
+            } else if r.records != s.record_count {
+                self.findings.push(Finding::RecordCountMismatch {
+                    partition,
+                    object,
+                    expected: s.record_count,
+                    found: r.records,
+                });
+            } else if r.chain_end != seal.chain_end {
+                self.findings.push(Finding::SealMismatch {
+                    partition,
+                    object,
+                    what: "chain end".into(),
+                });
+            } else if r.root != seal.merkle_root {
+                self.findings.push(Finding::SealMismatch {
+                    partition,
+                    object,
+                    what: "Merkle root".into(),
+                });
+            }
+        }
+        Ok(leaves)
+    }
+
+    /// Checks every checkpoint of the partition against the manifest's tree.
+    async fn checkpoints(
+        &mut self,
+        store: &CheckpointStore,
+        keys: &[VerifyingKey],
+        leaves: Option<&[Hash]>,
+        objects: usize,
+    ) -> Result<(), AuditError> {
+        let partition = self.partition;
+        for (path, parsed) in store.list(self.log, partition).await? {
+            let checkpoint = path.to_string();
+            let invalid = |detail: String| Finding::CheckpointInvalid {
+                partition,
+                checkpoint: checkpoint.clone(),
+                detail,
+            };
+            let signed = match parsed {
+                Ok(s) => s,
+                Err(e) => {
+                    self.findings.push(invalid(e.to_string()));
+                    continue;
+                }
+            };
+            let verified = keys.iter().find(|k| k.key_id() == signed.key_id);
+            let verdict = match verified {
+                None => Err(format!(
+                    "signed by key {}, which is not trusted",
+                    signed.key_id
+                )),
+                Some(k) => signed.verify(k).map_err(|e| e.to_string()),
+            };
+            if let Err(detail) = verdict {
+                self.findings.push(invalid(detail));
+                continue;
+            }
+            let cp = signed.checkpoint;
+            if cp.log != self.log.as_str() || cp.partition != partition {
+                self.findings.push(invalid(format!(
+                    "signed for {}/{}, found under {}/{partition}",
+                    cp.log, cp.partition, self.log
+                )));
+                continue;
+            }
+            let Some(leaves) = leaves else { continue };
+            let size = usize::try_from(cp.tree_size).unwrap_or(usize::MAX);
+            if size > objects {
+                self.findings.push(Finding::RolledBack {
+                    partition,
+                    checkpoint_objects: cp.tree_size,
+                    checkpoint_last_offset: cp.last_offset,
+                    checkpoint_manifest_version: cp.manifest_version,
+                    manifest_objects: objects as u64,
+                    manifest_version: self.report.manifest_version,
+                });
+                continue;
+            }
+            if size == 0 || merkle::root(&leaves[..size]) != cp.root {
+                self.findings.push(Finding::HistoryRewritten {
+                    partition,
+                    checkpoint_objects: cp.tree_size,
+                    checkpoint_last_offset: cp.last_offset,
+                });
+                continue;
+            }
+            self.report.valid_checkpoints += 1;
+            if self
+                .report
+                .newest_checkpoint
+                .as_ref()
+                .is_none_or(|n| n.tree_size < cp.tree_size)
+            {
+                self.report.newest_checkpoint = Some(cp);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replays one object's rows (blocking: decoding).
+fn replay(
+    bytes: bytes::Bytes,
+    partition: PartitionId,
+    object: &str,
+    chain_start: Hash,
+    base: u64,
+) -> Result<Replay, ColdError> {
+    let mut hasher = RecordHasher::new(chain_start);
+    let mut tree = MerkleBuilder::new();
+    let mut records = 0u64;
+    let mut finding = None;
+    let mut expected = base;
+    for_each_ledger_row(bytes, |record, stored| {
+        let found = record.offset.0;
+        let (chain, leaf) = hasher.push(&record);
+        tree.push(leaf);
+        records += 1;
+        if finding.is_none() {
+            let object = object.to_owned();
+            finding = if found != expected {
+                Some(Finding::RecordOutOfPlace {
+                    partition,
+                    object,
+                    expected,
+                    found,
+                })
+            } else {
+                match stored {
+                    None => Some(Finding::ChainColumnMissing { partition, object }),
+                    Some(s) if s != chain => Some(Finding::RecordAltered {
+                        partition,
+                        object,
+                        offset: found,
+                    }),
+                    Some(_) => None,
+                }
+            };
+        }
+        expected = found.saturating_add(1);
+        Ok(())
+    })?;
+    Ok(Replay {
+        records,
+        chain_end: hasher.chain(),
+        root: tree.root(),
+        finding,
+    })
+}

@@ -1,0 +1,413 @@
+//! Tampering with a ledger's archive, and what `verify_log` says about it.
+//!
+//! Each test archives a ledger partition the way the node does (ledger segment files with
+//! their chain column, manifest commits, a signed checkpoint after each commit) into an
+//! object store, changes the bucket as an attacker with write access would, and checks
+//! that verification names exactly what broke.
+
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch};
+use bytes::Bytes;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use pyralog_cold_tier::{
+    ColdSegment, EncodeOptions, Layout, LogRegistry, Manifest, ManifestStore, ManifestVersion,
+    SegmentWriter,
+};
+use pyralog_ledger::{genesis, ConsistencyProof, SigningKey, VerifyingKey};
+use pyralog_ledger_audit::{
+    consistency_proof, inclusion_proof, verify_log, CheckpointStore, Checkpointer, Finding,
+    VerifyOptions,
+};
+use pyralog_types::clock::ManualClock;
+use pyralog_types::{Epoch, Integrity, LogConfig, LogId, LogOffset, Record, Retention};
+
+const P: u32 = 0;
+
+/// A ledger partition archived into an in-memory bucket.
+struct Bucket {
+    store: Arc<dyn ObjectStore>,
+    layout: Layout,
+    log: LogId,
+    key: SigningKey,
+    manifest: Manifest,
+    version: Option<ManifestVersion>,
+}
+
+fn record(offset: u64) -> Record {
+    Record {
+        offset: LogOffset(offset),
+        epoch: Epoch(1 + offset / 50),
+        timestamp: 1_700_000_000_000_000 + offset as i64,
+        key: Some(Bytes::from(format!("account-{}", offset % 7))),
+        value: Some(Bytes::from(format!("{{\"amount\":{offset}}}"))),
+        headers: vec![],
+    }
+}
+
+impl Bucket {
+    async fn new() -> Bucket {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let layout = Layout::new("archive").expect("layout");
+        let log = LogId::new("payments").expect("log id");
+        let config = LogConfig {
+            integrity: Integrity::Ledger,
+            retention: Retention::Infinite,
+            ..LogConfig::default()
+        };
+        LogRegistry::new(store.clone(), layout.clone())
+            .put(&log, &config)
+            .await
+            .expect("registry");
+        Bucket {
+            store,
+            layout,
+            manifest: Manifest::new(log.clone(), P),
+            log,
+            key: SigningKey::generate(),
+            version: None,
+        }
+    }
+
+    fn trusting(&self) -> VerifyOptions {
+        VerifyOptions {
+            trusted_keys: vec![self.key.verifying_key()],
+            trust_bucket_keys: false,
+        }
+    }
+
+    /// Archives `count` records after the archived ones as one object, commits the manifest
+    /// and writes the checkpoint, as the node does.
+    async fn archive(&mut self, count: u64) {
+        let base = self.manifest.end_offset().map_or(0, |o| o.0);
+        let start = self
+            .manifest
+            .segments
+            .last()
+            .and_then(|s| s.ledger)
+            .map_or(genesis(self.log.as_str(), P), |s| s.chain_end);
+        let opts = EncodeOptions {
+            row_group_bytes: 512,
+            ..EncodeOptions::default()
+        };
+        let mut w = SegmentWriter::with_ledger(Vec::new(), &opts, start).expect("writer");
+        for o in base..base + count {
+            w.push(record(o)).expect("push");
+        }
+        let (bytes, meta) = w.finish().expect("finish");
+        let key = self
+            .layout
+            .segment_key(&self.log, P, meta.base_offset, meta.last_offset, 0);
+        self.store
+            .put(&key, PutPayload::from(bytes.clone()))
+            .await
+            .expect("put");
+        let seg = ColdSegment::uploaded(&meta, key.to_string(), bytes.len() as u64, 0);
+        let next = self.manifest.with_segment(seg).expect("segment");
+        self.commit(next).await;
+        Checkpointer::new(
+            SigningKey::from_seed_hex(&self.key.seed_hex()).expect("seed"),
+            CheckpointStore::new(self.store.clone(), &self.layout),
+            ManualClock::new(1_700_000_000_000_000),
+        )
+        .checkpoint(&self.manifest)
+        .await
+        .expect("checkpoint")
+        .expect("something archived");
+    }
+
+    async fn commit(&mut self, next: Manifest) {
+        let out = ManifestStore::new(self.store.clone(), self.layout.clone())
+            .commit(&self.log, P, &next, self.version)
+            .await
+            .expect("commit");
+        self.version = Some(out.version());
+        self.manifest = next;
+    }
+
+    async fn findings(&self) -> Vec<Finding> {
+        verify_log(
+            self.store.clone(),
+            &self.layout,
+            &self.log,
+            &self.trusting(),
+        )
+        .await
+        .expect("verify runs")
+        .findings
+    }
+
+    fn object(&self, i: usize) -> Path {
+        self.manifest.segments[i].path()
+    }
+
+    async fn get(&self, path: &Path) -> Bytes {
+        self.store
+            .get(path)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes")
+    }
+}
+
+/// Re-encodes `file` as a valid Parquet file with the value of row `row` replaced; the chain
+/// column and the footer metadata are kept as they were.
+fn with_value_changed(file: Bytes, row: usize, value: &[u8]) -> Bytes {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet");
+    let kv = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default();
+    let schema = builder.schema().clone();
+    let mut out = ArrowWriter::try_new(Vec::new(), schema.clone(), None).expect("writer");
+    for e in kv {
+        out.append_key_value_metadata(e);
+    }
+    let mut seen = 0;
+    for rb in builder.build().expect("reader") {
+        let rb = rb.expect("batch");
+        let idx = schema.index_of("value").expect("value column");
+        let values = rb
+            .column(idx)
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .expect("binary");
+        let changed: BinaryArray = (0..values.len())
+            .map(|i| {
+                if seen + i == row {
+                    Some(value)
+                } else {
+                    values.is_valid(i).then(|| values.value(i))
+                }
+            })
+            .collect();
+        seen += rb.num_rows();
+        let mut columns: Vec<ArrayRef> = rb.columns().to_vec();
+        columns[idx] = Arc::new(changed);
+        out.write(&RecordBatch::try_new(schema.clone(), columns).expect("batch"))
+            .expect("write");
+    }
+    Bytes::from(out.into_inner().expect("close"))
+}
+
+async fn three_objects() -> Bucket {
+    let mut b = Bucket::new().await;
+    for n in [40, 35, 50] {
+        b.archive(n).await;
+    }
+    b
+}
+
+#[tokio::test]
+async fn an_untouched_ledger_verifies_clean_with_every_checkpoint() {
+    let b = three_objects().await;
+    let report = verify_log(b.store.clone(), &b.layout, &b.log, &b.trusting())
+        .await
+        .expect("verify");
+    assert_eq!(report.findings, vec![]);
+    let p = &report.partitions[0];
+    assert_eq!((p.objects, p.records, p.last_offset), (3, 125, Some(124)));
+    assert_eq!(p.valid_checkpoints, 3);
+    assert_eq!(p.newest_checkpoint.as_ref().map(|c| c.tree_size), Some(3));
+}
+
+#[tokio::test]
+async fn a_value_changed_in_a_reencoded_object_is_named_by_offset() {
+    let b = three_objects().await;
+    let path = b.object(1);
+    let tampered = with_value_changed(b.get(&path).await, 7, b"{\"amount\":1000000}");
+    b.store.put(&path, tampered.into()).await.expect("put");
+    assert_eq!(
+        b.findings().await,
+        vec![Finding::RecordAltered {
+            partition: P,
+            object: path.to_string(),
+            offset: 40 + 7,
+        }]
+    );
+}
+
+#[tokio::test]
+async fn an_object_rewritten_with_a_consistent_forged_chain_breaks_its_seal() {
+    let b = three_objects().await;
+    let seg = b.manifest.segments[1].clone();
+    let start = seg.ledger.expect("seal").chain_start;
+    let mut w =
+        SegmentWriter::with_ledger(Vec::new(), &EncodeOptions::default(), start).expect("writer");
+    for o in seg.base_offset.0..=seg.last_offset.0 {
+        let mut r = record(o);
+        if o == 50 {
+            r.value = Some(Bytes::from_static(b"{\"amount\":-1}"));
+        }
+        w.push(r).expect("push");
+    }
+    let (bytes, _) = w.finish().expect("finish");
+    b.store.put(&seg.path(), bytes.into()).await.expect("put");
+    assert_eq!(
+        b.findings().await,
+        vec![Finding::SealMismatch {
+            partition: P,
+            object: seg.key.clone(),
+            what: "chain end".into(),
+        }]
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_object_is_named() {
+    let b = three_objects().await;
+    let path = b.object(0);
+    b.store.delete(&path).await.expect("delete");
+    assert_eq!(
+        b.findings().await,
+        vec![Finding::ObjectMissing {
+            partition: P,
+            object: path.to_string(),
+            first_offset: 0,
+        }]
+    );
+}
+
+#[tokio::test]
+async fn two_swapped_objects_are_both_named() {
+    let b = three_objects().await;
+    let (first, second) = (b.object(0), b.object(1));
+    let (a, c) = (b.get(&first).await, b.get(&second).await);
+    b.store.put(&first, c.into()).await.expect("put");
+    b.store.put(&second, a.into()).await.expect("put");
+    assert_eq!(
+        b.findings().await,
+        vec![
+            Finding::RecordOutOfPlace {
+                partition: P,
+                object: first.to_string(),
+                expected: 0,
+                found: 40,
+            },
+            Finding::RecordOutOfPlace {
+                partition: P,
+                object: second.to_string(),
+                expected: 40,
+                found: 0,
+            },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_rolled_back_is_caught_by_the_newest_checkpoint() {
+    let b = three_objects().await;
+    let newest = b
+        .layout
+        .manifest_key(&b.log, P, b.version.expect("committed").0);
+    b.store.delete(&newest).await.expect("delete");
+    assert_eq!(
+        b.findings().await,
+        vec![Finding::RolledBack {
+            partition: P,
+            checkpoint_objects: 3,
+            checkpoint_last_offset: 124,
+            checkpoint_manifest_version: 3,
+            manifest_objects: 2,
+            manifest_version: 2,
+        }]
+    );
+}
+
+#[tokio::test]
+async fn an_object_dropped_from_a_new_manifest_breaks_range_chain_and_checkpoints() {
+    let mut b = three_objects().await;
+    let mut forged = b.manifest.next_version();
+    let dropped = forged.segments.remove(1);
+    b.commit(forged).await;
+    let findings = b.findings().await;
+    assert!(findings.contains(&Finding::MissingRange {
+        partition: P,
+        from: dropped.base_offset.0,
+        to: dropped.last_offset.0,
+    }));
+    assert!(findings.contains(&Finding::ChainBroken {
+        partition: P,
+        object: b.manifest.segments[1].key.clone(),
+        first_offset: 75,
+    }));
+    // The checkpoints of 2 and 3 objects no longer match; the one of 1 object still does.
+    assert!(findings.contains(&Finding::HistoryRewritten {
+        partition: P,
+        checkpoint_objects: 2,
+        checkpoint_last_offset: 74,
+    }));
+    assert!(findings.contains(&Finding::RolledBack {
+        partition: P,
+        checkpoint_objects: 3,
+        checkpoint_last_offset: 124,
+        checkpoint_manifest_version: 3,
+        manifest_objects: 2,
+        manifest_version: 4,
+    }));
+}
+
+#[tokio::test]
+async fn a_checkpoint_signed_by_another_key_is_not_trusted() {
+    let b = three_objects().await;
+    let report = verify_log(
+        b.store.clone(),
+        &b.layout,
+        &b.log,
+        &VerifyOptions {
+            trusted_keys: vec![SigningKey::generate().verifying_key()],
+            trust_bucket_keys: false,
+        },
+    )
+    .await
+    .expect("verify");
+    assert_eq!(report.findings.len(), 3, "{:?}", report.findings);
+    assert!(report
+        .findings
+        .iter()
+        .all(|f| matches!(f, Finding::CheckpointInvalid { .. })));
+}
+
+#[tokio::test]
+async fn an_inclusion_proof_checks_offline_and_fails_for_another_record() {
+    let b = three_objects().await;
+    let (proof, record) = inclusion_proof(b.store.clone(), &b.layout, &b.log, P, 77, None)
+        .await
+        .expect("proof");
+    assert_eq!(record, self::record(77));
+    let key = b.key.verifying_key();
+    let parsed = pyralog_ledger::InclusionProof::from_json(&proof.to_json()).expect("json");
+    parsed
+        .verify_record(&key, &record)
+        .expect("the proof holds");
+    assert!(parsed.verify_record(&key, &self::record(78)).is_err());
+    let stranger: VerifyingKey = SigningKey::generate().verifying_key();
+    assert!(parsed.verify(&stranger).is_err());
+}
+
+#[tokio::test]
+async fn a_proof_made_at_an_old_checkpoint_is_carried_to_a_newer_one() {
+    let mut b = three_objects().await;
+    let (old_proof, record) = inclusion_proof(b.store.clone(), &b.layout, &b.log, P, 3, Some(1))
+        .await
+        .expect("proof at the first checkpoint");
+    // The archive grows (a later leader, a later day): newer checkpoints.
+    b.archive(20).await;
+    b.archive(20).await;
+    let key = b.key.verifying_key();
+    old_proof.verify_record(&key, &record).expect("still holds");
+    let link: ConsistencyProof = consistency_proof(b.store.clone(), &b.layout, &b.log, P, 1, 5)
+        .await
+        .expect("consistency");
+    link.verify(&key)
+        .expect("the newer checkpoint extends the older");
+    assert_eq!(link.old, old_proof.checkpoint);
+}

@@ -1,0 +1,256 @@
+//! The hash chain over a partition's records, in offset order.
+//!
+//! Each record is reduced to one canonical byte string ([`canonical_record`]): fixed-width
+//! big-endian integers and length-prefixed byte strings, so two different records never share
+//! an encoding and a verifier in any language can rebuild it from the record alone (no
+//! dependency on the batch format, its compression or its checksums). The chain head after a
+//! record is `SHA-256(0x02 ‖ previous head ‖ canonical record)`, starting from a genesis hash
+//! that names the log and partition: changing, reordering, inserting or deleting any record
+//! changes every later head, so one trusted head vouches for the whole history before it.
+//!
+//! The same canonical bytes also give the record's RFC 6962 leaf hash (`SHA-256(0x00 ‖
+//! canonical)`), the input of the per-object Merkle tree ([`crate::merkle`]) that makes
+//! single-record proofs short. The domain bytes 0x00 (leaf), 0x01 (Merkle node) and 0x02
+//! (chain step) keep the three kinds of hash apart, so no value of one kind can be passed off
+//! as another.
+
+use std::fmt;
+
+use pyralog_types::Record;
+use sha2::{Digest, Sha256};
+
+use crate::hash::{to_hex, Hash};
+
+/// The prefix of the genesis hash; the version changes if the chain's definition does.
+pub const GENESIS_DOMAIN: &[u8] = b"pyralog-ledger-genesis-v1";
+
+/// Domain byte of a chain step (0x00 and 0x01 are RFC 6962's leaf and node).
+const CHAIN_STEP: u8 = 0x02;
+/// Domain byte of an RFC 6962 leaf.
+pub(crate) const LEAF: u8 = 0x00;
+
+// Every length in the canonical form is a u32. Record fields are bounded by the batch format
+// (a batch decompresses to at most `MAX_UNCOMPRESSED_BYTES`), so the prefixes never truncate.
+const _: () = assert!(pyralog_types::batch::MAX_UNCOMPRESSED_BYTES <= u32::MAX as usize);
+
+/// A length as the u32 of the canonical encodings.
+///
+/// # Panics
+///
+/// If `len` does not fit in a u32: no record, log name or decoded document can be that long
+/// (records are bounded by the batch format, log names by `MAX_LOG_ID_LEN`, documents by the
+/// size limits of `from_json`), and truncating would let two inputs share one encoding.
+pub(crate) fn put_len(out: &mut Vec<u8>, len: usize) {
+    let len = u32::try_from(len).expect("lengths in ledger encodings fit in a u32");
+    out.extend_from_slice(&len.to_be_bytes());
+}
+
+fn put_optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => out.push(0),
+        Some(b) => {
+            out.push(1);
+            put_len(out, b.len());
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// Appends the canonical bytes of `record` to `out`:
+///
+/// ```text
+/// offset u64 BE ‖ epoch u64 BE ‖ timestamp i64 BE
+/// ‖ key   (0x00 if absent, or 0x01 ‖ u32 BE length ‖ bytes)
+/// ‖ value (same)
+/// ‖ u32 BE header count ‖ per header: u32 BE key length ‖ key (UTF-8) ‖ u32 BE value length ‖ value
+/// ```
+pub fn canonical_record(record: &Record, out: &mut Vec<u8>) {
+    out.extend_from_slice(&record.offset.0.to_be_bytes());
+    out.extend_from_slice(&record.epoch.0.to_be_bytes());
+    out.extend_from_slice(&record.timestamp.to_be_bytes());
+    put_optional(out, record.key.as_deref());
+    put_optional(out, record.value.as_deref());
+    put_len(out, record.headers.len());
+    for h in &record.headers {
+        put_len(out, h.key.len());
+        out.extend_from_slice(h.key.as_bytes());
+        put_len(out, h.value.len());
+        out.extend_from_slice(&h.value);
+    }
+}
+
+/// The chain head before a partition's first record:
+/// `SHA-256("pyralog-ledger-genesis-v1" ‖ u32 BE len(log) ‖ log ‖ u32 BE partition)`.
+/// Naming the partition keeps one partition's chain from being replayed as another's.
+pub fn genesis(log: &str, partition: u32) -> Hash {
+    let mut h = Sha256::new();
+    h.update(GENESIS_DOMAIN);
+    let mut len = Vec::with_capacity(4);
+    put_len(&mut len, log.len());
+    h.update(&len);
+    h.update(log.as_bytes());
+    h.update(partition.to_be_bytes());
+    h.finalize().into()
+}
+
+/// The chain head after a record: `SHA-256(0x02 ‖ prev ‖ canonical)`.
+pub fn chain_step(prev: &Hash, canonical: &[u8]) -> Hash {
+    Sha256::new()
+        .chain_update([CHAIN_STEP])
+        .chain_update(prev)
+        .chain_update(canonical)
+        .finalize()
+        .into()
+}
+
+/// The RFC 6962 leaf hash of a record's canonical bytes: `SHA-256(0x00 ‖ canonical)`.
+pub fn leaf_hash(canonical: &[u8]) -> Hash {
+    Sha256::new()
+        .chain_update([LEAF])
+        .chain_update(canonical)
+        .finalize()
+        .into()
+}
+
+/// Hashes records one after another, in offset order: the chain head and each record's leaf
+/// hash. One buffer is reused for the canonical bytes, so hashing allocates only when a record
+/// is larger than every one before it.
+pub struct RecordHasher {
+    chain: Hash,
+    buf: Vec<u8>,
+}
+
+impl RecordHasher {
+    /// Continues the chain from `prev_chain` (the [`genesis`] hash for a new partition).
+    pub fn new(prev_chain: Hash) -> Self {
+        RecordHasher {
+            chain: prev_chain,
+            buf: Vec::with_capacity(256),
+        }
+    }
+
+    /// Adds `record` to the chain; returns the chain head after it and its leaf hash.
+    pub fn push(&mut self, record: &Record) -> (Hash, Hash) {
+        self.buf.clear();
+        canonical_record(record, &mut self.buf);
+        self.chain = chain_step(&self.chain, &self.buf);
+        (self.chain, leaf_hash(&self.buf))
+    }
+
+    /// The current chain head (after the last record pushed).
+    pub fn chain(&self) -> Hash {
+        self.chain
+    }
+}
+
+impl fmt::Debug for RecordHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordHasher")
+            .field("chain", &to_hex(&self.chain))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use pyralog_types::{Epoch, Header, LogOffset};
+
+    use super::*;
+
+    fn record(offset: u64) -> Record {
+        Record {
+            offset: LogOffset(offset),
+            epoch: Epoch(3),
+            timestamp: -2,
+            key: Some(Bytes::from_static(b"k")),
+            value: None,
+            headers: vec![Header {
+                key: "h".into(),
+                value: Bytes::from_static(b"vv"),
+            }],
+        }
+    }
+
+    fn canonical(r: &Record) -> Vec<u8> {
+        let mut out = Vec::new();
+        canonical_record(r, &mut out);
+        out
+    }
+
+    #[test]
+    fn the_canonical_form_is_the_documented_byte_layout() {
+        let mut expected = Vec::new();
+        expected.extend(7u64.to_be_bytes());
+        expected.extend(3u64.to_be_bytes());
+        expected.extend((-2i64).to_be_bytes());
+        expected.extend([1, 0, 0, 0, 1, b'k']); // key present, length 1
+        expected.push(0); // value absent (tombstone)
+        expected.extend([0, 0, 0, 1]); // one header
+        expected.extend([0, 0, 0, 1, b'h', 0, 0, 0, 2, b'v', b'v']);
+        assert_eq!(canonical(&record(7)), expected);
+    }
+
+    #[test]
+    fn absent_and_empty_fields_encode_differently() {
+        let mut absent = record(0);
+        absent.key = None;
+        let mut empty = record(0);
+        empty.key = Some(Bytes::new());
+        assert_ne!(canonical(&absent), canonical(&empty));
+    }
+
+    #[test]
+    fn genesis_names_the_log_and_partition() {
+        let mut input = b"pyralog-ledger-genesis-v1".to_vec();
+        input.extend([0, 0, 0, 6]);
+        input.extend(b"orders");
+        input.extend([0, 0, 0, 2]);
+        let expected: Hash = Sha256::digest(&input).into();
+        assert_eq!(genesis("orders", 2), expected);
+        assert_ne!(genesis("orders", 2), genesis("orders", 3));
+        assert_ne!(genesis("orders", 2), genesis("orders2", 2));
+    }
+
+    #[test]
+    fn chain_step_and_leaf_hash_use_their_domain_bytes() {
+        let prev = [9u8; 32];
+        let mut step = vec![0x02];
+        step.extend(prev);
+        step.extend(b"abc");
+        assert_eq!(
+            chain_step(&prev, b"abc"),
+            <Hash>::from(Sha256::digest(&step))
+        );
+        assert_eq!(leaf_hash(b"abc"), <Hash>::from(Sha256::digest(b"\x00abc")));
+    }
+
+    #[test]
+    fn the_hasher_chains_records_and_returns_their_leaves() {
+        let g = genesis("orders", 0);
+        let mut hasher = RecordHasher::new(g);
+        assert_eq!(hasher.chain(), g);
+        let (head0, leaf0) = hasher.push(&record(0));
+        let (head1, leaf1) = hasher.push(&record(1));
+        assert_eq!(head0, chain_step(&g, &canonical(&record(0))));
+        assert_eq!(head1, chain_step(&head0, &canonical(&record(1))));
+        assert_eq!(leaf0, leaf_hash(&canonical(&record(0))));
+        assert_eq!(leaf1, leaf_hash(&canonical(&record(1))));
+        assert_eq!(hasher.chain(), head1);
+    }
+
+    #[test]
+    fn reordering_or_dropping_a_record_changes_the_head() {
+        let head = |offsets: &[u64]| {
+            let mut h = RecordHasher::new(genesis("l", 0));
+            for &o in offsets {
+                h.push(&record(o));
+            }
+            h.chain()
+        };
+        let original = head(&[0, 1, 2]);
+        assert_ne!(original, head(&[0, 2, 1]));
+        assert_ne!(original, head(&[0, 2]));
+        assert_ne!(original, head(&[0, 1, 2, 3]));
+    }
+}

@@ -1,0 +1,177 @@
+//! Signed checkpoints and keys: what is signed, what the documents look like, and how every
+//! kind of mistake or forgery is reported.
+
+mod common;
+
+use common::{key, Archive, PUBLIC, SEED};
+use pyralog_ledger::{
+    LedgerError, SignedCheckpoint, SigningKey, VerifyingKey, MAX_CHECKPOINT_JSON,
+};
+
+#[test]
+fn the_signed_bytes_are_the_documented_binary_encoding() {
+    let cp = Archive::sample().checkpoint(2);
+    let mut expected = b"pyralog-ledger-checkpoint-v1".to_vec();
+    expected.extend(6u32.to_be_bytes());
+    expected.extend(b"orders");
+    expected.extend(3u32.to_be_bytes());
+    expected.extend(2u64.to_be_bytes());
+    expected.extend(5u64.to_be_bytes());
+    expected.extend(cp.root);
+    expected.extend(cp.chain_head);
+    expected.extend(12u64.to_be_bytes());
+    expected.extend((common::T0 + 2).to_be_bytes());
+    assert_eq!(cp.signing_bytes(), expected);
+}
+
+#[test]
+fn a_seed_gives_the_rfc_8032_public_key_and_round_trips() {
+    let k = key();
+    assert_eq!(k.verifying_key().to_hex(), PUBLIC);
+    assert_eq!(k.seed_hex(), SEED);
+    let from_file = SigningKey::from_seed_hex(&format!("  {SEED}\n")).expect("trimmed");
+    assert_eq!(from_file.seed_hex(), SEED);
+    assert!(SigningKey::from_seed_hex(&SEED[..62]).is_err());
+    assert!(SigningKey::from_seed_hex(&SEED.replace('9', "x")).is_err());
+}
+
+#[test]
+fn debug_output_never_shows_the_secret() {
+    let k = key();
+    let shown = format!("{k:?}");
+    assert!(!shown.contains(SEED), "{shown}");
+    assert!(shown.contains(&k.verifying_key().key_id()), "{shown}");
+}
+
+#[test]
+fn the_key_id_is_the_first_8_bytes_of_the_public_keys_sha256() {
+    use sha2::Digest as _;
+    let vk = key().verifying_key();
+    let digest = sha2::Sha256::digest(hex::decode(PUBLIC).expect("hex"));
+    assert_eq!(vk.key_id(), hex::encode(&digest[..8]));
+    assert_eq!(vk.key_id().len(), 16);
+}
+
+#[test]
+fn public_keys_parse_from_hex_and_weak_keys_are_refused() {
+    let vk = VerifyingKey::from_hex(&format!("{PUBLIC}\n")).expect("a valid key");
+    assert_eq!(vk, key().verifying_key());
+    // The identity point: every signature under it is trivially forgeable.
+    let identity = format!("01{}", "00".repeat(31));
+    assert!(matches!(
+        VerifyingKey::from_hex(&identity),
+        Err(LedgerError::BadKey(_))
+    ));
+    assert!(matches!(
+        VerifyingKey::from_hex("abcd"),
+        Err(LedgerError::BadHex { .. })
+    ));
+}
+
+#[test]
+fn a_signed_checkpoint_verifies_and_survives_json() {
+    let signed = Archive::sample().signed(3);
+    let vk = key().verifying_key();
+    signed.verify(&vk).expect("verifies");
+    let back = SignedCheckpoint::from_json(&signed.to_json()).expect("parses");
+    assert_eq!(back, signed);
+    back.verify(&vk).expect("still verifies");
+    // Reformatting the JSON does not touch the signature.
+    let value: serde_json::Value = serde_json::from_slice(&signed.to_json()).expect("json");
+    let pretty = serde_json::to_vec_pretty(&value).expect("json");
+    SignedCheckpoint::from_json(&pretty)
+        .expect("parses")
+        .verify(&vk)
+        .expect("verifies");
+}
+
+/// A golden document: the record encoding, the chain, both Merkle trees, the object leaf,
+/// the signed bytes and the JSON layout all feed into it, so a change to any of them (which
+/// would orphan every proof users hold) fails here. Ed25519 signatures are deterministic.
+#[test]
+fn the_json_document_is_stable() {
+    let json = String::from_utf8(Archive::new(&[vec![0]]).signed(1).to_json()).expect("utf-8");
+    let expected = concat!(
+        r#"{"checkpoint":{"log":"orders","partition":3,"tree_size":1,"last_offset":0,"#,
+        r#""root":"85fed7a6326ed9455ddd476d03c7eff1fa5e13e6cc62490fb9ca88701bc9bd23","#,
+        r#""chain_head":"3029a011e6fdcddb0512ce4f0789e86264a1a163c046ed21957752eaf1f4ff37","#,
+        r#""manifest_version":11,"time_us":1700000000000001},"key_id":"21fe31dfa154a261","#,
+        r#""signature":"058113f5a5914264a23e11cb4dedcc6ca91c2c8191c872970c4bd17dc6c17411"#,
+        r#"65a4e7f69ab5a69508b5cc0ce25898e1443418138ac5c0ee1c8007b115702f0f"}"#,
+    );
+    assert_eq!(json, expected);
+}
+
+#[test]
+fn changing_any_signed_field_breaks_the_signature() {
+    let signed = Archive::sample().signed(3);
+    let vk = key().verifying_key();
+    let edits: [fn(&mut SignedCheckpoint); 8] = [
+        |s| s.checkpoint.log.push('x'),
+        |s| s.checkpoint.partition += 1,
+        |s| s.checkpoint.tree_size -= 1,
+        |s| s.checkpoint.last_offset += 1,
+        |s| s.checkpoint.root[0] ^= 1,
+        |s| s.checkpoint.chain_head[31] ^= 1,
+        |s| s.checkpoint.manifest_version += 1,
+        |s| s.checkpoint.time_us -= 1,
+    ];
+    for edit in edits {
+        let mut forged = signed.clone();
+        edit(&mut forged);
+        let err = forged.verify(&vk).expect_err("altered");
+        assert!(matches!(err, LedgerError::BadSignature { .. }), "{err}");
+        assert!(err.to_string().contains("altered after signing"), "{err}");
+    }
+}
+
+#[test]
+fn another_keys_checkpoint_is_reported_as_signed_by_another_key() {
+    let other = SigningKey::generate();
+    let signed = other.sign(Archive::sample().checkpoint(1));
+    signed
+        .verify(&other.verifying_key())
+        .expect("verifies under its own key");
+    let err = signed
+        .verify(&key().verifying_key())
+        .expect_err("wrong key");
+    assert!(
+        matches!(&err, LedgerError::UnknownKey { found, .. } if *found == other.verifying_key().key_id()),
+        "{err}"
+    );
+    // Claiming our key id does not help: the signature is still checked under our key.
+    let mut claimed = signed;
+    claimed.key_id = key().verifying_key().key_id();
+    assert!(matches!(
+        claimed.verify(&key().verifying_key()),
+        Err(LedgerError::BadSignature { .. })
+    ));
+}
+
+#[test]
+fn a_malformed_signature_is_a_hex_error() {
+    let mut signed = Archive::sample().signed(1);
+    signed.signature.truncate(100);
+    assert!(matches!(
+        signed.verify(&key().verifying_key()),
+        Err(LedgerError::BadHex { .. })
+    ));
+}
+
+#[test]
+fn oversized_and_malformed_documents_are_refused_before_use() {
+    let huge = vec![b' '; MAX_CHECKPOINT_JSON + 1];
+    assert!(matches!(
+        SignedCheckpoint::from_json(&huge),
+        Err(LedgerError::TooLarge { limit }) if limit == MAX_CHECKPOINT_JSON
+    ));
+    assert!(matches!(
+        SignedCheckpoint::from_json(b"{\"checkpoint\": 1}"),
+        Err(LedgerError::Json(_))
+    ));
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&Archive::sample().signed(1).to_json()).expect("json");
+    value["unsigned_note"] = serde_json::json!("trust me");
+    let err = SignedCheckpoint::from_json(value.to_string().as_bytes()).expect_err("unknown");
+    assert!(err.to_string().contains("unsigned_note"), "{err}");
+}

@@ -1,0 +1,316 @@
+//! Ledger logs against the S3 test server: a real node archives a ledger log, and
+//! `pyralog ledger` verifies it from the bucket alone (no node), proves records into signed
+//! checkpoints, carries an old proof to a newer checkpoint across a restart, and names what
+//! an attacker with write access to the bucket broke. Deleting a ledger log takes an
+//! explicit break-glass flag.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::{ObjectStore, ObjectStoreExt};
+use pyralog_client::{Client, ProduceRecord, Producer, ProducerConfig};
+use pyralog_e2e::{unique, CliOutput, ColdStore, TestNode};
+use pyralog_proto::v1;
+
+const LOG: &str = "payments";
+
+fn record(i: u64) -> ProduceRecord {
+    ProduceRecord {
+        key: Some(Bytes::from(format!("account-{}", i % 13))),
+        value: Some(Bytes::from(format!(
+            "{{\"n\":{i},\"amount\":{},\"memo\":\"{}\"}}",
+            i * 7,
+            "m".repeat(100)
+        ))),
+        headers: Vec::new(),
+        timestamp: None,
+        partition: None,
+        dedup_id: None,
+    }
+}
+
+async fn produce(client: &Client, range: std::ops::Range<u64>) {
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            batch_bytes: 8 << 10,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut acks = Vec::new();
+    for i in range {
+        acks.push(producer.send(LOG, record(i)).await.expect("send"));
+    }
+    producer.flush().await.expect("flush");
+    for a in acks {
+        a.await.expect("ack");
+    }
+    producer.close().await.expect("close");
+    client.roll_segments(LOG, Vec::new()).await.expect("roll");
+}
+
+/// Waits until every partition is archived through its high watermark.
+async fn await_archived(client: &Client, node: &TestNode) {
+    let t = Instant::now();
+    loop {
+        let d = client.describe_log(LOG).await.expect("describe");
+        let done = d.partitions.iter().all(|p| {
+            p.archive
+                .as_ref()
+                .is_some_and(|a| a.end_offset == p.high_watermark)
+        });
+        if done {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "never archived: {d:?}\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The node's checkpoint key, as an operator would take it from the key file.
+fn public_key(node: &TestNode) -> String {
+    let seed = std::fs::read_to_string(node.data_dir().join("ledger-signing.key"))
+        .expect("the node created its signing key");
+    pyralog_ledger::SigningKey::from_seed_hex(&seed)
+        .expect("a key")
+        .verifying_key()
+        .to_hex()
+}
+
+fn bucket_args(prefix: &str) -> Vec<String> {
+    let c = ColdStore::S3.config(prefix);
+    vec![
+        "--object-store".into(),
+        c.url,
+        "--endpoint".into(),
+        c.endpoint.expect("endpoint"),
+        "--region".into(),
+        "us-east-1".into(),
+        "--allow-http".into(),
+    ]
+}
+
+fn ledger(node: &TestNode, args: &[&str], prefix: &str) -> CliOutput {
+    let mut all: Vec<String> = vec!["ledger".into()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    all.extend(bucket_args(prefix));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    node.cli(&refs, None)
+}
+
+/// Verifies until every partition has a checkpoint through its archive (checkpoints are
+/// written right after each commit, in the archiver's tick).
+fn verify_clean(node: &TestNode, prefix: &str, key: &str) -> CliOutput {
+    let t = Instant::now();
+    loop {
+        let out = ledger(node, &["verify", LOG, "--public-key", key], prefix);
+        assert_eq!(out.code, Some(0), "verify must pass: {out:?}");
+        if !out.stdout.contains("no valid checkpoint") {
+            return out;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no checkpoint: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_verifies_from_the_bucket_proves_records_and_names_tampering() {
+    let prefix = unique("ledger");
+    let mut node = TestNode::start_with_env(&ColdStore::S3.node_env(&prefix));
+    let client = node.client().await;
+
+    // A ledger refuses compaction at creation.
+    let refused = client
+        .create_log(
+            "refused",
+            v1::LogConfig {
+                integrity: v1::Integrity::Ledger as i32,
+                compaction: v1::CompactionMode::KeyBased as i32,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("a compacted ledger");
+    assert!(refused.to_string().contains("compaction"), "{refused}");
+
+    client
+        .create_log(
+            LOG,
+            v1::LogConfig {
+                partition_count: Some(2),
+                segment_bytes: Some(64 << 10),
+                integrity: v1::Integrity::Ledger as i32,
+                local_retention: Some(v1::Retention {
+                    max_age_ms: None,
+                    max_bytes: Some(1),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create the ledger");
+    let d = client.describe_log(LOG).await.expect("describe");
+    assert_eq!(
+        d.config.retention,
+        pyralog_types::Retention::Infinite,
+        "a ledger keeps everything by default"
+    );
+    produce(&client, 0..3_000).await;
+    await_archived(&client, &node).await;
+    let key = public_key(&node);
+
+    let out = verify_clean(&node, &prefix, &key);
+    assert!(out.stdout.contains("3000 records"), "{out:?}");
+    assert!(out.stdout.contains(": verified"), "{out:?}");
+
+    // A proof of one record against the newest checkpoint, checked offline.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let early = dir.path().join("early.json");
+    let early_s = early.to_str().expect("path");
+    let out = ledger(
+        &node,
+        &[
+            "proof",
+            LOG,
+            "--partition",
+            "0",
+            "--offset",
+            "5",
+            "--out",
+            early_s,
+        ],
+        &prefix,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let early_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&early).expect("proof")).expect("json");
+    let early_size = early_json["checkpoint"]["checkpoint"]["tree_size"]
+        .as_u64()
+        .expect("tree size");
+    let check = node.cli(
+        &["ledger", "check-proof", early_s, "--public-key", &key],
+        None,
+    );
+    assert_eq!(check.code, Some(0), "{check:?}");
+    assert!(
+        check.stdout.starts_with("ok: offset 5 of payments/0"),
+        "{check:?}"
+    );
+
+    // A restart and more records: the chain continues, the old proof is carried to the
+    // newer checkpoint by a consistency proof.
+    node.stop();
+    node.restart();
+    let client = node.client().await;
+    produce(&client, 3_000..5_000).await;
+    await_archived(&client, &node).await;
+    let out = verify_clean(&node, &prefix, &key);
+    assert!(out.stdout.contains("5000 records"), "{out:?}");
+    let newest = ledger(
+        &node,
+        &["verify", LOG, "--public-key", &key, "--json"],
+        &prefix,
+    );
+    let report: serde_json::Value = serde_json::from_str(&newest.stdout).expect("json report");
+    let newest_size = report["partitions"][0]["newest_checkpoint"]["tree_size"]
+        .as_u64()
+        .expect("a newest checkpoint");
+    assert!(newest_size > early_size, "{report}");
+    let link = dir.path().join("link.json");
+    let link_s = link.to_str().expect("path");
+    let out = ledger(
+        &node,
+        &[
+            "consistency",
+            LOG,
+            "--partition",
+            "0",
+            "--from",
+            &early_size.to_string(),
+            "--to",
+            &newest_size.to_string(),
+            "--out",
+            link_s,
+        ],
+        &prefix,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let check = node.cli(
+        &["ledger", "check-proof", link_s, "--public-key", &key],
+        None,
+    );
+    assert_eq!(check.code, Some(0), "{check:?}");
+    let check = node.cli(
+        &["ledger", "check-proof", early_s, "--public-key", &key],
+        None,
+    );
+    assert_eq!(
+        check.code,
+        Some(0),
+        "the early proof still holds: {check:?}"
+    );
+    let stranger = pyralog_ledger::SigningKey::generate()
+        .verifying_key()
+        .to_hex();
+    let check = node.cli(
+        &["ledger", "check-proof", early_s, "--public-key", &stranger],
+        None,
+    );
+    assert_eq!(check.code, Some(1), "another key: {check:?}");
+
+    // An attacker deletes an archived object: verify names it and fails.
+    let store = pyralog_cold_tier::open_store(&ColdStore::S3.config(&prefix)).expect("store");
+    let victim = report["partitions"][1]["objects"]
+        .as_u64()
+        .expect("objects");
+    assert!(victim > 1, "{report}");
+    let listed = client.describe_log(LOG).await.expect("describe");
+    assert!(listed.partitions[1].archive.is_some());
+    let manifest_dir = format!("{prefix}/_manifests/log={LOG}/partition=1");
+    let mut versions: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(
+        store.list(Some(&manifest_dir.as_str().into())),
+    )
+    .await
+    .expect("list manifests");
+    versions.sort_by(|a, b| a.location.cmp(&b.location));
+    let newest_manifest = versions.last().expect("a manifest").location.clone();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &store
+            .get(&newest_manifest)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes"),
+    )
+    .expect("manifest json");
+    let object = manifest["segments"][1]["key"]
+        .as_str()
+        .expect("an object key")
+        .to_owned();
+    store
+        .delete(&object.as_str().into())
+        .await
+        .expect("delete the object");
+    let out = ledger(&node, &["verify", LOG, "--public-key", &key], &prefix);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stdout
+            .contains(&format!("BROKEN: partition 1: object {object}")),
+        "{out:?}"
+    );
+
+    // Deleting a ledger log needs break-glass.
+    let out = node.cli(&["logs", "delete", LOG], None);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("break_glass"), "{out:?}");
+    let out = node.cli(&["logs", "delete", LOG, "--break-glass"], None);
+    assert_eq!(out.code, Some(0), "{out:?}");
+}
