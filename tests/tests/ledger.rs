@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use object_store::{ObjectStore, ObjectStoreExt};
 use pyralog_client::{Client, ProduceRecord, Producer, ProducerConfig};
-use pyralog_e2e::{unique, CliOutput, ColdStore, TestNode};
+use pyralog_e2e::{unique, CliOutput, ColdStore, TestCluster, TestNode};
 use pyralog_proto::v1;
 
 const LOG: &str = "payments";
@@ -71,14 +71,29 @@ async fn await_archived(client: &Client, node: &TestNode) {
     }
 }
 
-/// The node's checkpoint key, as an operator would take it from the key file.
-fn public_key(node: &TestNode) -> String {
-    let seed = std::fs::read_to_string(node.data_dir().join("ledger-signing.key"))
-        .expect("the node created its signing key");
-    pyralog_ledger::SigningKey::from_seed_hex(&seed)
-        .expect("a key")
-        .verifying_key()
-        .to_hex()
+/// `pyralog ledger keygen`: a key file for the node, and its public half from the output.
+fn keygen(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let file = dir.join("ledger.key");
+    let out = std::process::Command::new(pyralog_e2e::pyralog_bin())
+        .args(["ledger", "keygen", "--out"])
+        .arg(&file)
+        .output()
+        .expect("keygen");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    let public = stdout
+        .strip_prefix("public key ")
+        .and_then(|s| s.split_whitespace().next())
+        .expect("the public key is printed")
+        .to_owned();
+    // A second keygen never overwrites a key.
+    let again = std::process::Command::new(pyralog_e2e::pyralog_bin())
+        .args(["ledger", "keygen", "--out"])
+        .arg(&file)
+        .output()
+        .expect("keygen");
+    assert_eq!(again.status.code(), Some(2));
+    (file, public)
 }
 
 fn bucket_args(prefix: &str) -> Vec<String> {
@@ -123,7 +138,14 @@ fn verify_clean(node: &TestNode, prefix: &str, key: &str) -> CliOutput {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ledger_verifies_from_the_bucket_proves_records_and_names_tampering() {
     let prefix = unique("ledger");
-    let mut node = TestNode::start_with_env(&ColdStore::S3.node_env(&prefix));
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (key_file, key) = keygen(keys.path());
+    let mut env = ColdStore::S3.node_env(&prefix);
+    env.push((
+        "PYRALOG_COLD_TIER__LEDGER_SIGNING_KEY".into(),
+        key_file.display().to_string(),
+    ));
+    let mut node = TestNode::start_with_env(&env);
     let client = node.client().await;
 
     // A ledger refuses compaction at creation.
@@ -164,7 +186,6 @@ async fn a_ledger_verifies_from_the_bucket_proves_records_and_names_tampering() 
     );
     produce(&client, 0..3_000).await;
     await_archived(&client, &node).await;
-    let key = public_key(&node);
 
     let out = verify_clean(&node, &prefix, &key);
     assert!(out.stdout.contains("3000 records"), "{out:?}");
@@ -213,6 +234,26 @@ async fn a_ledger_verifies_from_the_bucket_proves_records_and_names_tampering() 
     await_archived(&client, &node).await;
     let out = verify_clean(&node, &prefix, &key);
     assert!(out.stdout.contains("5000 records"), "{out:?}");
+
+    // A wiped disk: the node restores the log from the bucket and the chain goes on from
+    // the last archived object's seal.
+    node.stop();
+    std::fs::remove_dir_all(node.data_dir()).expect("wipe the data dir");
+    node.restart();
+    let client = node.client().await;
+    let d = client
+        .describe_log(LOG)
+        .await
+        .expect("restored from the bucket");
+    assert_eq!(
+        d.config.integrity,
+        pyralog_types::Integrity::Ledger,
+        "still a ledger"
+    );
+    produce(&client, 5_000..6_000).await;
+    await_archived(&client, &node).await;
+    let out = verify_clean(&node, &prefix, &key);
+    assert!(out.stdout.contains("6000 records"), "{out:?}");
     let newest = ledger(
         &node,
         &["verify", LOG, "--public-key", &key, "--json"],
@@ -313,4 +354,140 @@ async fn a_ledger_verifies_from_the_bucket_proves_records_and_names_tampering() 
     assert!(out.stderr.contains("break_glass"), "{out:?}");
     let out = node.cli(&["logs", "delete", LOG, "--break-glass"], None);
     assert_eq!(out.code, Some(0), "{out:?}");
+}
+
+/// The leader of partition 0 as node `ask` sees it, once it is not `not`.
+async fn leader(cluster: &TestCluster, ask: u64, not: Option<u64>) -> u64 {
+    let t = Instant::now();
+    loop {
+        if let Ok(c) = cluster.client(ask).await {
+            if let Ok(d) = c.describe_log(LOG).await {
+                let l = d.partitions[0].leader.as_ref().map(|(id, _)| *id);
+                if let Some(l) = l.filter(|l| Some(*l) != not) {
+                    if d.partitions[0].isr.len() >= 2 {
+                        return l;
+                    }
+                }
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no leader\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proof_made_before_a_leader_failover_holds_against_a_checkpoint_made_after_it() {
+    let prefix = unique("ledger-failover");
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (key_file, key) = keygen(keys.path());
+    let mut env = ColdStore::S3.node_env(&prefix);
+    // One key for the cluster: whichever node leads signs with it.
+    env.push((
+        "PYRALOG_COLD_TIER__LEDGER_SIGNING_KEY".into(),
+        key_file.display().to_string(),
+    ));
+    let mut cluster = TestCluster::start(3, &env);
+    let client = cluster.client(1).await.expect("connect");
+    let t = Instant::now();
+    loop {
+        let created = client
+            .create_log(
+                LOG,
+                v1::LogConfig {
+                    replication_factor: Some(3),
+                    min_in_sync_replicas: Some(2),
+                    segment_bytes: Some(64 << 10),
+                    integrity: v1::Integrity::Ledger as i32,
+                    ..Default::default()
+                },
+            )
+            .await;
+        match created {
+            Ok(_) => break,
+            Err(e) if e.is_retriable() && t.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("create: {e}\n{}", cluster.logs()),
+        }
+    }
+    let first = leader(&cluster, 1, None).await;
+    let on_leader = cluster.client(first).await.expect("connect");
+    produce(&on_leader, 0..2_000).await;
+    await_archived(&on_leader, &cluster.nodes[0]).await;
+    let node = &cluster.nodes[0];
+    verify_clean(node, &prefix, &key);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let early = dir.path().join("early.json");
+    let early_s = early.to_str().expect("path");
+    let out = ledger(
+        node,
+        &[
+            "proof",
+            LOG,
+            "--partition",
+            "0",
+            "--offset",
+            "17",
+            "--out",
+            early_s,
+        ],
+        &prefix,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let early_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&early).expect("proof")).expect("json");
+    let early_size = early_json["checkpoint"]["checkpoint"]["tree_size"]
+        .as_u64()
+        .expect("tree size");
+
+    // kill -9 the leader; another replica leads, archives and checkpoints from here.
+    cluster.node(first).kill9();
+    let ask = if first == 1 { 2 } else { 1 };
+    let second = leader(&cluster, ask, Some(first)).await;
+    let on_leader = cluster.client(second).await.expect("connect");
+    produce(&on_leader, 2_000..4_000).await;
+    await_archived(&on_leader, &cluster.nodes[(second - 1) as usize]).await;
+    let node = &cluster.nodes[(second - 1) as usize];
+    let out = verify_clean(node, &prefix, &key);
+    assert!(out.stdout.contains("4000 records"), "{out:?}");
+    let report = ledger(
+        node,
+        &["verify", LOG, "--public-key", &key, "--json"],
+        &prefix,
+    );
+    let report: serde_json::Value = serde_json::from_str(&report.stdout).expect("json");
+    let newest = report["partitions"][0]["newest_checkpoint"]["tree_size"]
+        .as_u64()
+        .expect("a newest checkpoint");
+    assert!(newest > early_size, "{report}");
+    let link = dir.path().join("link.json");
+    let link_s = link.to_str().expect("path");
+    let out = ledger(
+        node,
+        &[
+            "consistency",
+            LOG,
+            "--partition",
+            "0",
+            "--from",
+            &early_size.to_string(),
+            "--to",
+            &newest.to_string(),
+            "--out",
+            link_s,
+        ],
+        &prefix,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for proof in [early_s, link_s] {
+        let check = node.cli(
+            &["ledger", "check-proof", proof, "--public-key", &key],
+            None,
+        );
+        assert_eq!(check.code, Some(0), "{proof}: {check:?}");
+    }
 }
