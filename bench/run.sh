@@ -81,6 +81,12 @@ mkdir -p bench/results
   --record-bytes "${BENCH_RECORD_BYTES%%,*}" --commit-seconds "${BENCH_COMMIT_SECONDS:-5}" \
   --json bench/results/groups.json --markdown bench/results/groups.md ${BENCH_QUIET:+--quiet}
 
+# Ledger mode: archive encode with and without the chain, `ledger verify` MB/s next to raw
+# GETs of the same objects (bench/results/ledger.{json,md}).
+"$bin" bench ledger --object-store "${store%/}/ledger-bench" "${store_args[@]}" \
+  --records "${BENCH_LEDGER_RECORDS:-1000000}" --record-bytes "${BENCH_RECORD_BYTES%%,*}" \
+  --json bench/results/ledger.json --markdown bench/results/ledger.md >/dev/null
+
 # What TLS and authentication cost: the same node as above (plaintext) against a
 # `dev --secure` node (TLS, client certificates, ACLs) in the same run.
 "$bin" dev --secure --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \

@@ -10,6 +10,7 @@
 pub mod baseline;
 pub mod cold;
 pub mod groups;
+pub mod ledger;
 pub mod process;
 pub mod replication;
 pub mod report;

@@ -348,6 +348,30 @@ pub(crate) enum BenchWorkload {
     /// What TLS and authentication cost: produce MB/s and p99, connection set-up time and
     /// server CPU per handshake, against the --server node (plaintext) and a secure node.
     Tls(TlsBenchArgs),
+    /// Ledger mode: archive encode with and without the chain, and `ledger verify` MB/s next
+    /// to raw GETs of the same objects.
+    Ledger(LedgerBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LedgerBenchArgs {
+    /// An empty prefix to write to: s3://bucket/prefix, file:///dir, ...
+    #[arg(long)]
+    pub object_store: String,
+    /// Custom endpoint of an S3-compatible server (plain http is allowed).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    #[arg(long, default_value_t = 100)]
+    pub record_bytes: usize,
+    /// Records per archived object.
+    #[arg(long, default_value_t = 100_000)]
+    pub segment_records: u64,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

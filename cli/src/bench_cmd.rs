@@ -103,6 +103,36 @@ pub(crate) async fn bench(server: &Target, args: BenchArgs) -> CliResult {
                 std::fs::write(&p, json)?;
             }
         }
+        BenchWorkload::Ledger(a) => {
+            if a.records == 0 || a.segment_records == 0 {
+                return Err(CliError::usage(
+                    "--records and --segment-records must be positive",
+                ));
+            }
+            let cfg = pyralog_gateway::ObjectStoreConfig {
+                allow_http: a.endpoint.is_some(),
+                endpoint: a.endpoint.clone(),
+                ..pyralog_gateway::ObjectStoreConfig::for_url(a.object_store.clone())
+            };
+            let store =
+                pyralog_cold_tier::open_store(&cfg).map_err(|e| CliError::usage(e.to_string()))?;
+            let layout = cfg.layout().map_err(|e| CliError::usage(e.to_string()))?;
+            let report = pyralog_bench::ledger::run(&pyralog_bench::ledger::LedgerOptions {
+                store,
+                layout,
+                records: a.records,
+                record_bytes: a.record_bytes,
+                segment_records: a.segment_records,
+            })
+            .await
+            .map_err(|e| CliError::runtime(e.to_string()))?;
+            publish(
+                &report.to_markdown(),
+                &report,
+                a.markdown.as_deref(),
+                a.json.as_deref(),
+            )?;
+        }
         BenchWorkload::Replication(a) => {
             if a.records == 0 || a.record_bytes == 0 || a.partitions == 0 {
                 return Err(CliError::usage(

@@ -334,6 +334,13 @@ fn writer_properties(opts: &EncodeOptions) -> Result<WriterProperties, ColdError
             .set_column_dictionary_enabled(ColumnPath::from(col), false)
             .set_column_encoding(ColumnPath::from(col), Encoding::DELTA_BINARY_PACKED);
     }
+    // A ledger's chain values are 32 random bytes each: a dictionary never pays and zstd
+    // cannot shrink them, so both would only cost the archiver time.
+    let chain = ColumnPath::from(ledger::CHAIN_COLUMN);
+    b = b
+        .set_column_dictionary_enabled(chain.clone(), false)
+        .set_column_encoding(chain.clone(), Encoding::PLAIN)
+        .set_column_compression(chain, Compression::UNCOMPRESSED);
     Ok(b.build())
 }
 

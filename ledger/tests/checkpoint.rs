@@ -93,11 +93,11 @@ fn the_json_document_is_stable() {
     let json = String::from_utf8(Archive::new(&[vec![0]]).signed(1).to_json()).expect("utf-8");
     let expected = concat!(
         r#"{"checkpoint":{"log":"orders","partition":3,"tree_size":1,"last_offset":0,"#,
-        r#""root":"85fed7a6326ed9455ddd476d03c7eff1fa5e13e6cc62490fb9ca88701bc9bd23","#,
-        r#""chain_head":"3029a011e6fdcddb0512ce4f0789e86264a1a163c046ed21957752eaf1f4ff37","#,
+        r#""root":"02adc347f45104eef08c1967651dedb2b1fad0ecaafbe12803ba6e252c3fcb76","#,
+        r#""chain_head":"2c7c3d68f2fda86bca1e135385adbb3d92c146f4acacf3edf74cdbd708dff998","#,
         r#""manifest_version":11,"time_us":1700000000000001},"key_id":"21fe31dfa154a261","#,
-        r#""signature":"058113f5a5914264a23e11cb4dedcc6ca91c2c8191c872970c4bd17dc6c17411"#,
-        r#"65a4e7f69ab5a69508b5cc0ce25898e1443418138ac5c0ee1c8007b115702f0f"}"#,
+        r#""signature":"e97dc06dd0f88979651d9d2b05793713169c5fb601d1a0aab7fef53d2376a48b"#,
+        r#"ec6ef83bff99c138c9cf43810727fc89780ff473de793b74bf72ff6850e2380d"}"#,
     );
     assert_eq!(json, expected);
 }

@@ -2,7 +2,7 @@
 //!
 //! A log created with `integrity = "ledger"` archives its records with one more column,
 //! `chain` (32 bytes, field id [`super::field_ids::CHAIN`]): the SHA-256 chain head after
-//! the row's record (`pyralog_ledger::chain_step` over the record's canonical bytes). The
+//! the row's record (`pyralog_ledger::chain_step` over the record's leaf hash). The
 //! chain runs across objects: an object's chain starts where the previous object of the
 //! partition ended (at the partition's genesis for the first), so a changed, removed or
 //! reordered record breaks every later chain value, and a verifier names the first row whose
