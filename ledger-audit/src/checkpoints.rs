@@ -191,6 +191,9 @@ pub struct Checkpointer {
     key: SigningKey,
     checkpoints: CheckpointStore,
     clock: Arc<dyn Clock>,
+    /// The tree size last written per partition by this process (see
+    /// [`Checkpointer::checkpoint_if_behind`]).
+    written: parking_lot::Mutex<std::collections::HashMap<(String, PartitionId), u64>>,
 }
 
 impl Checkpointer {
@@ -199,6 +202,7 @@ impl Checkpointer {
             key,
             checkpoints,
             clock,
+            written: Default::default(),
         }
     }
 
@@ -213,6 +217,25 @@ impl Checkpointer {
         self.checkpoints
             .publish_key(&self.key.verifying_key())
             .await
+    }
+
+    /// [`Checkpointer::checkpoint`] unless this process already wrote the checkpoint of
+    /// `manifest`'s tree size. Called on every archive tick of a partition it leads, so a
+    /// checkpoint that failed (or was never written: a crash between a manifest commit and
+    /// its checkpoint, a failover) is written at the next tick; the first call after a
+    /// start re-puts the newest one, which the store accepts as already there.
+    pub async fn checkpoint_if_behind(
+        &self,
+        manifest: &Manifest,
+    ) -> Result<Option<SignedCheckpoint>, AuditError> {
+        let size = manifest.segments.len() as u64;
+        let id = (manifest.log.to_string(), manifest.partition);
+        if size == 0 || self.written.lock().get(&id) == Some(&size) {
+            return Ok(None);
+        }
+        let signed = self.checkpoint(manifest).await?;
+        self.written.lock().insert(id, size);
+        Ok(signed)
     }
 
     /// Signs and writes the checkpoint of everything `manifest` (a ledger partition's

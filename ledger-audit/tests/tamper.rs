@@ -411,3 +411,83 @@ async fn a_proof_made_at_an_old_checkpoint_is_carried_to_a_newer_one() {
         .expect("the newer checkpoint extends the older");
     assert_eq!(link.old, old_proof.checkpoint);
 }
+
+#[tokio::test]
+async fn a_checkpoint_left_unwritten_is_written_at_the_next_tick_and_once() {
+    let mut b = Bucket::new().await;
+    b.archive(30).await;
+    // A commit whose checkpoint was never written (a crash between the two, a failover).
+    let base = b.manifest.end_offset().map_or(0, |o| o.0);
+    let start = b.manifest.segments[0].ledger.expect("seal").chain_end;
+    let mut w =
+        SegmentWriter::with_ledger(Vec::new(), &EncodeOptions::default(), start).expect("writer");
+    for o in base..base + 10 {
+        w.push(record(o)).expect("push");
+    }
+    let (bytes, meta) = w.finish().expect("finish");
+    let key = b
+        .layout
+        .segment_key(&b.log, P, meta.base_offset, meta.last_offset, 0);
+    b.store
+        .put(&key, PutPayload::from(bytes.clone()))
+        .await
+        .expect("put");
+    let next = b
+        .manifest
+        .with_segment(ColdSegment::uploaded(
+            &meta,
+            key.to_string(),
+            bytes.len() as u64,
+            0,
+        ))
+        .expect("segment");
+    b.commit(next).await;
+    let newest = |r: &pyralog_ledger_audit::VerifyReport| {
+        r.partitions[0]
+            .newest_checkpoint
+            .as_ref()
+            .map(|c| c.tree_size)
+    };
+    let report = verify_log(b.store.clone(), &b.layout, &b.log, &b.trusting())
+        .await
+        .expect("verify");
+    assert_eq!(
+        newest(&report),
+        Some(1),
+        "the second object is not vouched for yet"
+    );
+
+    let checkpointer = || {
+        Checkpointer::new(
+            SigningKey::from_seed_hex(&b.key.seed_hex()).expect("seed"),
+            CheckpointStore::new(b.store.clone(), &b.layout),
+            ManualClock::new(1_700_000_000_000_000),
+        )
+    };
+    let ticking = checkpointer();
+    let written = ticking
+        .checkpoint_if_behind(&b.manifest)
+        .await
+        .expect("tick");
+    assert_eq!(written.map(|c| c.checkpoint.tree_size), Some(2));
+    assert!(
+        ticking
+            .checkpoint_if_behind(&b.manifest)
+            .await
+            .expect("tick")
+            .is_none(),
+        "nothing new: no write"
+    );
+    // Another process (a restart, the next leader) re-puts it once; the store accepts it.
+    let next_leader = checkpointer();
+    assert!(next_leader
+        .checkpoint_if_behind(&b.manifest)
+        .await
+        .expect("an identical checkpoint is accepted")
+        .is_some());
+    let report = verify_log(b.store.clone(), &b.layout, &b.log, &b.trusting())
+        .await
+        .expect("verify");
+    assert_eq!(report.findings, vec![]);
+    assert_eq!(newest(&report), Some(2));
+}

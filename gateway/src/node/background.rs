@@ -161,10 +161,11 @@ impl Node {
                         backing_off,
                         cold.settings.archive_interval,
                     );
-                    if ledger && !r.uploaded.is_empty() {
-                        // A checkpoint that fails now is written at the next upload (it
-                        // covers everything archived by then).
-                        if let Err(e) = cold.checkpointer.checkpoint(&cp.manifest()).await {
+                    if ledger {
+                        // Every tick, not only after an upload: a checkpoint that failed, or
+                        // that a crash or a failover left unwritten, is written at the next.
+                        if let Err(e) = cold.checkpointer.checkpoint_if_behind(&cp.manifest()).await
+                        {
                             warn!(log = %log.id, partition = i, error = %e,
                                 "ledger checkpoint failed");
                         }
