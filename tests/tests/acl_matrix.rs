@@ -765,3 +765,53 @@ async fn bad_acl_changes_are_refused_with_a_reason_and_the_cli_exits_2() {
         "{out:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_ledger_takes_break_glass_and_a_superuser() {
+    let secure = Secure::new(1);
+    let issuer = Issuer::new("k1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = secure_node(&secure, &issuer, dir.path());
+    let admin = node.client().await;
+    admin
+        .create_log(
+            "books",
+            LogConfig {
+                integrity: pyralog_proto::v1::Integrity::Ledger as i32,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create the ledger");
+    admin
+        .create_acls(&[grant(
+            "bob",
+            Operation::Delete,
+            ResourceKind::Log,
+            PatternKind::Literal,
+            "books",
+        )])
+        .await
+        .expect("grant");
+    let bob = Client::connect_with(node.url(), secure.options_of("bob"))
+        .await
+        .expect("bob");
+    // Without break_glass: refused for everyone, saying what it takes.
+    for who in [&bob, &admin] {
+        let e = who.delete_log("books").await.expect_err("no break_glass");
+        assert_eq!(e.reason(), Some(Reason::InvalidRequest), "{e}");
+        assert!(e.to_string().contains("break_glass"), "{e}");
+    }
+    // With it, an ACL that allows deleting the log is not enough: a superuser only.
+    let e = bob
+        .delete_log_with("books", true)
+        .await
+        .expect_err("bob is no superuser");
+    assert_eq!(e.reason(), Some(Reason::PermissionDenied), "{e}");
+    assert!(admin.describe_log("books").await.is_ok(), "still there");
+    admin
+        .delete_log_with("books", true)
+        .await
+        .expect("the superuser breaks the glass");
+    assert!(node.log().contains("ledger log deleted with break_glass"));
+}
