@@ -179,6 +179,7 @@ pub async fn run(opts: &LedgerOptions) -> Result<LedgerReport, BenchError> {
         &VerifyOptions {
             trusted_keys: vec![verifying],
             trust_bucket_keys: false,
+            anchors: Vec::new(),
         },
     )
     .await

@@ -116,6 +116,10 @@ pub(crate) enum LedgerCommand {
         /// Also trust the keys published in the bucket (anyone who can write it can add one).
         #[arg(long)]
         trust_bucket_keys: bool,
+        /// A checkpoint kept outside the bucket (a file `pyralog ledger proof` or the bucket
+        /// gave you; repeatable): the archive must still extend it.
+        #[arg(long = "checkpoint")]
+        anchors: Vec<std::path::PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

@@ -4,8 +4,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use object_store::ObjectStore;
-use pyralog_cold_tier::{check_access, open_store, Layout, ObjectStoreConfig};
-use pyralog_ledger::{ConsistencyProof, InclusionProof, SigningKey, VerifyingKey};
+use pyralog_cold_tier::{open_store, Layout, ObjectStoreConfig};
+use pyralog_ledger::{
+    ConsistencyProof, InclusionProof, SignedCheckpoint, SigningKey, VerifyingKey,
+};
 use pyralog_ledger_audit::{
     consistency_proof, inclusion_proof, verify_log, AuditError, VerifyOptions,
 };
@@ -21,6 +23,7 @@ pub(crate) async fn run(args: LedgerArgs) -> CliResult {
             bucket,
             public_keys,
             trust_bucket_keys,
+            anchors,
             json,
         } => {
             let log = log_id(&log)?;
@@ -40,11 +43,16 @@ pub(crate) async fn run(args: LedgerArgs) -> CliResult {
                      the bucket can publish a key"
                 );
             }
+            let anchors = anchors
+                .iter()
+                .map(|f| read_anchor(f))
+                .collect::<Result<Vec<_>, _>>()?;
             let (store, layout) = open(&bucket).await?;
             let started = Instant::now();
             let opts = VerifyOptions {
                 trusted_keys,
                 trust_bucket_keys,
+                anchors,
             };
             let report = verify_log(store, &layout, &log, &opts)
                 .await
@@ -67,13 +75,14 @@ pub(crate) async fn run(args: LedgerArgs) -> CliResult {
                     );
                     println!(
                         "partition {}: {} objects, {} records, through offset {}; {} valid \
-                         checkpoints, {checkpoint}",
+                         checkpoints, {checkpoint}; {} objects after it",
                         p.partition,
                         p.objects,
                         p.records,
                         p.last_offset
                             .map_or_else(|| "-".to_owned(), |o| o.to_string()),
                         p.valid_checkpoints,
+                        p.unanchored_objects,
                     );
                 }
                 for f in &report.findings {
@@ -148,9 +157,9 @@ pub(crate) async fn run(args: LedgerArgs) -> CliResult {
         }
         LedgerCommand::CheckProof { file, public_key } => {
             let key = read_key(&public_key)?;
-            let bytes = std::fs::read(&file)
-                .map_err(|e| CliError::usage(format!("{}: {e}", file.display())))?;
-            if let Ok(p) = InclusionProof::from_json(&bytes) {
+            let bytes = read_bounded(&file, pyralog_ledger::MAX_PROOF_JSON)?;
+            let inclusion = InclusionProof::from_json(&bytes);
+            if let Ok(p) = inclusion {
                 p.verify(&key)
                     .map_err(|e| CliError::runtime(format!("the proof does not hold: {e}")))?;
                 let c = &p.checkpoint.checkpoint;
@@ -168,8 +177,9 @@ pub(crate) async fn run(args: LedgerArgs) -> CliResult {
                 return Ok(());
             }
             let p = ConsistencyProof::from_json(&bytes).map_err(|e| {
+                let first = inclusion.err().map(|e| e.to_string()).unwrap_or_default();
                 CliError::usage(format!(
-                    "{} is neither an inclusion nor a consistency proof: {e}",
+                    "{} is neither an inclusion proof ({first}) nor a consistency proof ({e})",
                     file.display()
                 ))
             })?;
@@ -203,6 +213,38 @@ fn log_id(name: &str) -> Result<LogId, CliError> {
     LogId::new(name).map_err(|e| CliError::usage(format!("log {name:?}: {e}")))
 }
 
+/// A file read whole, refused above `limit` bytes before reading.
+fn read_bounded(path: &std::path::Path, limit: usize) -> Result<Vec<u8>, CliError> {
+    let bad = |e: std::io::Error| CliError::usage(format!("{}: {e}", path.display()));
+    let len = std::fs::metadata(path).map_err(bad)?.len();
+    if len > limit as u64 {
+        return Err(CliError::usage(format!(
+            "{}: {len} bytes, more than a proof or checkpoint can be ({limit})",
+            path.display()
+        )));
+    }
+    std::fs::read(path).map_err(bad)
+}
+
+/// A checkpoint kept outside the bucket: a checkpoint file, or the one a proof carries.
+fn read_anchor(path: &std::path::Path) -> Result<SignedCheckpoint, CliError> {
+    let bytes = read_bounded(path, pyralog_ledger::MAX_PROOF_JSON)?;
+    if let Ok(c) = SignedCheckpoint::from_json(&bytes) {
+        return Ok(c);
+    }
+    if let Ok(p) = InclusionProof::from_json(&bytes) {
+        return Ok(p.checkpoint);
+    }
+    ConsistencyProof::from_json(&bytes)
+        .map(|c| c.new)
+        .map_err(|e| {
+            CliError::usage(format!(
+                "{}: neither a checkpoint nor a proof carrying one: {e}",
+                path.display()
+            ))
+        })
+}
+
 /// A key given as hex, or as a file holding it.
 fn read_key(arg: &str) -> Result<VerifyingKey, CliError> {
     if let Ok(k) = VerifyingKey::from_hex(arg) {
@@ -227,13 +269,17 @@ async fn open(b: &BucketArgs) -> Result<(Arc<dyn ObjectStore>, Layout), CliError
     let bad = |e: pyralog_cold_tier::ColdError| CliError::usage(format!("object store: {e}"));
     let layout = cfg.layout().map_err(bad)?;
     let store = open_store(&cfg).map_err(bad)?;
-    check_access(store.as_ref(), &layout).await.map_err(bad)?;
+    // Read-only: an auditor's credentials need not allow writing the bucket.
+    let probe = layout.registry_dir();
+    futures::TryStreamExt::try_next(&mut store.list(Some(&probe)))
+        .await
+        .map_err(|e| CliError::usage(format!("object store: cannot list {probe}: {e}")))?;
     Ok((store, layout))
 }
 
 fn audit_error(e: AuditError) -> CliError {
     match e {
-        AuditError::NotFound(_) | AuditError::Unprovable(_) => CliError::usage(e.to_string()),
+        AuditError::NotFound(_) => CliError::usage(e.to_string()),
         other => CliError::runtime(other.to_string()),
     }
 }

@@ -116,6 +116,23 @@ pub async fn archive_partition(
                 }
                 other => other?,
             };
+        if opts.ledger {
+            // A ledger's archive is dense: every object holds every offset of its range.
+            let dense = streamed.as_ref().is_some_and(|(m, _)| {
+                m.base_offset == from
+                    && m.last_offset == last
+                    && m.record_count == last.0 - from.0 + 1
+            });
+            if !dense {
+                return Err(CompactorError::Ledger(format!(
+                    "{log}/{partition}: offsets {from}..={last} do not read back densely from \
+                     the local log (got {:?}); a ledger's archive never skips an offset",
+                    streamed
+                        .as_ref()
+                        .map(|(m, _)| (m.base_offset, m.last_offset, m.record_count))
+                )));
+            }
+        }
         let Some((meta, size)) = streamed else {
             // Compaction emptied the rest of this segment: nothing to upload, but the range
             // is archived all the same.

@@ -62,8 +62,8 @@ fn fixture() -> &'static Fixture {
         let key = SigningKey::from_seed_hex(SEED).expect("a valid seed");
         let mut hasher = RecordHasher::new(genesis(LOG, PARTITION));
         let (mut leaves, mut summaries) = (Vec::new(), Vec::new());
-        // Three objects: 3 records, 1 record, 5 records with gaps in offsets (compacted).
-        for offsets in [vec![0, 1, 2], vec![3], vec![4, 6, 7, 9, 12]] {
+        // Three objects: 3 records, 1 record, 5 records (a ledger has no gaps).
+        for offsets in [vec![0, 1, 2], vec![3], vec![4, 5, 6, 7, 8]] {
             let chain_start = hasher.chain();
             let mut tree = MerkleBuilder::new();
             let object: Vec<Hash> = offsets
@@ -101,10 +101,10 @@ fn fixture() -> &'static Fixture {
             log: LOG.into(),
             partition: PARTITION,
             offset: 7,
-            record_leaf: leaves[2][2],
-            index_in_object: 2,
+            record_leaf: leaves[2][3],
+            index_in_object: 3,
             object: summaries[2].clone(),
-            object_path: inclusion_proof(&leaves[2], 2).expect("in range"),
+            object_path: inclusion_proof(&leaves[2], 3).expect("in range"),
             object_index: 2,
             tree_path: inclusion_proof(&tree, 2).expect("in range"),
             checkpoint: checkpoint(3),
@@ -171,6 +171,11 @@ fn check(bytes: &[u8], resign: bool) {
                 object.and_then(|o| f.summaries.get(o)),
                 Some(&p.object),
                 "a forged object verified"
+            );
+            assert_eq!(
+                Some(p.offset),
+                p.object.base_offset.checked_add(p.index_in_object),
+                "a proof verified for another offset than its record's"
             );
             let back = InclusionProof::from_json(&p.to_json()).expect("own JSON parses");
             assert_eq!(back, p);

@@ -97,9 +97,10 @@ impl ColdTier {
             .ledger_signing_key
             .clone()
             .unwrap_or_else(|| data_dir.join("ledger-signing.key"));
+        let checkpoints = CheckpointStore::new(store.clone(), &layout);
         let checkpointer = Checkpointer::new(
-            load_or_create_key(&key_file)?,
-            CheckpointStore::new(store.clone(), &layout),
+            load_or_create_key(&key_file, &checkpoints).await?,
+            checkpoints,
             clock.clone(),
         );
         checkpointer
@@ -184,10 +185,15 @@ impl ColdTier {
                 warn!(%log, error = %e, "could not delete the log's Iceberg table");
             }
         }
+        self.checkpointer.forget(log);
+        let checkpoints = CheckpointStore::new(self.store.clone(), &self.layout);
         for p in 0..partitions {
+            // A ledger's checkpoints go with it (only a break-glass delete gets here): a log
+            // created again under the same name starts a new history.
             for dir in [
                 self.layout.manifest_dir(log, p),
                 self.layout.partition_dir(log, p),
+                checkpoints.partition_dir(log, p),
             ] {
                 let listed: Result<Vec<_>, _> = self.store.list(Some(&dir)).try_collect().await;
                 match listed {
@@ -210,8 +216,13 @@ impl ColdTier {
 }
 
 /// The ledger signing key in `path`, or a new one written there (owner-only) when the file
-/// does not exist.
-fn load_or_create_key(path: &Path) -> Result<SigningKey, ColdError> {
+/// does not exist. A new key while the bucket already lists another is said loudly: the
+/// checkpoints this node signs then verify only with both keys (give every node of a cluster
+/// the same `ledger_signing_key`).
+async fn load_or_create_key(
+    path: &Path,
+    checkpoints: &CheckpointStore,
+) -> Result<SigningKey, ColdError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| {
         ColdError::Config(format!(
             "ledger signing key {}: {what}: {e}",
@@ -223,8 +234,17 @@ fn load_or_create_key(path: &Path) -> Result<SigningKey, ColdError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = SigningKey::generate();
             write_private(path, &key.seed_hex()).map_err(|e| bad("cannot create", &e))?;
-            tracing::info!(path = %path.display(), key_id = %key.verifying_key().key_id(),
-                "created a ledger signing key");
+            let others = checkpoints.published_keys().await.unwrap_or_default();
+            if others.is_empty() {
+                tracing::info!(path = %path.display(), key_id = %key.verifying_key().key_id(),
+                    "created a ledger signing key");
+            } else {
+                warn!(path = %path.display(), key_id = %key.verifying_key().key_id(),
+                    published = others.len(),
+                    "created a new ledger signing key while the bucket lists other keys: \
+                     ledger checkpoints this node signs verify only with this key too; give \
+                     every node the same [cold_tier] ledger_signing_key");
+            }
             Ok(key)
         }
         Err(e) => Err(bad("cannot read", &e)),

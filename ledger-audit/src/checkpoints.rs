@@ -219,6 +219,14 @@ impl Checkpointer {
             .await
     }
 
+    /// Forgets what it wrote for `log` (deleted: a log created again under its name starts
+    /// over).
+    pub fn forget(&self, log: &LogId) {
+        self.written
+            .lock()
+            .retain(|(name, _), _| name != log.as_str());
+    }
+
     /// [`Checkpointer::checkpoint`] unless this process already wrote the checkpoint of
     /// `manifest`'s tree size. Called on every archive tick of a partition it leads, so a
     /// checkpoint that failed (or was never written: a crash between a manifest commit and

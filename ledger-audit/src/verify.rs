@@ -19,7 +19,8 @@ use pyralog_cold_tier::{
     for_each_ledger_row, ColdError, ColdSegment, Layout, LogRegistry, ManifestStore,
 };
 use pyralog_ledger::{
-    genesis, merkle, Checkpoint, Hash, MerkleBuilder, RecordHasher, VerifyingKey,
+    genesis, Checkpoint, Hash, MerkleBuilder, ObjectSummary, RecordHasher, SignedCheckpoint,
+    VerifyingKey,
 };
 use pyralog_types::{Integrity, LogConfig, LogId, PartitionId};
 use serde::Serialize;
@@ -35,7 +36,13 @@ pub struct VerifyOptions {
     /// Also trust the keys published in the bucket (whoever can write the bucket can add
     /// one; the CLI says so when this is on).
     pub trust_bucket_keys: bool,
+    /// Checkpoints kept outside the bucket (`--checkpoint FILE`): checked like the bucket's,
+    /// so a history rewritten together with deleting the bucket's checkpoints is still caught.
+    pub anchors: Vec<pyralog_ledger::SignedCheckpoint>,
 }
+
+/// Largest object verification reads (whole, into memory): above any segment a node writes.
+const MAX_OBJECT_BYTES: u64 = 4 << 30;
 
 /// One thing found broken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,6 +78,20 @@ pub enum Finding {
     ChainColumnMissing {
         partition: PartitionId,
         object: String,
+    },
+    /// The object's rows end before the last offset its manifest entry names (or the entry
+    /// claims a record count its range cannot hold densely).
+    RecordsMissing {
+        partition: PartitionId,
+        object: String,
+        from: u64,
+        to: u64,
+    },
+    /// Objects are archived but no checkpoint signed by a trusted key vouches for any of
+    /// them: nothing stops their history from being rewritten consistently.
+    NoTrustedCheckpoint {
+        partition: PartitionId,
+        objects: u64,
     },
     /// The object holds another number of records than its manifest entry says.
     RecordCountMismatch {
@@ -169,6 +190,22 @@ impl std::fmt::Display for Finding {
                 "partition {partition}: {object} holds offset {found} where offset {expected} \
                  belongs (objects swapped, or records removed or reordered)"
             ),
+            RecordsMissing {
+                partition,
+                object,
+                from,
+                to,
+            } => write!(
+                f,
+                "partition {partition}: {object} lacks offsets {from}..={to} that its manifest \
+                 entry covers"
+            ),
+            NoTrustedCheckpoint { partition, objects } => write!(
+                f,
+                "partition {partition}: none of its {objects} archived objects is vouched for by \
+                 a checkpoint signed with a trusted key (checkpoints deleted, or signed with \
+                 another key: pass it with --public-key)"
+            ),
             ChainColumnMissing { partition, object } => {
                 write!(f, "partition {partition}: {object} has no chain column")
             }
@@ -266,6 +303,9 @@ pub struct PartitionReport {
     pub valid_checkpoints: u64,
     /// The newest of them.
     pub newest_checkpoint: Option<Checkpoint>,
+    /// Archived objects after the newest valid checkpoint (written at the node's next archive
+    /// tick; until then their history is only as safe as the bucket).
+    pub unanchored_objects: u64,
 }
 
 /// The outcome of [`verify_log`]: clean when `findings` is empty.
@@ -328,9 +368,15 @@ pub async fn verify_log(
             }
             None => Vec::new(),
         };
-        let leaves = p.objects(&segments).await?;
-        p.checkpoints(&checkpoints, &keys, leaves.as_deref(), segments.len())
-            .await?;
+        let objects = p.objects(&segments).await?;
+        p.checkpoints(
+            &checkpoints,
+            &keys,
+            &opts.anchors,
+            objects.as_deref(),
+            segments.len(),
+        )
+        .await?;
         report.partitions.push(p.report);
     }
     Ok(report)
@@ -376,9 +422,12 @@ struct Replay {
 }
 
 impl Partition<'_> {
-    /// Checks every object; returns the archive tree's leaves (`None` when a seal is missing,
-    /// so no checkpoint can be compared).
-    async fn objects(&mut self, segments: &[ColdSegment]) -> Result<Option<Vec<Hash>>, AuditError> {
+    /// Checks every object; returns their summaries, the archive tree's leaves (`None` when
+    /// a seal is missing, so no checkpoint can be compared).
+    async fn objects(
+        &mut self,
+        segments: &[ColdSegment],
+    ) -> Result<Option<Vec<ObjectSummary>>, AuditError> {
         let partition = self.partition;
         let mut expected = 0u64;
         let mut prev_chain = genesis(self.log.as_str(), partition);
@@ -394,10 +443,7 @@ impl Partition<'_> {
                 continue;
             };
             if let Some(l) = &mut leaves {
-                l.push(
-                    seal.summary(s.base_offset.0, s.last_offset.0, s.record_count)
-                        .leaf(),
-                );
+                l.push(seal.summary(s.base_offset.0, s.last_offset.0, s.record_count));
             }
             if s.base_offset.0 > expected {
                 self.findings.push(Finding::MissingRange {
@@ -416,6 +462,40 @@ impl Partition<'_> {
             expected = s.last_offset.0 + 1;
             prev_chain = seal.chain_end;
             self.report.last_offset = Some(s.last_offset.0);
+            let span = s.last_offset.0 - s.base_offset.0 + 1;
+            if s.record_count != span {
+                self.findings.push(Finding::RecordsMissing {
+                    partition,
+                    object,
+                    from: s.base_offset.0,
+                    to: s.last_offset.0,
+                });
+                continue;
+            }
+            let size = match self.store.head(&s.path()).await {
+                Ok(meta) => meta.size,
+                Err(object_store::Error::NotFound { .. }) => {
+                    self.findings.push(Finding::ObjectMissing {
+                        partition,
+                        object,
+                        first_offset: s.base_offset.0,
+                    });
+                    continue;
+                }
+                Err(e) => return Err(AuditError::store("head", &s.key, e)),
+            };
+            if size > MAX_OBJECT_BYTES {
+                self.findings.push(Finding::ObjectUnreadable {
+                    partition,
+                    object,
+                    detail: format!(
+                        "{size} bytes, more than a segment can be ({MAX_OBJECT_BYTES} are read \
+                         at most; the manifest says {})",
+                        s.size_bytes
+                    ),
+                });
+                continue;
+            }
             let bytes = match self.store.get(&s.path()).await {
                 Ok(r) => r.bytes().await,
                 Err(e) => Err(e),
@@ -434,12 +514,12 @@ impl Partition<'_> {
             };
             self.report.bytes += bytes.len() as u64;
             let (start, base, name) = (seal.chain_start, s.base_offset.0, object.clone());
-            let replayed =
-                tokio::task::spawn_blocking(move || replay(bytes, partition, &name, start, base))
-                    .await
-                    .map_err(|e| {
-                        AuditError::Unprovable(format!("verification task failed: {e}"))
-                    })?;
+            let last = s.last_offset.0;
+            let replayed = tokio::task::spawn_blocking(move || {
+                replay(bytes, partition, &name, start, base, last)
+            })
+            .await
+            .map_err(|e| AuditError::Unprovable(format!("verification task failed: {e}")))?;
             let r = match replayed {
                 Ok(r) => r,
                 Err(ColdError::Corrupt { reason, .. }) => {
@@ -479,17 +559,35 @@ impl Partition<'_> {
         Ok(leaves)
     }
 
-    /// Checks every checkpoint of the partition against the manifest's tree.
+    /// Checks every checkpoint of the partition (the bucket's and the anchors given) against
+    /// the manifest's tree, walking them by size with one incremental tree.
     async fn checkpoints(
         &mut self,
         store: &CheckpointStore,
         keys: &[VerifyingKey],
-        leaves: Option<&[Hash]>,
-        objects: usize,
+        anchors: &[SignedCheckpoint],
+        objects: Option<&[ObjectSummary]>,
+        count: usize,
     ) -> Result<(), AuditError> {
         let partition = self.partition;
-        for (path, parsed) in store.list(self.log, partition).await? {
-            let checkpoint = path.to_string();
+        let mut candidates: Vec<(String, Result<SignedCheckpoint, String>)> = store
+            .list(self.log, partition)
+            .await?
+            .into_iter()
+            .map(|(path, parsed)| (path.to_string(), parsed.map_err(|e| e.to_string())))
+            .collect();
+        candidates.extend(
+            anchors
+                .iter()
+                .filter(|a| a.checkpoint.log == self.log.as_str())
+                .filter(|a| a.checkpoint.partition == partition)
+                .map(|a| {
+                    let name = format!("given ({} objects)", a.checkpoint.tree_size);
+                    (name, Ok(a.clone()))
+                }),
+        );
+        let mut valid = Vec::new();
+        for (checkpoint, parsed) in candidates {
             let invalid = |detail: String| Finding::CheckpointInvalid {
                 partition,
                 checkpoint: checkpoint.clone(),
@@ -498,7 +596,7 @@ impl Partition<'_> {
             let signed = match parsed {
                 Ok(s) => s,
                 Err(e) => {
-                    self.findings.push(invalid(e.to_string()));
+                    self.findings.push(invalid(e));
                     continue;
                 }
             };
@@ -522,20 +620,34 @@ impl Partition<'_> {
                 )));
                 continue;
             }
-            let Some(leaves) = leaves else { continue };
+            valid.push(cp);
+        }
+        let Some(objects) = objects else {
+            return Ok(());
+        };
+        valid.sort_by_key(|c| c.tree_size);
+        let mut tree = MerkleBuilder::new();
+        for cp in valid {
             let size = usize::try_from(cp.tree_size).unwrap_or(usize::MAX);
-            if size > objects {
+            if size > count {
                 self.findings.push(Finding::RolledBack {
                     partition,
                     checkpoint_objects: cp.tree_size,
                     checkpoint_last_offset: cp.last_offset,
                     checkpoint_manifest_version: cp.manifest_version,
-                    manifest_objects: objects as u64,
+                    manifest_objects: count as u64,
                     manifest_version: self.report.manifest_version,
                 });
                 continue;
             }
-            if size == 0 || merkle::root(&leaves[..size]) != cp.root {
+            while (tree.len() as usize) < size {
+                tree.push(objects[tree.len() as usize].leaf());
+            }
+            let matches = size > 0 && tree.root() == cp.root && {
+                let last = &objects[size - 1];
+                last.last_offset == cp.last_offset && last.chain_end == cp.chain_head
+            };
+            if !matches {
                 self.findings.push(Finding::HistoryRewritten {
                     partition,
                     checkpoint_objects: cp.tree_size,
@@ -553,6 +665,18 @@ impl Partition<'_> {
                 self.report.newest_checkpoint = Some(cp);
             }
         }
+        let anchored = self
+            .report
+            .newest_checkpoint
+            .as_ref()
+            .map_or(0, |c| c.tree_size);
+        self.report.unanchored_objects = (count as u64).saturating_sub(anchored);
+        if count > 0 && anchored == 0 {
+            self.findings.push(Finding::NoTrustedCheckpoint {
+                partition,
+                objects: count as u64,
+            });
+        }
         Ok(())
     }
 }
@@ -564,6 +688,7 @@ fn replay(
     object: &str,
     chain_start: Hash,
     base: u64,
+    last: u64,
 ) -> Result<Replay, ColdError> {
     let mut hasher = RecordHasher::new(chain_start);
     let mut tree = MerkleBuilder::new();
@@ -599,6 +724,14 @@ fn replay(
         expected = found.saturating_add(1);
         Ok(())
     })?;
+    if finding.is_none() && expected <= last {
+        finding = Some(Finding::RecordsMissing {
+            partition,
+            object: object.to_owned(),
+            from: expected,
+            to: last,
+        });
+    }
     Ok(Replay {
         records,
         chain_end: hasher.chain(),

@@ -77,6 +77,7 @@ impl Bucket {
         VerifyOptions {
             trusted_keys: vec![self.key.verifying_key()],
             trust_bucket_keys: false,
+            anchors: Vec::new(),
         }
     }
 
@@ -365,15 +366,136 @@ async fn a_checkpoint_signed_by_another_key_is_not_trusted() {
         &VerifyOptions {
             trusted_keys: vec![SigningKey::generate().verifying_key()],
             trust_bucket_keys: false,
+            anchors: Vec::new(),
         },
     )
     .await
     .expect("verify");
-    assert_eq!(report.findings.len(), 3, "{:?}", report.findings);
-    assert!(report
-        .findings
+    assert_eq!(report.findings.len(), 4, "{:?}", report.findings);
+    assert!(report.findings[..3]
         .iter()
         .all(|f| matches!(f, Finding::CheckpointInvalid { .. })));
+    assert_eq!(
+        report.findings[3],
+        Finding::NoTrustedCheckpoint {
+            partition: P,
+            objects: 3
+        }
+    );
+}
+
+/// Rewrites the whole partition from genesis with one value changed, consistently (new
+/// chain, new seals, a new manifest version): what someone without the key can do.
+async fn rewrite_everything(b: &mut Bucket) {
+    let mut forged = b.manifest.next_version();
+    forged.segments.clear();
+    let mut chain = genesis(b.log.as_str(), P);
+    for seg in b.manifest.segments.clone() {
+        let mut w = SegmentWriter::with_ledger(Vec::new(), &EncodeOptions::default(), chain)
+            .expect("writer");
+        for o in seg.base_offset.0..=seg.last_offset.0 {
+            let mut r = record(o);
+            if o == 60 {
+                r.value = Some(Bytes::from_static(b"{\"amount\":999999}"));
+            }
+            w.push(r).expect("push");
+        }
+        let (bytes, meta) = w.finish().expect("finish");
+        chain = meta.ledger.expect("seal").chain_end;
+        let key = b
+            .layout
+            .segment_key(&b.log, P, meta.base_offset, meta.last_offset, 1);
+        b.store
+            .put(&key, PutPayload::from(bytes.clone()))
+            .await
+            .expect("put");
+        forged.segments.push(ColdSegment::uploaded(
+            &meta,
+            key.to_string(),
+            bytes.len() as u64,
+            1,
+        ));
+    }
+    b.commit(forged).await;
+}
+
+#[tokio::test]
+async fn a_consistent_rewrite_with_the_checkpoints_deleted_has_no_trusted_checkpoint() {
+    let mut b = three_objects().await;
+    let anchor_path = CheckpointStore::new(b.store.clone(), &b.layout).checkpoint_key(&b.log, P, 2);
+    let anchor = pyralog_ledger::SignedCheckpoint::from_json(&b.get(&anchor_path).await)
+        .expect("a checkpoint");
+    let dir = CheckpointStore::new(b.store.clone(), &b.layout).partition_dir(&b.log, P);
+    let listed: Vec<_> = futures::TryStreamExt::try_collect(b.store.list(Some(&dir)))
+        .await
+        .expect("list");
+    for o in listed {
+        b.store.delete(&o.location).await.expect("delete");
+    }
+    rewrite_everything(&mut b).await;
+    assert_eq!(
+        b.findings().await,
+        vec![Finding::NoTrustedCheckpoint {
+            partition: P,
+            objects: 3
+        }]
+    );
+    // A checkpoint kept outside the bucket still pins the old history.
+    let mut opts = b.trusting();
+    opts.anchors.push(anchor);
+    let report = verify_log(b.store.clone(), &b.layout, &b.log, &opts)
+        .await
+        .expect("verify");
+    assert_eq!(
+        report.findings,
+        vec![
+            Finding::HistoryRewritten {
+                partition: P,
+                checkpoint_objects: 2,
+                checkpoint_last_offset: 74,
+            },
+            Finding::NoTrustedCheckpoint {
+                partition: P,
+                objects: 3
+            }
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_object_ending_before_its_manifest_range_is_named() {
+    let mut b = Bucket::new().await;
+    b.archive(40).await;
+    // An object of offsets 40..=69 whose entry claims 40..=74 (35 records).
+    let start = b.manifest.segments[0].ledger.expect("seal").chain_end;
+    let mut w =
+        SegmentWriter::with_ledger(Vec::new(), &EncodeOptions::default(), start).expect("writer");
+    for o in 40..70 {
+        w.push(record(o)).expect("push");
+    }
+    let (bytes, meta) = w.finish().expect("finish");
+    let key = b
+        .layout
+        .segment_key(&b.log, P, meta.base_offset, LogOffset(74), 0);
+    b.store
+        .put(&key, PutPayload::from(bytes.clone()))
+        .await
+        .expect("put");
+    let mut entry = ColdSegment::uploaded(&meta, key.to_string(), bytes.len() as u64, 0);
+    entry.last_offset = LogOffset(74);
+    entry.record_count = 35;
+    let next = b.manifest.with_segment(entry).expect("segment");
+    b.commit(next).await;
+    let findings = b.findings().await;
+    assert!(
+        findings.contains(&Finding::RecordsMissing {
+            partition: P,
+            object: key.to_string(),
+            from: 70,
+            to: 74,
+        }),
+        "{findings:?}"
+    );
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::hash::{to_hex, Hash};
 
 /// The prefix of the genesis hash; the version changes if the chain's definition does.
-pub const GENESIS_DOMAIN: &[u8] = b"pyralog-ledger-genesis-v1";
+pub const GENESIS_DOMAIN: &[u8] = b"pyralog-ledger-genesis-v2";
 
 /// Domain byte of a chain step (0x00 and 0x01 are RFC 6962's leaf and node).
 const CHAIN_STEP: u8 = 0x02;
@@ -80,7 +80,7 @@ pub fn canonical_record(record: &Record, out: &mut Vec<u8>) {
 }
 
 /// The chain head before a partition's first record:
-/// `SHA-256("pyralog-ledger-genesis-v1" ‖ u32 BE len(log) ‖ log ‖ u32 BE partition)`.
+/// `SHA-256("pyralog-ledger-genesis-v2" ‖ u32 BE len(log) ‖ log ‖ u32 BE partition)`.
 /// Naming the partition keeps one partition's chain from being replayed as another's.
 pub fn genesis(log: &str, partition: u32) -> Hash {
     let mut h = Sha256::new();
@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn genesis_names_the_log_and_partition() {
-        let mut input = b"pyralog-ledger-genesis-v1".to_vec();
+        let mut input = b"pyralog-ledger-genesis-v2".to_vec();
         input.extend([0, 0, 0, 6]);
         input.extend(b"orders");
         input.extend([0, 0, 0, 2]);

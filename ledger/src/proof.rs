@@ -67,6 +67,15 @@ impl InclusionProof {
                 self.offset, o.base_offset, o.last_offset
             )));
         }
+        // A ledger has no gaps: an object holds every offset of its range, in order, so the
+        // offset is bound to the leaf's position (and both are in the signed object leaf).
+        let span = o.last_offset - o.base_offset + 1;
+        if o.record_count != span || self.index_in_object != self.offset - o.base_offset {
+            return Err(mismatch(format!(
+                "offset {} is not leaf {} of an object of {} records over {}..={}",
+                self.offset, self.index_in_object, o.record_count, o.base_offset, o.last_offset
+            )));
+        }
         verify_inclusion(
             &self.record_leaf,
             self.index_in_object,

@@ -93,11 +93,11 @@ fn the_json_document_is_stable() {
     let json = String::from_utf8(Archive::new(&[vec![0]]).signed(1).to_json()).expect("utf-8");
     let expected = concat!(
         r#"{"checkpoint":{"log":"orders","partition":3,"tree_size":1,"last_offset":0,"#,
-        r#""root":"02adc347f45104eef08c1967651dedb2b1fad0ecaafbe12803ba6e252c3fcb76","#,
-        r#""chain_head":"2c7c3d68f2fda86bca1e135385adbb3d92c146f4acacf3edf74cdbd708dff998","#,
+        r#""root":"cfd3dda659bb15f419c9fbbd2fce26dd3b5bb921b531dfa9a66fb81c3e0a6c51","#,
+        r#""chain_head":"7d4728bc2454299c179f26955a4cfe62011a8d44d2e1a30c4c666df57439f73e","#,
         r#""manifest_version":11,"time_us":1700000000000001},"key_id":"21fe31dfa154a261","#,
-        r#""signature":"e97dc06dd0f88979651d9d2b05793713169c5fb601d1a0aab7fef53d2376a48b"#,
-        r#"ec6ef83bff99c138c9cf43810727fc89780ff473de793b74bf72ff6850e2380d"}"#,
+        r#""signature":"72394ce73873d711b68e4aa672ee89a73ef3a8e4c47b114d8fb56e786576daf2"#,
+        r#"6038ae105da7ea3925a985f849a638a7b6ccff2ceb602fc70128560e9395e509"}"#,
     );
     assert_eq!(json, expected);
 }

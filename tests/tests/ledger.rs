@@ -354,6 +354,33 @@ async fn a_ledger_verifies_from_the_bucket_proves_records_and_names_tampering() 
     assert!(out.stderr.contains("break_glass"), "{out:?}");
     let out = node.cli(&["logs", "delete", LOG, "--break-glass"], None);
     assert_eq!(out.code, Some(0), "{out:?}");
+
+    // The same name again is a new history: its checkpoints do not clash with the old ones.
+    let t = Instant::now();
+    loop {
+        let created = client
+            .create_log(
+                LOG,
+                v1::LogConfig {
+                    integrity: v1::Integrity::Ledger as i32,
+                    segment_bytes: Some(64 << 10),
+                    ..Default::default()
+                },
+            )
+            .await;
+        match created {
+            Ok(_) => break,
+            // The deletion is still being applied: retry.
+            Err(_) if t.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("create again: {e}"),
+        }
+    }
+    produce(&client, 0..500).await;
+    await_archived(&client, &node).await;
+    let out = verify_clean(&node, &prefix, &key);
+    assert!(out.stdout.contains("500 records"), "{out:?}");
 }
 
 /// The leader of partition 0 as node `ask` sees it, once it is not `not`.
