@@ -119,6 +119,13 @@ pub enum Finding {
         from: u64,
         to: u64,
     },
+    /// The bucket holds a partition the log's registry entry (which is not signed) does not
+    /// count: the entry was edited, or the partition is left from something else. It is
+    /// verified all the same.
+    PartitionNotInRegistry {
+        partition: PartitionId,
+        registry_partitions: u32,
+    },
     /// A manifest entry without a ledger seal.
     MissingSeal {
         partition: PartitionId,
@@ -245,6 +252,14 @@ impl std::fmt::Display for Finding {
                 f,
                 "partition {partition}: offsets {from}..={to} are in no archived object"
             ),
+            PartitionNotInRegistry {
+                partition,
+                registry_partitions,
+            } => write!(
+                f,
+                "partition {partition}: in the bucket, but the log's registry entry says \
+                 {registry_partitions} partitions (edited?); verified anyway"
+            ),
             MissingSeal { partition, object } => {
                 write!(
                     f,
@@ -350,7 +365,38 @@ pub async fn verify_log(
         log: log.to_string(),
         ..VerifyReport::default()
     };
-    for partition in 0..config.partition_count {
+    // The registry is not signed: partitions the bucket holds beyond its count are verified
+    // too, and named.
+    let mut count = config.partition_count;
+    for dir in [
+        layout.manifest_dir(log, 0),
+        checkpoints.partition_dir(log, 0),
+    ] {
+        let Some(parent) = parent_of(&dir) else {
+            continue;
+        };
+        let listed = store
+            .list_with_delimiter(Some(&parent))
+            .await
+            .map_err(|e| AuditError::store("list", &parent, e))?;
+        for p in listed.common_prefixes {
+            let Some(n) = p
+                .filename()
+                .and_then(|f| f.strip_prefix("partition="))
+                .and_then(|n| n.parse::<PartitionId>().ok())
+            else {
+                continue;
+            };
+            if n >= count {
+                report.findings.push(Finding::PartitionNotInRegistry {
+                    partition: n,
+                    registry_partitions: config.partition_count,
+                });
+                count = n + 1;
+            }
+        }
+    }
+    for partition in 0..count {
         let mut p = Partition {
             store: store.as_ref(),
             log,
@@ -380,6 +426,13 @@ pub async fn verify_log(
         report.partitions.push(p.report);
     }
     Ok(report)
+}
+
+/// `dir` without its last segment.
+fn parent_of(dir: &object_store::path::Path) -> Option<object_store::path::Path> {
+    let parts: Vec<_> = dir.parts().collect();
+    let (_, init) = parts.split_last()?;
+    Some(object_store::path::Path::from_iter(init.iter().cloned()))
 }
 
 /// The log's configuration from the bucket's registry; it must be a ledger.

@@ -613,3 +613,56 @@ async fn a_checkpoint_left_unwritten_is_written_at_the_next_tick_and_once() {
     assert_eq!(report.findings, vec![]);
     assert_eq!(newest(&report), Some(2));
 }
+
+#[tokio::test]
+async fn a_partition_the_edited_registry_does_not_count_is_verified_and_named() {
+    let b = three_objects().await;
+    // The bucket holds a partition 1 the registry (partition_count = 1) does not count.
+    let mut w = SegmentWriter::with_ledger(
+        Vec::new(),
+        &EncodeOptions::default(),
+        genesis(b.log.as_str(), 1),
+    )
+    .expect("writer");
+    for o in 0..10 {
+        w.push(record(o)).expect("push");
+    }
+    let (bytes, meta) = w.finish().expect("finish");
+    let key = b
+        .layout
+        .segment_key(&b.log, 1, meta.base_offset, meta.last_offset, 0);
+    b.store
+        .put(&key, PutPayload::from(bytes.clone()))
+        .await
+        .expect("put");
+    let manifest = Manifest::new(b.log.clone(), 1)
+        .with_segment(ColdSegment::uploaded(
+            &meta,
+            key.to_string(),
+            bytes.len() as u64,
+            0,
+        ))
+        .expect("segment");
+    ManifestStore::new(b.store.clone(), b.layout.clone())
+        .commit(&b.log, 1, &manifest, None)
+        .await
+        .expect("commit");
+    let report = verify_log(b.store.clone(), &b.layout, &b.log, &b.trusting())
+        .await
+        .expect("verify");
+    assert_eq!(report.partitions.len(), 2);
+    assert_eq!(report.partitions[1].records, 10);
+    assert_eq!(
+        report.findings,
+        vec![
+            Finding::PartitionNotInRegistry {
+                partition: 1,
+                registry_partitions: 1
+            },
+            Finding::NoTrustedCheckpoint {
+                partition: 1,
+                objects: 1
+            }
+        ]
+    );
+}

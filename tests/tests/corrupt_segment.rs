@@ -368,10 +368,22 @@ async fn repair_restores_a_damaged_leader_replica_from_an_in_sync_follower() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The repaired replica holds every record again, byte for byte.
-    let (after, err) = read_local(&cluster, leader, "fix", 300).await;
-    assert!(err.is_none(), "{err:?}");
-    assert_eq!(after.len(), 300);
+    // The repaired replica holds every record again, byte for byte. (The ISR can list it
+    // for a moment before it cut its copy, so wait for its data, not for the ISR.)
+    let t = Instant::now();
+    let after = loop {
+        let (after, err) = read_local(&cluster, leader, "fix", 300).await;
+        if err.is_none() && after.len() == 300 {
+            break after;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the repaired replica holds {} records, error {err:?}\n{}",
+            after.len(),
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     for (o, v) in &after {
         assert_eq!(v, format!("r{o}").as_bytes(), "offset {o}");
     }
