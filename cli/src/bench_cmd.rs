@@ -71,14 +71,7 @@ pub(crate) async fn bench(server: &Target, args: BenchArgs) -> CliResult {
                     "--records and --segment-records must be positive",
                 ));
             }
-            let cfg = pyralog_gateway::ObjectStoreConfig {
-                allow_http: a.endpoint.is_some(),
-                endpoint: a.endpoint.clone(),
-                ..pyralog_gateway::ObjectStoreConfig::for_url(a.object_store.clone())
-            };
-            let store =
-                pyralog_cold_tier::open_store(&cfg).map_err(|e| CliError::usage(e.to_string()))?;
-            let layout = cfg.layout().map_err(|e| CliError::usage(e.to_string()))?;
+            let (store, layout) = bench_store(&a.object_store, a.endpoint.as_deref())?;
             let tmp =
                 std::env::temp_dir().join(format!("pyralog-bench-cache-{}", std::process::id()));
             let opts = cold::ColdOptions {
@@ -109,14 +102,7 @@ pub(crate) async fn bench(server: &Target, args: BenchArgs) -> CliResult {
                     "--records and --segment-records must be positive",
                 ));
             }
-            let cfg = pyralog_gateway::ObjectStoreConfig {
-                allow_http: a.endpoint.is_some(),
-                endpoint: a.endpoint.clone(),
-                ..pyralog_gateway::ObjectStoreConfig::for_url(a.object_store.clone())
-            };
-            let store =
-                pyralog_cold_tier::open_store(&cfg).map_err(|e| CliError::usage(e.to_string()))?;
-            let layout = cfg.layout().map_err(|e| CliError::usage(e.to_string()))?;
+            let (store, layout) = bench_store(&a.object_store, a.endpoint.as_deref())?;
             let report = pyralog_bench::ledger::run(&pyralog_bench::ledger::LedgerOptions {
                 store,
                 layout,
@@ -287,4 +273,25 @@ async fn connect(server: &Target) -> Result<pyralog_client::Client, CliError> {
     pyralog_client::Client::connect_with(&server.server, server.options.clone())
         .await
         .map_err(|e| CliError::runtime(e.to_string()))
+}
+
+/// The object store a cold-tier or ledger bench writes to (a custom endpoint allows http).
+fn bench_store(
+    url: &str,
+    endpoint: Option<&str>,
+) -> Result<
+    (
+        std::sync::Arc<dyn object_store::ObjectStore>,
+        pyralog_cold_tier::Layout,
+    ),
+    CliError,
+> {
+    let cfg = pyralog_gateway::ObjectStoreConfig {
+        allow_http: endpoint.is_some(),
+        endpoint: endpoint.map(str::to_owned),
+        ..pyralog_gateway::ObjectStoreConfig::for_url(url)
+    };
+    let store = pyralog_cold_tier::open_store(&cfg).map_err(|e| CliError::usage(e.to_string()))?;
+    let layout = cfg.layout().map_err(|e| CliError::usage(e.to_string()))?;
+    Ok((store, layout))
 }

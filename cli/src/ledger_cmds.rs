@@ -5,11 +5,9 @@ use std::time::Instant;
 
 use object_store::ObjectStore;
 use pyralog_cold_tier::{open_store, Layout, ObjectStoreConfig};
-use pyralog_ledger::{
-    ConsistencyProof, InclusionProof, SignedCheckpoint, SigningKey, VerifyingKey,
-};
+use pyralog_ledger::{ConsistencyProof, InclusionProof, SignedCheckpoint, VerifyingKey};
 use pyralog_ledger_audit::{
-    consistency_proof, inclusion_proof, verify_log, AuditError, VerifyOptions,
+    consistency_proof, create_key_file, inclusion_proof, verify_log, AuditError, VerifyOptions,
 };
 use pyralog_types::LogId;
 
@@ -195,8 +193,7 @@ pub(crate) async fn run(args: LedgerArgs) -> CliResult {
             Ok(())
         }
         LedgerCommand::Keygen { out } => {
-            let key = SigningKey::generate();
-            write_private(&out, &key.seed_hex())
+            let key = create_key_file(&out)
                 .map_err(|e| CliError::usage(format!("cannot create {}: {e}", out.display())))?;
             let public = key.verifying_key();
             println!(
@@ -293,20 +290,4 @@ fn emit(json: &[u8], out: Option<&std::path::Path>) -> CliResult {
             Ok(())
         }
     }
-}
-
-/// Creates `path` with `text`, readable by its owner only; an existing file is an error.
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()
 }

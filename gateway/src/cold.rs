@@ -19,7 +19,7 @@ use pyralog_cold_tier::{
 };
 use pyralog_lakehouse::{base_uri, IcebergTables, Publisher};
 use pyralog_ledger::SigningKey;
-use pyralog_ledger_audit::{CheckpointStore, Checkpointer};
+use pyralog_ledger_audit::{create_key_file, CheckpointStore, Checkpointer};
 use pyralog_types::clock::Clock;
 use pyralog_types::{LogConfig, LogId, PartitionId};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -232,8 +232,7 @@ async fn load_or_create_key(
     match std::fs::read_to_string(path) {
         Ok(text) => SigningKey::from_seed_hex(&text).map_err(|e| bad("unreadable", &e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = SigningKey::generate();
-            write_private(path, &key.seed_hex()).map_err(|e| bad("cannot create", &e))?;
+            let key = create_key_file(path).map_err(|e| bad("cannot create", &e))?;
             let others = checkpoints.published_keys().await.unwrap_or_default();
             if others.is_empty() {
                 tracing::info!(path = %path.display(), key_id = %key.verifying_key().key_id(),
@@ -249,32 +248,4 @@ async fn load_or_create_key(
         }
         Err(e) => Err(bad("cannot read", &e)),
     }
-}
-
-/// Creates `path` with `text`, readable by its owner only: written to a temporary file
-/// beside it, synced, then linked into place, so a crash never leaves a partial key and an
-/// existing file is never replaced.
-pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let written = (|| {
-        let mut f = opts.open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        // A hard link fails if `path` exists: never replaces a key.
-        std::fs::hard_link(&tmp, path)
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    written
 }

@@ -19,12 +19,14 @@
 
 mod checkpoints;
 mod error;
+mod keyfile;
 mod proofs;
 mod tree;
 mod verify;
 
 pub use checkpoints::{CheckpointStore, Checkpointer};
 pub use error::AuditError;
+pub use keyfile::create_key_file;
 pub use proofs::{consistency_proof, inclusion_proof};
 pub use tree::{archive_leaves, summaries};
 pub use verify::{verify_log, Finding, PartitionReport, VerifyOptions, VerifyReport};
