@@ -80,6 +80,7 @@ async fn tiering_a_large_segment_holds_a_few_row_groups_not_the_segment() {
         max_index_bytes: 1 << 20,
         fsync: FsyncPolicy::Never,
         producer_expiration: Duration::from_secs(3600),
+        ledger_genesis: None,
     };
     let hot = Arc::new(
         PartitionLog::open(dir.path().join("hot"), opts, ManualClock::new(1_000)).expect("open"),

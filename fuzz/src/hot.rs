@@ -82,6 +82,7 @@ pub fn options() -> PartitionOptions {
         max_index_bytes: 4096,
         fsync: FsyncPolicy::Never,
         producer_expiration: DEFAULT_PRODUCER_EXPIRATION,
+        ledger_genesis: None,
     }
 }
 

@@ -41,6 +41,7 @@ fn open() -> (tempfile::TempDir, Arc<PartitionLog>) {
         max_index_bytes: 1 << 20,
         fsync: FsyncPolicy::EveryBatch,
         producer_expiration: pyralog_hot_tier::DEFAULT_PRODUCER_EXPIRATION,
+        ledger_genesis: None,
     };
     let log = PartitionLog::open(dir.path(), opts, ManualClock::new(T0)).expect("open");
     (dir, Arc::new(log))

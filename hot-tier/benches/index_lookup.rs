@@ -21,6 +21,7 @@ fn lookup(c: &mut Criterion) {
         max_index_bytes: 1 << 20,
         fsync: FsyncPolicy::Never,
         producer_expiration: pyralog_hot_tier::DEFAULT_PRODUCER_EXPIRATION,
+        ledger_genesis: None,
     };
     let log = PartitionLog::open(dir.path(), opts, ManualClock::new(T0)).expect("open");
     // 200k records of ~100 B in batches of 10: ~24 MB, one closed segment.

@@ -24,8 +24,13 @@
 //! per-producer state is kept in memory and in `{offset}.snapshot` files (see `producers`).
 //! Records carrying a dedup id (`pyralog_types::batch::DEDUP_ID_HEADER`) are stored once
 //! within a window of recent ids (see `dedup`).
+//!
+//! Ledger logs keep a chain journal beside their segments: the hash-chain head after every
+//! batch, computed as it is appended (see `chain`), so the archiver and the replicas can tell
+//! a record altered on disk from the one that was written.
 
 mod active;
+mod chain;
 mod dedup;
 mod epochs;
 mod error;
@@ -47,6 +52,7 @@ pub use dedup::DedupSettings;
 pub use error::HotError;
 pub use files::{OpenFiles, DEFAULT_MAX_OPEN_FILES, MIN_MAX_OPEN_FILES};
 pub use log::{
-    AppendInfo, PartitionLog, PartitionOptions, ReadResult, RewriteOutcome, SegmentInfo,
+    AppendInfo, ChainMismatch, PartitionLog, PartitionOptions, ReadResult, RewriteOutcome,
+    SegmentInfo,
 };
 pub use producers::{ProducerSnapshot, DEFAULT_PRODUCER_EXPIRATION};

@@ -38,7 +38,9 @@ use crate::segment::{io_err, Segment};
 
 mod cut;
 mod dedup_ids;
+mod ledger;
 use dedup_ids::DedupOutcome;
+pub use ledger::ChainMismatch;
 
 /// Settings of one partition log (derived from the log's `LogConfig`).
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +55,9 @@ pub struct PartitionOptions {
     /// producer-state snapshot is next written, at a roll or on close); its next batch is
     /// accepted whatever its sequence.
     pub producer_expiration: Duration,
+    /// A ledger log's genesis hash (`pyralog_ledger::genesis(log, partition)`): the log keeps
+    /// a chain journal (see `crate::chain`). `None` for every other log.
+    pub ledger_genesis: Option<pyralog_ledger::Hash>,
 }
 
 impl PartitionOptions {
@@ -65,6 +70,7 @@ impl PartitionOptions {
             fsync: c.fsync,
             // Not in `LogConfig` (yet).
             producer_expiration: DEFAULT_PRODUCER_EXPIRATION,
+            ledger_genesis: None,
         }
     }
 }
@@ -140,6 +146,9 @@ pub struct PartitionLog {
     producers: Mutex<ProducerStateTable>,
     /// Recent records' dedup ids (see `crate::dedup`).
     dedup: Mutex<DedupWindow>,
+    /// A ledger log's chain journal (see `crate::chain`); `None` for other logs. Changed
+    /// only with the append lock held.
+    chain: Mutex<Option<crate::chain::ChainJournal>>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -184,7 +193,7 @@ impl PartitionLog {
         } else {
             opened.active.seg.base()
         };
-        Ok(PartitionLog {
+        let log = PartitionLog {
             dir,
             options,
             files,
@@ -199,7 +208,10 @@ impl PartitionLog {
             epochs: Mutex::new(opened.epochs),
             producers: Mutex::new(opened.producers),
             dedup: Mutex::new(DedupWindow::new(DedupSettings::default())),
-        })
+            chain: Mutex::new(None),
+        };
+        log.open_chain(&log.options.clone())?;
+        Ok(log)
     }
 
     /// Appends a validated batch (as received from a producer or leader), assigning offsets
@@ -324,6 +336,7 @@ impl PartitionLog {
                 epochs.persist()?;
             }
         }
+        let chained = self.chain_append(&parsed, end, epoch)?;
         let has_dedup_ids = parsed.has_dedup_ids();
         let mut bytes = match parsed.into_bytes().try_into_mut() {
             Ok(b) => b,
@@ -333,7 +346,10 @@ impl PartitionLog {
             assign(&mut bytes, LogOffset(end), epoch);
         }
         let active = guard.as_mut().ok_or(HotError::Closed)?;
-        active.append(&bytes, &h, now)?;
+        if let Err(e) = active.append(&bytes, &h, now) {
+            self.chain_undo(chained);
+            return Err(e);
+        }
         let new_end = active.next_offset();
         if let Some(p) = &producer {
             self.producers.lock().record(p, end, h.last_offset());
@@ -501,6 +517,7 @@ impl PartitionLog {
             return Ok(());
         }
         active.finish()?;
+        self.chain_sync()?;
         let end = active.next_offset();
         let next = Active::create(&self.dir, end, &self.options, &self.files)?;
         self.segments.write().insert(end, next.seg.clone());
@@ -633,6 +650,7 @@ impl PartitionLog {
     fn deleted_from_start(&self, deleted: Vec<SegmentInfo>) -> Result<Vec<SegmentInfo>, HotError> {
         if !deleted.is_empty() {
             sync_dir(&self.dir)?;
+            self.chain_pruned()?;
             let mut epochs = self.epochs.lock();
             if epochs.truncate_from_start(self.start_offset()) {
                 epochs.persist()?;
@@ -712,6 +730,7 @@ impl PartitionLog {
             return Ok(());
         };
         active.finish()?;
+        self.chain_sync()?;
         let end = active.next_offset();
         self.snapshot_producers(end)?;
         let marker = Marker {

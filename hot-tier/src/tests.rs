@@ -12,6 +12,7 @@ use pyralog_types::{Epoch, FsyncPolicy, LogOffset, ManualClock, Record, Retentio
 use crate::{HotError, PartitionLog, PartitionOptions, DEFAULT_PRODUCER_EXPIRATION};
 
 mod dedup;
+mod ledger;
 mod open_files;
 mod producers;
 mod replicated;
@@ -26,6 +27,7 @@ fn options(segment_bytes: u64, index_interval_bytes: u32) -> PartitionOptions {
         max_index_bytes: 64 * 1024,
         fsync: FsyncPolicy::EveryBatch,
         producer_expiration: DEFAULT_PRODUCER_EXPIRATION,
+        ledger_genesis: None,
     }
 }
 

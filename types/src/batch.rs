@@ -130,6 +130,16 @@ pub fn assign(batch: &mut [u8], base_offset: LogOffset, epoch: Epoch) {
     batch[OFF_EPOCH..OFF_EPOCH + 8].copy_from_slice(&epoch.0.to_le_bytes());
 }
 
+/// Recomputes the CRC of an encoded batch in place (after its covered bytes were edited).
+/// For tools and tests that change stored batches on purpose, e.g. to show that a ledger's
+/// chain catches what a CRC alone cannot.
+pub fn reseal(batch: &mut [u8]) {
+    if batch.len() >= CRC_START {
+        let crc = crc32c::crc32c(&batch[CRC_START..]);
+        batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
 /// Reads the total size of the batch starting at `buf[0]` from its header, if enough bytes are
 /// present to tell. Used to walk a stream of batches (segment files, fetch responses).
 pub fn peek_size(buf: &[u8]) -> Result<usize, BatchError> {

@@ -25,6 +25,7 @@ pub(crate) fn hot_log(dir: &Path, now: TimestampMicros) -> Arc<PartitionLog> {
         max_index_bytes: 1 << 16,
         fsync: FsyncPolicy::Never,
         producer_expiration: Duration::from_secs(7 * 24 * 3600),
+        ledger_genesis: None,
     };
     Arc::new(PartitionLog::open(dir, opts, ManualClock::new(now)).expect("open"))
 }

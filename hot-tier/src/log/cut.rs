@@ -144,6 +144,7 @@ impl PartitionLog {
             }
         }
         self.reload_producers(new_end, below_start)?;
+        self.chain_truncated()?;
         drop(guard);
         self.end_tx.send_replace(LogOffset(new_end));
         Ok(())
@@ -190,6 +191,7 @@ impl PartitionLog {
             }
         }
         self.reload_producers(offset.0, true)?;
+        self.chain_reset()?;
         drop(guard);
         self.end_tx.send_replace(offset);
         Ok(())
