@@ -12,7 +12,7 @@ use pyralog_cold_tier::{
     part_channel, upload_streamed, ColdError, ColdPartition, ColdSegment, EncodeOptions, Layout,
     SegmentMeta, SegmentWriter, UploadOptions,
 };
-use pyralog_hot_tier::{PartitionLog, SegmentInfo};
+use pyralog_hot_tier::{ChainMismatch, PartitionLog, SegmentInfo};
 use pyralog_types::batch::split_batches;
 use pyralog_types::{LogId, LogOffset, PartitionId, Record, Retention};
 use tracing::{debug, warn};
@@ -133,6 +133,18 @@ pub async fn archive_partition(
                 )));
             }
         }
+        if let (Some(start), Some((meta, _))) = (chain_start, &streamed) {
+            let end = meta.ledger.map(|seal| seal.chain_end);
+            if let Some(m) = hot_chain_mismatch(hot, from, last, start, end).await? {
+                // The object just uploaded is never committed (orphan collection takes it).
+                report.corrupt = Some(CorruptSegment {
+                    base_offset: seg.base_offset,
+                    offset: m.offset,
+                    detail: m.detail,
+                });
+                break;
+            }
+        }
         let Some((meta, size)) = streamed else {
             // Compaction emptied the rest of this segment: nothing to upload, but the range
             // is archived all the same.
@@ -159,6 +171,43 @@ pub async fn archive_partition(
                 .map_err(|e| CompactorError::Task(e.to_string()))??;
     }
     Ok(report)
+}
+
+/// A ledger's records as archived must hash to what this replica's chain journal recorded
+/// when they were written (see `pyralog_hot_tier::PartitionLog::verify_chain`): `start` is
+/// the archive's head before `from`, `end` the new object's head after `last`. Equal heads at
+/// both ends cost two journal lookups; otherwise the range is rechecked batch by batch to
+/// name the first batch that changed. A journal that does not hold the range (a log written
+/// before ledger chains were journalled, or restored with no seed) is not compared.
+async fn hot_chain_mismatch(
+    hot: &Arc<PartitionLog>,
+    from: LogOffset,
+    last: LogOffset,
+    start: pyralog_ledger::Hash,
+    end: Option<pyralog_ledger::Hash>,
+) -> Result<Option<ChainMismatch>, CompactorError> {
+    let hot = hot.clone();
+    tokio::task::spawn_blocking(move || {
+        let after = LogOffset(last.0 + 1);
+        let (at_from, at_end) = (hot.chain_head_at(from)?, hot.chain_head_at(after)?);
+        if at_from.is_none() || at_end.is_none() || (at_from == Some(start) && at_end == end) {
+            return Ok(None);
+        }
+        Ok(Some(hot.verify_chain(from, after)?.unwrap_or_else(|| {
+            ChainMismatch {
+                offset: from,
+                end: after,
+                detail: format!(
+                    "ledger chain: the archive's head before offset {from} is {}, this replica's \
+                 chain journal says {}; the local copy and the archive hold different histories",
+                    pyralog_ledger::to_hex(&start),
+                    at_from.map_or_else(String::new, |h| pyralog_ledger::to_hex(&h))
+                ),
+            }
+        })))
+    })
+    .await
+    .map_err(|e| CompactorError::Task(e.to_string()))?
 }
 
 /// Where a ledger partition's next object continues the chain: the last archived object's

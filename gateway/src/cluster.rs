@@ -35,13 +35,14 @@ use pyralog_types::{Epoch, FsyncPolicy, LogId, LogOffset, NodeId, PartitionId, R
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{ClusterSettings, NodeConfig};
 use crate::error::GatewayError;
 use crate::metadata::{Acls, LogMeta, MetadataError, MetadataStore};
 use crate::node::NodeError;
 use crate::partition::{Partition, Role};
+use crate::replica_chain;
 use crate::server::MAX_MESSAGE_BYTES;
 
 /// This node's membership: who it is, the controller, and connections to peers.
@@ -467,9 +468,21 @@ impl FollowerTask {
             if !resp.batches.is_empty() {
                 let hot = hot.clone();
                 let batches = resp.batches;
-                tokio::task::spawn_blocking(move || append_all(&hot, batches, every_batch))
-                    .await
-                    .map_err(|e| GatewayError::Internal(e.to_string()))??;
+                let (before, after) = (resp.chain_before, resp.chain_after);
+                let (log, partition) = (self.log.clone(), self.partition);
+                tokio::task::spawn_blocking(move || {
+                    let from = hot.end_offset();
+                    replica_chain::check_before(&hot, &before)?;
+                    append_all(&hot, batches, every_batch)?;
+                    replica_chain::check_after(&hot, from, &after)
+                })
+                .await
+                .map_err(|e| GatewayError::Internal(e.to_string()))?
+                .inspect_err(|e| {
+                    if matches!(e, GatewayError::CorruptData(_)) {
+                        error!(%log, partition, error = %e, "replica copy refused");
+                    }
+                })?;
             }
             let end = hot.end_offset();
             self.p.advance_hw(LogOffset(resp.high_watermark).min(end));

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod node;
 mod partition;
 mod produce_stream;
+mod replica_chain;
 mod security_service;
 pub mod server;
 mod services;

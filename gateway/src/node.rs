@@ -366,7 +366,10 @@ impl Node {
         let mut partitions = Vec::with_capacity(meta.config.partition_count as usize);
         for p in 0..meta.config.partition_count {
             let pdir = dir.join(p.to_string());
-            let options = PartitionOptions::from_config(&meta.config);
+            let mut options = PartitionOptions::from_config(&meta.config);
+            if meta.config.integrity == pyralog_types::Integrity::Ledger {
+                options.ledger_genesis = Some(pyralog_ledger::genesis(id.as_str(), p));
+            }
             let clock = self.clock.clone();
             let files = self.files.clone();
             let opened = tokio::task::spawn_blocking(move || {
@@ -410,6 +413,13 @@ impl Node {
                             behind_archive = true;
                         }
                     }
+                    seed_chain_from_archive(&log, &cold).map_err(|source| {
+                        NodeError::OpenPartition {
+                            log: id.clone(),
+                            partition: p,
+                            source,
+                        }
+                    })?;
                     Some(cold)
                 }
                 None => None,
@@ -655,3 +665,20 @@ mod cold_tests;
 mod compaction_tests;
 #[cfg(test)]
 mod tests;
+
+/// A ledger log that starts empty where its archive ends (restored from the bucket) continues
+/// the archive's chain: its journal is seeded with the last archived object's chain value.
+fn seed_chain_from_archive(
+    log: &PartitionLog,
+    cold: &pyralog_cold_tier::ColdPartition,
+) -> Result<(), pyralog_hot_tier::HotError> {
+    if !log.is_ledger() || log.chain_end().is_some() || cold.end_offset() != Some(log.end_offset())
+    {
+        return Ok(());
+    }
+    let manifest = cold.manifest();
+    if let Some(seal) = manifest.segments.last().and_then(|s| s.ledger) {
+        log.seed_chain(log.end_offset(), &seal.chain_end)?;
+    }
+    Ok(())
+}

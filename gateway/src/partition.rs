@@ -356,7 +356,23 @@ impl Partition {
         max_bytes: usize,
     ) -> Result<ReadResult, GatewayError> {
         let log = self.log.clone();
-        let limit = self.high_watermark();
+        let mut limit = self.high_watermark();
+        if log.is_ledger() {
+            // A ledger replica whose records no longer hash to its chain (altered on disk)
+            // serves nothing from the damaged batch on until it is repaired: the records
+            // before it are intact, the others may not be.
+            if let Some(c) = self.corrupt.lock().as_ref() {
+                let at = c.segment.offset;
+                if from >= at {
+                    return Err(GatewayError::CorruptData(format!(
+                        "offset {from}: this replica's copy is damaged from offset {at} ({}); \
+                         read from another replica or repair it (pyralog logs repair)",
+                        c.segment.detail
+                    )));
+                }
+                limit = limit.min(at);
+            }
+        }
         blocking(move || Ok(log.read(from, max_bytes, limit)?)).await
     }
 

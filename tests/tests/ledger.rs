@@ -2,7 +2,8 @@
 //! `pyralog ledger` verifies it from the bucket alone (no node), proves records into signed
 //! checkpoints, carries an old proof to a newer checkpoint across a restart, and names what
 //! an attacker with write access to the bucket broke. Deleting a ledger log takes an
-//! explicit break-glass flag.
+//! explicit break-glass flag. A record altered on a replica's disk (its batch CRC recomputed)
+//! is named by the replica's chain journal and never reaches the archive.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use pyralog_client::{Client, ProduceRecord, Producer, ProducerConfig};
 use pyralog_e2e::{unique, CliOutput, ColdStore, TestCluster, TestNode};
 use pyralog_proto::v1;
+use pyralog_types::LogOffset;
 
 const LOG: &str = "payments";
 
@@ -30,6 +32,12 @@ fn record(i: u64) -> ProduceRecord {
 }
 
 async fn produce(client: &Client, range: std::ops::Range<u64>) {
+    produce_unrolled(client, range).await;
+    client.roll_segments(LOG, Vec::new()).await.expect("roll");
+}
+
+/// Produces `range`, acknowledged, and leaves the records in the active segment.
+async fn produce_unrolled(client: &Client, range: std::ops::Range<u64>) {
     let producer = Producer::new(
         client.clone(),
         ProducerConfig {
@@ -46,7 +54,6 @@ async fn produce(client: &Client, range: std::ops::Range<u64>) {
         a.await.expect("ack");
     }
     producer.close().await.expect("close");
-    client.roll_segments(LOG, Vec::new()).await.expect("roll");
 }
 
 /// Waits until every partition is archived through its high watermark.
@@ -517,4 +524,146 @@ async fn a_proof_made_before_a_leader_failover_holds_against_a_checkpoint_made_a
         );
         assert_eq!(check.code, Some(0), "{proof}: {check:?}");
     }
+}
+
+/// Changes `from` into `to` (same length) in the partition's segment that holds it and
+/// recomputes every batch CRC of that file: damage no CRC check can see.
+fn alter_on_disk(dir: &std::path::Path, from: &str, to: &str) {
+    assert_eq!(from.len(), to.len());
+    for entry in std::fs::read_dir(dir).expect("partition dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "log") {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).expect("segment");
+        let Some(at) = bytes.windows(from.len()).position(|w| w == from.as_bytes()) else {
+            continue;
+        };
+        bytes[at..at + to.len()].copy_from_slice(to.as_bytes());
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let size = pyralog_types::batch::peek_size(&bytes[pos..]).expect("framing");
+            pyralog_types::batch::reseal(&mut bytes[pos..pos + size]);
+            pos += size;
+        }
+        std::fs::write(&path, bytes).expect("write segment");
+        return;
+    }
+    panic!("no segment in {} holds {from}", dir.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_altered_on_a_replicas_disk_is_named_and_never_archived() {
+    let prefix = unique("ledger-hot");
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (key_file, key) = keygen(keys.path());
+    let mut env = ColdStore::S3.node_env(&prefix);
+    env.push((
+        "PYRALOG_COLD_TIER__LEDGER_SIGNING_KEY".into(),
+        key_file.display().to_string(),
+    ));
+    let mut node = TestNode::start_with_env(&env);
+    let client = node.client().await;
+    client
+        .create_log(
+            LOG,
+            v1::LogConfig {
+                segment_bytes: Some(256 << 10),
+                integrity: v1::Integrity::Ledger as i32,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create the ledger");
+    produce(&client, 0..300).await;
+    await_archived(&client, &node).await;
+    // 300..900 stay in the active segment (not archived); then the node stops and record 700
+    // is changed on its disk, CRC and all.
+    produce_unrolled(&client, 300..900).await;
+    node.stop();
+    let dir = node.data_dir().join("logs").join(LOG).join("0");
+    alter_on_disk(
+        &dir,
+        "{\"n\":700,\"amount\":4900",
+        "{\"n\":700,\"amount\":9900",
+    );
+    node.restart();
+    let client = node.client().await;
+
+    // The segment closes; the archiver recomputes its chain, finds the altered batch and
+    // stops before it: the archive still ends at 300, and the node names the batch.
+    client.roll_segments(LOG, Vec::new()).await.expect("roll");
+    let t = Instant::now();
+    let (at, detail) = loop {
+        let d = client.describe_log(LOG).await.expect("describe");
+        if let Some(c) = d.partitions[0].corrupt.clone() {
+            break c;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no corruption flag: {d:?}\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        (300..=700).contains(&at.0) && detail.contains("ledger chain"),
+        "{at}: {detail}"
+    );
+    assert!(
+        detail.contains(&format!("{at}..")),
+        "names the batch: {detail}"
+    );
+    let d = client.describe_log(LOG).await.expect("describe");
+    let archived = d.partitions[0].archive.as_ref().map(|a| a.end_offset);
+    assert_eq!(archived, Some(LogOffset(300)), "{d:?}");
+    let out = node.cli(&["logs", "describe", LOG], None);
+    assert!(
+        out.stdout.contains("CORRUPT partition 0") && out.stdout.contains("ledger chain"),
+        "{}",
+        out.stdout
+    );
+
+    // Consumers get every record before the altered batch, then CORRUPT_DATA: never the
+    // altered record.
+    let mut c = pyralog_client::PartitionConsumer::new(
+        client.clone(),
+        LOG,
+        0,
+        LogOffset::ZERO,
+        pyralog_client::ConsumerConfig {
+            wait: Duration::ZERO,
+            ..Default::default()
+        },
+    );
+    let mut next = 0u64;
+    let err = loop {
+        match c.poll().await {
+            Ok(records) => {
+                assert!(!records.is_empty(), "stalled at {next}");
+                for r in records {
+                    assert_eq!(r.offset.0, next);
+                    next += 1;
+                }
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(next, at.0, "every record before the altered batch");
+    assert_eq!(
+        err.reason(),
+        Some(pyralog_types::Reason::CorruptData),
+        "{err}"
+    );
+
+    // The bucket holds only what was written: it verifies clean.
+    let out = verify_clean(&node, &prefix, &key);
+    assert!(out.stdout.contains("300 records"), "{out:?}");
+    // A single replica cannot repair itself; it says where the damage starts.
+    let out = node.cli(&["logs", "repair", LOG, "--partition", "0"], None);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains(&format!("offset {at}")),
+        "{out:?}"
+    );
 }

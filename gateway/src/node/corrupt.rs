@@ -227,17 +227,17 @@ fn gone(p: &Partition, offset: LogOffset) -> bool {
         || p.log().end_offset() <= offset
 }
 
-/// Reads the whole local copy, checking every batch: the first offset that cannot be read
-/// and why, or `None` when all of it reads.
+/// Reads the whole local copy, checking every batch (and a ledger's chain): the first offset
+/// that cannot be read and why, or `None` when all of it reads.
 fn find_damage(hot: &PartitionLog) -> Result<Option<(LogOffset, String)>, GatewayError> {
     let mut at = hot.start_offset();
     loop {
         let end = hot.end_offset();
         if at >= end {
-            return Ok(None);
+            return chain_damage(hot);
         }
         match hot.read(at, 16 << 20, end) {
-            Ok(r) if r.batches.is_empty() || r.next_offset <= at => return Ok(None),
+            Ok(r) if r.batches.is_empty() || r.next_offset <= at => return chain_damage(hot),
             Ok(r) => at = r.next_offset,
             Err(e @ HotError::Corrupt { .. }) => return Ok(Some((at, e.to_string()))),
             // Retention moved the start under the scan: go on from there.
@@ -245,4 +245,17 @@ fn find_damage(hot: &PartitionLog) -> Result<Option<(LogOffset, String)>, Gatewa
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// A ledger's copy whose every batch reads may still hold records altered after they were
+/// written: the first batch that no longer hashes to the chain journal (`None` when the
+/// journal holds no head at the log start to recompute from).
+fn chain_damage(hot: &PartitionLog) -> Result<Option<(LogOffset, String)>, GatewayError> {
+    let start = hot.start_offset();
+    if !hot.is_ledger() || hot.chain_head_at(start)?.is_none() {
+        return Ok(None);
+    }
+    Ok(hot
+        .verify_chain(start, hot.end_offset())?
+        .map(|m| (m.offset, m.detail)))
 }

@@ -24,6 +24,7 @@ use crate::cluster::{propose_isr, reconcile_partition, Cluster};
 use crate::error::GatewayError;
 use crate::metadata::LogMeta;
 use crate::partition::Role;
+use crate::replica_chain;
 
 /// How often leaders check their followers' lag.
 const ISR_TICK: Duration = Duration::from_millis(200);
@@ -351,14 +352,25 @@ impl Node {
             }
         }
         let max = usize::try_from(req.max_bytes.max(1)).unwrap_or(usize::MAX);
-        let read = tokio::task::spawn_blocking(move || hot.read(from, max, LogOffset::MAX))
-            .await
-            .map_err(|e| GatewayError::Internal(e.to_string()))??;
+        let (read, (chain_before, chain_after)) = tokio::task::spawn_blocking(move || {
+            let read = hot.read(from, max, LogOffset::MAX)?;
+            let claims = replica_chain::leader_claims(
+                &hot,
+                from,
+                read.next_offset,
+                !read.batches.is_empty(),
+            )?;
+            Ok::<_, GatewayError>((read, claims))
+        })
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))??;
         Ok(ReplicaFetchResponse {
             batches: read.batches,
             high_watermark: p.high_watermark().0,
             log_start_offset: p.start_offset().0,
             leader_epoch: epoch.0,
+            chain_before: chain_before.into(),
+            chain_after: chain_after.into(),
         })
     }
 
