@@ -13,7 +13,8 @@
 # BENCH_PARTITIONS ("1,8"), BENCH_LATENCY_SECONDS, BENCH_DRAIN_MB (W4 backlog),
 # BENCH_COLD_RECORDS (W5/W6), BENCH_W7_MB (W7's archived backlog), BENCH_PROFILE (release|debug),
 # BENCH_REPLICATION_RECORDS, BENCH_CLUSTER_PORT_BASE (default 17410), BENCH_GROUPS_RECORDS,
-# BENCH_COMMIT_SECONDS, BENCH_TLS_RECORDS, BENCH_TLS_CONNECTIONS.
+# BENCH_COMMIT_SECONDS, BENCH_TLS_RECORDS, BENCH_TLS_CONNECTIONS, BENCH_LEDGER_RECORDS,
+# BENCH_LEDGER_PRODUCE_RECORDS (W1 ledger vs plain; default BENCH_RECORDS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${BENCH_SMOKE:-}" ]; then
@@ -22,6 +23,7 @@ if [ -n "${BENCH_SMOKE:-}" ]; then
   : "${BENCH_CLUSTER:=1}" "${BENCH_REPLICATION_RECORDS:=5000}"
   : "${BENCH_GROUPS_RECORDS:=20000}" "${BENCH_COMMIT_SECONDS:=1}"
   : "${BENCH_TLS_RECORDS:=5000}" "${BENCH_TLS_CONNECTIONS:=20}"
+  : "${BENCH_LEDGER_RECORDS:=50000}" "${BENCH_LEDGER_PRODUCE_RECORDS:=5000}"
 fi
 : "${BENCH_RECORD_BYTES:=1024,100}"
 profile=${BENCH_PROFILE:-release}
@@ -82,9 +84,11 @@ mkdir -p bench/results
   --json bench/results/groups.json --markdown bench/results/groups.md ${BENCH_QUIET:+--quiet}
 
 # Ledger mode: archive encode with and without the chain, `ledger verify` MB/s next to raw
-# GETs of the same objects (bench/results/ledger.{json,md}).
-"$bin" bench ledger --object-store "${store%/}/ledger-bench" "${store_args[@]}" \
+# GETs of the same objects, and W1 on a ledger log vs a plain log on the suite's node,
+# alternating rounds (bench/results/ledger.{json,md}).
+"$bin" --server "$url" bench ledger --object-store "${store%/}/ledger-bench" "${store_args[@]}" \
   --records "${BENCH_LEDGER_RECORDS:-1000000}" --record-bytes "${BENCH_RECORD_BYTES%%,*}" \
+  --produce-records "${BENCH_LEDGER_PRODUCE_RECORDS:-${BENCH_RECORDS:-1000000}}" --quiet \
   --json bench/results/ledger.json --markdown bench/results/ledger.md >/dev/null
 
 # What TLS and authentication cost: the same node as above (plaintext) against a

@@ -10,8 +10,9 @@
 //!    checkpoints, as `pyralog ledger verify` runs it (MB/s of Parquet, records/s; verify ÷
 //!    raw GET says what replaying the chain costs over reading).
 //!
-//! Produce on a ledger log is produce on any log (nothing is hashed on the produce path
-//! today); the W1 rows of the suite hold for it.
+//! Produce is where ledger mode costs on the hot path (every replica chains records as it
+//! appends them): [`crate::ledger_produce`] measures W1 on a ledger log next to a plain one on
+//! a node, when one is given.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,6 +57,8 @@ pub struct LedgerReport {
     pub verify_records_s: f64,
     pub verify_over_raw_get: f64,
     pub verify_clean: bool,
+    /// W1 on a ledger log vs a plain log, when a node was given (`--produce-records`).
+    pub produce: Option<crate::ledger_produce::ProduceCompare>,
 }
 
 fn mb_s(bytes: u64, secs: f64) -> f64 {
@@ -202,6 +205,7 @@ pub async fn run(opts: &LedgerOptions) -> Result<LedgerReport, BenchError> {
         verify_records_s: report.records() as f64 / verify_secs.max(1e-9),
         verify_over_raw_get: verify_mb_s / raw_get_mb_s.max(1e-9),
         verify_clean: report.is_clean() && report.records() == opts.records,
+        produce: None,
     })
 }
 
@@ -230,7 +234,11 @@ impl LedgerReport {
             self.verify_records_s,
             self.verify_over_raw_get,
             if self.verify_clean { "yes" } else { "NO" },
-        )
+        ) + &self
+            .produce
+            .as_ref()
+            .map(|p| format!("\n{}", p.to_markdown()))
+            .unwrap_or_default()
     }
 }
 

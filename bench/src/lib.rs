@@ -11,6 +11,7 @@ pub mod baseline;
 pub mod cold;
 pub mod groups;
 pub mod ledger;
+pub mod ledger_produce;
 pub mod process;
 pub mod replication;
 pub mod report;

@@ -372,6 +372,18 @@ pub(crate) struct LedgerBenchArgs {
     /// Records per archived object.
     #[arg(long, default_value_t = 100_000)]
     pub segment_records: u64,
+    /// Also W1 produce on a ledger log vs a plain log on the node of `--server`, this many
+    /// records per run (0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub produce_records: u64,
+    /// Alternating plain/ledger rounds of the produce comparison.
+    #[arg(long, default_value_t = 3)]
+    pub produce_rounds: u32,
+    /// fsync policy of the produce comparison's logs.
+    #[arg(long, default_value = "every_batch")]
+    pub produce_fsync: String,
+    #[arg(long)]
+    pub quiet: bool,
     #[arg(long)]
     pub json: Option<PathBuf>,
     #[arg(long)]

@@ -103,7 +103,7 @@ pub(crate) async fn bench(server: &Target, args: BenchArgs) -> CliResult {
                 ));
             }
             let (store, layout) = bench_store(&a.object_store, a.endpoint.as_deref())?;
-            let report = pyralog_bench::ledger::run(&pyralog_bench::ledger::LedgerOptions {
+            let mut report = pyralog_bench::ledger::run(&pyralog_bench::ledger::LedgerOptions {
                 store,
                 layout,
                 records: a.records,
@@ -112,6 +112,21 @@ pub(crate) async fn bench(server: &Target, args: BenchArgs) -> CliResult {
             })
             .await
             .map_err(|e| CliError::runtime(e.to_string()))?;
+            if a.produce_records > 0 {
+                let client = connect(server).await?;
+                let opts = pyralog_bench::ledger_produce::ProduceCompareOptions {
+                    records: a.produce_records,
+                    record_bytes: a.record_bytes,
+                    rounds: a.produce_rounds.max(1),
+                    fsync: a.produce_fsync.clone(),
+                    progress: !a.quiet,
+                };
+                report.produce = Some(
+                    pyralog_bench::ledger_produce::run(&client, &opts)
+                        .await
+                        .map_err(|e| CliError::runtime(e.to_string()))?,
+                );
+            }
             publish(
                 &report.to_markdown(),
                 &report,
