@@ -667,3 +667,148 @@ async fn a_record_altered_on_a_replicas_disk_is_named_and_never_archived() {
         "{out:?}"
     );
 }
+
+/// Waits until the leader lists all three replicas in the ISR with every record produced.
+async fn await_isr(cluster: &TestCluster, leader: u64, len: usize, hw: u64) {
+    let client = cluster.client(leader).await.expect("connect");
+    let t = Instant::now();
+    loop {
+        let d = client.describe_log(LOG).await.expect("describe");
+        let p = &d.partitions[0];
+        if p.isr.len() == len && p.high_watermark == LogOffset(hw) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "ISR of {len} at {hw} never reached: {d:?}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_followers_altered_copy_is_repaired_and_a_rewritten_one_is_not_extended() {
+    let prefix = unique("ledger-replicas");
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (key_file, _key) = keygen(keys.path());
+    let mut env = ColdStore::S3.node_env(&prefix);
+    env.push((
+        "PYRALOG_COLD_TIER__LEDGER_SIGNING_KEY".into(),
+        key_file.display().to_string(),
+    ));
+    let mut cluster = TestCluster::start(3, &env);
+    let client = cluster.client(1).await.expect("connect");
+    let t = Instant::now();
+    loop {
+        let created = client
+            .create_log(
+                LOG,
+                v1::LogConfig {
+                    replication_factor: Some(3),
+                    min_in_sync_replicas: Some(2),
+                    segment_bytes: Some(256 << 10),
+                    integrity: v1::Integrity::Ledger as i32,
+                    ..Default::default()
+                },
+            )
+            .await;
+        match created {
+            Ok(_) => break,
+            Err(e) if e.is_retriable() && t.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("create: {e}\n{}", cluster.logs()),
+        }
+    }
+    let first = leader(&cluster, 1, None).await;
+    let on_leader = cluster.client(first).await.expect("connect");
+    produce_unrolled(&on_leader, 0..600).await;
+    await_isr(&cluster, first, 3, 600).await;
+    let f = if first == 1 { 2 } else { 1 };
+    let f_dir = cluster.nodes[(f - 1) as usize]
+        .data_dir()
+        .join("logs")
+        .join(LOG)
+        .join("0");
+
+    // A follower's copy altered on its disk (CRC recomputed, its chain journal untouched):
+    // it rejoins, and `logs repair` names the altered batch, cuts it and copies it again.
+    cluster.node(f).stop();
+    alter_on_disk(
+        &f_dir,
+        "{\"n\":400,\"amount\":2800",
+        "{\"n\":400,\"amount\":2801",
+    );
+    cluster.node(f).restart();
+    await_isr(&cluster, first, 3, 600).await;
+    let out = cluster.cli(f, &["logs", "repair", LOG, "--partition", "0"], None);
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", cluster.logs());
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("node {f}: damaged from offset")))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert!(line.contains("ledger chain mismatch"), "{line}");
+    let at: u64 = line
+        .split("damaged from offset ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!((300..=400).contains(&at), "the batch holding 400: {line}");
+    assert_eq!(
+        out.stdout.matches("healthy, nothing to repair").count(),
+        2,
+        "{out:?}"
+    );
+    // The copy fetched again hashes to the leader's chain: asked again, all are healthy.
+    let t = Instant::now();
+    loop {
+        let out = cluster.cli(first, &["logs", "repair", LOG, "--partition", "0"], None);
+        if out.code == Some(0) && out.stdout.matches("healthy, nothing to repair").count() == 3 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{out:?}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Someone rewrites the follower's segment *and* its chain journal consistently: its own
+    // copy agrees with itself, but not with the leader's chain, so it refuses to extend it.
+    let first = leader(&cluster, first, None).await;
+    let on_leader = cluster.client(first).await.expect("connect");
+    let f = (1..=3).find(|n| *n != first).expect("a follower");
+    let f_dir = cluster.nodes[(f - 1) as usize]
+        .data_dir()
+        .join("logs")
+        .join(LOG)
+        .join("0");
+    await_isr(&cluster, first, 3, 600).await;
+    cluster.node(f).stop();
+    alter_on_disk(
+        &f_dir,
+        "{\"n\":500,\"amount\":3500",
+        "{\"n\":500,\"amount\":3501",
+    );
+    std::fs::remove_file(f_dir.join("ledger.chain")).expect("remove the journal");
+    cluster.node(f).restart();
+    produce_unrolled(&on_leader, 600..700).await;
+    let t = Instant::now();
+    loop {
+        let log = cluster.nodes[(f - 1) as usize].log();
+        let d = on_leader.describe_log(LOG).await.expect("describe");
+        let isr = &d.partitions[0].isr;
+        if log.contains("this replica's head after offset 600") && !isr.contains(&f) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "node {f} (isr {isr:?}):\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
