@@ -39,6 +39,7 @@ pub use groups::{
 };
 pub use leases::{Leases, MemberSessions};
 pub use network::{PeerChannels, PeerNode, PlainChannels};
+pub use raft_types::TypeConfig as RaftTypeConfig;
 pub use state::{
     ClusterState, Command, CommandResult, LogMeta, NodeInfo, PartitionMeta, Rejection,
 };

@@ -10,8 +10,10 @@ use pyralog_types::NodeId;
 use crate::state::{Command, CommandResult};
 
 openraft::declare_raft_types!(
-    /// Pyralog's controller Raft types.
-    pub(crate) TypeConfig:
+    /// Pyralog's controller Raft types. Public so that the Raft RPCs' JSON payloads
+    /// (`openraft::raft::AppendEntriesRequest<TypeConfig>`, ...) can be named outside the
+    /// crate: the fuzz target of every request message decodes them as the node does.
+    pub TypeConfig:
         D = Command,
         R = CommandResult,
         NodeId = NodeId,

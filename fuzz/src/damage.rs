@@ -1,9 +1,9 @@
 //! Fuzz input as damage to a valid file.
 //!
-//! On stable, bolero feeds random bytes (under cargo-bolero, coverage-guided ones). Random bytes
-//! almost never get past a magic number and a CRC, so a target that only decoded its input
-//! would test the first ten lines of each decoder. Every target therefore also reads its
-//! input as a small program of edits applied to a valid file made by the real encoder, and can
+//! The runner ([`crate::runner`]) feeds mutated corpus files and random bytes, without
+//! coverage feedback. Random bytes almost never get past a magic number and a CRC, so a
+//! target that only decoded its input would test the first ten lines of each decoder. Every
+//! target therefore also reads its input as a small program of edits applied to a valid file made by the real encoder, and can
 //! recompute the file's checksums afterwards: the decoder then meets bytes that are wrong in
 //! one field and right everywhere else, which is where decoders go wrong.
 

@@ -1,4 +1,5 @@
-//! A gRPC codec that sends arbitrary bytes, for malformed-request tests.
+//! Malformed and hand-made gRPC calls: a codec that sends arbitrary bytes, and the outcome
+//! of a call made on a bare HTTP/2 connection.
 
 use bytes::{Buf, BufMut, Bytes};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -64,4 +65,37 @@ pub async fn call(url: &str, path: &'static str, body: Bytes) -> Result<Bytes, S
         )
         .await?;
     Ok(resp.into_inner())
+}
+
+/// What a call made on a bare HTTP/2 connection was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcOutcome {
+    /// `grpc-status` (`"4"` is DEADLINE_EXCEEDED).
+    pub code: Option<String>,
+    /// `pyralog-reason`, absent on statuses the node did not make (e.g. tonic's own).
+    pub reason: Option<String>,
+    /// `grpc-message`.
+    pub message: String,
+}
+
+/// The outcome of the call whose response is `response`, from its headers (a trailers-only
+/// answer) or its trailers; an error if the connection or stream failed first.
+pub async fn grpc_outcome(response: h2::client::ResponseFuture) -> Result<GrpcOutcome, h2::Error> {
+    let response = response.await?;
+    let pick =
+        |h: &http::HeaderMap, k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let outcome = |h: &http::HeaderMap| GrpcOutcome {
+        code: pick(h, "grpc-status"),
+        reason: pick(h, "pyralog-reason"),
+        message: pick(h, "grpc-message").unwrap_or_default(),
+    };
+    if response.headers().contains_key("grpc-status") {
+        return Ok(outcome(response.headers()));
+    }
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        chunk?;
+    }
+    let trailers = body.trailers().await?.unwrap_or_default();
+    Ok(outcome(&trailers))
 }

@@ -253,28 +253,14 @@ fn grpc_request(node: &TestNode, path: &str) -> http::Request<()> {
         .expect("request")
 }
 
-/// The call's `grpc-status` and `pyralog-reason`, from the headers or the trailers.
+/// The call's `grpc-status`, `pyralog-reason` and `grpc-message`.
 async fn grpc_outcome(
     response: h2::client::ResponseFuture,
 ) -> (Option<String>, Option<String>, String) {
-    let response = response.await.expect("response");
-    let pick =
-        |h: &http::HeaderMap, k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let headers = response.headers().clone();
-    if let Some(code) = pick(&headers, "grpc-status") {
-        let message = pick(&headers, "grpc-message").unwrap_or_default();
-        return (Some(code), pick(&headers, "pyralog-reason"), message);
-    }
-    let mut body = response.into_body();
-    while let Some(chunk) = body.data().await {
-        let _ = chunk;
-    }
-    let trailers = body.trailers().await.ok().flatten().unwrap_or_default();
-    (
-        pick(&trailers, "grpc-status"),
-        pick(&trailers, "pyralog-reason"),
-        pick(&trailers, "grpc-message").unwrap_or_default(),
-    )
+    let o = pyralog_e2e::raw::grpc_outcome(response)
+        .await
+        .expect("response");
+    (o.code, o.reason, o.message)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

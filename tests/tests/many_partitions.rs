@@ -5,7 +5,9 @@
 //!   10,000 partitions (`PYRALOG_E2E_PARTITIONS` overrides the count): one record into each,
 //!   a restart, and every record reads back. Time and peak RSS are printed.
 //! - Right after `CreateLog` answers, a produce to every partition's leader succeeds at the
-//!   first attempt (no redirect following), on one node and on three.
+//!   first attempt (no redirect following), on one node and on three. On three, a produce
+//!   sent to a replica that does not lead is refused `NOT_LEADER` with the gRPC code
+//!   `UNAVAILABLE` (retriable by standard gRPC retry policies), naming the leader.
 //! - A creation that fails (a file where the log's directory must go) answers `UNAVAILABLE`,
 //!   and the log is gone: describe says `LOG_NOT_FOUND`, also after a restart, and a new
 //!   creation under the same name works.
@@ -212,6 +214,33 @@ async fn a_created_log_takes_writes_at_once_on_three_nodes() {
         "{} of 40 failed: {failures:?}\n{}",
         failures.len(),
         cluster.logs()
+    );
+
+    // The same produce sent to a replica that does not lead: NOT_LEADER, over the wire as
+    // UNAVAILABLE (FAILED_PRECONDITION would be final for standard retry policies), with the
+    // leader's address in the error's metadata.
+    let info = client.describe_log("fresh-0").await.expect("describe");
+    let p = &info.partitions[0];
+    let (_, leader) = p.leader.clone().expect("a leader");
+    let leader_id = cluster.id_of(&leader).expect("a node's address");
+    let follower = (1..=3).find(|&id| id != leader_id).expect("three nodes");
+    let status = v1::producer_client::ProducerClient::new(cluster.channel(follower))
+        .produce(one_record("fresh-0", p.partition, "misdirected".into()))
+        .await
+        .expect_err("a replica that does not lead refuses the produce");
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unavailable,
+        "{}",
+        status.message()
+    );
+    let (reason, metadata) = pyralog_proto::status::reason_of(&status)
+        .unwrap_or_else(|| panic!("no ErrorInfo: {status:?}"));
+    assert_eq!(reason, Reason::NotLeader, "{}", status.message());
+    assert_eq!(
+        metadata.get("leader"),
+        Some(&leader),
+        "the refusal names the leader"
     );
 }
 
