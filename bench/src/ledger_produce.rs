@@ -36,8 +36,14 @@ pub struct ProduceCompare {
     pub ledger_over_plain: f64,
 }
 
+/// Deletes a run's log; a ledger log only goes with the break-glass flag (the bench's own
+/// logs, on a node where it may create and delete logs).
+async fn delete(client: &Client, log: &str) {
+    let _ = client.delete_log_with(log, true).await;
+}
+
 async fn create(client: &Client, spec: &ProduceSpec, ledger: bool) -> Result<(), BenchError> {
-    let _ = client.delete_log(&spec.log).await;
+    delete(client, &spec.log).await;
     client
         .create_log(
             &spec.log,
@@ -85,7 +91,7 @@ pub async fn run(client: &Client, o: &ProduceCompareOptions) -> Result<ProduceCo
             };
             create(client, &spec, is_ledger).await?;
             let result = workload::produce_peak(client, &spec, o.progress).await;
-            let _ = client.delete_log(&spec.log).await;
+            delete(client, &spec.log).await;
             pair[i] = result?.throughput.mb_per_s;
         }
         plain.push(pair[0]);

@@ -72,8 +72,34 @@ fn check_batch(batch: &Batch) {
             !accepted,
             "a batch whose records do not decode was accepted"
         );
+        assert!(
+            batch.for_each_view(|_| Ok(())).is_err(),
+            "borrowed views decode a batch whose records do not"
+        );
         return;
     };
+    // Borrowed views (what ledger replicas hash) are the same records.
+    let mut i = 0;
+    batch
+        .for_each_view(|v| {
+            let r = &records[i];
+            assert_eq!(
+                (v.offset, v.epoch, v.timestamp),
+                (r.offset, r.epoch, r.timestamp)
+            );
+            assert_eq!((v.key, v.value), (r.key.as_deref(), r.value.as_deref()));
+            let headers: Vec<(&str, &[u8])> = v.headers().collect::<Result<_, _>>()?;
+            let expected: Vec<(&str, &[u8])> = r
+                .headers
+                .iter()
+                .map(|h| (h.key.as_str(), &h.value[..]))
+                .collect();
+            assert_eq!(headers, expected);
+            i += 1;
+            Ok(())
+        })
+        .expect("views decode what records decode");
+    assert_eq!(i, records.len());
     if accepted {
         // What a leader accepts keeps the log's offsets dense.
         let dense: Vec<u64> = (batch.base_offset().0..=batch.last_offset().0).collect();

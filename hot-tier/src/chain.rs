@@ -309,12 +309,12 @@ pub(crate) fn chain_batch(
 ) -> Result<(u64, Hash), HotError> {
     let stored_base = batch.header().base_offset;
     let mut hasher = RecordHasher::new(head);
-    for mut record in batch.records()? {
+    batch.for_each_view(|mut record| {
         // The records as stored: offsets from `base`, the batch's epoch.
-        record.offset = LogOffset(base + (record.offset.0 - stored_base));
+        record.offset = LogOffset(base + record.offset.0.saturating_sub(stored_base));
         record.epoch = epoch;
-        hasher.push(&record);
-    }
+        hasher.push_view(&record).map(|_| ())
+    })?;
     let end = base + u64::from(batch.last_offset_delta()) + 1;
     Ok((end, hasher.chain()))
 }

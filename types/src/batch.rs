@@ -397,6 +397,44 @@ impl Batch {
         limit: usize,
         mut f: impl FnMut(RecordMeta, Record) -> Result<(), BatchError>,
     ) -> Result<(), BatchError> {
+        self.visit_records(limit, |meta, view, region| {
+            let mut headers = Vec::with_capacity(view.header_count.min(64) as usize);
+            for h in view.headers() {
+                let (key, value) = h?;
+                headers.push(Header {
+                    key: key.to_owned(),
+                    value: region.slice_ref(value),
+                });
+            }
+            f(
+                meta,
+                Record {
+                    offset: view.offset,
+                    epoch: view.epoch,
+                    timestamp: view.timestamp,
+                    key: view.key.map(|k| region.slice_ref(k)),
+                    value: view.value.map(|v| region.slice_ref(v)),
+                    headers,
+                },
+            )
+        })
+    }
+
+    /// Visits every record in order without copying or counting references: each
+    /// [`RecordView`] borrows the batch's (decompressed) bytes. Offsets and epoch come from
+    /// the header. Checks what [`Batch::records`] checks.
+    pub fn for_each_view(
+        &self,
+        mut f: impl FnMut(RecordView<'_>) -> Result<(), BatchError>,
+    ) -> Result<(), BatchError> {
+        self.visit_records(MAX_UNCOMPRESSED_BYTES, |_, view, _| f(view))
+    }
+
+    fn visit_records(
+        &self,
+        limit: usize,
+        mut f: impl FnMut(RecordMeta, RecordView<'_>, &Bytes) -> Result<(), BatchError>,
+    ) -> Result<(), BatchError> {
         let region = self.records_region(limit)?;
         let base = self.base_offset().0;
         let epoch = self.epoch();
@@ -427,50 +465,73 @@ impl Batch {
                 ));
             }
             prev_delta = Some(offset_delta);
-            let key = rc.opt_bytes(&region)?;
-            let value = rc.opt_bytes(&region)?;
+            let key = rc.opt_slice()?;
+            let value = rc.opt_slice()?;
             let header_count = rc.varint_u64()?;
-            let mut headers = Vec::with_capacity(header_count.min(64) as usize);
+            let headers_start = rc.pos;
             for _ in 0..header_count {
                 let klen = rc.varint_u64()? as usize;
-                let kbytes = rc.take(klen)?;
-                let key = std::str::from_utf8(kbytes)
-                    .map_err(|_| BatchError::Malformed("header key is not UTF-8"))?
-                    .to_owned();
+                std::str::from_utf8(rc.take(klen)?)
+                    .map_err(|_| BatchError::Malformed("header key is not UTF-8"))?;
                 let vlen = rc.varint_u64()? as usize;
-                let start = rc.pos;
                 rc.take(vlen)?;
-                headers.push(Header {
-                    key,
-                    value: region.slice(start..start + vlen),
-                });
             }
             if rc.pos != end {
                 return Err(BatchError::Malformed("record has trailing bytes"));
             }
+            let headers = &region[headers_start..end];
             cur.pos = end;
             let meta = RecordMeta {
                 attributes,
                 offset_delta,
             };
-            f(
-                meta,
-                Record {
-                    // Saturating: a producer's batch carries whatever base offset it likes
-                    // until the leader assigns one.
-                    offset: LogOffset(base.saturating_add(offset_delta)),
-                    epoch,
-                    timestamp: first_ts.wrapping_add(ts_delta),
-                    key,
-                    value,
-                    headers,
-                },
-            )?;
+            let view = RecordView {
+                // Saturating: a producer's batch carries whatever base offset it likes
+                // until the leader assigns one.
+                offset: LogOffset(base.saturating_add(offset_delta)),
+                epoch,
+                timestamp: first_ts.wrapping_add(ts_delta),
+                key,
+                value,
+                header_count,
+                headers,
+            };
+            f(meta, view, &region)?;
         }
         if cur.pos != region.len() {
             return Err(BatchError::Malformed("bytes after the last record"));
         }
         Ok(())
+    }
+}
+
+/// One record of a batch, borrowed from the batch's bytes ([`Batch::for_each_view`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    pub offset: LogOffset,
+    pub epoch: Epoch,
+    pub timestamp: TimestampMicros,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub header_count: u64,
+    /// The encoded headers (already checked).
+    headers: &'a [u8],
+}
+
+impl<'a> RecordView<'a> {
+    /// The headers in order: `(key, value)`.
+    pub fn headers(&self) -> impl Iterator<Item = Result<(&'a str, &'a [u8]), BatchError>> + 'a {
+        let mut c = Cursor {
+            buf: self.headers,
+            pos: 0,
+        };
+        (0..self.header_count).map(move |_| {
+            let klen = c.varint_u64()? as usize;
+            let key = std::str::from_utf8(c.take(klen)?)
+                .map_err(|_| BatchError::Malformed("header key is not UTF-8"))?;
+            let vlen = c.varint_u64()? as usize;
+            Ok((key, c.take(vlen)?))
+        })
     }
 }
 
@@ -514,7 +575,7 @@ struct Cursor<'a> {
     pos: usize,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
     fn u8(&mut self) -> Result<u8, BatchError> {
         let b = *self
             .buf
@@ -541,7 +602,7 @@ impl Cursor<'_> {
         Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8], BatchError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], BatchError> {
         let end = self
             .pos
             .checked_add(n)
@@ -552,15 +613,13 @@ impl Cursor<'_> {
         Ok(s)
     }
 
-    fn opt_bytes(&mut self, region: &Bytes) -> Result<Option<Bytes>, BatchError> {
+    fn opt_slice(&mut self) -> Result<Option<&'a [u8]>, BatchError> {
         let len = self.varint_i64()?;
         if len == -1 {
             return Ok(None);
         }
         let len = usize::try_from(len).map_err(|_| BatchError::Malformed("negative length"))?;
-        let start = self.pos;
-        self.take(len)?;
-        Ok(Some(region.slice(start..start + len)))
+        self.take(len).map(Some)
     }
 }
 
