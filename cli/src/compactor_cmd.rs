@@ -2,7 +2,11 @@
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use std::sync::Arc;
+
+use pyralog_cold_tier::WriteOnce;
 use pyralog_compactor::{StandaloneCompactor, StandaloneConfig};
+use pyralog_object_lock::S3ObjectLock;
 
 use crate::args::{CompactorArgs, LogFormat};
 use crate::error::{CliError, CliResult};
@@ -32,7 +36,18 @@ pub(crate) async fn run(args: CompactorArgs, format: LogFormat) -> CliResult {
         ));
     }
     let interval = config.interval;
-    let compactor = StandaloneCompactor::open(config)
+    let write_once: Option<Arc<dyn WriteOnce>> = match config.object_lock {
+        Some(settings) => {
+            let lock = S3ObjectLock::new(&config.store, settings)
+                .map_err(|e| CliError::usage(format!("compactor config: {e}")))?;
+            lock.check_bucket()
+                .await
+                .map_err(|e| CliError::usage(format!("cannot use the object store: {e}")))?;
+            Some(Arc::new(lock))
+        }
+        None => None,
+    };
+    let compactor = StandaloneCompactor::open_with(config, write_once)
         .await
         .map_err(|e| CliError::usage(format!("cannot use the object store: {e}")))?;
     let clock = pyralog_types::clock::system();

@@ -106,6 +106,15 @@ pub enum ColdError {
         existing: u64,
         ours: u64,
     },
+
+    /// Putting a stored object under write-once retention (S3 Object Lock) failed; the
+    /// manifest that would name it is not committed.
+    #[error("object lock of {path} failed: {detail}")]
+    Lock {
+        path: String,
+        detail: String,
+        retriable: bool,
+    },
 }
 
 impl ColdError {
@@ -116,6 +125,7 @@ impl ColdError {
         match self {
             ColdError::Store { source, .. } => store_error_is_transient(source),
             ColdError::ManifestConflict { .. } => true,
+            ColdError::Lock { retriable, .. } => *retriable,
             ColdError::BelowStart { .. } => false,
             ColdError::Access { problem, .. } => {
                 matches!(problem, AccessProblem::EndpointUnreachable)

@@ -10,7 +10,9 @@
 //! - [`reader`]: ranged reads of only the row groups a fetch needs, through the [`cache`];
 //! - [`partition`]: one partition's committed manifest held in memory, with reads through it;
 //! - [`registry`]: the bucket's copy of each log's configuration, for restores;
-//! - [`fault`]: an object-store wrapper that injects failures, for tests here and end to end.
+//! - [`fault`]: an object-store wrapper that injects failures, for tests here and end to end;
+//! - [`write_once`]: the [`WriteOnce`] step that puts stored objects under retention (S3 Object
+//!   Lock, implemented outside this crate) before a manifest names them.
 //!
 //! A write is: [`encode_segment`] → [`upload_segment`] → [`ManifestStore::commit`], or, for
 //! the archiver, [`SegmentWriter`] into a [`PartSink`] while [`upload_streamed`] sends the
@@ -31,6 +33,7 @@ pub mod reader;
 pub mod registry;
 pub mod store;
 pub mod upload;
+pub mod write_once;
 
 pub use cache::{CacheSettings, CacheStats, ChunkCache};
 pub use codec::{
@@ -45,8 +48,9 @@ pub use manifest::{ColdSegment, CommitOutcome, Manifest, ManifestStore, Manifest
 pub use partition::{ColdPartition, ManifestObserver};
 pub use reader::{ColdRead, ColdReader, Readahead};
 pub use registry::LogRegistry;
-pub use store::{check_access, open_store, ObjectStoreConfig};
+pub use store::{check_access, open_store, s3_builder, ObjectStoreConfig};
 pub use upload::{
     gc_orphans, part_channel, upload_segment, upload_streamed, PartSink, PartStream, RetryPolicy,
     UploadOptions,
 };
+pub use write_once::{LockMode, ObjectLockSettings, WriteOnce};

@@ -20,6 +20,10 @@
 //! writer whose expected version was pruned could re-create it, so every commit checks after
 //! its PUT that no newer version exists, and reports a conflict if one does.
 //!
+//! With write-once storage ([`ManifestStore::with_write_once`], S3 Object Lock), each version
+//! is locked right after its PUT, before the commit reports success; `prune` then only hides
+//! old versions behind delete markers (see [`crate::write_once`]).
+//!
 //! # Invariants (checked on load and before commit)
 //!
 //! Segments are sorted by offset and do not overlap; each has `base <= last`, a positive
@@ -37,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ColdError;
 use crate::layout::Layout;
+use crate::write_once::WriteOnce;
 
 /// Version of the manifest JSON format.
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
@@ -271,11 +276,45 @@ impl CommitOutcome {
 pub struct ManifestStore {
     store: Arc<dyn ObjectStore>,
     layout: Layout,
+    write_once: Option<Arc<dyn WriteOnce>>,
 }
 
 impl ManifestStore {
     pub fn new(store: Arc<dyn ObjectStore>, layout: Layout) -> Self {
-        ManifestStore { store, layout }
+        ManifestStore {
+            store,
+            layout,
+            write_once: None,
+        }
+    }
+
+    /// Locks every version this store commits with `lock`, and makes the
+    /// [`crate::ColdPartition`]s opened over it lock every object a commit adds.
+    pub fn with_write_once(mut self, lock: Arc<dyn WriteOnce>) -> Self {
+        self.write_once = Some(lock);
+        self
+    }
+
+    /// The write-once lock, when archived objects and manifests are locked.
+    pub fn write_once(&self) -> Option<&Arc<dyn WriteOnce>> {
+        self.write_once.as_ref()
+    }
+
+    /// Locks version `version` of a partition's manifest (nothing without write-once
+    /// storage).
+    pub async fn lock_version(
+        &self,
+        log: &LogId,
+        partition: PartitionId,
+        version: u64,
+    ) -> Result<(), ColdError> {
+        match &self.write_once {
+            Some(lock) => {
+                lock.lock(&self.layout.manifest_key(log, partition, version))
+                    .await
+            }
+            None => Ok(()),
+        }
     }
 
     /// Committed versions of a partition's manifest, ascending.
@@ -394,6 +433,11 @@ impl ManifestStore {
             }
             Err(e) => return Err(ColdError::store("put", &key, e)),
         };
+        // Locked before the commit reports success; a failure here leaves the version
+        // unlocked, and the load that adopts it locks it (see `crate::write_once`).
+        if let Some(lock) = &self.write_once {
+            lock.lock(&key).await?;
+        }
         // A version above ours means ours re-created a pruned one: it is not the latest.
         if self
             .versions(log, partition)

@@ -6,6 +6,11 @@
 //! object that a crash could leave unreferenced). The node leading a partition is its only
 //! writer; a commit conflict (another writer, or a commit whose answer was lost) reloads the
 //! manifest and re-applies the change when it still makes sense.
+//!
+//! With write-once storage (the [`ManifestStore`]'s [`crate::WriteOnce`]), every object a change
+//! adds is locked before the change commits, and the manifest version a partition adopts by
+//! opening or by reloading after a conflict is locked too (the order is in
+//! [`crate::write_once`]).
 
 use std::sync::Arc;
 
@@ -49,7 +54,7 @@ impl ColdPartition {
         manifests: ManifestStore,
         reader: Arc<ColdReader>,
     ) -> Result<ColdPartition, ColdError> {
-        let current = load(&manifests, &log, partition).await?;
+        let current = load(&manifests, &log, partition, None).await?;
         Ok(ColdPartition {
             log,
             partition,
@@ -86,6 +91,12 @@ impl ColdPartition {
     /// One past the last archived offset (`None`: nothing archived).
     pub fn end_offset(&self) -> Option<LogOffset> {
         self.current.read().0.end_offset()
+    }
+
+    /// The write-once lock of the archive, when its objects are locked (S3 Object Lock):
+    /// retention and compaction must then leave archived objects alone.
+    pub fn write_once(&self) -> Option<&Arc<dyn crate::WriteOnce>> {
+        self.manifests.write_once()
     }
 
     /// Epoch of the newest archived record (0 when unknown or nothing is archived).
@@ -209,6 +220,15 @@ impl ColdPartition {
                 return Ok(false);
             };
             next.committed_at = Some(self.clock.now_micros());
+            if let Some(lock) = self.manifests.write_once() {
+                // Every object the new version names that the base did not: locked before
+                // any committed manifest names it.
+                for seg in &next.segments {
+                    if !base.segments.iter().any(|s| s.key == seg.key) {
+                        lock.lock(&seg.path()).await?;
+                    }
+                }
+            }
             match self
                 .manifests
                 .commit(&self.log, self.partition, &next, version)
@@ -225,7 +245,8 @@ impl ColdPartition {
                     attempt += 1;
                     info!(log = %self.log, partition = self.partition, error = %e,
                         "manifest changed under us; reloading");
-                    let reloaded = load(&self.manifests, &self.log, self.partition).await?;
+                    let reloaded =
+                        load(&self.manifests, &self.log, self.partition, version).await?;
                     *self.current.write() = reloaded;
                 }
                 Err(e) => return Err(e),
@@ -235,7 +256,8 @@ impl ColdPartition {
 
     /// Reloads the committed manifest from the bucket.
     pub async fn refresh(&self) -> Result<(), ColdError> {
-        let loaded = load(&self.manifests, &self.log, self.partition).await?;
+        let known = self.current.read().1;
+        let loaded = load(&self.manifests, &self.log, self.partition, known).await?;
         *self.current.write() = loaded;
         Ok(())
     }
@@ -342,13 +364,22 @@ impl ColdPartition {
     }
 }
 
+/// The latest committed manifest. With write-once storage, a version other than `known` (the
+/// one the caller holds) is locked before the caller adopts it: a version whose commit could
+/// not lock it (see [`crate::write_once`]) is locked before anything builds on it.
 async fn load(
     manifests: &ManifestStore,
     log: &LogId,
     partition: PartitionId,
+    known: Option<ManifestVersion>,
 ) -> Result<(Manifest, Option<ManifestVersion>), ColdError> {
     Ok(match manifests.load(log, partition).await? {
-        Some((m, v)) => (m, Some(v)),
+        Some((m, v)) => {
+            if known != Some(v) {
+                manifests.lock_version(log, partition, v.0).await?;
+            }
+            (m, Some(v))
+        }
         None => (Manifest::new(log.clone(), partition), None),
     })
 }

@@ -131,43 +131,12 @@ impl ObjectStoreConfig {
 pub fn open_store(cfg: &ObjectStoreConfig) -> Result<Arc<dyn ObjectStore>, ColdError> {
     let url = cfg.parsed()?;
     let bad = |e: object_store::Error| ColdError::Config(format!("{}: {e}", url.scheme()));
-    let client = ClientOptions::new()
-        .with_connect_timeout(cfg.connect_timeout)
-        .with_timeout(cfg.request_timeout)
-        .with_allow_http(cfg.allow_http);
-    let retry = RetryConfig {
-        max_retries: cfg.max_retries,
-        retry_timeout: cfg.request_timeout.saturating_mul(2),
-        ..RetryConfig::default()
-    };
-    let bucket_url = |url: &Url| -> Result<String, ColdError> {
-        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| {
-            ColdError::Config(format!("object store url {:?} names no bucket", cfg.url))
-        })?;
-        Ok(format!("{}://{host}", url.scheme()))
-    };
+    let (client, retry) = client_options(cfg);
     let store: Arc<dyn ObjectStore> = match url.scheme() {
-        "s3" | "s3a" => {
-            let mut b = AmazonS3Builder::from_env()
-                .with_url(bucket_url(&url)?)
-                .with_allow_http(cfg.allow_http)
-                .with_virtual_hosted_style_request(cfg.virtual_hosted_style)
-                .with_client_options(client)
-                .with_retry(retry);
-            if let Some(e) = &cfg.endpoint {
-                b = b.with_endpoint(e);
-            }
-            if let Some(r) = &cfg.region {
-                b = b.with_region(r);
-            }
-            if let (Some(k), Some(s)) = (&cfg.access_key_id, &cfg.secret_access_key) {
-                b = b.with_access_key_id(k).with_secret_access_key(s);
-            }
-            Arc::new(b.build().map_err(bad)?)
-        }
+        "s3" | "s3a" => Arc::new(s3_builder(cfg)?.build().map_err(bad)?),
         "gs" => Arc::new(
             GoogleCloudStorageBuilder::from_env()
-                .with_url(bucket_url(&url)?)
+                .with_url(bucket_url(cfg, &url)?)
                 .with_client_options(client)
                 .with_retry(retry)
                 .build()
@@ -175,7 +144,7 @@ pub fn open_store(cfg: &ObjectStoreConfig) -> Result<Arc<dyn ObjectStore>, ColdE
         ),
         "az" | "azure" | "abfs" | "abfss" => {
             let mut b = MicrosoftAzureBuilder::from_env()
-                .with_url(bucket_url(&url)?)
+                .with_url(bucket_url(cfg, &url)?)
                 .with_allow_http(cfg.allow_http)
                 .with_client_options(client)
                 .with_retry(retry);
@@ -206,6 +175,59 @@ pub fn open_store(cfg: &ObjectStoreConfig) -> Result<Arc<dyn ObjectStore>, ColdE
         }
     };
     Ok(store)
+}
+
+/// The builder of an `s3://` store, configured as [`open_store`] configures it: bucket,
+/// endpoint, region, path style, credentials (the config's, else the environment's and the
+/// instance's chain), timeouts and retries. Other S3 clients of the same bucket (S3 Object
+/// Lock, in `pyralog-object-lock`) start from it so they reach the same bucket as the same
+/// principal.
+pub fn s3_builder(cfg: &ObjectStoreConfig) -> Result<AmazonS3Builder, ColdError> {
+    let url = cfg.parsed()?;
+    if !matches!(url.scheme(), "s3" | "s3a") {
+        return Err(ColdError::Config(format!(
+            "object store url {:?} is not an s3:// url",
+            cfg.url
+        )));
+    }
+    let (client, retry) = client_options(cfg);
+    let mut b = AmazonS3Builder::from_env()
+        .with_url(bucket_url(cfg, &url)?)
+        .with_allow_http(cfg.allow_http)
+        .with_virtual_hosted_style_request(cfg.virtual_hosted_style)
+        .with_client_options(client)
+        .with_retry(retry);
+    if let Some(e) = &cfg.endpoint {
+        b = b.with_endpoint(e);
+    }
+    if let Some(r) = &cfg.region {
+        b = b.with_region(r);
+    }
+    if let (Some(k), Some(s)) = (&cfg.access_key_id, &cfg.secret_access_key) {
+        b = b.with_access_key_id(k).with_secret_access_key(s);
+    }
+    Ok(b)
+}
+
+fn client_options(cfg: &ObjectStoreConfig) -> (ClientOptions, RetryConfig) {
+    let client = ClientOptions::new()
+        .with_connect_timeout(cfg.connect_timeout)
+        .with_timeout(cfg.request_timeout)
+        .with_allow_http(cfg.allow_http);
+    let retry = RetryConfig {
+        max_retries: cfg.max_retries,
+        retry_timeout: cfg.request_timeout.saturating_mul(2),
+        ..RetryConfig::default()
+    };
+    (client, retry)
+}
+
+/// `scheme://bucket` of a store URL; an URL without a bucket is a configuration error.
+fn bucket_url(cfg: &ObjectStoreConfig, url: &Url) -> Result<String, ColdError> {
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| {
+        ColdError::Config(format!("object store url {:?} names no bucket", cfg.url))
+    })?;
+    Ok(format!("{}://{host}", url.scheme()))
 }
 
 /// Writes, reads back and deletes a small object under `{prefix}/_pyralog/`. The error names

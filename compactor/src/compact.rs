@@ -168,6 +168,18 @@ pub async fn compact_partition(
             "a ledger log is never compacted (integrity = \"ledger\")".into(),
         ));
     }
+    if t.config.compaction != CompactionMode::None {
+        if let Some(lock) = t.cold.and_then(|c| c.partition.write_once()) {
+            return Err(CompactorError::ObjectLock(format!(
+                "{}/{}: {:?} compaction rewrites and deletes archived objects, and the bucket \
+                 keeps them under {}; compaction is off while [cold_tier] object_lock is set",
+                t.log,
+                t.partition,
+                t.config.compaction,
+                lock.describe()
+            )));
+        }
+    }
     match t.config.compaction {
         CompactionMode::None => Ok(CompactionReport::default()),
         CompactionMode::KeyBased | CompactionMode::DeleteMarkers => {

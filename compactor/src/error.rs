@@ -24,6 +24,11 @@ pub enum CompactorError {
     /// without a seal, or compaction asked of a ledger): never retried.
     #[error("ledger: {0}")]
     Ledger(String),
+    /// The archive is on write-once storage (S3 Object Lock): the step would rewrite or
+    /// delete archived objects, which the bucket keeps until their retain-until date. Never
+    /// retried.
+    #[error("refused under object lock: {0}")]
+    ObjectLock(String),
     /// A blocking encode/read task died (a bug, or the runtime shutting down).
     #[error("background task failed: {0}")]
     Task(String),
@@ -35,9 +40,10 @@ impl CompactorError {
         match self {
             CompactorError::Cold(e) => e.is_retriable(),
             CompactorError::Hot(HotError::Io { .. } | HotError::OffsetOutOfRange { .. }) => true,
-            CompactorError::Hot(_) | CompactorError::Corrupt { .. } | CompactorError::Ledger(_) => {
-                false
-            }
+            CompactorError::Hot(_)
+            | CompactorError::Corrupt { .. }
+            | CompactorError::Ledger(_)
+            | CompactorError::ObjectLock(_) => false,
             CompactorError::Task(_) => true,
             CompactorError::Lakehouse(e) => {
                 !matches!(e, pyralog_lakehouse::LakehouseError::Config(_))

@@ -17,6 +17,10 @@
 //! archiver's next upload start past it, leaving a hole between the archive and the rest of
 //! the log, and an upload in flight during the cut could land below the new start. Expired
 //! data is archived first and leaves the archive on the next pass.
+//!
+//! On write-once storage (the archive's manifests carry a `WriteOnce`, S3 Object Lock) a cut
+//! that would remove archived segments is refused with [`CompactorError::ObjectLock`]: the
+//! bucket keeps locked objects until their retain-until date whatever Pyralog does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,6 +135,22 @@ pub async fn apply_retention(
     let Some(cut) = cut(&candidates, retention, now) else {
         return Ok(RetentionReport::default());
     };
+    if let Some((c, lock)) = cold.and_then(|c| c.write_once().map(|l| (c, l))) {
+        let archived = c
+            .manifest()
+            .segments
+            .iter()
+            .take_while(|s| s.last_offset < cut)
+            .count();
+        if archived > 0 {
+            return Err(CompactorError::ObjectLock(format!(
+                "retention ({retention:?}) would delete {archived} archived object(s) below \
+                 offset {cut}, which the bucket keeps under {}; retention of archived data is \
+                 off while [cold_tier] object_lock is set",
+                lock.describe()
+            )));
+        }
+    }
     let mut report = RetentionReport {
         cut: Some(cut),
         ..RetentionReport::default()

@@ -13,14 +13,18 @@
 //! Each pass also publishes the partition's manifest to the log's Iceberg table (unless
 //! `[iceberg] enabled = false`), as a node does after its own commits, and never collects an
 //! object that a kept table snapshot still lists.
+//!
+//! With `object_lock` set (the bucket's objects are under S3 Object Lock, as the nodes'
+//! `[cold_tier] object_lock` locks them), compaction and retention of the archive are refused
+//! per partition and orphans are kept: the compactor then only publishes tables.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::ObjectStore;
 use pyralog_cold_tier::{
-    check_access, gc_orphans, open_store, ColdPartition, ColdReader, Layout, LogRegistry,
-    ManifestStore, ObjectStoreConfig,
+    check_access, gc_orphans, open_store, ColdError, ColdPartition, ColdReader, Layout,
+    LogRegistry, ManifestStore, ObjectLockSettings, ObjectStoreConfig, WriteOnce,
 };
 use pyralog_lakehouse::{base_uri, IcebergTables, TableSettings};
 use pyralog_types::{CompactionMode, LogConfig, LogId, PartitionId, TimestampMicros};
@@ -51,6 +55,9 @@ pub struct StandaloneConfig {
     pub retention: bool,
     /// The logs' Iceberg tables (published after each pass).
     pub iceberg: TableSettings,
+    /// The bucket's objects are under S3 Object Lock (the nodes' `[cold_tier] object_lock`):
+    /// compaction and retention of the archive are refused, orphans kept.
+    pub object_lock: Option<ObjectLockSettings>,
 }
 
 impl Default for StandaloneConfig {
@@ -62,6 +69,7 @@ impl Default for StandaloneConfig {
             logs: Vec::new(),
             retention: true,
             iceberg: TableSettings::default(),
+            object_lock: None,
         }
     }
 }
@@ -90,7 +98,27 @@ pub struct StandaloneCompactor {
 
 impl StandaloneCompactor {
     /// Opens the store and checks that it answers (a wrong bucket or endpoint fails here).
+    /// A config with `object_lock` needs [`StandaloneCompactor::open_with`].
     pub async fn open(config: StandaloneConfig) -> Result<Self, CompactorError> {
+        Self::open_with(config, None).await
+    }
+
+    /// [`StandaloneCompactor::open`] with the bucket's write-once lock (S3 Object Lock, from
+    /// `pyralog-object-lock`), which `object_lock` requires: with it, compaction and
+    /// retention of the archive are refused and orphans kept.
+    pub async fn open_with(
+        config: StandaloneConfig,
+        write_once: Option<Arc<dyn WriteOnce>>,
+    ) -> Result<Self, CompactorError> {
+        if let Some(lock) = &config.object_lock {
+            lock.validate(&config.store).map_err(ColdError::Config)?;
+            if write_once.is_none() {
+                return Err(ColdError::Config(
+                    "object_lock is set but no S3 Object Lock client was given".into(),
+                )
+                .into());
+            }
+        }
         let layout = config.store.layout()?;
         let store = open_store(&config.store)?;
         check_access(store.as_ref(), &layout).await?;
@@ -101,9 +129,13 @@ impl StandaloneCompactor {
             base_uri(&config.store)?,
             config.iceberg.clone(),
         );
+        let mut manifests = ManifestStore::new(store.clone(), layout.clone());
+        if let Some(lock) = write_once {
+            manifests = manifests.with_write_once(lock);
+        }
         Ok(StandaloneCompactor {
             tables,
-            manifests: ManifestStore::new(store.clone(), layout.clone()),
+            manifests,
             registry: LogRegistry::new(store.clone(), layout.clone()),
             reader: Arc::new(ColdReader::new(store.clone())),
             store,
@@ -191,6 +223,9 @@ impl StandaloneCompactor {
         if self.config.retention {
             match apply_retention(None, Archive::Owned(&cold), config.retention, now).await {
                 Ok(r) => pass.retention = Some(r),
+                Err(e @ CompactorError::ObjectLock(_)) => {
+                    warn!(%log, partition, error = %e, "retention refused: object_lock is set");
+                }
                 Err(e) => warn!(%log, partition, error = %e, "retention failed"),
             }
         }
@@ -214,6 +249,10 @@ impl StandaloneCompactor {
                 return pass;
             }
         };
+        if self.manifests.write_once().is_some() {
+            // Every orphan is a locked object: kept (see the module doc).
+            return pass;
+        }
         match gc_orphans(
             self.store.as_ref(),
             &self.layout,

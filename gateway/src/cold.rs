@@ -7,12 +7,17 @@
 //! lakehouse publisher: every manifest a partition commits becomes a snapshot of the log's
 //! Iceberg table, and opening a partition offers its manifest, so a table that missed a
 //! commit (a crash between the two) catches up at the next start.
+//!
+//! With `[cold_tier] object_lock` the bucket must have S3 Object Lock enabled (checked here, a
+//! start on another bucket is refused); every partition's manifests then lock what they
+//! commit and the objects they add (`pyralog-object-lock`, see `pyralog_cold_tier::write_once`).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
+use pyralog_cold_tier::WriteOnce;
 use pyralog_cold_tier::{
     check_access, open_store, ChunkCache, ColdError, ColdPartition, ColdReader, Layout,
     LogRegistry, ManifestStore,
@@ -20,6 +25,7 @@ use pyralog_cold_tier::{
 use pyralog_lakehouse::{base_uri, IcebergTables, Publisher};
 use pyralog_ledger::SigningKey;
 use pyralog_ledger_audit::{create_key_file, CheckpointStore, Checkpointer};
+use pyralog_object_lock::S3ObjectLock;
 use pyralog_types::clock::Clock;
 use pyralog_types::{LogConfig, LogId, PartitionId};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -66,6 +72,16 @@ impl ColdTier {
             None => open_store(&settings.store)?,
         };
         check_access(store.as_ref(), &layout).await?;
+        let mut manifests = ManifestStore::new(store.clone(), layout.clone());
+        if let Some(lock) = settings.object_lock {
+            let lock = S3ObjectLock::new(&settings.store, lock)?.with_clock(clock.clone());
+            lock.check_bucket().await?;
+            tracing::info!(bucket = lock.bucket(), lock = %lock.describe(),
+                "write-once storage: archived objects and manifests are locked as they are \
+                 stored; retention and compaction of archived data are refused, orphaned \
+                 objects are kept");
+            manifests = manifests.with_write_once(Arc::new(lock));
+        }
         let cache_dir = settings
             .cache
             .dir
@@ -117,7 +133,7 @@ impl ColdTier {
             lakehouse,
             checkpointer,
             clock,
-            manifests: ManifestStore::new(store.clone(), layout.clone()),
+            manifests,
             registry: LogRegistry::new(store.clone(), layout.clone()),
             store,
             layout,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pyralog_cold_tier::{CacheSettings, ObjectStoreConfig};
+use pyralog_cold_tier::{CacheSettings, ObjectLockSettings, ObjectStoreConfig};
 use pyralog_security::{SecuritySettings, ServerLimits};
 use pyralog_types::LogConfig;
 use serde::{Deserialize, Serialize};
@@ -192,6 +192,12 @@ pub struct ColdTierSettings {
     /// Give every node of a cluster the same file so one public key verifies every
     /// checkpoint; `pyralog ledger keygen` makes one.
     pub ledger_signing_key: Option<std::path::PathBuf>,
+    /// Write-once storage: every archived object and every committed manifest is put under
+    /// S3 Object Lock retention (`{ mode = "compliance" | "governance", retain = "7years" }`).
+    /// Needs an `s3://` store whose bucket has Object Lock enabled (checked at start). Absent
+    /// (the default): no lock. With it, retention and compaction of archived data are refused
+    /// and orphaned objects are kept.
+    pub object_lock: Option<ObjectLockSettings>,
 }
 
 /// Upper bound on `[cold_tier] decode_threads`: more than the blocking pool would ever run
@@ -218,6 +224,7 @@ impl Default for ColdTierSettings {
             decode_threads: 0,
             iceberg: pyralog_lakehouse::TableSettings::default(),
             ledger_signing_key: None,
+            object_lock: None,
         }
     }
 }
@@ -423,6 +430,10 @@ impl NodeConfig {
                     "cold_tier.archive_interval must be positive".into(),
                 ));
             }
+            if let Some(lock) = &c.object_lock {
+                lock.validate(&c.store)
+                    .map_err(|e| NodeConfigError(format!("cold_tier.{e}")))?;
+            }
             if c.decode_threads > MAX_DECODE_THREADS {
                 return Err(NodeConfigError(format!(
                     "cold_tier.decode_threads must be 0 (half the cores) or 1..={MAX_DECODE_THREADS}"
@@ -462,6 +473,59 @@ mod tests {
         )
         .expect("parses");
         on.validate().expect("a cold tier with tables");
+    }
+
+    #[test]
+    fn object_lock_is_off_by_default_parses_and_needs_s3() {
+        let cold: NodeConfig =
+            toml::from_str("[cold_tier.store]\nurl = \"s3://b/p\"").expect("parses");
+        assert_eq!(cold.cold_tier.as_ref().and_then(|c| c.object_lock), None);
+        let locked: NodeConfig = toml::from_str(
+            "[cold_tier]\nobject_lock = { mode = \"compliance\", retain = \"7years\" }\n\
+             [cold_tier.store]\nurl = \"s3://b/p\"",
+        )
+        .expect("parses");
+        locked.validate().expect("valid on s3");
+        let lock = locked
+            .cold_tier
+            .as_ref()
+            .and_then(|c| c.object_lock)
+            .expect("set");
+        assert_eq!(lock.mode, pyralog_cold_tier::LockMode::Compliance);
+        assert_eq!(lock.retain, Duration::from_secs(7 * 31_557_600));
+        let governance: NodeConfig = toml::from_str(
+            "[cold_tier.object_lock]\nmode = \"governance\"\nretain = \"30days\"\n\
+             [cold_tier.store]\nurl = \"s3a://b\"",
+        )
+        .expect("parses");
+        governance.validate().expect("valid");
+
+        let local: NodeConfig = toml::from_str(
+            "[cold_tier]\nobject_lock = { mode = \"compliance\", retain = \"1day\" }\n\
+             [cold_tier.store]\nurl = \"file:///tmp/x\"",
+        )
+        .expect("parses");
+        let err = local
+            .validate()
+            .expect_err("a local folder has no Object Lock");
+        assert!(err.to_string().contains("cold_tier.object_lock"), "{err}");
+        assert!(err.to_string().contains("S3 Object Lock"), "{err}");
+        let zero: NodeConfig = toml::from_str(
+            "[cold_tier]\nobject_lock = { mode = \"compliance\", retain = \"0s\" }\n\
+             [cold_tier.store]\nurl = \"s3://b\"",
+        )
+        .expect("parses");
+        assert!(zero.validate().is_err(), "a zero period");
+        for bad in [
+            "object_lock = { mode = \"worm\", retain = \"1day\" }",
+            "object_lock = { mode = \"compliance\", retain = \"forever\" }",
+            "object_lock = { mode = \"compliance\" }",
+            "object_lock = { mode = \"compliance\", retain = \"1day\", legal_hold = true }",
+            "object_lock = \"compliance\"",
+        ] {
+            let text = format!("[cold_tier]\n{bad}\n[cold_tier.store]\nurl = \"s3://b\"");
+            assert!(toml::from_str::<NodeConfig>(&text).is_err(), "{bad}");
+        }
     }
 
     #[test]

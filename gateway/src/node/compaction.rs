@@ -164,6 +164,13 @@ impl Node {
                 }
                 Ok(r)
             }
+            Err(e @ pyralog_compactor::CompactorError::ObjectLock(_)) => {
+                self.metrics.compaction_errors.inc();
+                warn!(log = %log.id, partition = id, error = %e,
+                    "compaction refused: [cold_tier] object_lock is set");
+                state.last_error = Some(e.to_string());
+                Err(e.to_string())
+            }
             Err(e) => {
                 self.metrics.compaction_errors.inc();
                 warn!(log = %log.id, partition = id, error = %e,
@@ -207,6 +214,8 @@ impl Node {
     }
 
     /// Total retention over both tiers, then orphan GC (see `pyralog_compactor::retention`).
+    /// With `[cold_tier] object_lock`, a cut into the archive is refused (logged) and orphans
+    /// are kept.
     ///
     /// Every replica applies retention to its own segments; only the leader cuts the shared
     /// archive and collects its orphans. A follower reloads the manifest first (its copy goes
@@ -261,6 +270,12 @@ impl Node {
                         }
                     }
                 }
+                continue;
+            }
+            if cp.write_once().is_some() {
+                // Write-once storage: every orphan is a locked object. A DELETE would only
+                // hide it behind a delete marker (the locked version stays, billed, until its
+                // retain-until date) and WORM bucket policies often deny it: orphans are kept.
                 continue;
             }
             // GC deletes what the manifest does not name: it must be the latest one (a
