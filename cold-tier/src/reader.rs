@@ -533,7 +533,15 @@ fn parse_footer(seg: &ColdSegment, tail: &Bytes) -> Result<Parsed, ColdError> {
         };
         let (mut lo, mut hi) = (u64::MAX, 0u64);
         for c in rg.columns() {
-            let (start, len) = c.byte_range();
+            // `ColumnChunkMetaData::byte_range`, without its panic on the negative start or
+            // length a damaged footer can hold (found by the `cold_read` fuzz target).
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            let (Ok(start), Ok(len)) = (u64::try_from(start), u64::try_from(c.compressed_size()))
+            else {
+                return Err(corrupt(&format!(
+                    "row group {i} has a column chunk at a negative offset or of negative size"
+                )));
+            };
             lo = lo.min(start);
             hi = hi.max(start.saturating_add(len));
         }

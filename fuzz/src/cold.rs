@@ -12,7 +12,8 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use pyralog_cold_tier::{
-    decode_rows, encode_records, records_to_batches, ColdSegment, EncodeOptions, Manifest,
+    decode_rows, encode_records, records_to_batches, ColdSegment, EncodeOptions, EncodedSegment,
+    Manifest,
 };
 use pyralog_types::batch::{split_batches, Batch};
 use pyralog_types::{LogId, LogOffset, Record};
@@ -138,7 +139,12 @@ fn check_manifest(bytes: &[u8]) {
 }
 
 /// Records of the seed batches, as the archiver reads them from a closed segment.
-fn seed_records() -> Vec<Record> {
+pub(crate) fn seed_records() -> &'static [Record] {
+    static RECORDS: OnceLock<Vec<Record>> = OnceLock::new();
+    RECORDS.get_or_init(records_of_seed_batches)
+}
+
+fn records_of_seed_batches() -> Vec<Record> {
     let mut out: Vec<Record> = Vec::new();
     let mut next = 0u64;
     for (i, b) in seeds::batches().iter().enumerate() {
@@ -158,17 +164,32 @@ fn seed_records() -> Vec<Record> {
 /// A Parquet segment written by the archiver's encoder, small row groups and pages so the
 /// file has several of each.
 pub fn parquet_seed() -> &'static [u8] {
-    static SEED: OnceLock<Vec<u8>> = OnceLock::new();
+    &seed_segment().bytes
+}
+
+fn seed_segment() -> &'static EncodedSegment {
+    static SEED: OnceLock<EncodedSegment> = OnceLock::new();
     SEED.get_or_init(|| {
         let opts = EncodeOptions {
             row_group_bytes: 128,
             zstd_level: 1,
             data_page_row_limit: 4,
         };
-        encode_records(&seed_records(), &opts)
-            .expect("encode seed segment")
-            .bytes
-            .to_vec()
+        encode_records(seed_records(), &opts).expect("encode seed segment")
+    })
+}
+
+/// The manifest entry of [`parquet_seed`], as the archiver commits it.
+pub fn parquet_seed_segment() -> &'static ColdSegment {
+    static SEGMENT: OnceLock<ColdSegment> = OnceLock::new();
+    SEGMENT.get_or_init(|| {
+        let encoded = seed_segment();
+        let meta = &encoded.meta;
+        let key = format!(
+            "p/log=orders/partition=0/{:020}-{:020}.parquet",
+            meta.base_offset.0, meta.last_offset.0
+        );
+        ColdSegment::uploaded(meta, key, encoded.bytes.len() as u64, 0)
     })
 }
 

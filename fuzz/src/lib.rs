@@ -20,6 +20,7 @@
 
 pub mod batch;
 pub mod cold;
+pub mod cold_read;
 pub mod controller;
 pub mod damage;
 pub mod hot;
@@ -97,6 +98,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "parquet_segment",
         run: cold::parquet_target,
+    },
+    Target {
+        name: "cold_read",
+        run: cold_read::target,
     },
     Target {
         name: "controller_command",
@@ -188,6 +193,29 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 edits.extend([0, 0x20]);
             }
             vec![("valid".into(), valid), ("damaged".into(), edits)]
+        }
+        // The seed segment as written, read under each footer size the manifest may record
+        // (selector 0 unknown, 1 too small, 2 exact); a flipped byte in a row group's pages
+        // and in the footer; a cut; and a file that is not Parquet at all.
+        "cold_read" => {
+            let len = cold::parquet_seed().len();
+            let mut out = vec![
+                ("footer-guessed".into(), vec![0b0000_0001]),
+                ("footer-too-small".into(), vec![0b0000_1001]),
+                ("footer-exact".into(), vec![0b0001_0001]),
+                ("not-parquet".into(), b"\0PAR1 is not a segment".to_vec()),
+            ];
+            for (name, pos, op, value) in [
+                ("flip-pages", 300u16, 0u8, 0x10u8),
+                ("flip-footer", (len - 40) as u16, 0, 0x04),
+                ("cut", (len / 2) as u16, 2, 0),
+            ] {
+                let mut edits = vec![0b0001_0001];
+                edits.extend(pos.to_le_bytes());
+                edits.extend([op, value]);
+                out.push((name.into(), edits));
+            }
+            out
         }
         "controller_command" => vec![
             ("history".into(), controller::seed()),

@@ -55,6 +55,7 @@ fuzz_target!(producer_snapshot);
 fuzz_target!(clean_marker);
 fuzz_target!(cold_manifest);
 fuzz_target!(parquet_segment);
+fuzz_target!(cold_read);
 fuzz_target!(controller_command);
 fuzz_target!(request);
 fuzz_target!(bearer_token);
