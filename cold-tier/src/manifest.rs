@@ -38,6 +38,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use pyralog_types::{LogId, LogOffset, PartitionId, TimestampMicros};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use crate::error::ColdError;
 use crate::layout::Layout;
@@ -130,6 +131,12 @@ pub struct Manifest {
     /// in manifests written before this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed_at: Option<TimestampMicros>,
+    /// SHA-256 (hex) of the previous version's stored bytes ([`Manifest::link_of`]): the
+    /// versions of a partition form a hash chain, so an older version edited in place no
+    /// longer links to the one after it (`pyralog ledger verify` checks the versions the
+    /// bucket keeps). Absent in version 1 and in manifests written before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_hash: Option<String>,
 }
 
 impl Manifest {
@@ -145,6 +152,7 @@ impl Manifest {
             segments: Vec::new(),
             archived_end: None,
             committed_at: None,
+            prev_hash: None,
         }
     }
 
@@ -157,12 +165,25 @@ impl Manifest {
         Ok(next)
     }
 
-    /// A copy with `version + 1`, to edit and commit.
+    /// A copy with `version + 1`, linked to this version ([`Manifest::prev_hash`]), to edit
+    /// and commit.
     pub fn next_version(&self) -> Manifest {
         Manifest {
             version: self.version + 1,
+            prev_hash: (self.version > 0).then(|| Manifest::link_of(&self.encode())),
             ..self.clone()
         }
+    }
+
+    /// The stored bytes of this version (what [`ManifestStore::commit`] writes).
+    pub fn encode(&self) -> Vec<u8> {
+        // A struct of strings and integers always serializes.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// The link to a stored version: hex SHA-256 of its bytes.
+    pub fn link_of(stored: &[u8]) -> String {
+        pyralog_ledger::to_hex(&sha2::Sha256::digest(stored).into())
     }
 
     /// One past the last archived offset (`None` when nothing was ever archived).
@@ -383,6 +404,25 @@ impl ManifestStore {
             .map_err(|e| ColdError::store("get", key, e))
     }
 
+    /// The stored bytes of one version (`None` if the bucket does not hold it).
+    pub async fn version_bytes(
+        &self,
+        log: &LogId,
+        partition: PartitionId,
+        version: u64,
+    ) -> Result<Option<bytes::Bytes>, ColdError> {
+        let key = self.layout.manifest_key(log, partition, version);
+        match self.store.get(&key).await {
+            Ok(res) => res
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| ColdError::store("get", &key, e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(ColdError::store("get", &key, e)),
+        }
+    }
+
     /// Commits `new` as the version after `expected` (`None`: the first version). Exactly one
     /// of several racing writers succeeds; the others get [`ColdError::ManifestConflict`] and
     /// should reload. Repeating a commit whose answer was lost is safe.
@@ -406,8 +446,7 @@ impl ManifestStore {
             ));
         }
         new.validate().map_err(ColdError::InvalidInput)?;
-        let body =
-            serde_json::to_vec_pretty(new).map_err(|e| ColdError::InvalidInput(e.to_string()))?;
+        let body = new.encode();
         let key = self.layout.manifest_key(log, partition, new.version);
         let conflict = || ColdError::ManifestConflict {
             log: log.clone(),

@@ -19,7 +19,9 @@
 
 mod checkpoints;
 mod error;
+mod findings;
 mod keyfile;
+mod manifest_links;
 mod proofs;
 mod tree;
 mod verify;

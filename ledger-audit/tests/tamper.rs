@@ -324,6 +324,50 @@ async fn a_manifest_rolled_back_is_caught_by_the_newest_checkpoint() {
 }
 
 #[tokio::test]
+async fn an_older_manifest_version_edited_in_place_is_named_by_the_next_versions_link() {
+    let b = three_objects().await;
+    let key = b.layout.manifest_key(&b.log, P, 2);
+    let mut v2: Manifest = serde_json::from_slice(&b.get(&key).await).expect("version 2");
+    // Version 2 rewritten to say its second object came from another generation.
+    v2.segments[1].generation += 1;
+    b.store
+        .put(&key, PutPayload::from(v2.encode()))
+        .await
+        .expect("put");
+    let findings = b.findings().await;
+    assert!(
+        matches!(
+            findings.as_slice(),
+            [Finding::ManifestLinkBroken { partition: P, version: 3, detail }]
+                if detail.contains("version 2 as stored hashes to")
+        ),
+        "{findings:?}"
+    );
+    assert!(findings[0]
+        .to_string()
+        .contains("manifest version 3 does not link to version 2"));
+}
+
+#[tokio::test]
+async fn a_link_removed_from_a_manifest_version_is_named() {
+    let b = three_objects().await;
+    let key = b.layout.manifest_key(&b.log, P, 3);
+    let mut v3: Manifest = serde_json::from_slice(&b.get(&key).await).expect("version 3");
+    v3.prev_hash = None;
+    b.store
+        .put(&key, PutPayload::from(v3.encode()))
+        .await
+        .expect("put");
+    let findings = b.findings().await;
+    assert!(
+        findings
+            .iter()
+            .any(|f| matches!(f, Finding::ManifestLinkBroken { version: 3, .. })),
+        "{findings:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_object_dropped_from_a_new_manifest_breaks_range_chain_and_checkpoints() {
     let mut b = three_objects().await;
     let mut forged = b.manifest.next_version();
