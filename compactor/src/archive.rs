@@ -198,16 +198,24 @@ async fn hot_chain_mismatch(
                 offset: from,
                 end: after,
                 detail: format!(
-                    "ledger chain: the archive's head before offset {from} is {}, this replica's \
-                 chain journal says {}; the local copy and the archive hold different histories",
+                    "ledger chain: this replica's chain journal says the head before offset \
+                     {from} is {} and after offset {last} is {}; the archive says {} and {}: \
+                     the local copy and the archive hold different histories",
+                    hex(at_from),
+                    hex(at_end),
                     pyralog_ledger::to_hex(&start),
-                    at_from.map_or_else(String::new, |h| pyralog_ledger::to_hex(&h))
+                    hex(end)
                 ),
             }
         })))
     })
     .await
     .map_err(|e| CompactorError::Task(e.to_string()))?
+}
+
+/// A chain head for a message, or `unknown` where the journal does not hold it.
+fn hex(h: Option<pyralog_ledger::Hash>) -> String {
+    h.map_or_else(|| "unknown".to_string(), |h| pyralog_ledger::to_hex(&h))
 }
 
 /// Where a ledger partition's next object continues the chain: the last archived object's

@@ -375,6 +375,9 @@ pub(crate) async fn reconcile_partition(
     }
 }
 
+/// Longest wait between fetches a follower retries after its copy was refused as corrupt.
+const CORRUPT_FETCH_BACKOFF: Duration = Duration::from_secs(10);
+
 /// A follower's replication loop for one partition in one epoch; ends when the role changes.
 #[derive(Debug)]
 pub(crate) struct FollowerTask {
@@ -405,11 +408,17 @@ impl FollowerTask {
                 Err(e) => {
                     debug!(log = %self.log, partition = self.partition, error = %e,
                         "replica fetch failed; retrying");
+                    // A copy refused as corrupt (a ledger chain mismatch) will not pass by
+                    // retrying at once: wait longer before fetching it again.
+                    let ceiling = match e {
+                        GatewayError::CorruptData(_) => CORRUPT_FETCH_BACKOFF,
+                        _ => Duration::from_millis(500),
+                    };
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = roles.changed() => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    backoff = (backoff * 2).min(ceiling);
                 }
             }
         }
@@ -473,7 +482,13 @@ impl FollowerTask {
                 tokio::task::spawn_blocking(move || {
                     let from = hot.end_offset();
                     replica_chain::check_before(&hot, &before)?;
-                    append_all(&hot, batches, every_batch)?;
+                    if let Err(e) = append_all(&hot, batches, every_batch) {
+                        // A ledger keeps no copied prefix its leader's chain did not vouch for.
+                        if hot.is_ledger() {
+                            hot.truncate_to(from)?;
+                        }
+                        return Err(e);
+                    }
                     replica_chain::check_after(&hot, from, &after)
                 })
                 .await

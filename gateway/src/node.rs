@@ -672,13 +672,23 @@ fn seed_chain_from_archive(
     log: &PartitionLog,
     cold: &pyralog_cold_tier::ColdPartition,
 ) -> Result<(), pyralog_hot_tier::HotError> {
-    if !log.is_ledger() || log.chain_end().is_some() || cold.end_offset() != Some(log.end_offset())
-    {
+    if !log.is_ledger() || log.chain_end().is_some() {
         return Ok(());
     }
     let manifest = cold.manifest();
-    if let Some(seal) = manifest.segments.last().and_then(|s| s.ledger) {
-        log.seed_chain(log.end_offset(), &seal.chain_end)?;
+    match manifest.segments.last().and_then(|s| s.ledger) {
+        Some(seal) if cold.end_offset() == Some(log.end_offset()) => {
+            log.seed_chain(log.end_offset(), &seal.chain_end)?;
+        }
+        _ if log.end_offset() > log.start_offset() => {
+            // Nothing to compare this copy with until it is cut back to a known head (a
+            // follower that restarts below its leader's start adopts the leader's).
+            warn!(dir = ?log, start = %log.start_offset(), end = %log.end_offset(),
+                "ledger chain unknown for this local copy (its journal is missing and it \
+                 does not start at offset 0): its records are not chain-checked until it is \
+                 repaired or restored");
+        }
+        _ => {}
     }
     Ok(())
 }

@@ -133,10 +133,14 @@ impl ChainJournal {
         Ok(decode(&b))
     }
 
+    /// Keeps the first `count` entries. Synced: entries of a history the log no longer holds
+    /// (a truncated tail, a batch that failed to append) must not come back after a crash
+    /// beside the new entries written after them.
     fn cut(&mut self, count: u64) -> Result<(), HotError> {
         self.file
             .set_len(count * ENTRY)
             .map_err(io_err("truncate", &self.path))?;
+        self.file.sync_data().map_err(io_err("fsync", &self.path))?;
         self.count = count;
         self.last = match count {
             0 => None,
@@ -174,8 +178,16 @@ impl ChainJournal {
         let Some((end, head)) = self.last else {
             return Ok(None);
         };
+        if end != base {
+            return Err(HotError::Corrupt {
+                path: self.path.clone(),
+                position: end,
+                detail: format!(
+                    "the chain journal ends at offset {end}, the batch starts at {base}"
+                ),
+            });
+        }
         let (new_end, head) = chain_batch(head, batch, base, epoch)?;
-        debug_assert_eq!(end, base);
         self.push(new_end, &head)?;
         Ok(Some(self.count - 1))
     }
@@ -237,21 +249,35 @@ impl ChainJournal {
         Ok((end == offset).then_some(head))
     }
 
-    /// Entries with an end offset in `[from, to]`, oldest first.
-    pub(crate) fn entries(&self, from: u64, to: u64) -> Result<Vec<(u64, Hash)>, HotError> {
+    /// Visits the entries with an end offset in `[from, to]`, oldest first, reading them a
+    /// chunk at a time (a journal can hold millions of entries).
+    pub(crate) fn for_each_entry(
+        &self,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(u64, Hash) -> Result<bool, HotError>,
+    ) -> Result<(), HotError> {
+        const CHUNK: u64 = 4096;
         let mut i = self.partition_point(from.saturating_sub(1))?;
-        let mut out = Vec::new();
+        let mut buf = vec![0u8; (CHUNK * ENTRY) as usize];
         while i < self.count {
-            let e = self.entry(i)?;
-            if e.0 > to {
-                break;
+            let n = (self.count - i).min(CHUNK);
+            let bytes = &mut buf[..(n * ENTRY) as usize];
+            self.file
+                .read_exact_at(bytes, i * ENTRY)
+                .map_err(io_err("read", &self.path))?;
+            for entry in bytes.chunks_exact(ENTRY as usize) {
+                let (end, head) = decode(entry);
+                if end > to {
+                    return Ok(());
+                }
+                if end >= from && !f(end, head)? {
+                    return Ok(());
+                }
             }
-            if e.0 >= from {
-                out.push(e);
-            }
-            i += 1;
+            i += n;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Drops the entries that end below `start` (segments deleted from the log's start),
@@ -269,10 +295,6 @@ impl ChainJournal {
             return Ok(());
         }
         let kept = self.count - first;
-        let mut bytes = vec![0u8; usize::try_from(kept * ENTRY).unwrap_or(usize::MAX)];
-        self.file
-            .read_exact_at(&mut bytes, first * ENTRY)
-            .map_err(io_err("read", &self.path))?;
         let tmp = self.path.with_extension("chain.tmp");
         let file = OpenOptions::new()
             .read(true)
@@ -281,8 +303,18 @@ impl ChainJournal {
             .truncate(true)
             .open(&tmp)
             .map_err(io_err("create", &tmp))?;
-        file.write_all_at(&bytes, 0)
-            .map_err(io_err("write", &tmp))?;
+        // Copied a chunk at a time: the kept part can be large.
+        let mut buf = vec![0u8; 1 << 20];
+        let (mut done, total) = (0u64, kept * ENTRY);
+        while done < total {
+            let n = (total - done).min(buf.len() as u64) as usize;
+            self.file
+                .read_exact_at(&mut buf[..n], first * ENTRY + done)
+                .map_err(io_err("read", &self.path))?;
+            file.write_all_at(&buf[..n], done)
+                .map_err(io_err("write", &tmp))?;
+            done += n as u64;
+        }
         file.sync_all().map_err(io_err("fsync", &tmp))?;
         std::fs::rename(&tmp, &self.path).map_err(io_err("rename", &tmp))?;
         if let Some(dir) = self.path.parent() {

@@ -48,7 +48,7 @@ impl PartitionLog {
     /// Chains the batches between the journal's end and the log end (after a crash cut the
     /// journal's unsynced tail, or a truncation cut it below the new end).
     pub(super) fn chain_catch_up(&self, journal: &mut ChainJournal) -> Result<(), HotError> {
-        while let Some((at, _)) = journal.end() {
+        while let Some((mut at, _)) = journal.end() {
             if at >= self.end_offset().0 || at < self.start_offset().0 {
                 return Ok(());
             }
@@ -59,17 +59,17 @@ impl PartitionLog {
             for batch in split_batches(read.batches) {
                 let batch = batch?;
                 let h = batch.header();
-                if h.base_offset != journal.end().map_or(at, |e| e.0) {
-                    return Err(HotError::Corrupt {
-                        path: self.dir.join(crate::chain::CHAIN_FILE),
-                        position: at,
-                        detail: format!(
-                            "the chain journal ends at offset {at}, inside the batch at {}",
-                            h.base_offset
-                        ),
-                    });
+                if h.base_offset != at {
+                    // The journal's last entry is not a batch boundary of this log (entries of
+                    // another history): cut back to the batch and recompute from there.
+                    tracing::warn!(dir = %self.dir.display(), journal_end = at,
+                        batch = h.base_offset,
+                        "the chain journal does not end at a batch boundary; recomputing it");
+                    journal.truncate(h.base_offset.min(at.saturating_sub(1)))?;
+                    break;
                 }
                 journal.append(&batch, h.base_offset, Epoch(h.epoch))?;
+                at = journal.end().map_or(at, |e| e.0);
             }
         }
         Ok(())
@@ -136,9 +136,9 @@ impl PartitionLog {
         }
     }
 
-    /// Whether this log keeps a chain (it is a ledger).
+    /// Whether this log keeps a chain (it is a ledger). Takes no lock.
     pub fn is_ledger(&self) -> bool {
-        self.chain.lock().is_some()
+        self.options.ledger_genesis.is_some()
     }
 
     /// The chain head after every record below `offset`, if `offset` is a batch boundary
@@ -179,13 +179,10 @@ impl PartitionLog {
         from: LogOffset,
         to: LogOffset,
     ) -> Result<Option<ChainMismatch>, HotError> {
-        let (start, entries) = {
-            let chain = self.chain.lock();
-            let Some(journal) = chain.as_ref() else {
-                return Ok(None);
-            };
-            let start = journal.head_at(from.0)?;
-            (start, journal.entries(from.0 + 1, to.0)?)
+        // The journal is locked only while it is read, never while the data is: appends go on.
+        let start = match self.chain.lock().as_ref() {
+            Some(journal) => journal.head_at(from.0)?,
+            None => return Ok(None),
         };
         let Some(mut head) = start else {
             return Err(HotError::Corrupt {
@@ -194,17 +191,35 @@ impl PartitionLog {
                 detail: format!("the chain journal has no head at offset {from}"),
             });
         };
-        let mut claims = entries.into_iter().peekable();
+        // The claims are read in step with the data, a chunk of each at a time.
         let mut at = from.0;
-        while at < to.0 {
+        let mut found = None;
+        while at < to.0 && found.is_none() {
             let read = self.read(LogOffset(at), CATCH_UP_READ, to)?;
             if read.batches.is_empty() {
                 break;
             }
+            let mut computed = Vec::new();
             for batch in split_batches(read.batches) {
                 let batch = batch?;
                 let h = batch.header();
                 let (end, next) = chain_batch(head, &batch, h.base_offset, Epoch(h.epoch))?;
+                computed.push((h.base_offset, end, next));
+                head = next;
+            }
+            let (first_end, last_end) = match (computed.first(), computed.last()) {
+                (Some(f), Some(l)) => (f.1, l.1),
+                _ => break,
+            };
+            let mut claims = Vec::with_capacity(computed.len());
+            if let Some(journal) = self.chain.lock().as_ref() {
+                journal.for_each_entry(first_end, last_end, |end, claim| {
+                    claims.push((end, claim));
+                    Ok(true)
+                })?;
+            }
+            let mut claims = claims.into_iter().peekable();
+            for (base, end, next) in computed {
                 let claim = loop {
                     match claims.peek() {
                         Some((e, _)) if *e < end => {
@@ -214,33 +229,28 @@ impl PartitionLog {
                         _ => break None,
                     }
                 };
-                match claim {
-                    Some(c) if c == next => {}
-                    other => {
-                        return Ok(Some(ChainMismatch {
-                            offset: LogOffset(h.base_offset),
-                            end: LogOffset(end),
-                            detail: match other {
-                                Some(c) => format!(
-                                    "ledger chain mismatch in the batch at offsets {}..{end}: \
-                                     the records hash to {}, the journal says {}",
-                                    h.base_offset,
-                                    to_hex(&next),
-                                    to_hex(&c)
-                                ),
-                                None => format!(
-                                    "ledger chain: the journal has no head after the batch at \
-                                     offsets {}..{end}",
-                                    h.base_offset
-                                ),
-                            },
-                        }))
-                    }
+                if claim != Some(next) {
+                    found = Some(ChainMismatch {
+                        offset: LogOffset(base),
+                        end: LogOffset(end),
+                        detail: match claim {
+                            Some(c) => format!(
+                                "ledger chain mismatch in the batch at offsets {base}..{end}: \
+                                 the records hash to {}, the journal says {}",
+                                to_hex(&next),
+                                to_hex(&c)
+                            ),
+                            None => format!(
+                                "ledger chain: the journal has no head after the batch at \
+                                 offsets {base}..{end}"
+                            ),
+                        },
+                    });
+                    break;
                 }
-                head = next;
                 at = end;
             }
         }
-        Ok(None)
+        Ok(found)
     }
 }

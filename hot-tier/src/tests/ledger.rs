@@ -292,3 +292,31 @@ fn deleting_segments_from_the_start_prunes_the_journal_but_keeps_the_head_at_the
         None
     );
 }
+
+#[test]
+fn a_journal_ending_inside_a_batch_is_cut_back_and_recomputed_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    {
+        let log = open(dir.path(), ledger_options(1 << 20), &clock);
+        fill(&log, 4);
+    }
+    // A crash left entries of another history: the journal ends at 7, inside the batch 6..9.
+    let journal = dir.path().join("ledger.chain");
+    let mut bytes = std::fs::read(&journal).expect("read");
+    bytes.truncate(3 * 40); // genesis, 3, 6
+    bytes.extend(7u64.to_be_bytes());
+    bytes.extend([9u8; 32]);
+    std::fs::write(&journal, bytes).expect("write");
+    let log = open(dir.path(), ledger_options(1 << 20), &clock);
+    assert_eq!(
+        log.chain_end(),
+        Some((LogOffset(12), expected_head(&log, 12)))
+    );
+    assert_eq!(log.chain_head_at(LogOffset(7)).expect("head"), None);
+    assert_eq!(
+        log.verify_chain(LogOffset(0), LogOffset(12))
+            .expect("verify"),
+        None
+    );
+}
