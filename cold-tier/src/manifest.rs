@@ -331,7 +331,7 @@ impl ManifestStore {
     ) -> Result<(), ColdError> {
         match &self.write_once {
             Some(lock) => {
-                lock.lock(&self.layout.manifest_key(log, partition, version))
+                lock.lock(&self.layout.manifest_key(log, partition, version), None)
                     .await
             }
             None => Ok(()),
@@ -454,12 +454,16 @@ impl ManifestStore {
             attempted: new.version,
         };
         let opts = PutOptions::from(PutMode::Create);
+        let mut stored_version = None;
         let outcome = match self
             .store
             .put_opts(&key, PutPayload::from(body.clone()), opts)
             .await
         {
-            Ok(_) => CommitOutcome::Committed(ManifestVersion(new.version)),
+            Ok(put) => {
+                stored_version = put.version;
+                CommitOutcome::Committed(ManifestVersion(new.version))
+            }
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
@@ -475,7 +479,7 @@ impl ManifestStore {
         // Locked before the commit reports success; a failure here leaves the version
         // unlocked, and the load that adopts it locks it (see `crate::write_once`).
         if let Some(lock) = &self.write_once {
-            lock.lock(&key).await?;
+            lock.lock(&key, stored_version.as_deref()).await?;
         }
         // A version above ours means ours re-created a pruned one: it is not the latest.
         if self

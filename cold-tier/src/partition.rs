@@ -225,7 +225,7 @@ impl ColdPartition {
                 // any committed manifest names it.
                 for seg in &next.segments {
                     if !base.segments.iter().any(|s| s.key == seg.key) {
-                        lock.lock(&seg.path()).await?;
+                        lock.lock(&seg.path(), None).await?;
                     }
                 }
             }

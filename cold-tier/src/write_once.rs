@@ -10,12 +10,20 @@
 //!    manifest adds *before* committing that manifest, so no committed manifest ever names an
 //!    object that is not locked;
 //! 3. the manifest version is committed (create-only PUT);
-//! 4. the manifest version is locked ([`crate::ManifestStore::commit`]). A crash or failure
-//!    between 3 and 4 is healed by the next load that adopts that version (partition open on
-//!    any node, or the reload after a commit conflict), which locks it.
+//! 4. the manifest version is locked ([`crate::ManifestStore::commit`]), the very version the
+//!    PUT created (by its version id). A crash or failure between 3 and 4 is healed by the
+//!    next load that adopts that version (partition open on any node, or the reload after a
+//!    commit conflict), which locks it.
 //!
-//! Locking is idempotent: locking again sets the retain-until date to `now + retain`, which
-//! only ever extends it (S3 refuses to shorten a compliance-mode lock).
+//! Locking is idempotent: a version already retained into the future is left alone, so a
+//! reload never asks the store to shorten a retention (S3 refuses that in compliance mode,
+//! which would stop the node from opening its own partitions).
+//!
+//! What this does not close: between a segment object's upload and its lock (step 1 to 2) a
+//! principal allowed to write the bucket could put a new version over it, and step 2 locks
+//! the current version. A bucket *default retention* (`PutObjectLockConfiguration` with a
+//! default rule) has S3 lock every version at its PUT and closes that window; the node's own
+//! lock then finds the version retained and leaves it.
 //!
 //! [`ObjectLockSettings`] is the plain configuration (`[cold_tier] object_lock = { mode =
 //! "compliance", retain = "7years" }`); it only makes sense on an `s3://` store.
@@ -32,9 +40,12 @@ use crate::store::ObjectStoreConfig;
 /// Puts stored objects under write-once retention.
 #[async_trait]
 pub trait WriteOnce: Send + Sync + std::fmt::Debug {
-    /// Puts the current version of the object at `key` under retention until now plus the
-    /// configured period. Idempotent; never shortens an existing retention.
-    async fn lock(&self, key: &Path) -> Result<(), ColdError>;
+    /// Puts the object at `key` under retention until now plus the configured period:
+    /// `version` (the id the store answered the PUT with, on a versioned bucket) or, without
+    /// one, the current version. A version already retained into the future is left as it is:
+    /// locking is idempotent and never shortens, nor extends, a retention (a `retain` lowered
+    /// in the configuration since does not make the store refuse the node's own objects).
+    async fn lock(&self, key: &Path, version: Option<&str>) -> Result<(), ColdError>;
 
     /// What the lock is, for messages: `S3 Object Lock (compliance, retain 7years)`.
     fn describe(&self) -> String;

@@ -3,7 +3,8 @@
 //! `object_store` cannot set Object Lock retention, so this crate is the one place that
 //! speaks S3's own API (`aws-sdk-s3`, kept out of every other crate). It implements the cold
 //! tier's [`WriteOnce`] step: [`S3ObjectLock::lock`] sends `PutObjectRetention` (mode and
-//! `retain-until = now + retain`) for the current version of an object the node just stored.
+//! `retain-until = now + retain`) for the version of an object the node just stored, unless
+//! `HeadObject` says that version is already retained into the future.
 //! The cold tier calls it for every segment object before the manifest naming it commits, and
 //! for every manifest version right after its PUT (the order is in
 //! `pyralog_cold_tier::write_once`).
@@ -31,6 +32,7 @@ use aws_sdk_s3::config::{
     SharedCredentialsProvider,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::head_object::HeadObjectError;
 use aws_sdk_s3::types::{ObjectLockEnabled, ObjectLockRetention, ObjectLockRetentionMode};
 use object_store::aws::{AmazonS3ConfigKey, AwsCredentialProvider};
 use object_store::path::Path;
@@ -120,6 +122,31 @@ impl S3ObjectLock {
         }
     }
 
+    /// The retain-until date the object version already has, if any, from `HeadObject`
+    /// (which reports it to a principal with `s3:GetObjectRetention`; `GetObjectRetention`
+    /// itself is not served by every S3-compatible server). A version that is not there is
+    /// `None`, and `PutObjectRetention` then reports it.
+    async fn retained_until(
+        &self,
+        key: &Path,
+        version: Option<&str>,
+    ) -> Result<Option<aws_sdk_s3::primitives::DateTime>, SdkError<HeadObjectError, HttpResponse>>
+    {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key.as_ref())
+            .set_version_id(version.map(str::to_owned))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.object_lock_retain_until_date().copied()),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn retain_until(&self) -> aws_sdk_s3::primitives::DateTime {
         let now_us = self.clock.now_micros();
         let retain_us = i64::try_from(self.settings.retain.as_micros()).unwrap_or(i64::MAX);
@@ -133,7 +160,29 @@ impl S3ObjectLock {
 
 #[async_trait]
 impl WriteOnce for S3ObjectLock {
-    async fn lock(&self, key: &Path) -> Result<(), ColdError> {
+    async fn lock(&self, key: &Path, version: Option<&str>) -> Result<(), ColdError> {
+        let failed = |call: &str, retriable: bool, e: String| ColdError::Lock {
+            path: key.to_string(),
+            retriable,
+            detail: format!(
+                "{call} ({}) on bucket {:?}{}: {e}",
+                self.describe(),
+                self.bucket,
+                version.map_or_else(String::new, |v| format!(", version {v}"))
+            ),
+        };
+        if let Some(until) = self.retained_until(key, version).await.map_err(|e| {
+            failed(
+                "HeadObject",
+                is_transient(&e),
+                DisplayErrorContext(&e).to_string(),
+            )
+        })? {
+            if until.secs() > self.clock.now_micros().div_euclid(1_000_000) {
+                tracing::debug!(%key, until = %until, "object already retained");
+                return Ok(());
+            }
+        }
         let mode = match self.settings.mode {
             LockMode::Compliance => ObjectLockRetentionMode::Compliance,
             LockMode::Governance => ObjectLockRetentionMode::Governance,
@@ -142,30 +191,23 @@ impl WriteOnce for S3ObjectLock {
             .mode(mode)
             .retain_until_date(self.retain_until())
             .build();
-        let res = self
-            .client
+        self.client
             .put_object_retention()
             .bucket(&self.bucket)
             .key(key.as_ref())
+            .set_version_id(version.map(str::to_owned))
             .retention(retention)
             .send()
-            .await;
-        match res {
-            Ok(_) => {
-                tracing::debug!(%key, mode = %self.settings.mode, "object locked");
-                Ok(())
-            }
-            Err(e) => Err(ColdError::Lock {
-                path: key.to_string(),
-                retriable: is_transient(&e),
-                detail: format!(
-                    "PutObjectRetention ({}) on bucket {:?}: {}",
-                    self.describe(),
-                    self.bucket,
-                    DisplayErrorContext(&e)
-                ),
-            }),
-        }
+            .await
+            .map_err(|e| {
+                failed(
+                    "PutObjectRetention",
+                    is_transient(&e),
+                    DisplayErrorContext(&e).to_string(),
+                )
+            })?;
+        tracing::debug!(%key, mode = %self.settings.mode, "object locked");
+        Ok(())
     }
 
     fn describe(&self) -> String {

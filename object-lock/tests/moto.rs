@@ -75,8 +75,18 @@ async fn locks_objects_on_a_lock_bucket_and_refuses_a_bucket_without_object_lock
         .put(&key, PutPayload::from_static(b"archived bytes"))
         .await
         .expect("put");
-    lock.lock(&key).await.expect("lock");
-    lock.lock(&key).await.expect("locking again only extends");
+    lock.lock(&key, put.version.as_deref()).await.expect("lock");
+    // A node restarted with a shorter `retain` adopts what an earlier one locked: the
+    // version is retained already, so it is left alone (S3 would refuse a shorter date).
+    let hour = ObjectLockSettings {
+        retain: Duration::from_secs(3_600),
+        ..day()
+    };
+    S3ObjectLock::new(&cfg, hour)
+        .expect("lock")
+        .lock(&key, None)
+        .await
+        .expect("locking a retained version again is a no-op");
     let head = s3
         .head_object()
         .bucket(&bucket)
@@ -116,7 +126,41 @@ async fn locks_objects_on_a_lock_bucket_and_refuses_a_bucket_without_object_lock
     assert_eq!(body.as_ref(), b"archived bytes");
 
     // Locking an object that is not there is an error, never a silent success.
-    assert!(lock.lock(&Path::from("run/none")).await.is_err());
+    assert!(lock.lock(&Path::from("run/none"), None).await.is_err());
+
+    // The version the PUT created is the one locked, even when another was put over it
+    // before the lock.
+    let key2 = Path::from("run/log=a/partition=0/_manifests/2.json");
+    let ours = store
+        .put(&key2, PutPayload::from_static(b"ours"))
+        .await
+        .expect("put")
+        .version
+        .expect("a versioned bucket names the version");
+    let theirs = store
+        .put(&key2, PutPayload::from_static(b"theirs"))
+        .await
+        .expect("put over")
+        .version
+        .expect("version");
+    lock.lock(&key2, Some(&ours)).await.expect("lock ours");
+    let retained = |v: String| {
+        let s3 = s3.clone();
+        let (bucket, key) = (bucket.clone(), key2.to_string());
+        async move {
+            s3.head_object()
+                .bucket(bucket)
+                .key(key)
+                .version_id(v)
+                .send()
+                .await
+                .expect("head version")
+                .object_lock_retain_until_date()
+                .is_some()
+        }
+    };
+    assert!(retained(ours).await, "the stored version is locked");
+    assert!(!retained(theirs).await, "the version put over it is not");
 
     // The suite's ordinary bucket has no Object Lock: refused, naming it.
     let plain = std::env::var("PYRALOG_S3_BUCKET").unwrap_or_else(|_| "pyralog".into());

@@ -31,7 +31,7 @@ struct Recorder {
 
 #[async_trait]
 impl WriteOnce for Recorder {
-    async fn lock(&self, key: &Path) -> Result<(), ColdError> {
+    async fn lock(&self, key: &Path, _version: Option<&str>) -> Result<(), ColdError> {
         if let Some(f) = self.fail.lock().clone() {
             if key.as_ref().contains(&f) {
                 return Err(ColdError::Lock {
