@@ -99,3 +99,6 @@ pub(crate) fn check_after(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
