@@ -25,10 +25,6 @@ impl GroupService {
     pub(crate) fn new(node: Arc<Node>) -> Self {
         GroupService { node }
     }
-
-    fn fail(&self, rpc: &str, e: GatewayError) -> Status {
-        crate::services::fail(&self.node, rpc, e)
-    }
 }
 
 fn strategy_from_wire(s: i32) -> Result<Strategy, GatewayError> {
@@ -117,13 +113,9 @@ impl Groups for GroupService {
             logs: req.logs,
             session_timeout: millis_or(req.session_timeout_ms, DEFAULT_SESSION_TIMEOUT),
             rebalance_timeout: millis_or(req.rebalance_timeout_ms, DEFAULT_REBALANCE_TIMEOUT),
-            strategy: strategy_from_wire(req.strategy).map_err(|e| self.fail("join_group", e))?,
+            strategy: strategy_from_wire(req.strategy)?,
         };
-        let joined = self
-            .node
-            .join_group(spec)
-            .await
-            .map_err(|e| self.fail("join_group", e))?;
+        let joined = self.node.join_group(spec).await?;
         Ok(Response::new(v1::JoinGroupResponse {
             member_id: joined.member,
             generation: joined.generation,
@@ -142,8 +134,7 @@ impl Groups for GroupService {
         let (generation, assigned) = self
             .node
             .sync_group(&req.group, &req.member_id, req.generation)
-            .await
-            .map_err(|e| self.fail("sync_group", e))?;
+            .await?;
         Ok(Response::new(v1::SyncGroupResponse {
             generation,
             assignment: to_wire(&assigned),
@@ -158,12 +149,11 @@ impl Groups for GroupService {
             .guard(&request)?
             .check(Operation::Group, Resource::Group(&request.get_ref().group))?;
         let req = request.into_inner();
-        let owned = from_wire(req.owned).map_err(|e| self.fail("group_heartbeat", e))?;
+        let owned = from_wire(req.owned)?;
         let answer = self
             .node
             .group_heartbeat(&req.group, &req.member_id, owned)
-            .await
-            .map_err(|e| self.fail("group_heartbeat", e))?;
+            .await?;
         Ok(Response::new(v1::GroupHeartbeatResponse {
             generation: answer.generation,
             group_generation: answer.group_generation,
@@ -179,10 +169,7 @@ impl Groups for GroupService {
             .guard(&request)?
             .check(Operation::Group, Resource::Group(&request.get_ref().group))?;
         let req = request.into_inner();
-        self.node
-            .leave_group(&req.group, &req.member_id)
-            .await
-            .map_err(|e| self.fail("leave_group", e))?;
+        self.node.leave_group(&req.group, &req.member_id).await?;
         Ok(Response::new(v1::LeaveGroupResponse {}))
     }
 
@@ -208,13 +195,10 @@ impl Groups for GroupService {
                     header: c.vlsn_header,
                 },
                 None => {
-                    return Err(self.fail(
-                        "commit_offsets",
-                        GatewayError::InvalidRequest(format!(
-                            "commit for {}/{} names neither an offset nor a vlsn",
-                            c.log, c.partition
-                        )),
-                    ))
+                    return Err(Status::from(GatewayError::InvalidRequest(format!(
+                        "commit for {}/{} names neither an offset nor a vlsn",
+                        c.log, c.partition
+                    ))))
                 }
             };
             specs.push(CommitSpec {
@@ -227,11 +211,7 @@ impl Groups for GroupService {
         let member = Some(req.member_id)
             .filter(|m| !m.is_empty())
             .map(|m| (m, req.generation));
-        let committed = self
-            .node
-            .commit_offsets(&req.group, member, specs)
-            .await
-            .map_err(|e| self.fail("commit_offsets", e))?;
+        let committed = self.node.commit_offsets(&req.group, member, specs).await?;
         Ok(Response::new(v1::CommitOffsetsResponse {
             committed: committed.into_iter().map(committed_to_wire).collect(),
         }))
@@ -246,11 +226,7 @@ impl Groups for GroupService {
             Resource::Group(&request.get_ref().group),
         )?;
         let req = request.into_inner();
-        let offsets = self
-            .node
-            .fetch_offsets(&req.group, &req.logs)
-            .await
-            .map_err(|e| self.fail("fetch_offsets", e))?;
+        let offsets = self.node.fetch_offsets(&req.group, &req.logs).await?;
         Ok(Response::new(v1::FetchOffsetsResponse {
             offsets: offsets.into_iter().map(committed_to_wire).collect(),
         }))
@@ -261,10 +237,7 @@ impl Groups for GroupService {
         request: Request<v1::ListGroupsRequest>,
     ) -> Result<Response<v1::ListGroupsResponse>, Status> {
         let guard = self.node.guard(&request)?;
-        let groups = self
-            .node
-            .list_groups()
-            .map_err(|e| self.fail("list_groups", e))?;
+        let groups = self.node.list_groups()?;
         Ok(Response::new(v1::ListGroupsResponse {
             groups: groups
                 .into_iter()
@@ -288,11 +261,7 @@ impl Groups for GroupService {
             Resource::Group(&request.get_ref().group),
         )?;
         let req = request.into_inner();
-        let (g, lags) = self
-            .node
-            .describe_group(&req.group)
-            .await
-            .map_err(|e| self.fail("describe_group", e))?;
+        let (g, lags) = self.node.describe_group(&req.group).await?;
         Ok(Response::new(v1::DescribeGroupResponse {
             group: req.group,
             generation: g.generation,
@@ -341,19 +310,15 @@ impl Groups for GroupService {
             Some(reset_offsets_request::To::Offset(o)) => ResetTo::Offset(o),
             Some(reset_offsets_request::To::TimestampUs(ts)) => ResetTo::Timestamp(ts),
             None => {
-                return Err(self.fail(
-                    "reset_offsets",
-                    GatewayError::InvalidRequest(
-                        "say where to: earliest, latest, an offset or a timestamp".into(),
-                    ),
-                ))
+                return Err(Status::from(GatewayError::InvalidRequest(
+                    "say where to: earliest, latest, an offset or a timestamp".into(),
+                )))
             }
         };
         let offsets = self
             .node
             .reset_offsets(&req.group, &req.log, &req.partitions, to, req.dry_run)
-            .await
-            .map_err(|e| self.fail("reset_offsets", e))?;
+            .await?;
         Ok(Response::new(v1::ResetOffsetsResponse {
             offsets: offsets.into_iter().map(committed_to_wire).collect(),
         }))
@@ -367,10 +332,7 @@ impl Groups for GroupService {
             .guard(&request)?
             .check(Operation::Delete, Resource::Group(&request.get_ref().group))?;
         let req = request.into_inner();
-        self.node
-            .delete_group(&req.group)
-            .await
-            .map_err(|e| self.fail("delete_group", e))?;
+        self.node.delete_group(&req.group).await?;
         Ok(Response::new(v1::DeleteGroupResponse {}))
     }
 }

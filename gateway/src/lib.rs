@@ -12,6 +12,7 @@ mod cluster;
 mod cold;
 pub mod config;
 pub mod error;
+mod error_count;
 mod fetch;
 mod group_service;
 pub mod metadata;

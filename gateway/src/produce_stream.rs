@@ -33,7 +33,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::access::authz::RpcPath;
 use crate::node::Node;
-use crate::services::{fail, parse_produce};
+use crate::services::parse_produce;
 
 pub(crate) type ProduceStream =
     Pin<Box<dyn futures::Stream<Item = Result<v1::ProduceStreamResponse, Status>> + Send>>;
@@ -123,11 +123,11 @@ async fn pump(
 /// Step 1 of the module doc for one request: returns the future of its answer.
 async fn write(node: &Arc<Node>, identity: &Identity, req: v1::ProduceRequest) -> PendingAnswer {
     if let Err(status) = identity.authorize(node, &req.log) {
-        return ready(error_answer(status));
+        return ready(error_answer(node, status));
     }
     let (log, partition, payload, acks, timeout) = match parse_produce(req) {
         Ok(parsed) => parsed,
-        Err(e) => return ready(error_answer(fail(node, "produce_stream", e))),
+        Err(e) => return ready(error_answer(node, e.into())),
     };
     match node
         .produce_write(&log, partition, payload, acks, timeout)
@@ -140,11 +140,11 @@ async fn write(node: &Arc<Node>, identity: &Identity, req: v1::ProduceRequest) -
                     Ok(done) => v1::ProduceStreamResponse {
                         result: Some(Answer::Ok(crate::services::produce_response(done))),
                     },
-                    Err(e) => error_answer(fail(&node, "produce_stream", e)),
+                    Err(e) => error_answer(&node, e.into()),
                 }
             })
         }
-        Err(e) => ready(error_answer(fail(node, "produce_stream", e))),
+        Err(e) => ready(error_answer(node, e.into())),
     }
 }
 
@@ -153,7 +153,8 @@ fn ready(answer: v1::ProduceStreamResponse) -> PendingAnswer {
 }
 
 /// A status as a stream answer: what the trailers of a unary call would have carried.
-fn error_answer(status: Status) -> v1::ProduceStreamResponse {
+fn error_answer(node: &Node, status: Status) -> v1::ProduceStreamResponse {
+    crate::error_count::count_status(&node.metrics().errors, "produce_stream", &status);
     v1::ProduceStreamResponse {
         result: Some(Answer::Error(v1::ProduceError {
             code: status.code() as i32,

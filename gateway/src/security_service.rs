@@ -33,11 +33,10 @@ impl SecurityService {
         } else {
             (Vec::new(), changed)
         };
-        let rpc = if adding { "CreateAcls" } else { "DeleteAcls" };
         self.node
             .alter_acls(add, remove)
             .await
-            .map_err(|e| crate::services::fail(&self.node, rpc, e))
+            .map_err(Status::from)
     }
 }
 

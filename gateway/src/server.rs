@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::access::authn::{AuthLayer, Listener};
+use crate::error_count::ErrorCountLayer;
 use crate::group_service::GroupService;
 use crate::node::{Node, ReplicationService};
 use crate::security_service::SecurityService;
@@ -131,6 +132,11 @@ pub async fn serve(
     info!(addr = %client_addr, tls = security.client_tls.is_some(),
         auth = security.auth_enabled(), "serving clients");
     let client = builder(&limits)
+        // Inside the stream limits, outside authentication: counts every failed answer,
+        // refusals included.
+        .layer(ErrorCountLayer {
+            errors: node.metrics().errors.clone(),
+        })
         .layer(AuthLayer {
             security: security.clone(),
             listener: Listener::Client,

@@ -27,22 +27,6 @@ impl Services {
     pub(crate) fn new(node: Arc<Node>) -> Self {
         Services { node }
     }
-
-    fn fail(&self, rpc: &str, e: GatewayError) -> Status {
-        fail(&self.node, rpc, e)
-    }
-}
-
-/// Counts the error by RPC and reason, then turns it into a status.
-pub(crate) fn fail(node: &Node, rpc: &str, e: GatewayError) -> Status {
-    node.metrics()
-        .errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            rpc: rpc.to_owned(),
-            reason: e.reason().as_str().to_owned(),
-        })
-        .inc();
-    e.into_status()
 }
 
 /// A produce request's parts: log, partition, payload, acks, timeout (`None`: the node's
@@ -167,8 +151,7 @@ impl Producer for Services {
         let done = self
             .node
             .produce(&log, partition, payload, acks, timeout)
-            .await
-            .map_err(|e| self.fail("produce", e))?;
+            .await?;
         Ok(Response::new(produce_response(done)))
     }
 
@@ -189,11 +172,7 @@ impl Producer for Services {
             .guard(&request)?
             .check_somewhere(Operation::Produce, ResourceKind::Log)?;
         let name = request.into_inner().name.filter(|n| !n.is_empty());
-        let p = self
-            .node
-            .init_producer(name)
-            .await
-            .map_err(|e| self.fail("init_producer", e))?;
+        let p = self.node.init_producer(name).await?;
         Ok(Response::new(v1::InitProducerResponse {
             producer_id: p.id,
             producer_epoch: u32::try_from(p.epoch).unwrap_or_default(),
@@ -240,14 +219,13 @@ impl Consumer for Services {
                 Some(max_response_bytes),
                 form,
             )
-            .await
-            .map_err(|e| self.fail("fetch", e))?;
+            .await?;
         let shape = ResponseShape {
             format,
             max_records: req.max_records,
             max_response_bytes,
         };
-        let resp = build_response(fetched, shape).map_err(|e| self.fail("fetch", e))?;
+        let resp = build_response(fetched, shape)?;
         Ok(Response::new(resp))
     }
 
@@ -412,11 +390,7 @@ impl Admin for Services {
             .guard(&request)?
             .check(Operation::Alter, Resource::Log(&request.get_ref().log))?;
         let req = request.into_inner();
-        let out = self
-            .node
-            .repair_partition(&req.log, req.partition)
-            .await
-            .map_err(|e| self.fail("repair_partition", e))?;
+        let out = self.node.repair_partition(&req.log, req.partition).await?;
         let (cut_at, detail) = out.damaged.map(|(o, d)| (o.0, d)).unzip();
         Ok(Response::new(v1::RepairPartitionResponse {
             node: out.node,

@@ -2,6 +2,7 @@
 //! server reflection lists the Pyralog services.
 
 use pyralog_e2e::TestNode;
+use pyralog_proto::v1::{self, producer_client::ProducerClient};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 use tonic_reflection::pb::v1::{
@@ -63,6 +64,27 @@ async fn health_and_reflection() {
     }
 }
 
+fn to_missing_log() -> v1::ProduceRequest {
+    v1::ProduceRequest {
+        log: "nope".into(),
+        acks: v1::AckPolicy::Leader as i32,
+        payload: Some(v1::produce_request::Payload::Records(v1::RecordList {
+            records: vec![v1::NewRecord {
+                value: Some(bytes::Bytes::from_static(b"x")),
+                ..Default::default()
+            }],
+        })),
+        ..Default::default()
+    }
+}
+
+/// The value of the sample `line` (`name{labels}`) in a scrape, 0 when absent.
+fn sample(body: &str, line: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(line)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_metrics_count_produce_and_errors() {
     let node = TestNode::start();
@@ -70,7 +92,51 @@ async fn prometheus_metrics_count_produce_and_errors() {
     assert_eq!(out.code, Some(0), "{out:?}");
     let out = node.cli(&["produce", "m"], Some(b"a\nb\nc\n"));
     assert_eq!(out.code, Some(0), "{out:?}");
-    let _ = node.cli(&["consume", "nope", "--from-beginning"], None);
+
+    // Failed calls, each answered a different way: by the handler (a log that does not
+    // exist, twice), by the request check before it (no payload), inside a produce stream
+    // that stays open, and by a service that is not Pyralog's (health of an unknown name).
+    let channel = tonic::transport::Endpoint::from_shared(node.url().to_owned())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut producer = ProducerClient::new(channel.clone());
+    for _ in 0..2 {
+        let err = producer
+            .produce(to_missing_log())
+            .await
+            .expect_err("no such log");
+        assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    }
+    let err = producer
+        .produce(v1::ProduceRequest {
+            log: "m".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no payload");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let mut answers = producer
+        .produce_stream(tokio_stream::iter(vec![to_missing_log()]))
+        .await
+        .expect("stream")
+        .into_inner();
+    let answer = answers.message().await.expect("answer").expect("one");
+    assert!(
+        matches!(
+            answer.result,
+            Some(v1::produce_stream_response::Result::Error(_))
+        ),
+        "{answer:?}"
+    );
+    let err = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .expect_err("unknown service");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
 
     let body = tokio::task::block_in_place(|| node.scrape_metrics());
     assert!(
@@ -82,4 +148,14 @@ async fn prometheus_metrics_count_produce_and_errors() {
         "{body}"
     );
     assert!(body.contains("pyralog_produce_seconds_bucket"), "{body}");
+    let errors = |rpc: &str, reason: &str| {
+        sample(
+            &body,
+            &format!("pyralog_errors_total{{rpc=\"{rpc}\",reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(errors("produce", "LOG_NOT_FOUND"), 2.0, "{body}");
+    assert_eq!(errors("produce", "INVALID_REQUEST"), 1.0, "{body}");
+    assert_eq!(errors("produce_stream", "LOG_NOT_FOUND"), 1.0, "{body}");
+    assert_eq!(errors("check", "NOT_FOUND"), 1.0, "{body}");
 }

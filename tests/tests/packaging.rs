@@ -778,6 +778,7 @@ fn every_metric_the_dashboard_charts_is_one_a_running_node_exports() {
         "pyralog_produced_records_total",
         "pyralog_fetched_bytes_total",
         "pyralog_produce_seconds_bucket",
+        "pyralog_errors_total",
     ] {
         assert!(scraped.contains(m), "{m} not in {scraped:?}");
     }
