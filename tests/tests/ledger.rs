@@ -413,18 +413,19 @@ async fn leader(cluster: &TestCluster, ask: u64, not: Option<u64>) -> u64 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_proof_made_before_a_leader_failover_holds_against_a_checkpoint_made_after_it() {
-    let prefix = unique("ledger-failover");
-    let keys = tempfile::tempdir().expect("tempdir");
-    let (key_file, key) = keygen(keys.path());
-    let mut env = ColdStore::S3.node_env(&prefix);
-    // One key for the cluster: whichever node leads signs with it.
+/// Three nodes on the S3 test server sharing one signing key (whichever node leads signs with
+/// it), and the ledger log [`LOG`] on them: RF 3, min ISR 2, segments of `segment_bytes`.
+async fn ledger_cluster(
+    prefix: &str,
+    key_file: &std::path::Path,
+    segment_bytes: u64,
+) -> TestCluster {
+    let mut env = ColdStore::S3.node_env(prefix);
     env.push((
         "PYRALOG_COLD_TIER__LEDGER_SIGNING_KEY".into(),
         key_file.display().to_string(),
     ));
-    let mut cluster = TestCluster::start(3, &env);
+    let cluster = TestCluster::start(3, &env);
     let client = cluster.client(1).await.expect("connect");
     let t = Instant::now();
     loop {
@@ -434,20 +435,28 @@ async fn a_proof_made_before_a_leader_failover_holds_against_a_checkpoint_made_a
                 v1::LogConfig {
                     replication_factor: Some(3),
                     min_in_sync_replicas: Some(2),
-                    segment_bytes: Some(64 << 10),
+                    segment_bytes: Some(segment_bytes),
                     integrity: v1::Integrity::Ledger as i32,
                     ..Default::default()
                 },
             )
             .await;
         match created {
-            Ok(_) => break,
+            Ok(_) => return cluster,
             Err(e) if e.is_retriable() && t.elapsed() < Duration::from_secs(30) => {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
             Err(e) => panic!("create: {e}\n{}", cluster.logs()),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proof_made_before_a_leader_failover_holds_against_a_checkpoint_made_after_it() {
+    let prefix = unique("ledger-failover");
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (key_file, key) = keygen(keys.path());
+    let mut cluster = ledger_cluster(&prefix, &key_file, 64 << 10).await;
     let first = leader(&cluster, 1, None).await;
     let on_leader = cluster.client(first).await.expect("connect");
     produce(&on_leader, 0..2_000).await;
@@ -692,35 +701,7 @@ async fn a_followers_altered_copy_is_repaired_and_a_rewritten_one_is_not_extende
     let prefix = unique("ledger-replicas");
     let keys = tempfile::tempdir().expect("tempdir");
     let (key_file, _key) = keygen(keys.path());
-    let mut env = ColdStore::S3.node_env(&prefix);
-    env.push((
-        "PYRALOG_COLD_TIER__LEDGER_SIGNING_KEY".into(),
-        key_file.display().to_string(),
-    ));
-    let mut cluster = TestCluster::start(3, &env);
-    let client = cluster.client(1).await.expect("connect");
-    let t = Instant::now();
-    loop {
-        let created = client
-            .create_log(
-                LOG,
-                v1::LogConfig {
-                    replication_factor: Some(3),
-                    min_in_sync_replicas: Some(2),
-                    segment_bytes: Some(256 << 10),
-                    integrity: v1::Integrity::Ledger as i32,
-                    ..Default::default()
-                },
-            )
-            .await;
-        match created {
-            Ok(_) => break,
-            Err(e) if e.is_retriable() && t.elapsed() < Duration::from_secs(30) => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => panic!("create: {e}\n{}", cluster.logs()),
-        }
-    }
+    let mut cluster = ledger_cluster(&prefix, &key_file, 256 << 10).await;
     let first = leader(&cluster, 1, None).await;
     let on_leader = cluster.client(first).await.expect("connect");
     produce_unrolled(&on_leader, 0..600).await;
