@@ -591,6 +591,14 @@ pub(crate) enum LogsCommand {
         #[arg(long)]
         break_glass: bool,
     },
+    /// Change a log: raise its partition count (never lowered). Consumer groups rebalance;
+    /// keyed records hash over the new count from then on (a key may move partitions).
+    Alter {
+        name: String,
+        /// The new partition count (not below the current one).
+        #[arg(long)]
+        partitions: u32,
+    },
     /// Close the active segments now.
     Roll {
         name: String,

@@ -94,6 +94,11 @@ pub(crate) async fn logs(server: &Target, args: LogsArgs) -> CliResult {
             client.delete_log_with(&name, break_glass).await?;
             println!("deleted log {name}");
         }
+        LogsCommand::Alter { name, partitions } => {
+            let client = connect(server).await?;
+            let info = client.add_partitions(&name, partitions).await?;
+            println!("log {name} has {} partitions", info.config.partition_count);
+        }
         LogsCommand::Roll { name, partition } => {
             let client = connect(server).await?;
             client.roll_segments(&name, partition).await?;

@@ -505,6 +505,26 @@ impl Client {
         Ok(resp.into_inner().partitions)
     }
 
+    /// Raises `name` to `partition_count` partitions (`AddPartitions`; the same count again
+    /// is a no-op, fewer is refused); answers once every partition has a leader.
+    pub async fn add_partitions(
+        &self,
+        name: &str,
+        partition_count: u32,
+    ) -> Result<LogInfo, ClientError> {
+        let resp = self
+            .admin()
+            .add_partitions(v1::AddPartitionsRequest {
+                log: name.to_owned(),
+                partition_count,
+            })
+            .await?;
+        resp.into_inner()
+            .log
+            .ok_or_else(|| ClientError::Decode("empty add-partitions response".into()))?
+            .try_into()
+    }
+
     /// Closes the active segment of the given partitions (all if empty).
     pub async fn roll_segments(
         &self,

@@ -61,6 +61,10 @@ pub struct ProducerConfig {
     pub producer_name: Option<String>,
     /// With idempotence: how long a batch is retried before it fails.
     pub delivery_timeout: Duration,
+    /// How long a log's partition count is used before it is asked again, so records start
+    /// going to partitions added since (`AddPartitions`). Keyed records then hash over the
+    /// new count: a key may move to another partition.
+    pub metadata_max_age: Duration,
     /// Testing only: the fraction of successful produce answers to discard as if the
     /// connection broke after the server appended (the lost-acknowledgement fault).
     #[doc(hidden)]
@@ -77,6 +81,7 @@ impl Default for ProducerConfig {
             request_timeout: Duration::from_secs(30),
             retries: 10,
             retry_backoff: Duration::from_millis(100),
+            metadata_max_age: Duration::from_secs(60),
             buffer_records: 10_000,
             queued_batches_per_partition: 4,
             max_in_flight: 5,
@@ -220,7 +225,8 @@ struct Accumulator {
     client: Client,
     clock: Arc<dyn Clock>,
     config: ProducerConfig,
-    partition_counts: HashMap<String, u32>,
+    /// Each log's partition count and when it was asked.
+    partition_counts: HashMap<String, (u32, std::time::Instant)>,
     /// Partition that keyless records of a log go to until its batch seals.
     sticky: HashMap<String, PartitionId>,
     open: HashMap<(String, PartitionId), Open>,
@@ -281,13 +287,24 @@ impl Accumulator {
     }
 
     async fn partition_count(&mut self, log: &str) -> Result<u32, ClientError> {
-        if let Some(n) = self.partition_counts.get(log) {
-            return Ok(*n);
+        let cached = self.partition_counts.get(log).copied();
+        if let Some((n, at)) = cached {
+            if at.elapsed() < self.config.metadata_max_age {
+                return Ok(n);
+            }
         }
-        let info = self.client.describe_log(log).await?;
-        let n = info.config.partition_count;
-        self.partition_counts.insert(log.to_owned(), n);
-        Ok(n)
+        match self.client.describe_log(log).await {
+            Ok(info) => {
+                let n = info.config.partition_count;
+                self.partition_counts
+                    .insert(log.to_owned(), (n, std::time::Instant::now()));
+                Ok(n)
+            }
+            // A refresh that fails keeps the count it had (sends go on); the next record
+            // asks again.
+            Err(_) if cached.is_some() => Ok(cached.map_or(1, |(n, _)| n)),
+            Err(e) => Err(e),
+        }
     }
 
     async fn add(&mut self, log: String, record: ProduceRecord, done: Waiter) {
@@ -362,7 +379,7 @@ impl Accumulator {
         let Some(open) = self.open.remove(&key) else {
             return;
         };
-        if let Some(count) = self.partition_counts.get(&key.0).copied() {
+        if let Some((count, _)) = self.partition_counts.get(&key.0).copied() {
             let sticky = self.sticky.entry(key.0.clone()).or_insert(0);
             if *sticky == key.1 {
                 *sticky = (key.1 + 1) % count.max(1);

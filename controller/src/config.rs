@@ -37,6 +37,9 @@ pub struct ControllerConfig {
     pub write_timeout: Duration,
     /// Connect timeout for connections to other voters.
     pub connect_timeout: Duration,
+    /// How often the Raft leader moves leadership back to preferred replicas that are live
+    /// and in sync (`Command::BalanceLeaders`); zero turns balancing off.
+    pub leader_balance_interval: Duration,
 }
 
 impl ControllerConfig {
@@ -60,6 +63,7 @@ impl ControllerConfig {
             snapshot_every: 1000,
             write_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
+            leader_balance_interval: Duration::from_secs(60),
         }
     }
 

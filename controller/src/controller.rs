@@ -12,12 +12,16 @@
 //! - Liveness: every node heartbeats the leader and registers itself whenever the applied
 //!   state does not show it registered, at its address and unfenced. The Raft leader keeps
 //!   the leases ([`Leases`]) in memory and fences nodes whose lease ran out.
+//! - Leaving and balancing (`handoff`): a stopping node hands off its leaderships itself
+//!   ([`Controller::leave`]) and no longer registers; the Raft leader gives partitions back
+//!   to their preferred replicas every `leader_balance_interval`.
 //!
 //! Background tasks follow one pattern: a ticker, a [`CancellationToken`] checked at every
 //! await, and a [`TaskTracker`] that [`Controller::shutdown`] drains before stopping Raft.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -48,6 +52,9 @@ use crate::store::log::log_dir;
 use crate::store::state_machine::snapshot_dir;
 use crate::store::{LogStore, StateMachineStore};
 
+mod handoff;
+pub use handoff::Leave;
+
 /// Snapshot chunks stay far below [`MAX_MESSAGE_BYTES`] even as JSON arrays of numbers.
 const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 const RETRY_MIN: Duration = Duration::from_millis(20);
@@ -69,6 +76,8 @@ pub struct Controller {
     cancel: CancellationToken,
     tasks: TaskTracker,
     stopped: OnceCell<()>,
+    /// Set by [`Controller::leave`]: this node is stopping and must not register again.
+    leaving: AtomicBool,
 }
 
 impl fmt::Debug for Controller {
@@ -163,6 +172,7 @@ impl Controller {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             stopped: OnceCell::new(),
+            leaving: AtomicBool::new(false),
         });
         controller.spawn_tasks();
         Ok(controller)
@@ -597,6 +607,14 @@ impl Controller {
                 }
             },
         ));
+        if !self.config.leader_balance_interval.is_zero() {
+            self.tasks.spawn(every(
+                self.config.leader_balance_interval,
+                cancel.clone(),
+                weak.clone(),
+                |c| async move { c.balance_leaders().await },
+            ));
+        }
         let check = (self.config.node_lease / 4).max(Duration::from_millis(10));
         self.tasks.spawn(every(check, cancel, weak, move |c| {
             let became_leader = c.is_leader() && !was_leader;
@@ -808,7 +826,10 @@ async fn register_loop(weak: Weak<Controller>, cancel: CancellationToken) {
         let Some(controller) = weak.upgrade() else {
             return;
         };
-        if controller.registered() || controller.leader().is_none() {
+        if controller.leaving.load(Ordering::Acquire)
+            || controller.registered()
+            || controller.leader().is_none()
+        {
             continue;
         }
         let cmd = Command::RegisterNode {

@@ -32,7 +32,7 @@ mod store;
 
 pub use assign::{Strategy, Tp};
 pub use config::ControllerConfig;
-pub use controller::{Controller, GroupHeartbeat, GroupHeartbeatAnswer};
+pub use controller::{Controller, GroupHeartbeat, GroupHeartbeatAnswer, Leave};
 pub use error::{ControllerError, StoreError};
 pub use groups::{
     Committed, GroupMeta, JoinRequest, Joined, Member, OffsetCommit, ProducerIdentity,

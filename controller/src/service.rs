@@ -161,6 +161,13 @@ impl ControllerRpc for ControllerService {
             Command::RegisterNode { id, .. } => check_claim(peer, *id, "register")?,
             Command::AlterIsr { leader, .. } => check_claim(peer, *leader, "change an ISR")?,
             Command::LeaveIsr { node, .. } => check_claim(peer, *node, "leave an ISR")?,
+            Command::LeaveCluster { id } => check_claim(peer, *id, "leave the cluster")?,
+            Command::BalanceLeaders => {
+                return Err(denied(
+                    "balancing leaders over the wire: only the controller leader proposes it"
+                        .to_owned(),
+                ))
+            }
             Command::FenceNode { id } => {
                 return Err(denied(format!(
                     "fencing node {id} over the wire: only the controller leader's lease checker fences"

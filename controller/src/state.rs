@@ -103,10 +103,21 @@ pub enum Command {
         #[serde(default)]
         cluster_address: String,
     },
-    /// A node lost its lease or shut down: it loses its leaderships and ISR memberships.
+    /// A node lost its lease: it loses its leaderships and ISR memberships.
     FenceNode {
         id: NodeId,
     },
+    /// Controlled shutdown: a node about to stop hands off what it does, as `FenceNode` does,
+    /// but asked by the node itself before it stops, so its partitions get new leaders from
+    /// their ISRs at once instead of after its lease runs out, and leaders stop waiting for
+    /// it. It registers again when it starts.
+    LeaveCluster {
+        id: NodeId,
+    },
+    /// Preferred-leader balancing: every partition whose preferred replica (the first) is
+    /// live, in the ISR and not leading gets it back as leader, in a new epoch. Proposed by
+    /// the controller leader when [`ClusterState::preferred_leader_moves`] finds any.
+    BalanceLeaders,
     /// `request` (non-zero) identifies the caller's request: a retry of a creation that was
     /// committed but whose answer was lost gets `LogCreated` again, not `LogAlreadyExists`.
     CreateLog {
@@ -117,6 +128,13 @@ pub enum Command {
     },
     DeleteLog {
         log: LogId,
+    },
+    /// Raises a log's partition count to `partition_count` (never lowers it): the new
+    /// partitions are placed like a new log's, and groups consuming the log rebalance. The
+    /// same count again is a no-op (a retry after a lost answer).
+    AddPartitions {
+        log: LogId,
+        partition_count: u32,
     },
     /// Moves a partition's epoch past `above` (same leader): a replica found archived data
     /// written in epochs up to `above` (a restored or replaced disk), and new appends must be
@@ -279,7 +297,8 @@ impl ClusterState {
                 address,
                 cluster_address,
             } => self.register_node(*id, address, cluster_address),
-            Command::FenceNode { id } => self.fence_node(*id),
+            Command::FenceNode { id } | Command::LeaveCluster { id } => self.fence_node(*id),
+            Command::BalanceLeaders => self.balance_leaders(),
             Command::CreateLog {
                 log,
                 config,
@@ -296,6 +315,14 @@ impl ClusterState {
                 }
                 None => CommandResult::Rejected(Rejection::LogNotFound(log.clone())),
             },
+            Command::AddPartitions {
+                log,
+                partition_count,
+            } => {
+                let r = self.add_partitions(log, *partition_count);
+                groups::logs_changed(&mut self.groups, &self.logs, log);
+                r
+            }
             Command::AdvanceEpoch {
                 log,
                 partition,
@@ -472,12 +499,28 @@ impl ClusterState {
                 available: live.len(),
             });
         }
-        let n = live.len() as u64;
+        let partitions = self.place(config.partition_count, rf);
+        let meta = LogMeta {
+            config: config.clone(),
+            incarnation: self.version + 1,
+            created_by: request,
+            partitions,
+        };
+        self.logs.insert(log.clone(), meta.clone());
+        CommandResult::LogCreated(Box::new(meta))
+    }
+
+    /// Places `count` new partitions of `rf` replicas each over the live nodes (at least `rf`
+    /// of them), round-robin from where the last placement ended; each starts in epoch 1, led
+    /// by its first replica, with every replica in sync (all empty).
+    fn place(&mut self, count: u32, rf: usize) -> Vec<PartitionMeta> {
+        let live = self.live_nodes();
+        let n = live.len().max(1) as u64;
         let start = self.next_placement;
-        let partitions = (0..u64::from(config.partition_count))
+        let partitions = (0..u64::from(count))
             .map(|p| {
                 let replicas: Vec<NodeId> = (0..rf as u64)
-                    .map(|i| live[((start + p + i) % n) as usize])
+                    .filter_map(|i| live.get(((start + p + i) % n) as usize).copied())
                     .collect();
                 PartitionMeta {
                     leader: replicas.first().copied(),
@@ -487,17 +530,8 @@ impl ClusterState {
                 }
             })
             .collect();
-        self.next_placement = self
-            .next_placement
-            .wrapping_add(u64::from(config.partition_count));
-        let meta = LogMeta {
-            config: config.clone(),
-            incarnation: self.version + 1,
-            created_by: request,
-            partitions,
-        };
-        self.logs.insert(log.clone(), meta.clone());
-        CommandResult::LogCreated(Box::new(meta))
+        self.next_placement = self.next_placement.wrapping_add(u64::from(count));
+        partitions
     }
 
     fn leave_isr(&mut self, log: &LogId, partition: PartitionId, node: NodeId) -> CommandResult {
@@ -699,6 +733,9 @@ fn elect(p: &mut PartitionMeta, nodes: &BTreeMap<NodeId, NodeInfo>, unclean: boo
     p.isr.retain(|m| *m == r || live(m));
     true
 }
+
+mod leaders;
+mod partitions;
 
 #[cfg(test)]
 mod tests;

@@ -135,7 +135,7 @@ fn structured(input: &[u8]) -> Vec<u8> {
     cmds.truncate(cmds.len() - 1); // keep the log
     while !n.is_empty() && cmds.len() < 40 {
         let small = |v: u64| (v % 4) as u32;
-        let cmd = match n.u64() % 7 {
+        let cmd = match n.u64() % 9 {
             0 => Command::AdvanceEpoch {
                 log: orders.clone(),
                 partition: small(n.u64()),
@@ -175,6 +175,8 @@ fn structured(input: &[u8]) -> Vec<u8> {
                     strategy: Default::default(),
                 },
             },
+            6 => Command::LeaveCluster { id: n.u64() },
+            7 => Command::BalanceLeaders,
             _ => Command::CommitOffsets {
                 group: "g".into(),
                 member: Some((format!("m{}", n.u64() % 3), n.u64())),

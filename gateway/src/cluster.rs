@@ -88,6 +88,7 @@ impl Cluster {
         cc.election_timeout_max = settings.election_timeout_max;
         cc.node_lease = settings.node_lease;
         cc.node_heartbeat = settings.node_heartbeat;
+        cc.leader_balance_interval = settings.leader_balance_interval;
         let controller = Controller::start_with(cc, channels.clone())
             .await
             .map_err(|e| NodeError::Controller(e.to_string()))?;
@@ -212,6 +213,12 @@ impl Cluster {
         let leader = p
             .leader
             .and_then(|l| state.address(l).map(|a| (l, a.to_owned())));
+        if !state.is_live(self.me) {
+            // Fenced (its lease ran out, or it is leaving): it leads nothing and is in no
+            // ISR, so it does not copy either until it registers again; a leaving node's
+            // fetches would only have its leaders propose it back into their ISRs.
+            return Desired::Elsewhere { leader };
+        }
         match (p.leader, leader) {
             (Some(l), _) if l == self.me => Desired::Leader,
             (Some(l), Some((_, address))) if p.replicas.contains(&self.me) => {
@@ -641,11 +648,17 @@ pub(crate) fn propose_isr(
             }
         };
         if refused {
-            let mut r = p.role();
-            if r.epoch == epoch {
-                if let Role::Leader(s) = &mut r.role {
-                    s.isr_rejected();
+            let hw = {
+                let mut r = p.role();
+                let same_epoch = r.epoch == epoch;
+                match &mut r.role {
+                    Role::Leader(s) if same_epoch => s.isr_rejected(),
+                    _ => None,
                 }
+            };
+            // Without the growth the HW may cover more: waiting writes are answered now.
+            if let Some(hw) = hw {
+                p.advance_hw(hw);
             }
         }
     });
@@ -657,7 +670,8 @@ pub(crate) struct ControllerMetadata {
     pub(crate) cluster: Arc<Cluster>,
 }
 
-fn gateway_meta(meta: &pyralog_controller::LogMeta) -> LogMeta {
+/// The gateway's view of a controller log entry.
+pub(crate) fn gateway_meta(meta: &pyralog_controller::LogMeta) -> LogMeta {
     LogMeta {
         config: meta.config.clone(),
         epochs: meta.partitions.iter().map(|p| p.epoch).collect(),
@@ -703,6 +717,32 @@ impl MetadataStore for ControllerMetadata {
             }
             Ok(CommandResult::Rejected(r)) => Err(MetadataError::Rejected(r.to_string())),
             Ok(_) => Ok(()),
+            Err(e) => Err(MetadataError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn add_partitions(
+        &self,
+        log: &LogId,
+        partition_count: u32,
+    ) -> Result<LogMeta, MetadataError> {
+        let cmd = Command::AddPartitions {
+            log: log.clone(),
+            partition_count,
+        };
+        match self.cluster.controller.write(cmd).await {
+            Ok(CommandResult::Rejected(Rejection::LogNotFound(l))) => {
+                Err(MetadataError::NotFound(l))
+            }
+            Ok(CommandResult::Rejected(r)) => Err(MetadataError::Rejected(r.to_string())),
+            Ok(_) => {
+                let state = self.cluster.controller.state().borrow().clone();
+                state
+                    .logs
+                    .get(log)
+                    .map(gateway_meta)
+                    .ok_or_else(|| MetadataError::NotFound(log.clone()))
+            }
             Err(e) => Err(MetadataError::Unavailable(e.to_string())),
         }
     }

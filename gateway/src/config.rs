@@ -86,6 +86,15 @@ pub struct ClusterSettings {
     pub election_timeout_min: Duration,
     #[serde(with = "humantime_serde")]
     pub election_timeout_max: Duration,
+    /// Controlled shutdown: on SIGTERM the node first hands its leaderships and ISR places to
+    /// the other in-sync replicas through the controller, waiting at most this long, then
+    /// stops. `0s` stops at once (its partitions then wait for `node_lease`).
+    #[serde(with = "humantime_serde")]
+    pub controlled_shutdown_timeout: Duration,
+    /// How often the controller leader gives partitions back to their preferred replica (the
+    /// first one) once it is live and in sync again, e.g. after a restart; `0s` never does.
+    #[serde(with = "humantime_serde")]
+    pub leader_balance_interval: Duration,
 }
 
 impl Default for ClusterSettings {
@@ -102,6 +111,8 @@ impl Default for ClusterSettings {
             raft_heartbeat: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(400),
             election_timeout_max: Duration::from_millis(800),
+            controlled_shutdown_timeout: Duration::from_secs(10),
+            leader_balance_interval: Duration::from_secs(60),
         }
     }
 }

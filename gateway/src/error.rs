@@ -60,6 +60,14 @@ pub enum GatewayError {
     Storage(String),
     #[error("not acknowledged within {0:?}; the write may or may not have happened")]
     Timeout(std::time::Duration),
+    /// The write was appended here, but this node stopped leading its epoch before the ISR
+    /// confirmed it: the new leader may or may not hold it. Answered as `TIMEOUT` (outcome
+    /// unknown), never `NOT_LEADER`, which tells clients the write was not taken and may be
+    /// sent again (that resend stored a record twice).
+    #[error(
+        "leadership moved before the write was replicated; it may or may not have happened ({0})"
+    )]
+    LeadershipMoved(String),
     #[error("not the leader: {detail}")]
     NotLeader {
         /// The leader's address, when known: clients retry there.
@@ -96,7 +104,7 @@ impl GatewayError {
             GatewayError::OffsetOutOfRange { .. } => Reason::OffsetOutOfRange,
             GatewayError::CorruptData(_) => Reason::CorruptData,
             GatewayError::Storage(_) => Reason::StorageError,
-            GatewayError::Timeout(_) => Reason::Timeout,
+            GatewayError::Timeout(_) | GatewayError::LeadershipMoved(_) => Reason::Timeout,
             GatewayError::NotLeader { .. } => Reason::NotLeader,
             GatewayError::NotEnoughReplicas(_) => Reason::NotEnoughReplicas,
             GatewayError::Unavailable(_) => Reason::StorageError,

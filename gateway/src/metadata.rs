@@ -65,6 +65,13 @@ impl Acls {
 pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     async fn create_log(&self, log: &LogId, config: &LogConfig) -> Result<LogMeta, MetadataError>;
     async fn delete_log(&self, log: &LogId) -> Result<(), MetadataError>;
+    /// Raises the log's partition count to `partition_count` (the same count is a no-op;
+    /// fewer is refused).
+    async fn add_partitions(
+        &self,
+        log: &LogId,
+        partition_count: u32,
+    ) -> Result<LogMeta, MetadataError>;
     async fn list_logs(&self) -> Result<BTreeMap<LogId, LogMeta>, MetadataError>;
     /// The ACL entries now.
     fn acls(&self) -> Acls;
@@ -157,6 +164,36 @@ impl MetadataStore for LocalMetadataStore {
             return Err(e);
         }
         Ok(meta)
+    }
+
+    async fn add_partitions(
+        &self,
+        log: &LogId,
+        partition_count: u32,
+    ) -> Result<LogMeta, MetadataError> {
+        let mut state = self.state.lock();
+        let Some(meta) = state.logs.get(log).cloned() else {
+            return Err(MetadataError::NotFound(log.clone()));
+        };
+        let have = meta.config.partition_count;
+        if partition_count < have {
+            return Err(MetadataError::Rejected(format!(
+                "log {log} has {have} partitions; a partition count can only grow"
+            )));
+        }
+        let mut grown = meta.clone();
+        grown.config.partition_count = partition_count;
+        grown
+            .config
+            .validate()
+            .map_err(|e| MetadataError::Rejected(e.to_string()))?;
+        grown.epochs.resize(partition_count as usize, Epoch(1));
+        state.logs.insert(log.clone(), grown.clone());
+        if let Err(e) = self.persist(&state) {
+            state.logs.insert(log.clone(), meta);
+            return Err(e);
+        }
+        Ok(grown)
     }
 
     async fn delete_log(&self, log: &LogId) -> Result<(), MetadataError> {

@@ -127,6 +127,8 @@ pub struct Node {
     open_failures: parking_lot::Mutex<HashMap<LogId, (u64, String)>>,
     /// Where deleted logs' directories go to be removed in the background.
     trash: Trash,
+    /// Standalone: one log growth at a time, so a partition is never opened twice.
+    growing: tokio::sync::Mutex<()>,
     _dir_lock: std::fs::File,
 }
 
@@ -198,6 +200,7 @@ impl Node {
             reconciled: tokio::sync::watch::Sender::new(0),
             fetch_budget,
             trash,
+            growing: tokio::sync::Mutex::new(()),
             _dir_lock: lock,
         });
         if let Some(cluster) = cluster {
@@ -365,80 +368,7 @@ impl Node {
         let dir = logs_dir(&self.config.data_dir).join(id.as_str());
         let mut partitions = Vec::with_capacity(meta.config.partition_count as usize);
         for p in 0..meta.config.partition_count {
-            let pdir = dir.join(p.to_string());
-            let mut options = PartitionOptions::from_config(&meta.config);
-            if meta.config.integrity == pyralog_types::Integrity::Ledger {
-                options.ledger_genesis = Some(pyralog_ledger::genesis(id.as_str(), p));
-            }
-            let clock = self.clock.clone();
-            let files = self.files.clone();
-            let opened = tokio::task::spawn_blocking(move || {
-                let log = PartitionLog::open_with_files(&pdir, options, clock, files)?;
-                log.flush()?;
-                Ok(log)
-            })
-            .await
-            .map_err(|e| NodeError::DataDir {
-                path: dir.clone(),
-                detail: format!("open task failed: {e}"),
-            })?;
-            let log = opened.map_err(|source| NodeError::OpenPartition {
-                log: id.clone(),
-                partition: p,
-                source,
-            })?;
-            let mut epoch = meta.epochs.get(p as usize).copied().unwrap_or(Epoch(1));
-            if let Some((e, _)) = log.epochs().last() {
-                epoch = epoch.max(*e);
-            }
-            let mut behind_archive = false;
-            let cold = match &self.cold {
-                Some(tier) => {
-                    let cold = tier.partition(&id, p).await?;
-                    if let Some(end) = cold.end_offset().filter(|end| *end > log.end_offset()) {
-                        // The archive is ahead of this disk: continue after it, in a newer
-                        // epoch than any archived record, so no offset means two records.
-                        warn!(log = %id, partition = p, local_end = %log.end_offset(),
-                            archived_end = %end, "local log is behind its archive; moving it");
-                        log.reset_to(end)
-                            .map_err(|source| NodeError::OpenPartition {
-                                log: id.clone(),
-                                partition: p,
-                                source,
-                            })?;
-                        if self.cluster.is_none() {
-                            epoch = epoch.max(Epoch(cold.last_epoch() + 1));
-                        } else {
-                            // Clustered, only the controller bumps epochs.
-                            behind_archive = true;
-                        }
-                    }
-                    seed_chain_from_archive(&log, &cold).map_err(|source| {
-                        NodeError::OpenPartition {
-                            log: id.clone(),
-                            partition: p,
-                            source,
-                        }
-                    })?;
-                    Some(cold)
-                }
-                None => None,
-            };
-            let role = match self.cluster {
-                None => Role::Standalone,
-                Some(_) => Role::Elsewhere { leader: None },
-            };
-            let epoch = if self.cluster.is_some() {
-                // The reconciler sets the controller's epoch right after.
-                Epoch(0)
-            } else {
-                epoch
-            };
-            let partition = Partition::new(log, meta.config.fsync, epoch, role, cold);
-            partition
-                .behind_archive
-                .store(behind_archive, std::sync::atomic::Ordering::Release);
-            partitions.push(Arc::new(partition));
+            partitions.push(self.open_partition(&id, &meta, &dir, p).await?);
         }
         let open = Arc::new(OpenLog {
             id,
@@ -451,6 +381,114 @@ impl Node {
         });
         self.spawn_log_tasks(&open);
         Ok(open)
+    }
+
+    /// A log that gained partitions (`AddPartitions`): the same log with its partitions and
+    /// the new ones opened after them. The caller puts it in place of `old`; `old`'s own
+    /// tasks stop, the new one's start.
+    async fn grow_log(&self, old: &Arc<OpenLog>, meta: LogMeta) -> Result<Arc<OpenLog>, NodeError> {
+        let mut partitions = old.partitions.clone();
+        for p in partitions.len() as u32..meta.config.partition_count {
+            partitions.push(self.open_partition(&old.id, &meta, &old.dir, p).await?);
+        }
+        let grown = Arc::new(OpenLog {
+            id: old.id.clone(),
+            config: meta.config,
+            dir: old.dir.clone(),
+            partitions,
+            incarnation: old.incarnation,
+            last_compaction: parking_lot::Mutex::new(*old.last_compaction.lock()),
+            cancel: self.shutdown.child_token(),
+        });
+        old.cancel.cancel();
+        self.spawn_log_tasks(&grown);
+        info!(log = %grown.id, from = old.partitions.len(), to = grown.partitions.len(),
+            "log grew");
+        Ok(grown)
+    }
+
+    /// Opens partition `p` of log `id` in `dir` (its files, its archive, its starting role).
+    async fn open_partition(
+        &self,
+        id: &LogId,
+        meta: &LogMeta,
+        dir: &std::path::Path,
+        p: PartitionId,
+    ) -> Result<Arc<Partition>, NodeError> {
+        let pdir = dir.join(p.to_string());
+        let mut options = PartitionOptions::from_config(&meta.config);
+        if meta.config.integrity == pyralog_types::Integrity::Ledger {
+            options.ledger_genesis = Some(pyralog_ledger::genesis(id.as_str(), p));
+        }
+        let clock = self.clock.clone();
+        let files = self.files.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let log = PartitionLog::open_with_files(&pdir, options, clock, files)?;
+            log.flush()?;
+            Ok(log)
+        })
+        .await
+        .map_err(|e| NodeError::DataDir {
+            path: dir.to_path_buf(),
+            detail: format!("open task failed: {e}"),
+        })?;
+        let log = opened.map_err(|source| NodeError::OpenPartition {
+            log: id.clone(),
+            partition: p,
+            source,
+        })?;
+        let mut epoch = meta.epochs.get(p as usize).copied().unwrap_or(Epoch(1));
+        if let Some((e, _)) = log.epochs().last() {
+            epoch = epoch.max(*e);
+        }
+        let mut behind_archive = false;
+        let cold = match &self.cold {
+            Some(tier) => {
+                let cold = tier.partition(id, p).await?;
+                if let Some(end) = cold.end_offset().filter(|end| *end > log.end_offset()) {
+                    // The archive is ahead of this disk: continue after it, in a newer
+                    // epoch than any archived record, so no offset means two records.
+                    warn!(log = %id, partition = p, local_end = %log.end_offset(),
+                        archived_end = %end, "local log is behind its archive; moving it");
+                    log.reset_to(end)
+                        .map_err(|source| NodeError::OpenPartition {
+                            log: id.clone(),
+                            partition: p,
+                            source,
+                        })?;
+                    if self.cluster.is_none() {
+                        epoch = epoch.max(Epoch(cold.last_epoch() + 1));
+                    } else {
+                        // Clustered, only the controller bumps epochs.
+                        behind_archive = true;
+                    }
+                }
+                seed_chain_from_archive(&log, &cold).map_err(|source| {
+                    NodeError::OpenPartition {
+                        log: id.clone(),
+                        partition: p,
+                        source,
+                    }
+                })?;
+                Some(cold)
+            }
+            None => None,
+        };
+        let role = match self.cluster {
+            None => Role::Standalone,
+            Some(_) => Role::Elsewhere { leader: None },
+        };
+        let epoch = if self.cluster.is_some() {
+            // The reconciler sets the controller's epoch right after.
+            Epoch(0)
+        } else {
+            epoch
+        };
+        let partition = Partition::new(log, meta.config.fsync, epoch, role, cold);
+        partition
+            .behind_archive
+            .store(behind_archive, std::sync::atomic::Ordering::Release);
+        Ok(Arc::new(partition))
     }
 
     fn log(&self, name: &str) -> Result<Arc<OpenLog>, GatewayError> {
@@ -583,6 +621,52 @@ impl Node {
     }
 
     // ------------------------------------------------------------------ lifecycle
+
+    /// Controlled shutdown, before anything stops: in a cluster, hands this node's
+    /// leaderships and ISR places to the other in-sync replicas (see
+    /// [`Controller::leave`](pyralog_controller::Controller::leave)) and waits until its own
+    /// partitions know it, so clients still connected here are redirected to the new leaders
+    /// while the listeners drain. Bounded by `cluster.controlled_shutdown_timeout`; a failure
+    /// only costs the partitions the lease's wait, so shutdown goes on either way.
+    pub async fn hand_off(&self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let timeout = cluster.settings.controlled_shutdown_timeout;
+        if timeout.is_zero() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match cluster.controller.leave(timeout).await {
+            Ok(pyralog_controller::Leave::NothingToHandOff) => {
+                info!("controlled shutdown: no ISR shared with another live node")
+            }
+            Ok(pyralog_controller::Leave::HandedOff) => {
+                // The reconciler turns every partition here to `Elsewhere` (a fenced node
+                // neither leads nor follows), naming the new leader for redirects.
+                let rest = timeout.saturating_sub(started.elapsed());
+                let settled = async {
+                    while !self.leads_or_follows_nothing() {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                };
+                let _ = tokio::time::timeout(rest, settled).await;
+                info!(elapsed = ?started.elapsed(),
+                    "controlled shutdown: leaderships and ISR places handed off");
+            }
+            Err(e) => warn!(error = %e, elapsed = ?started.elapsed(),
+                "controlled shutdown could not hand off; stopping anyway (the lease fences \
+                 this node)"),
+        }
+    }
+
+    fn leads_or_follows_nothing(&self) -> bool {
+        self.logs.read().values().all(|log| {
+            log.partitions
+                .iter()
+                .all(|p| matches!(p.role().role, Role::Elsewhere { .. }))
+        })
+    }
 
     /// The first step of shutdown, taken as soon as the signal arrives (before the gRPC
     /// server drains): background tasks are told to stop, and every partition gives up its

@@ -305,8 +305,9 @@ impl Partition {
     }
 
     /// Waits until the HW covers `end` (every ISR member holds everything below it). Fails
-    /// with `NOT_LEADER` if this node stops leading `epoch` first, and `TIMEOUT` after
-    /// `timeout`: never a success the ISR did not confirm.
+    /// with `LeadershipMoved` if this node stops leading `epoch` first, and `TIMEOUT` after
+    /// `timeout`: never a success the ISR did not confirm, and never `NOT_LEADER` for a
+    /// write that was appended (that would invite a resend).
     pub(crate) async fn wait_replicated(
         &self,
         end: LogOffset,
@@ -324,14 +325,11 @@ impl Partition {
                 let r = self.role.lock();
                 let leading = matches!(r.role, Role::Leader(_) | Role::Standalone);
                 if !leading || r.epoch != epoch {
-                    let mut e = r.not_leader();
-                    if let GatewayError::NotLeader { detail, .. } = &mut e {
-                        detail.insert_str(
-                            0,
-                            "leadership moved before the write was replicated (it may or may not be kept); ",
-                        );
-                    }
-                    return Err(e);
+                    let now = match r.not_leader() {
+                        GatewayError::NotLeader { detail, .. } => detail,
+                        other => other.to_string(),
+                    };
+                    return Err(GatewayError::LeadershipMoved(now));
                 }
             }
             tokio::select! {

@@ -7,8 +7,11 @@
 //!
 //! Both accept through `pyralog_security::server::incoming` (TLS when configured, the
 //! connection budgets and watchdog of `[server]`), count calls and check request framing in
-//! the stream layer (`stream_limits`) before authentication, and stop together: the shutdown signal first gives up every partition role (ending replication
-//! streams), then both servers drain, then the node closes its logs.
+//! the stream layer (`stream_limits`) before authentication, and stop together. On the
+//! shutdown signal the node first reports NOT_SERVING on gRPC health and hands its
+//! leaderships off (controlled shutdown, `Node::hand_off`) while still serving, then gives up
+//! every partition role (ending replication streams), then both servers drain, then the node
+//! closes its logs.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -203,10 +206,19 @@ pub async fn serve(
     let signal = {
         let node = node.clone();
         let stop = stop.clone();
+        let health = health_reporter.clone();
         async move {
-            tokio::select! {
-                _ = shutdown => {}
-                _ = stop.cancelled() => {}
+            let asked = tokio::select! {
+                _ = shutdown => true,
+                _ = stop.cancelled() => false,
+            };
+            if asked {
+                // Probes and load balancers stop sending here; clients still connected are
+                // redirected to the new leaders while the node hands off.
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                node.hand_off().await;
             }
             node.begin_shutdown();
             stop.cancel();

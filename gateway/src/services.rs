@@ -370,6 +370,24 @@ impl Admin for Services {
         }))
     }
 
+    async fn add_partitions(
+        &self,
+        request: Request<v1::AddPartitionsRequest>,
+    ) -> Result<Response<v1::AddPartitionsResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::Alter, Resource::Log(&request.get_ref().log))?;
+        let req = request.into_inner();
+        GatewayError::log_name(&req.log)?;
+        let status = self
+            .node
+            .add_partitions(&req.log, req.partition_count)
+            .await?;
+        Ok(Response::new(v1::AddPartitionsResponse {
+            log: Some(describe(status, self.node.config().node_id)),
+        }))
+    }
+
     async fn roll_segments(
         &self,
         request: Request<v1::RollSegmentsRequest>,

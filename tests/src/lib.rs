@@ -13,9 +13,11 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 pub mod raw;
+mod rotating;
 pub mod secure;
 pub mod stores;
 
+pub use rotating::RotatingClient;
 pub use secure::Secure;
 pub use stores::{s3_env, ColdStore};
 
@@ -429,7 +431,8 @@ pub fn secure_run() -> bool {
 }
 
 impl TestCluster {
-    /// Starts `n` nodes with short failure-detection timings (lease 2 s) plus `env`; secure
+    /// Starts `n` nodes with short failure-detection timings (lease 2 s), leader balancing
+    /// off, plus `env` (later entries win); secure
     /// when the run asks for it ([`secure_run`]).
     pub fn start<K: AsRef<str>, V: AsRef<str>>(n: usize, env: &[(K, V)]) -> TestCluster {
         let secure = secure_run().then(|| Secure::new(n as u64));
@@ -470,6 +473,12 @@ impl TestCluster {
                     ("PYRALOG_CLUSTER__NODE_HEARTBEAT".into(), "250ms".into()),
                     ("PYRALOG_CLUSTER__REPLICA_LAG_MAX".into(), "3s".into()),
                     ("PYRALOG_CLUSTER__REPLICA_FETCH_WAIT".into(), "200ms".into()),
+                    // Chaos tests follow leadership as failures move it; balancing would
+                    // move it back behind their backs. The rolling-restart test turns it on.
+                    (
+                        "PYRALOG_CLUSTER__LEADER_BALANCE_INTERVAL".into(),
+                        "0s".into(),
+                    ),
                 ];
                 vars.extend(
                     env.iter()

@@ -194,6 +194,16 @@ async fn call(path: &str, ch: Channel, token: Option<&str>) -> Option<Result<(),
             ))
             .await
             .map(drop),
+        "/pyralog.v1.Admin/AddPartitions" => admin_client::AdminClient::new(ch)
+            .add_partitions(call_req(
+                AddPartitionsRequest {
+                    log: "a".into(),
+                    partition_count: 1,
+                },
+                t,
+            ))
+            .await
+            .map(drop),
         "/pyralog.v1.Admin/RollSegments" => admin_client::AdminClient::new(ch)
             .roll_segments(call_req(
                 RollSegmentsRequest {

@@ -124,6 +124,21 @@ async fn attack(
             .map(|a| String::from_utf8_lossy(&a.into_inner().json).into_owned());
         out.push((what.to_owned(), r));
     }
+    // A controlled shutdown in another node's name would take its leaderships; balancing is
+    // the controller leader's own proposal.
+    for (what, cmd) in [
+        (
+            "leave the cluster as another node",
+            json!({"LeaveCluster": {"id": claim}}),
+        ),
+        ("balance leaders", json!("BalanceLeaders")),
+    ] {
+        let r = controller
+            .write(payload(cmd))
+            .await
+            .map(|a| String::from_utf8_lossy(&a.into_inner().json).into_owned());
+        out.push((what.to_owned(), r));
+    }
     let r = controller
         .heartbeat(HeartbeatRequest {
             node_id: claim,

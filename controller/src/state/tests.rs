@@ -127,6 +127,203 @@ fn a_fenced_leader_is_replaced_from_the_isr_in_a_new_epoch() {
 }
 
 #[test]
+fn a_leaving_node_hands_every_leadership_to_its_isr_and_leaves_the_isrs_it_shared() {
+    let mut s = cluster(3);
+    let meta = created(&mut s, "a", 3, 3);
+    let leaving = meta.partitions[0].replicas[0];
+    assert!(s.has_work_to_hand_off(leaving));
+    assert_eq!(
+        s.apply(&Command::LeaveCluster { id: leaving }),
+        CommandResult::Done
+    );
+    assert!(!s.is_live(leaving), "it is fenced until it registers again");
+    for (i, (before, p)) in meta
+        .partitions
+        .iter()
+        .zip(&s.logs[&log("a")].partitions)
+        .enumerate()
+    {
+        assert_ne!(
+            p.leader,
+            Some(leaving),
+            "partition {i} still led by the leaving node"
+        );
+        let leader = p.leader.expect("another ISR member leads");
+        assert!(
+            before.isr.contains(&leader),
+            "partition {i}: leader from outside the ISR"
+        );
+        assert!(!p.isr.contains(&leaving), "partition {i}: still in the ISR");
+        if before.leader == Some(leaving) {
+            assert_eq!(
+                p.epoch,
+                Epoch(before.epoch.0 + 1),
+                "partition {i}: a new epoch"
+            );
+        } else {
+            assert_eq!(p.leader, before.leader, "partition {i}: its leader stays");
+        }
+    }
+    assert!(!s.has_work_to_hand_off(leaving), "nothing left to hand off");
+}
+
+#[test]
+fn a_node_alone_in_its_isrs_has_nothing_to_hand_off() {
+    let mut s = cluster(1);
+    created(&mut s, "a", 2, 1);
+    assert!(!s.has_work_to_hand_off(1), "a single node");
+    let mut s = cluster(3);
+    let meta = created(&mut s, "b", 3, 1);
+    for p in &meta.partitions {
+        assert!(
+            !s.has_work_to_hand_off(p.replicas[0]),
+            "replication factor 1"
+        );
+    }
+    // Sharing an ISR only with a fenced node is alone too.
+    let mut s = cluster(2);
+    let meta = created(&mut s, "c", 1, 2);
+    let [a, b] = [
+        meta.partitions[0].replicas[0],
+        meta.partitions[0].replicas[1],
+    ];
+    assert!(s.has_work_to_hand_off(b), "a follower in a shared ISR");
+    s.apply(&Command::FenceNode { id: a });
+    assert!(!s.has_work_to_hand_off(b));
+}
+
+#[test]
+fn leadership_goes_back_to_the_preferred_replica_only_when_it_is_live_and_in_sync() {
+    let mut s = cluster(3);
+    let meta = created(&mut s, "a", 1, 3);
+    let preferred = meta.partitions[0].replicas[0];
+    s.apply(&Command::LeaveCluster { id: preferred });
+    let moved = s.partition(&log("a"), 0).expect("partition").clone();
+    assert!(
+        s.preferred_leader_moves().is_empty(),
+        "fenced: nothing to move"
+    );
+
+    // Back, but not yet in sync: still nothing.
+    s.apply(&Command::RegisterNode {
+        id: preferred,
+        address: "x:1".into(),
+        cluster_address: String::new(),
+    });
+    assert!(
+        s.preferred_leader_moves().is_empty(),
+        "outside the ISR: nothing to move"
+    );
+    let before = s.clone();
+    s.apply(&Command::BalanceLeaders);
+    assert_eq!(
+        s.logs, before.logs,
+        "balancing with nothing to move changes no partition"
+    );
+
+    // In sync again: it leads, in a new epoch, and the ISR is untouched.
+    let leader = moved.leader.expect("leader");
+    s.apply(&Command::AlterIsr {
+        log: log("a"),
+        partition: 0,
+        leader,
+        epoch: moved.epoch,
+        isr: meta.partitions[0].replicas.clone(),
+    });
+    assert_eq!(s.preferred_leader_moves(), vec![(log("a"), 0)]);
+    assert_eq!(s.apply(&Command::BalanceLeaders), CommandResult::Done);
+    let p = s.partition(&log("a"), 0).expect("partition");
+    assert_eq!(p.leader, Some(preferred));
+    assert_eq!(p.epoch, Epoch(moved.epoch.0 + 1));
+    assert_eq!(p.isr, meta.partitions[0].replicas);
+    assert!(s.preferred_leader_moves().is_empty());
+}
+
+#[test]
+fn a_log_grows_by_partitions_placed_like_new_ones_and_never_shrinks() {
+    let mut s = cluster(3);
+    let before = created(&mut s, "a", 2, 2);
+    let grow = |count| Command::AddPartitions {
+        log: log("a"),
+        partition_count: count,
+    };
+    assert_eq!(s.apply(&grow(5)), CommandResult::Done);
+    let meta = &s.logs[&log("a")];
+    assert_eq!(meta.config.partition_count, 5);
+    assert_eq!(meta.partitions.len(), 5);
+    assert_eq!(
+        &meta.partitions[..2],
+        &before.partitions[..],
+        "old partitions untouched"
+    );
+    for p in &meta.partitions[2..] {
+        assert_eq!(p.replicas.len(), 2);
+        assert_ne!(p.replicas[0], p.replicas[1]);
+        assert_eq!(p.leader, Some(p.replicas[0]));
+        assert_eq!(p.isr, p.replicas);
+        assert_eq!(p.epoch, Epoch(1));
+    }
+    // The same count again is a retry; fewer is refused; so is more than the limit.
+    let version = s.version;
+    assert_eq!(s.apply(&grow(5)), CommandResult::Done);
+    assert_eq!(s.logs[&log("a")].partitions.len(), 5);
+    assert!(s.version <= version + 1);
+    assert!(
+        matches!(s.apply(&grow(3)), CommandResult::Rejected(Rejection::Invalid(m)) if m.contains("only grow"))
+    );
+    assert!(matches!(
+        s.apply(&grow(10_001)),
+        CommandResult::Rejected(Rejection::Invalid(_))
+    ));
+    assert!(matches!(
+        s.apply(&Command::AddPartitions {
+            log: log("nope"),
+            partition_count: 2
+        }),
+        CommandResult::Rejected(Rejection::LogNotFound(_))
+    ));
+    // Not enough live nodes for the replication factor: refused, nothing changes.
+    s.apply(&Command::FenceNode { id: 1 });
+    s.apply(&Command::FenceNode { id: 2 });
+    assert!(matches!(
+        s.apply(&grow(6)),
+        CommandResult::Rejected(Rejection::NotEnoughNodes { .. })
+    ));
+    assert_eq!(s.logs[&log("a")].partitions.len(), 5);
+}
+
+#[test]
+fn a_group_consuming_a_grown_log_is_assigned_its_new_partitions_in_one_rebalance() {
+    let mut s = cluster(2);
+    created(&mut s, "a", 2, 1);
+    let joined = s.apply(&Command::JoinGroup {
+        group: "g".into(),
+        request: JoinRequest {
+            member: "m".into(),
+            client: "c".into(),
+            logs: vec![log("a")],
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            strategy: Default::default(),
+        },
+    });
+    assert!(matches!(joined, CommandResult::Joined(_)), "{joined:?}");
+    let generation = s.groups["g"].generation;
+    s.apply(&Command::AddPartitions {
+        log: log("a"),
+        partition_count: 4,
+    });
+    let g = &s.groups["g"];
+    assert!(g.generation > generation, "the group rebalanced");
+    let target: Vec<u32> = g.members["m"].target.iter().map(|(_, p)| *p).collect();
+    assert_eq!(
+        target,
+        vec![0, 1, 2, 3],
+        "the only member gets every partition"
+    );
+}
+
+#[test]
 fn the_last_isr_member_stays_in_the_isr_and_leads_again_when_it_returns() {
     let mut s = cluster(3);
     let meta = created(&mut s, "a", 1, 3);
@@ -354,6 +551,12 @@ fn any_command() -> impl Strategy<Value = Command> {
             cluster_address: String::new(),
         }),
         node.clone().prop_map(|id| Command::FenceNode { id }),
+        node.clone().prop_map(|id| Command::LeaveCluster { id }),
+        Just(Command::BalanceLeaders),
+        (0..3usize, 0..6u32).prop_map(|(l, partition_count)| Command::AddPartitions {
+            log: log(["a", "b", "c"][l]),
+            partition_count,
+        }),
         (0..3usize, 1..4u32, 1..=3u16, any::<bool>()).prop_map(|(l, parts, rf, unclean)| {
             let mut config = config(parts, rf);
             config.unclean_leader_election = unclean;

@@ -82,6 +82,10 @@ pub const CLIENT_RPCS: &[RpcRule] = &[
         Need::On(Op::Delete, Kind::Log),
     ),
     rule(
+        "/pyralog.v1.Admin/AddPartitions",
+        Need::On(Op::Alter, Kind::Log),
+    ),
+    rule(
         "/pyralog.v1.Admin/RollSegments",
         Need::On(Op::Alter, Kind::Log),
     ),

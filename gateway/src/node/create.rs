@@ -156,6 +156,79 @@ impl Node {
         }
     }
 
+    /// Raises log `name` to `partition_count` partitions and answers once every partition,
+    /// old and new, has a leader ready to append. A partition count only grows: fewer is
+    /// refused, the same count is a no-op (a retry after a lost answer). Groups consuming the
+    /// log rebalance in the same controller command; keyed records hash over the new count
+    /// from then on.
+    pub async fn add_partitions(
+        &self,
+        name: &str,
+        partition_count: u32,
+    ) -> Result<super::LogStatus, GatewayError> {
+        let log = self.log(name)?;
+        let have = log.config.partition_count;
+        if partition_count < have {
+            return Err(GatewayError::InvalidConfig(format!(
+                "log {name} has {have} partitions; a partition count can only grow"
+            )));
+        }
+        let mut config = log.config.clone();
+        config.partition_count = partition_count;
+        config
+            .validate()
+            .map_err(|e| GatewayError::InvalidConfig(e.to_string()))?;
+        let meta = self
+            .metadata
+            .add_partitions(&log.id, partition_count)
+            .await?;
+        match &self.cluster {
+            None => {
+                let _one_at_a_time = self.growing.lock().await;
+                let current = self.log(name)?;
+                if current.partitions.len() < partition_count as usize {
+                    let grown = self
+                        .grow_log(&current, meta)
+                        .await
+                        .map_err(|e| GatewayError::Storage(e.to_string()))?;
+                    self.logs.write().insert(log.id.clone(), grown);
+                }
+            }
+            Some(cluster) => {
+                let timeout = create_timeout(partition_count);
+                let grown = async {
+                    let mut states = cluster.controller.state();
+                    let id = log.id.clone();
+                    let _ = states
+                        .wait_for(|s| {
+                            s.logs
+                                .get(&id)
+                                .is_none_or(|l| l.partitions.len() >= partition_count as usize)
+                        })
+                        .await;
+                    self.wait_leaders_ready(cluster, &log.id).await
+                };
+                match tokio::time::timeout(timeout, grown).await {
+                    Ok(ready) => ready?,
+                    Err(_) => {
+                        return Err(GatewayError::Unavailable(format!(
+                            "log {name} has {partition_count} partitions now, but not every \
+                             leader was ready to append within {timeout:?}; ask again with the \
+                             same count to wait for them"
+                        )))
+                    }
+                }
+            }
+        }
+        if let Some(cold) = &self.cold {
+            if let Err(e) = cold.register(&log.id, &config).await {
+                warn!(log = %log.id, error = %e, "could not register the log in the bucket");
+            }
+        }
+        info!(log = %log.id, from = have, to = partition_count, "partitions added");
+        self.describe_log(name).await
+    }
+
     /// Deletes a log whose creation failed, here and in the metadata store. Best effort:
     /// failures are logged (a later delete or a restart's orphan cleanup finishes the job).
     async fn roll_back_create(&self, id: &LogId) {

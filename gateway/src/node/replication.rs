@@ -20,9 +20,8 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
 use super::{Node, OpenLog};
-use crate::cluster::{propose_isr, reconcile_partition, Cluster};
+use crate::cluster::{gateway_meta, propose_isr, reconcile_partition, Cluster};
 use crate::error::GatewayError;
-use crate::metadata::LogMeta;
 use crate::partition::Role;
 use crate::replica_chain;
 
@@ -64,6 +63,28 @@ impl Node {
         for (id, meta) in &state.logs {
             let existing = self.logs.read().get(id).cloned();
             let open = match existing {
+                Some(o)
+                    if o.incarnation == meta.incarnation
+                        && o.partitions.len() < meta.partitions.len() =>
+                {
+                    match self.grow_log(&o, gateway_meta(meta)).await {
+                        Ok(grown) => {
+                            self.logs.write().insert(id.clone(), grown.clone());
+                            if let Some(cold) = &self.cold {
+                                if let Err(e) = cold.register(id, &meta.config).await {
+                                    warn!(log = %id, error = %e, "cannot register in the bucket");
+                                }
+                            }
+                            grown
+                        }
+                        Err(e) => {
+                            // The partitions it has keep their roles; the new ones are
+                            // tried again at the next pass.
+                            warn!(log = %id, error = %e, "cannot open the log's new partitions");
+                            o
+                        }
+                    }
+                }
                 Some(o) if o.incarnation == meta.incarnation => o,
                 other => {
                     if let Some(old) = other {
@@ -72,11 +93,10 @@ impl Node {
                             continue;
                         }
                     }
-                    let gm = LogMeta {
-                        config: meta.config.clone(),
-                        epochs: meta.partitions.iter().map(|p| p.epoch).collect(),
-                    };
-                    match self.open_log(id.clone(), gm, meta.incarnation).await {
+                    match self
+                        .open_log(id.clone(), gateway_meta(meta), meta.incarnation)
+                        .await
+                    {
                         Ok(o) => {
                             self.open_failures.lock().remove(id);
                             self.logs.write().insert(id.clone(), o.clone());
@@ -319,9 +339,24 @@ impl Node {
                     latest: end,
                 });
             }
-            let progress = state
+            let mut progress = state
                 .on_fetch(req.replica_id, holds, Instant::now())
                 .map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
+            // A fenced node joins no ISR (the controller refuses it) until it registers
+            // again; proposing it anyway would keep a pending growth, and the HW waiting for
+            // it, alive proposal after proposal.
+            let controller_state = cluster.state();
+            if progress
+                .propose_isr
+                .as_ref()
+                .is_some_and(|isr| isr.iter().any(|n| !controller_state.is_live(*n)))
+            {
+                progress.propose_isr = None;
+                if let Some(hw) = state.isr_rejected() {
+                    progress.high_watermark =
+                        Some(progress.high_watermark.map_or(hw, |h| h.max(hw)));
+                }
+            }
             if let Some(isr) = progress.propose_isr {
                 propose_isr(
                     cluster.clone(),
