@@ -277,6 +277,19 @@ pub(crate) struct ClusterArgs {
 pub(crate) enum ClusterCommand {
     /// Nodes, their addresses and liveness, and the controller's leader.
     Describe,
+    /// Move a partition to a new replica set: the new replicas copy from the leader, and the
+    /// set switches once all of it is in sync (`logs describe` shows the move until then).
+    Reassign {
+        log: String,
+        #[arg(long)]
+        partition: u32,
+        /// The new replicas, comma-separated, the preferred leader first: `2,3`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<u64>,
+    },
+    /// Move every replica off a node and place nothing new on it; stop the node once no
+    /// partition lists it.
+    Decommission { node: u64 },
 }
 
 #[derive(Debug, Args)]

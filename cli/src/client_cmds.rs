@@ -263,14 +263,35 @@ pub(crate) async fn cluster(server: &Target, args: ClusterArgs) -> CliResult {
                 "node", "address", "voter", "state"
             );
             for n in &d.nodes {
+                let state = match (n.fenced, n.draining) {
+                    (true, _) => "fenced",
+                    (false, true) => "draining",
+                    (false, false) => "live",
+                };
                 println!(
                     "{:>6}  {:<22} {:<6} {:<8}",
                     n.node_id,
                     n.address,
                     if n.voter { "yes" } else { "no" },
-                    if n.fenced { "fenced" } else { "live" }
+                    state
                 );
             }
+            Ok(())
+        }
+        ClusterCommand::Reassign {
+            log,
+            partition,
+            replicas,
+        } => {
+            client
+                .reassign_partitions(vec![(log.clone(), partition, replicas.clone())])
+                .await?;
+            println!("moving {log}/{partition} to replicas {replicas:?}");
+            Ok(())
+        }
+        ClusterCommand::Decommission { node } => {
+            let moving = client.decommission_node(node).await?;
+            println!("decommissioning node {node}: {moving} partitions move off it");
             Ok(())
         }
     }
@@ -380,6 +401,13 @@ fn print_description(info: &LogInfo) -> CliResult {
                 .map_or_else(|| "-".to_owned(), |(id, _)| id.to_string()),
             ids(&p.replicas),
             ids(&p.isr)
+        );
+    }
+    for p in info.partitions.iter().filter(|p| !p.target.is_empty()) {
+        println!(
+            "MOVING partition {} to replicas {} (switches once all of them are in sync)",
+            p.partition,
+            ids(&p.target)
         );
     }
     if let Some(p) = info.partitions.first() {

@@ -60,6 +60,8 @@ pub struct PartitionInfo {
     pub leader: Option<(u64, String)>,
     pub replicas: Vec<u64>,
     pub isr: Vec<u64>,
+    /// While a reassignment runs, the replica set the partition moves to (else empty).
+    pub target: Vec<u64>,
     /// The answering node and its role for the partition ("leader", "follower", "none"):
     /// offsets and sizes above are that node's view.
     pub answered_by: u64,
@@ -127,6 +129,7 @@ impl TryFrom<v1::LogDescription> for LogInfo {
                         .then_some((p.leader_node, p.leader_address)),
                     replicas: p.replicas,
                     isr: p.isr,
+                    target: p.target_replicas,
                     answered_by: p.answered_by,
                     role: p.role,
                     corrupt: p.corrupt_offset.map(|o| (LogOffset(o), p.corrupt_detail)),
@@ -523,6 +526,37 @@ impl Client {
             .log
             .ok_or_else(|| ClientError::Decode("empty add-partitions response".into()))?
             .try_into()
+    }
+
+    /// Starts moving partitions to new replica sets (`ReassignPartitions`, all or none):
+    /// each `(log, partition, replicas)` names the new set, the preferred leader first.
+    pub async fn reassign_partitions(
+        &self,
+        moves: Vec<(String, PartitionId, Vec<u64>)>,
+    ) -> Result<(), ClientError> {
+        let moves = moves
+            .into_iter()
+            .map(|(log, partition, replicas)| v1::PartitionMove {
+                log,
+                partition,
+                replicas,
+            })
+            .collect();
+        self.admin()
+            .reassign_partitions(v1::ReassignPartitionsRequest { moves })
+            .await?;
+        Ok(())
+    }
+
+    /// Decommissions node `id` (`DecommissionNode`): its replicas move to other nodes.
+    /// Returns how many partitions move.
+    pub async fn decommission_node(&self, id: u64) -> Result<u32, ClientError> {
+        Ok(self
+            .admin()
+            .decommission_node(v1::DecommissionNodeRequest { node_id: id })
+            .await?
+            .into_inner()
+            .moving)
     }
 
     /// Closes the active segment of the given partitions (all if empty).

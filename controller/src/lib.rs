@@ -41,5 +41,6 @@ pub use leases::{Leases, MemberSessions};
 pub use network::{PeerChannels, PeerNode, PlainChannels};
 pub use raft_types::TypeConfig as RaftTypeConfig;
 pub use state::{
-    ClusterState, Command, CommandResult, LogMeta, NodeInfo, PartitionMeta, Rejection,
+    ClusterState, Command, CommandResult, LogMeta, NodeInfo, PartitionMeta, PartitionMove,
+    Rejection,
 };

@@ -40,6 +40,9 @@ pub struct NodeInfo {
     /// Its lease ran out (or it shut down): it leads nothing and is in no ISR until it
     /// registers again.
     pub fenced: bool,
+    /// Decommissioned: its replicas are moving elsewhere and nothing new is placed on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// Replica placement and leadership of one partition.
@@ -54,6 +57,10 @@ pub struct PartitionMeta {
     pub epoch: Epoch,
     /// The in-sync replicas, in `replicas` order; always contains the leader when there is one.
     pub isr: Vec<NodeId>,
+    /// A reassignment in progress: the replica set the partition moves to. Until every
+    /// member of it is in sync, `replicas` holds the old replicas and the new ones together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Vec<NodeId>>,
 }
 
 /// What the cluster knows about one log.
@@ -112,6 +119,17 @@ pub enum Command {
     /// their ISRs at once instead of after its lease runs out, and leaders stop waiting for
     /// it. It registers again when it starts.
     LeaveCluster {
+        id: NodeId,
+    },
+    /// Moves partitions to new replica sets (`pyralog cluster reassign`), all or none: the
+    /// new replicas join `replicas` and copy from the leader; once every member of a target
+    /// is in sync the partition's replicas become exactly the target (see `state::moves`).
+    ReassignPartitions {
+        moves: Vec<PartitionMove>,
+    },
+    /// Decommissions a node: every replica it holds moves to another live node and nothing
+    /// new is placed on it (`pyralog cluster decommission`).
+    DecommissionNode {
         id: NodeId,
     },
     /// Preferred-leader balancing: every partition whose preferred replica (the first) is
@@ -299,6 +317,8 @@ impl ClusterState {
             } => self.register_node(*id, address, cluster_address),
             Command::FenceNode { id } | Command::LeaveCluster { id } => self.fence_node(*id),
             Command::BalanceLeaders => self.balance_leaders(),
+            Command::ReassignPartitions { moves } => self.reassign(moves),
+            Command::DecommissionNode { id } => self.decommission(*id),
             Command::CreateLog {
                 log,
                 config,
@@ -414,6 +434,15 @@ impl ClusterState {
             .collect()
     }
 
+    /// Live nodes that take new replicas (not draining), in id order.
+    pub fn placeable_nodes(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| !n.fenced && !n.draining)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     pub fn is_live(&self, node: NodeId) -> bool {
         self.nodes.get(&node).is_some_and(|n| !n.fenced)
     }
@@ -437,12 +466,14 @@ impl ClusterState {
     }
 
     fn register_node(&mut self, id: NodeId, address: &str, cluster_address: &str) -> CommandResult {
+        let draining = self.nodes.get(&id).is_some_and(|n| n.draining);
         self.nodes.insert(
             id,
             NodeInfo {
                 address: address.to_owned(),
                 cluster_address: cluster_address.to_owned(),
                 fenced: false,
+                draining,
             },
         );
         let nodes = &self.nodes;
@@ -491,7 +522,7 @@ impl ClusterState {
             }
             return CommandResult::Rejected(Rejection::LogAlreadyExists(log.clone()));
         }
-        let live = self.live_nodes();
+        let live = self.placeable_nodes();
         let rf = usize::from(config.replication_factor.max(1));
         if live.len() < rf {
             return CommandResult::Rejected(Rejection::NotEnoughNodes {
@@ -514,7 +545,7 @@ impl ClusterState {
     /// of them), round-robin from where the last placement ended; each starts in epoch 1, led
     /// by its first replica, with every replica in sync (all empty).
     fn place(&mut self, count: u32, rf: usize) -> Vec<PartitionMeta> {
-        let live = self.live_nodes();
+        let live = self.placeable_nodes();
         let n = live.len().max(1) as u64;
         let start = self.next_placement;
         let partitions = (0..u64::from(count))
@@ -527,6 +558,7 @@ impl ClusterState {
                     epoch: Epoch(1),
                     isr: replicas.clone(),
                     replicas,
+                    target: None,
                 }
             })
             .collect();
@@ -634,6 +666,7 @@ impl ClusterState {
             .copied()
             .filter(|r| isr.contains(r))
             .collect();
+        moves::finish_if_in_sync(p, &self.nodes);
         CommandResult::Done
     }
 }
@@ -684,6 +717,7 @@ fn validate(cmd: &Command) -> Result<(), String> {
         Command::AlterIsr { isr, .. } if isr.len() > usize::from(u8::MAX) => {
             Err("an ISR of more than 255 nodes".into())
         }
+        Command::ReassignPartitions { moves } => moves::validate(moves),
         Command::JoinGroup { group, .. }
         | Command::LeaveGroup { group, .. }
         | Command::ReportOwned { group, .. }
@@ -735,7 +769,9 @@ fn elect(p: &mut PartitionMeta, nodes: &BTreeMap<NodeId, NodeInfo>, unclean: boo
 }
 
 mod leaders;
+mod moves;
 mod partitions;
+pub use moves::PartitionMove;
 
 #[cfg(test)]
 mod tests;

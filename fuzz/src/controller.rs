@@ -9,7 +9,9 @@
 
 use std::collections::BTreeSet;
 
-use pyralog_controller::{ClusterState, Command, Committed, JoinRequest, OffsetCommit};
+use pyralog_controller::{
+    ClusterState, Command, Committed, JoinRequest, OffsetCommit, PartitionMove,
+};
 use pyralog_types::{Epoch, LogConfig, LogId};
 
 use crate::damage::{apply, plan, Numbers};
@@ -135,7 +137,7 @@ fn structured(input: &[u8]) -> Vec<u8> {
     cmds.truncate(cmds.len() - 1); // keep the log
     while !n.is_empty() && cmds.len() < 40 {
         let small = |v: u64| (v % 4) as u32;
-        let cmd = match n.u64() % 9 {
+        let cmd = match n.u64() % 11 {
             0 => Command::AdvanceEpoch {
                 log: orders.clone(),
                 partition: small(n.u64()),
@@ -177,6 +179,14 @@ fn structured(input: &[u8]) -> Vec<u8> {
             },
             6 => Command::LeaveCluster { id: n.u64() },
             7 => Command::BalanceLeaders,
+            8 => Command::ReassignPartitions {
+                moves: vec![PartitionMove {
+                    log: orders.clone(),
+                    partition: small(n.u64()),
+                    replicas: vec![n.u64() % 4, n.u64() % 4],
+                }],
+            },
+            9 => Command::DecommissionNode { id: n.u64() % 4 },
             _ => Command::CommitOffsets {
                 group: "g".into(),
                 member: Some((format!("m{}", n.u64() % 3), n.u64())),

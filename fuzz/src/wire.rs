@@ -92,6 +92,8 @@ plain_requests!(
     v1::DescribeLogRequest,
     v1::DeleteLogRequest,
     v1::AddPartitionsRequest,
+    v1::ReassignPartitionsRequest,
+    v1::DecommissionNodeRequest,
     v1::RollSegmentsRequest,
     v1::DescribeClusterRequest,
     v1::RunCompactionRequest,
@@ -240,6 +242,8 @@ pub const ARMS: &[Arm] = &[
     arm::<v1::DescribeLogRequest>(&["pyralog.v1.Admin/DescribeLog"]),
     arm::<v1::DeleteLogRequest>(&["pyralog.v1.Admin/DeleteLog"]),
     arm::<v1::AddPartitionsRequest>(&["pyralog.v1.Admin/AddPartitions"]),
+    arm::<v1::ReassignPartitionsRequest>(&["pyralog.v1.Admin/ReassignPartitions"]),
+    arm::<v1::DecommissionNodeRequest>(&["pyralog.v1.Admin/DecommissionNode"]),
     arm::<v1::RollSegmentsRequest>(&["pyralog.v1.Admin/RollSegments"]),
     arm::<v1::DescribeClusterRequest>(&["pyralog.v1.Admin/DescribeCluster"]),
     arm::<v1::RunCompactionRequest>(&["pyralog.v1.Admin/RunCompaction"]),
@@ -410,6 +414,35 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             "repair-partition".into(),
             with(which("pyralog.v1.Admin/RepairPartition"), &|| {
                 repair.encode_to_vec()
+            }),
+        ),
+        (
+            "add-partitions".into(),
+            with(which("pyralog.v1.Admin/AddPartitions"), &|| {
+                v1::AddPartitionsRequest {
+                    log: "orders".into(),
+                    partition_count: 8,
+                }
+                .encode_to_vec()
+            }),
+        ),
+        (
+            "reassign-partitions".into(),
+            with(which("pyralog.v1.Admin/ReassignPartitions"), &|| {
+                v1::ReassignPartitionsRequest {
+                    moves: vec![v1::PartitionMove {
+                        log: "orders".into(),
+                        partition: 1,
+                        replicas: vec![3, 2],
+                    }],
+                }
+                .encode_to_vec()
+            }),
+        ),
+        (
+            "decommission-node".into(),
+            with(which("pyralog.v1.Admin/DecommissionNode"), &|| {
+                v1::DecommissionNodeRequest { node_id: 2 }.encode_to_vec()
             }),
         ),
         (

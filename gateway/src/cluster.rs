@@ -299,6 +299,10 @@ pub(crate) async fn reconcile_partition(
             let hw = {
                 let mut r = p.role();
                 match &mut r.role {
+                    // A reassignment added or removed replicas, this node still leading.
+                    Role::Leader(s) if s.replicas() != meta.replicas.as_slice() => {
+                        s.replicas_changed(meta.replicas.clone(), meta.isr.clone(), Instant::now())
+                    }
                     Role::Leader(s) if s.isr() != meta.isr.as_slice() => {
                         s.isr_committed(meta.isr.clone())
                     }

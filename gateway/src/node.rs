@@ -730,6 +730,7 @@ mod compaction;
 mod corrupt;
 mod create;
 mod groups;
+mod moves;
 mod produce;
 mod read;
 mod replication;

@@ -116,6 +116,7 @@ fn describe(s: LogStatus, me: u64) -> v1::LogDescription {
                 local_segments: p.local_segments,
                 replicas: p.replicas,
                 isr: p.isr,
+                target_replicas: p.target,
                 answered_by: me,
                 role: p.role.to_owned(),
                 corrupt_offset: p.corrupt.as_ref().map(|c| c.offset.0),
@@ -348,6 +349,7 @@ impl Admin for Services {
                     address: node.config().listen.to_string(),
                     fenced: false,
                     voter: true,
+                    draining: false,
                 }],
             }));
         };
@@ -365,6 +367,7 @@ impl Admin for Services {
                     address: n.address.clone(),
                     fenced: n.fenced,
                     voter: voters.contains_key(id),
+                    draining: n.draining,
                 })
                 .collect(),
         }))
@@ -386,6 +389,40 @@ impl Admin for Services {
         Ok(Response::new(v1::AddPartitionsResponse {
             log: Some(describe(status, self.node.config().node_id)),
         }))
+    }
+
+    async fn reassign_partitions(
+        &self,
+        request: Request<v1::ReassignPartitionsRequest>,
+    ) -> Result<Response<v1::ReassignPartitionsResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::ClusterAdmin, Resource::Cluster)?;
+        let moves = request
+            .into_inner()
+            .moves
+            .into_iter()
+            .map(|m| {
+                Ok(pyralog_controller::PartitionMove {
+                    log: GatewayError::log_name(&m.log)?,
+                    partition: m.partition,
+                    replicas: m.replicas,
+                })
+            })
+            .collect::<Result<Vec<_>, GatewayError>>()?;
+        self.node.reassign(moves).await?;
+        Ok(Response::new(v1::ReassignPartitionsResponse {}))
+    }
+
+    async fn decommission_node(
+        &self,
+        request: Request<v1::DecommissionNodeRequest>,
+    ) -> Result<Response<v1::DecommissionNodeResponse>, Status> {
+        self.node
+            .guard(&request)?
+            .check(Operation::ClusterAdmin, Resource::Cluster)?;
+        let moving = self.node.decommission(request.into_inner().node_id).await?;
+        Ok(Response::new(v1::DecommissionNodeResponse { moving }))
     }
 
     async fn roll_segments(

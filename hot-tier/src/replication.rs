@@ -249,6 +249,39 @@ impl LeaderState {
         self.recompute_hw()
     }
 
+    /// The controller changed the replica set in this epoch (a reassignment started or
+    /// finished, the leader staying): new replicas are followed from offset 0 (they must
+    /// catch up before they join the ISR), removed ones are forgotten, and `isr` is the
+    /// committed ISR.
+    pub fn replicas_changed(
+        &mut self,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        now: Instant,
+    ) -> Option<LogOffset> {
+        self.followers
+            .retain(|id, _| replicas.contains(id) && *id != self.me);
+        for r in &replicas {
+            if *r != self.me && !self.followers.contains_key(r) {
+                self.followers.insert(
+                    *r,
+                    Follower {
+                        end: LogOffset::ZERO,
+                        caught_up_at: now,
+                        prev_fetch: None,
+                    },
+                );
+            }
+        }
+        self.replicas = replicas;
+        self.isr_committed(isr)
+    }
+
+    /// The replica set this leader works with.
+    pub fn replicas(&self) -> &[NodeId] {
+        &self.replicas
+    }
+
     /// The controller refused the proposal (stale epoch or a concurrent change).
     pub fn isr_rejected(&mut self) -> Option<LogOffset> {
         self.pending = None;

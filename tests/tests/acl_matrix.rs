@@ -204,6 +204,23 @@ async fn call(path: &str, ch: Channel, token: Option<&str>) -> Option<Result<(),
             ))
             .await
             .map(drop),
+        "/pyralog.v1.Admin/ReassignPartitions" => admin_client::AdminClient::new(ch)
+            .reassign_partitions(call_req(
+                ReassignPartitionsRequest {
+                    moves: vec![PartitionMove {
+                        log: "a".into(),
+                        partition: 0,
+                        replicas: vec![1],
+                    }],
+                },
+                t,
+            ))
+            .await
+            .map(drop),
+        "/pyralog.v1.Admin/DecommissionNode" => admin_client::AdminClient::new(ch)
+            .decommission_node(call_req(DecommissionNodeRequest { node_id: 7 }, t))
+            .await
+            .map(drop),
         "/pyralog.v1.Admin/RollSegments" => admin_client::AdminClient::new(ch)
             .roll_segments(call_req(
                 RollSegmentsRequest {

@@ -30,7 +30,7 @@ impl ClusterState {
             )));
         }
         let rf = usize::from(meta.config.replication_factor.max(1));
-        let live = self.live_nodes().len();
+        let live = self.placeable_nodes().len();
         if live < rf {
             return CommandResult::Rejected(Rejection::NotEnoughNodes {
                 needed: meta.config.replication_factor.max(1),

@@ -553,6 +553,19 @@ fn any_command() -> impl Strategy<Value = Command> {
         node.clone().prop_map(|id| Command::FenceNode { id }),
         node.clone().prop_map(|id| Command::LeaveCluster { id }),
         Just(Command::BalanceLeaders),
+        (
+            0..3usize,
+            0..3u32,
+            proptest::collection::vec(1..=5u64, 1..4)
+        )
+            .prop_map(|(l, partition, replicas)| Command::ReassignPartitions {
+                moves: vec![PartitionMove {
+                    log: log(["a", "b", "c"][l]),
+                    partition,
+                    replicas,
+                }],
+            }),
+        node.clone().prop_map(|id| Command::DecommissionNode { id }),
         (0..3usize, 0..6u32).prop_map(|(l, partition_count)| Command::AddPartitions {
             log: log(["a", "b", "c"][l]),
             partition_count,
@@ -610,6 +623,9 @@ proptest! {
                 for (i, p) in meta.partitions.iter().enumerate() {
                     prop_assert!(!p.isr.is_empty(), "{id}/{i}: empty ISR");
                     prop_assert!(p.isr.iter().all(|r| p.replicas.contains(r)));
+                    if let Some(t) = &p.target {
+                        prop_assert!(t.iter().all(|r| p.replicas.contains(r)), "{id}/{i}: target outside the replicas");
+                    }
                     if let Some(l) = p.leader {
                         prop_assert!(p.isr.contains(&l), "{id}/{i}: leader outside the ISR");
                         prop_assert!(s.is_live(l), "{id}/{i}: fenced leader");

@@ -104,6 +104,14 @@ pub const CLIENT_RPCS: &[RpcRule] = &[
         Need::On(Op::Alter, Kind::Log),
     ),
     rule(
+        "/pyralog.v1.Admin/ReassignPartitions",
+        Need::On(Op::ClusterAdmin, Kind::Cluster),
+    ),
+    rule(
+        "/pyralog.v1.Admin/DecommissionNode",
+        Need::On(Op::ClusterAdmin, Kind::Cluster),
+    ),
+    rule(
         "/pyralog.v1.Groups/JoinGroup",
         Need::On(Op::Group, Kind::Group),
     ),

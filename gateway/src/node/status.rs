@@ -20,6 +20,8 @@ pub struct PartitionStatus {
     pub leader: Option<(NodeId, String)>,
     pub replicas: Vec<NodeId>,
     pub isr: Vec<NodeId>,
+    /// A reassignment's target replica set, while it runs (empty otherwise).
+    pub target: Vec<NodeId>,
     /// This node's role: "leader", "follower" or "none".
     pub role: &'static str,
     /// A damaged local segment the archiver stopped at, until it reads again.
@@ -117,13 +119,14 @@ impl Node {
                         Role::Follower { .. } => "follower",
                         Role::Elsewhere { .. } => "none",
                     };
-                    let (leader, replicas, isr) =
+                    let (leader, replicas, isr, target) =
                         match (&state, meta.and_then(|m| m.partitions.get(i))) {
                             (Some(s), Some(pm)) => (
                                 pm.leader
                                     .and_then(|l| s.address(l).map(|a| (l, a.to_owned()))),
                                 pm.replicas.clone(),
                                 pm.isr.clone(),
+                                pm.target.clone().unwrap_or_default(),
                             ),
                             _ => {
                                 let me = self.config.node_id;
@@ -131,6 +134,7 @@ impl Node {
                                     Some((me, self.config.listen.to_string())),
                                     vec![me],
                                     vec![me],
+                                    Vec::new(),
                                 )
                             }
                         };
@@ -144,6 +148,7 @@ impl Node {
                         leader,
                         replicas,
                         isr,
+                        target,
                         role,
                         corrupt: p.corrupt.lock().as_ref().map(|c| c.segment.clone()),
                         archive: p.cold().map(|c| archive_status(&c.manifest())),

@@ -217,3 +217,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_replica_added_in_the_same_epoch_is_followed_and_joins_the_isr_once_caught_up() {
+    let t0 = Instant::now();
+    let mut l = leader(vec![1, 2, 3], 2, t0);
+    assert!(
+        l.on_fetch(4, LogOffset(0), t0).is_err(),
+        "not a replica yet"
+    );
+    l.replicas_changed(vec![1, 2, 3, 4], vec![1, 2, 3], t0);
+    assert_eq!(l.replicas(), &[1, 2, 3, 4]);
+    // Behind: followed, not proposed, and the HW does not wait for it.
+    let p = l.on_fetch(4, LogOffset(10), t0).expect("a replica now");
+    assert_eq!(p.propose_isr, None);
+    l.on_fetch(2, LogOffset(100), t0).expect("fetch");
+    l.on_fetch(3, LogOffset(100), t0).expect("fetch");
+    assert_eq!(l.high_watermark(), LogOffset(100));
+    // Caught up: proposed into the ISR.
+    let p = l.on_fetch(4, LogOffset(100), t0).expect("fetch");
+    assert_eq!(p.propose_isr, Some(vec![1, 2, 3, 4]));
+    // The move finishes without 2 and 3: they are forgotten, the ISR is the new set.
+    l.replicas_changed(vec![1, 4], vec![1, 4], t0);
+    assert_eq!(l.isr(), &[1, 4]);
+    assert!(
+        l.on_fetch(2, LogOffset(100), t0).is_err(),
+        "no longer a replica"
+    );
+}
