@@ -636,18 +636,34 @@ pub(crate) fn propose_isr(
             epoch,
             isr: isr.clone(),
         };
-        let outcome = cluster.controller.write(cmd).await;
+        // An unknown outcome (no answer in time) is never taken as a refusal: the command
+        // may still commit, and a leader that forgot the growth would let its HW pass the
+        // member it adds. The same proposal is sent again (committing it twice changes
+        // nothing) while this leader of `epoch` still has it pending.
+        let outcome = loop {
+            match cluster.controller.write(cmd.clone()).await {
+                Err(e) => {
+                    debug!(%log, partition, error = %e, "ISR change not answered; sending it again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let still_pending = {
+                        let r = p.role();
+                        r.epoch == epoch
+                            && matches!(&r.role, Role::Leader(s) if s.pending() == Some(isr.as_slice()))
+                    };
+                    if !still_pending {
+                        return;
+                    }
+                }
+                Ok(answer) => break answer,
+            }
+        };
         let refused = match &outcome {
-            Ok(CommandResult::Done) => {
+            CommandResult::Done => {
                 info!(%log, partition, %epoch, ?isr, "ISR changed");
                 false
             }
-            Ok(other) => {
+            other => {
                 debug!(%log, partition, ?other, "ISR change refused");
-                true
-            }
-            Err(e) => {
-                debug!(%log, partition, error = %e, "ISR change not committed");
                 true
             }
         };

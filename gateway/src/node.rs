@@ -127,7 +127,8 @@ pub struct Node {
     open_failures: parking_lot::Mutex<HashMap<LogId, (u64, String)>>,
     /// Where deleted logs' directories go to be removed in the background.
     trash: Trash,
-    /// Standalone: one log growth at a time, so a partition is never opened twice.
+    /// Standalone: log growths and deletions one at a time, so a partition is never opened
+    /// twice and a deleted log is never put back.
     growing: tokio::sync::Mutex<()>,
     _dir_lock: std::fs::File,
 }
@@ -545,6 +546,11 @@ impl Node {
     }
 
     pub async fn delete_log(&self, name: &str) -> Result<(), GatewayError> {
+        // Standalone, a growth in progress finishes first (see `add_partitions`).
+        let _one_at_a_time = match &self.cluster {
+            None => Some(self.growing.lock().await),
+            Some(_) => None,
+        };
         let log = self.log(name)?;
         self.metadata.delete_log(&log.id).await?;
         if self.cluster.is_some() {
@@ -650,9 +656,13 @@ impl Node {
                         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                     }
                 };
-                let _ = tokio::time::timeout(rest, settled).await;
-                info!(elapsed = ?started.elapsed(),
-                    "controlled shutdown: leaderships and ISR places handed off");
+                match tokio::time::timeout(rest, settled).await {
+                    Ok(()) => info!(elapsed = ?started.elapsed(),
+                        "controlled shutdown: leaderships and ISR places handed off"),
+                    Err(_) => warn!(elapsed = ?started.elapsed(),
+                        "controlled shutdown: the controller handed off, but this node's \
+                         partitions did not all see it in time; stopping anyway"),
+                }
             }
             Err(e) => warn!(error = %e, elapsed = ?started.elapsed(),
                 "controlled shutdown could not hand off; stopping anyway (the lease fences \

@@ -252,7 +252,9 @@ impl LeaderState {
     /// The controller changed the replica set in this epoch (a reassignment started or
     /// finished, the leader staying): new replicas are followed from offset 0 (they must
     /// catch up before they join the ISR), removed ones are forgotten, and `isr` is the
-    /// committed ISR.
+    /// committed ISR. A proposal in flight stays pending (and counted in the HW) while all
+    /// its members are still replicas and it is not what committed: it may still commit, and
+    /// forgetting it would let the HW pass a member it adds.
     pub fn replicas_changed(
         &mut self,
         replicas: Vec<NodeId>,
@@ -273,8 +275,18 @@ impl LeaderState {
                 );
             }
         }
+        self.pending = self
+            .pending
+            .take()
+            .filter(|p| *p != isr && p.iter().all(|r| replicas.contains(r)));
         self.replicas = replicas;
-        self.isr_committed(isr)
+        self.isr = isr;
+        self.recompute_hw()
+    }
+
+    /// The ISR change proposed and not yet answered, if any.
+    pub fn pending(&self) -> Option<&[NodeId]> {
+        self.pending.as_deref()
     }
 
     /// The replica set this leader works with.

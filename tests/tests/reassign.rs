@@ -225,7 +225,13 @@ async fn moved_and_drained_replicas_lose_nothing_and_a_drained_node_can_die() {
 
     // Move partition 0 off its leader: to the node it is not on, plus its follower.
     let p0 = &start.partitions[0];
-    let (leader, follower) = (p0.replicas[0], p0.replicas[1]);
+    let leader = p0.leader.as_ref().map(|l| l.0).expect("a leader");
+    let follower = p0
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| *r != leader)
+        .expect("a follower");
     let third = (1..=3)
         .find(|n| !p0.replicas.contains(n))
         .expect("a third node");

@@ -31,16 +31,27 @@ impl Controller {
             return Ok(Leave::NothingToHandOff);
         }
         let work = async {
-            if let CommandResult::Rejected(r) = self.write(Command::LeaveCluster { id: me }).await?
-            {
-                return Err(ControllerError::Rejected(r));
+            loop {
+                if let CommandResult::Rejected(r) =
+                    self.write(Command::LeaveCluster { id: me }).await?
+                {
+                    return Err(ControllerError::Rejected(r));
+                }
+                // A registration sent just before may commit after the hand-off and undo
+                // it: leave again until this voter's state shows the node fenced.
+                let mut state = self.state();
+                let fenced = async {
+                    state
+                        .wait_for(|s| s.nodes.get(&me).is_none_or(|n| n.fenced))
+                        .await
+                        .is_ok()
+                };
+                match tokio::time::timeout(Duration::from_secs(1), fenced).await {
+                    Ok(true) => return Ok(Leave::HandedOff),
+                    Ok(false) => return Err(ControllerError::ShuttingDown),
+                    Err(_) => {}
+                }
             }
-            let mut state = self.state();
-            state
-                .wait_for(|s| s.nodes.get(&me).is_none_or(|n| n.fenced))
-                .await
-                .map_err(|_| ControllerError::ShuttingDown)?;
-            Ok(Leave::HandedOff)
         };
         tokio::time::timeout(timeout, work)
             .await

@@ -36,12 +36,19 @@ impl ClusterState {
         out
     }
 
+    /// Whether `p`'s preferred replica should lead again: live, in sync, not leading, not
+    /// being decommissioned, and the partition not in the middle of a move (its first replica
+    /// may be about to leave).
     fn preferred_can_lead(&self, p: &PartitionMeta) -> bool {
         match p.replicas.first() {
             Some(&preferred) => {
-                p.leader != Some(preferred)
+                p.target.is_none()
+                    && p.leader != Some(preferred)
                     && p.isr.contains(&preferred)
-                    && self.is_live(preferred)
+                    && self
+                        .nodes
+                        .get(&preferred)
+                        .is_some_and(|n| !n.fenced && !n.draining)
                     && p.epoch.0 < MAX_EPOCH
             }
             None => false,

@@ -127,10 +127,10 @@ impl ClusterState {
                     .min_by_key(|(n, c)| (**c, **n))
                     .map(|(n, _)| *n)
                 else {
-                    return CommandResult::Rejected(Rejection::NotEnoughNodes {
-                        needed: set.len() as u16,
-                        available: load.len(),
-                    });
+                    return CommandResult::Rejected(Rejection::Invalid(format!(
+                        "node {id} cannot be decommissioned: {log}/{i} has replicas {set:?} \
+                         and no other live node can take node {id}'s place"
+                    )));
                 };
                 *load.entry(to).or_default() += 1;
                 let target: Vec<NodeId> =

@@ -178,13 +178,18 @@ impl Node {
         config
             .validate()
             .map_err(|e| GatewayError::InvalidConfig(e.to_string()))?;
+        // Standalone, growth and deletion take turns (a deletion between the metadata write
+        // and the swap below would otherwise be undone by the swap).
+        let _one_at_a_time = match &self.cluster {
+            None => Some(self.growing.lock().await),
+            Some(_) => None,
+        };
         let meta = self
             .metadata
             .add_partitions(&log.id, partition_count)
             .await?;
         match &self.cluster {
             None => {
-                let _one_at_a_time = self.growing.lock().await;
                 let current = self.log(name)?;
                 if current.partitions.len() < partition_count as usize {
                     let grown = self

@@ -245,3 +245,28 @@ fn a_replica_added_in_the_same_epoch_is_followed_and_joins_the_isr_once_caught_u
         "no longer a replica"
     );
 }
+
+#[test]
+fn a_growth_in_flight_when_the_replica_set_changes_still_holds_the_high_watermark() {
+    let t0 = Instant::now();
+    let mut l = leader(vec![1, 3], 1, t0);
+    l.on_fetch(3, LogOffset(100), t0).expect("fetch");
+    // Node 2 catches up to the HW: growth proposed, in flight.
+    let p = l.on_fetch(2, LogOffset(100), t0).expect("fetch");
+    assert_eq!(p.propose_isr, Some(vec![1, 2, 3]));
+    // A reassignment adds node 4 before the growth is answered: the growth stays pending.
+    l.replicas_changed(vec![1, 2, 3, 4], vec![1, 3], t0);
+    assert_eq!(l.pending(), Some(&[1, 2, 3][..]));
+    l.on_append(LogOffset(150));
+    l.on_fetch(3, LogOffset(150), t0).expect("fetch");
+    assert_eq!(
+        l.high_watermark(),
+        LogOffset(100),
+        "node 2 may join the ISR any moment: the HW waits for it"
+    );
+    l.on_fetch(2, LogOffset(150), t0).expect("fetch");
+    assert_eq!(l.high_watermark(), LogOffset(150));
+    // A set that drops a member of the proposal ends it.
+    l.replicas_changed(vec![1, 3, 4], vec![1, 3], t0);
+    assert_eq!(l.pending(), None);
+}

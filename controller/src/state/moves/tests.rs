@@ -190,7 +190,43 @@ fn a_decommissioned_node_loses_every_replica_and_gets_no_new_ones() {
     create(&mut small, 1, 2);
     assert!(matches!(
         small.apply(&Command::DecommissionNode { id: 1 }),
-        CommandResult::Rejected(Rejection::NotEnoughNodes { .. })
+        CommandResult::Rejected(Rejection::Invalid(m)) if m.contains("no other live node")
     ));
     assert!(!small.nodes[&1].draining);
+}
+
+#[test]
+fn balancing_leaves_a_moving_partition_and_a_draining_node_alone() {
+    let mut s = cluster(3);
+    create(&mut s, 1, 2);
+    let before = part(&s, 0);
+    let [a, b] = [before.replicas[0], before.replicas[1]];
+    let c = (1..=3).find(|n| *n != a && *n != b).expect("a third node");
+    // a hands off and comes back in sync: balancing would give it back its leadership...
+    s.apply(&Command::LeaveCluster { id: a });
+    s.apply(&Command::RegisterNode {
+        id: a,
+        address: "x:1".into(),
+        cluster_address: String::new(),
+    });
+    assert_eq!(in_sync(&mut s, 0, vec![a, b]), CommandResult::Done);
+    assert_eq!(s.preferred_leader_moves().len(), 1);
+    // ...but not while the partition moves,
+    assert_eq!(s.apply(&reassign(0, vec![c, a])), CommandResult::Done);
+    assert!(s.preferred_leader_moves().is_empty(), "{:?}", part(&s, 0));
+    // nor to a node being decommissioned.
+    let mut s2 = cluster(3);
+    create(&mut s2, 1, 2);
+    let p = part(&s2, 0);
+    s2.apply(&Command::LeaveCluster { id: p.replicas[0] });
+    s2.apply(&Command::RegisterNode {
+        id: p.replicas[0],
+        address: "x:1".into(),
+        cluster_address: String::new(),
+    });
+    assert_eq!(in_sync(&mut s2, 0, p.replicas.clone()), CommandResult::Done);
+    if let Some(n) = s2.nodes.get_mut(&p.replicas[0]) {
+        n.draining = true;
+    }
+    assert!(s2.preferred_leader_moves().is_empty());
 }
