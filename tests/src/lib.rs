@@ -13,10 +13,12 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 pub mod raw;
+mod records;
 mod rotating;
 pub mod secure;
 pub mod stores;
 
+pub use records::{create_log_when_ready, one_record, read_partition};
 pub use rotating::RotatingClient;
 pub use secure::Secure;
 pub use stores::{s3_env, ColdStore};

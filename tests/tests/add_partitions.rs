@@ -11,12 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use pyralog_client::{
     AckPolicy, AssignmentStrategy, Client, GroupConfig, GroupConsumer, OffsetReset, ProduceRecord,
     Producer, ProducerConfig,
 };
-use pyralog_e2e::{TestCluster, TestNode};
+use pyralog_e2e::{create_log_when_ready, one_record, TestCluster, TestNode};
 use pyralog_proto::v1;
 use pyralog_types::Reason;
 
@@ -25,19 +24,13 @@ const LOG: &str = "growing";
 /// Produces `n` records to `partition` with `acks = quorum`.
 async fn produce_to(c: &Client, partition: u32, n: usize, tag: &str) {
     for i in 0..n {
-        let request = v1::ProduceRequest {
-            log: LOG.into(),
+        let request = one_record(
+            LOG,
             partition,
-            acks: v1::AckPolicy::Quorum as i32,
-            timeout_ms: 10_000,
-            payload: Some(v1::produce_request::Payload::Records(v1::RecordList {
-                records: vec![v1::NewRecord {
-                    value: Some(Bytes::from(format!("{tag}-{partition}-{i}"))),
-                    ..Default::default()
-                }],
-            })),
-            ..Default::default()
-        };
+            format!("{tag}-{partition}-{i}"),
+            v1::AckPolicy::Quorum,
+            10_000,
+        );
         c.produce_raw(request)
             .await
             .unwrap_or_else(|e| panic!("produce to {partition}: {e}"));
@@ -104,16 +97,7 @@ async fn new_partitions_go_to_the_group_in_one_rebalance_and_keyed_records_reach
         min_in_sync_replicas: Some(2),
         ..Default::default()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match admin.create_log(LOG, config.clone()).await {
-            Ok(_) => break,
-            Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => panic!("create: {e}\n{}", cluster.logs()),
-        }
-    }
+    create_log_when_ready(&admin, LOG, config, &cluster.logs()).await;
     for p in 0..2 {
         produce_to(&admin, p, 20, "before").await;
     }

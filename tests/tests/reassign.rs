@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pyralog_client::{Client, ClientError, LogInfo};
-use pyralog_e2e::{RotatingClient, TestCluster};
+use pyralog_e2e::{create_log_when_ready, one_record, read_partition, RotatingClient, TestCluster};
 use pyralog_proto::v1;
 use pyralog_types::Reason;
 
@@ -23,19 +23,7 @@ const LOG: &str = "moving";
 const PARTITIONS: u32 = 3;
 
 fn record(partition: u32, value: String) -> v1::ProduceRequest {
-    v1::ProduceRequest {
-        log: LOG.into(),
-        partition,
-        acks: v1::AckPolicy::Quorum as i32,
-        timeout_ms: 5000,
-        payload: Some(v1::produce_request::Payload::Records(v1::RecordList {
-            records: vec![v1::NewRecord {
-                value: Some(Bytes::from(value)),
-                ..Default::default()
-            }],
-        })),
-        ..Default::default()
-    }
+    one_record(LOG, partition, value, v1::AckPolicy::Quorum, 5000)
 }
 
 /// One partition's acknowledged records (id -> offset) and each write's latency.
@@ -122,37 +110,14 @@ fn p99(latencies: &[(Instant, Duration)], from: Instant, to: Instant) -> Option<
     window.get(i).copied()
 }
 
-/// Everything `partition` holds below `hw` on node `id`, as value -> offset.
+/// Everything `partition` holds below `hw` on node `id`, as value -> offset (no value twice).
 async fn read(cluster: &TestCluster, id: u64, partition: u32, hw: u64) -> BTreeMap<Bytes, u64> {
     let c = cluster.client(id).await.expect("connect");
     let mut out = BTreeMap::new();
-    let mut from = 0;
-    while from < hw {
-        let resp = c
-            .fetch(v1::FetchRequest {
-                log: LOG.into(),
-                partition,
-                start: Some(v1::fetch_request::Start::Offset(from)),
-                max_bytes: 4 << 20,
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("fetch {partition}@{from} from node {id}: {e}"));
-        assert!(
-            !resp.batches.is_empty(),
-            "node {id} has nothing at {partition}@{from} < {hw}"
-        );
-        for batch in pyralog_types::batch::split_batches(resp.batches) {
-            for r in batch.expect("batch").records().expect("records") {
-                if r.offset.0 >= from && r.offset.0 < hw {
-                    let v = r.value.clone().unwrap_or_default();
-                    if let Some(prev) = out.insert(v.clone(), r.offset.0) {
-                        panic!("partition {partition}: {v:?} at {prev} and {}", r.offset.0);
-                    }
-                }
-            }
+    for (offset, v) in read_partition(&c, LOG, partition, hw).await {
+        if let Some(prev) = out.insert(v.clone(), offset) {
+            panic!("partition {partition} on node {id}: {v:?} at {prev} and {offset}");
         }
-        from = resp.next_offset;
     }
     out
 }
@@ -193,16 +158,7 @@ async fn moved_and_drained_replicas_lose_nothing_and_a_drained_node_can_die() {
         min_in_sync_replicas: Some(2),
         ..Default::default()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match admin.create_log(LOG, config.clone()).await {
-            Ok(_) => break,
-            Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => panic!("create: {e}\n{}", cluster.logs()),
-        }
-    }
+    create_log_when_ready(&admin, LOG, config, &cluster.logs()).await;
     let start = wait_for(&cluster, 0, "full ISRs", |i| {
         i.partitions.iter().all(|p| p.isr.len() == 2)
     })

@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pyralog_client::{ClientError, LogInfo};
-use pyralog_e2e::{RotatingClient, TestCluster};
+use pyralog_e2e::{create_log_when_ready, one_record, read_partition, RotatingClient, TestCluster};
 use pyralog_proto::v1;
-use pyralog_types::Reason;
 
 const LOG: &str = "rolling";
 const PARTITIONS: u32 = 3;
@@ -48,19 +47,13 @@ async fn produce(
             continue;
         };
         id += 1;
-        let request = v1::ProduceRequest {
-            log: LOG.into(),
+        let request = one_record(
+            LOG,
             partition,
-            acks: v1::AckPolicy::Quorum as i32,
-            timeout_ms: 3000,
-            payload: Some(v1::produce_request::Payload::Records(v1::RecordList {
-                records: vec![v1::NewRecord {
-                    value: Some(Bytes::from(format!("p{partition}-{id}"))),
-                    ..Default::default()
-                }],
-            })),
-            ..Default::default()
-        };
+            format!("p{partition}-{id}"),
+            v1::AckPolicy::Quorum,
+            3000,
+        );
         let answer = tokio::time::timeout(Duration::from_secs(13), client.produce_raw(request))
             .await
             .unwrap_or_else(|_| Err(ClientError::InvalidArgument("no answer in 13 s".into())));
@@ -153,43 +146,6 @@ async fn leader_hw(cluster: &TestCluster, node: u64, partition: usize) -> u64 {
     info.partitions[partition].high_watermark.0
 }
 
-/// Everything partition `partition` holds below its HW, as (offset, value), read from `node`.
-async fn read_partition(
-    cluster: &TestCluster,
-    node: u64,
-    partition: u32,
-    hw: u64,
-) -> Vec<(u64, Bytes)> {
-    let client = cluster.client(node).await.expect("connect");
-    let mut out = Vec::new();
-    let mut from = 0;
-    while from < hw {
-        let resp = client
-            .fetch(v1::FetchRequest {
-                log: LOG.into(),
-                partition,
-                start: Some(v1::fetch_request::Start::Offset(from)),
-                max_bytes: 4 << 20,
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("fetch {partition} from node {node} at {from}: {e}"));
-        assert!(
-            !resp.batches.is_empty(),
-            "node {node} has nothing at {partition}/{from} < {hw}"
-        );
-        for batch in pyralog_types::batch::split_batches(resp.batches) {
-            for r in batch.expect("batch").records().expect("records") {
-                if r.offset.0 >= from && r.offset.0 < hw {
-                    out.push((r.offset.0, r.value.clone().unwrap_or_default()));
-                }
-            }
-        }
-        from = resp.next_offset;
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_restart_with_sigterm_loses_nothing_and_hands_leadership_off_first() {
     let mut cluster = TestCluster::start(3, &[("PYRALOG_CLUSTER__LEADER_BALANCE_INTERVAL", "1s")]);
@@ -200,17 +156,7 @@ async fn a_rolling_restart_with_sigterm_loses_nothing_and_hands_leadership_off_f
         min_in_sync_replicas: Some(2),
         ..Default::default()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match admin.create_log(LOG, config.clone()).await {
-            Ok(_) => break,
-            Err(e) if e.reason() == Some(Reason::LogAlreadyExists) => break,
-            Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => panic!("create log: {e}\n{}", cluster.logs()),
-        }
-    }
+    create_log_when_ready(&admin, LOG, config, &cluster.logs()).await;
     let start = wait_settled(&cluster, true, "the log to settle").await;
     let leaders: Vec<u64> = start
         .partitions
@@ -321,7 +267,13 @@ async fn a_rolling_restart_with_sigterm_loses_nothing_and_hands_leadership_off_f
             "partition {p}: the leader's HW {hw} is below acknowledged offset {}",
             acked_end - 1
         );
-        let records = read_partition(&cluster, leader, p as u32, hw).await;
+        let records = read_partition(
+            &cluster.client(leader).await.expect("connect"),
+            LOG,
+            p as u32,
+            hw,
+        )
+        .await;
         let mut at: BTreeMap<Bytes, u64> = BTreeMap::new();
         for (offset, value) in &records {
             if let Some(prev) = at.insert(value.clone(), *offset) {

@@ -2,7 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn log(name: &str) -> LogId {
+pub(super) fn log(name: &str) -> LogId {
     LogId::new(name).expect("valid log name")
 }
 
@@ -15,7 +15,7 @@ fn config(partitions: u32, rf: u16) -> LogConfig {
     }
 }
 
-fn cluster(nodes: u64) -> ClusterState {
+pub(super) fn cluster(nodes: u64) -> ClusterState {
     let mut s = ClusterState::default();
     for id in 1..=nodes {
         s.apply(&Command::RegisterNode {

@@ -1,22 +1,7 @@
 use super::*;
+use crate::state::tests::{cluster, log};
 use crate::state::Command;
 use pyralog_types::LogConfig;
-
-fn log(name: &str) -> LogId {
-    LogId::new(name).expect("valid log name")
-}
-
-fn cluster(nodes: u64) -> ClusterState {
-    let mut s = ClusterState::default();
-    for id in 1..=nodes {
-        s.apply(&Command::RegisterNode {
-            id,
-            address: format!("127.0.0.1:{}", 9000 + id),
-            cluster_address: String::new(),
-        });
-    }
-    s
-}
 
 fn create(s: &mut ClusterState, partitions: u32, rf: u16) {
     let r = s.apply(&Command::CreateLog {
