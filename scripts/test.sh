@@ -61,7 +61,7 @@ if cargo nextest --version >/dev/null 2>&1; then
   # The replication and consumer-group tests (kills, pauses, failovers) again on secure
   # clusters: TLS, mutual TLS between nodes, authenticated clients.
   PYRALOG_E2E_SECURE=1 cargo nextest run --locked --workspace --profile ci \
-    -E 'package(pyralog-e2e) & (binary(replication) | binary(groups))'
+    -E 'package(pyralog-e2e) & (binary(replication) | binary(groups) | test(/three_controllers/))'
 else
   echo "cargo-nextest not found; using cargo test" >&2
   cargo test --locked --workspace

@@ -1,5 +1,10 @@
-//! Settings of one controller voter: plain data, defaults that suit a LAN cluster, checked once
-//! when the controller starts (so a bad value fails `start`, not an election hours later).
+//! Settings of one controller member: plain data, defaults that suit a LAN cluster, checked
+//! once when the controller starts (so a bad value fails `start`, not an election hours later).
+//!
+//! A member is a **voter** (listed in `voters`: it votes, may lead, and its disk holds the
+//! quorum's log) or a **learner** (a broker-only node: Raft replicates the log to it and it
+//! applies the same state, but it never votes, so the cluster can grow past the 3 or 5 voters
+//! a quorum wants without slowing commits or elections).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,7 +14,27 @@ use pyralog_types::NodeId;
 
 use crate::error::ControllerError;
 
-/// Settings of one controller voter.
+/// What a node does in the cluster (`cluster.roles` of the node config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// A controller voter (it must be listed in `voters`); without it the node is a Raft
+    /// learner that follows the metadata.
+    pub controller: bool,
+    /// Hosts partitions: registers with the controller, heartbeats, and is placed on.
+    /// Without it the node is controller-only (no partitions, no lease).
+    pub broker: bool,
+}
+
+impl Default for Roles {
+    fn default() -> Self {
+        Roles {
+            controller: true,
+            broker: true,
+        }
+    }
+}
+
+/// Settings of one controller member (voter or learner).
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
     pub node_id: NodeId,
@@ -18,9 +43,14 @@ pub struct ControllerConfig {
     pub address: String,
     /// Where the Raft log, vote and snapshots live (e.g. `{data_dir}/controller`).
     pub dir: PathBuf,
-    /// Every voter, this node included: node id -> gRPC address. One entry = single-voter
-    /// controller (`pyralog dev`).
+    /// Every voter (this node included when it is one): node id -> cluster listener
+    /// address. One entry = single-voter controller (`pyralog dev`).
     pub voters: BTreeMap<NodeId, String>,
+    /// Voter, learner, broker or not (see [`Roles`]).
+    pub roles: Roles,
+    /// Where other nodes reach this node's cluster listener. `None` = its `voters` entry (a
+    /// learner must set it: the leader replicates to it there).
+    pub cluster_address: Option<String>,
     /// Raft leader heartbeat interval.
     pub raft_heartbeat: Duration,
     pub election_timeout_min: Duration,
@@ -55,6 +85,8 @@ impl ControllerConfig {
             address: address.into(),
             dir: dir.into(),
             voters,
+            roles: Roles::default(),
+            cluster_address: None,
             raft_heartbeat: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(400),
             election_timeout_max: Duration::from_millis(800),
@@ -70,23 +102,49 @@ impl ControllerConfig {
     /// Rejects settings Raft cannot run with.
     pub fn validate(&self) -> Result<(), ControllerError> {
         let invalid = |msg: String| Err(ControllerError::InvalidConfig(msg));
-        match self.voters.get(&self.node_id) {
-            None => {
+        if !self.roles.controller && !self.roles.broker {
+            return invalid(format!(
+                "node {} has no role: it needs \"controller\", \"broker\" or both",
+                self.node_id
+            ));
+        }
+        if self.voters.is_empty() {
+            return invalid("the controller needs at least one voter".to_owned());
+        }
+        match (self.roles.controller, self.voters.get(&self.node_id)) {
+            (true, None) => {
                 return invalid(format!(
-                    "node {} is not among the voters {:?}",
+                    "node {} has the controller role but is not among the voters {:?}",
                     self.node_id,
                     self.voters.keys().collect::<Vec<_>>()
                 ))
             }
+            (false, Some(_)) => {
+                return invalid(format!(
+                    "node {} is listed among the voters but has no controller role (a voter \
+                     must run the controller)",
+                    self.node_id
+                ))
+            }
             // Other voters connect to the listed address; the node registers its own. They
             // usually match, but a proxy or a name may stand between them.
-            Some(addr) if *addr != self.address => tracing::warn!(
+            (true, Some(addr)) if *addr != self.address => tracing::warn!(
                 node = self.node_id,
                 listed = %addr,
                 address = %self.address,
                 "this voter's address differs from the one in the voter list"
             ),
-            Some(_) => {}
+            _ => {}
+        }
+        if self.node_id == 0 {
+            return invalid("node id 0 is reserved".to_owned());
+        }
+        if !self.roles.controller && self.own_cluster_address().is_empty() {
+            return invalid(format!(
+                "node {} is a learner (broker only): it needs the address other nodes reach \
+                 its cluster listener at",
+                self.node_id
+            ));
         }
         if self.raft_heartbeat.is_zero() || self.raft_heartbeat >= self.election_timeout_min {
             return invalid(format!(
@@ -113,6 +171,19 @@ impl ControllerConfig {
             return invalid("write_timeout must be positive".to_owned());
         }
         Ok(())
+    }
+
+    /// Where other nodes reach this node's cluster listener (empty when unknown).
+    pub fn own_cluster_address(&self) -> String {
+        self.cluster_address
+            .clone()
+            .or_else(|| self.voters.get(&self.node_id).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Whether this node votes in the controller quorum.
+    pub fn is_voter(&self) -> bool {
+        self.roles.controller
     }
 
     /// openraft's config for these settings.
@@ -158,6 +229,24 @@ mod tests {
         c.node_id = 3;
         assert!(
             matches!(c.validate(), Err(ControllerError::InvalidConfig(m)) if m.contains("not among the voters"))
+        );
+        let mut c = config();
+        c.roles.controller = false;
+        assert!(
+            matches!(c.validate(), Err(ControllerError::InvalidConfig(m)) if m.contains("no controller role"))
+        );
+        // A learner: not a voter, and it says where the leader reaches it.
+        let mut c = config();
+        c.node_id = 4;
+        c.roles.controller = false;
+        assert!(
+            matches!(c.validate(), Err(ControllerError::InvalidConfig(m)) if m.contains("learner"))
+        );
+        c.cluster_address = Some("127.0.0.1:7004".to_owned());
+        assert!(c.validate().is_ok());
+        c.roles.broker = false;
+        assert!(
+            matches!(c.validate(), Err(ControllerError::InvalidConfig(m)) if m.contains("no role"))
         );
         let mut c = config();
         c.node_heartbeat = c.node_lease;

@@ -53,7 +53,9 @@ use crate::store::state_machine::snapshot_dir;
 use crate::store::{LogStore, StateMachineStore};
 
 mod handoff;
+mod learners;
 pub use handoff::Leave;
+pub use learners::check_learner;
 
 /// Snapshot chunks stay far below [`MAX_MESSAGE_BYTES`] even as JSON arrays of numbers.
 const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
@@ -148,7 +150,7 @@ impl Controller {
             .await
             .map_err(|e| ControllerError::raft("start", e))?;
         let first_voter = config.voters.keys().next().copied();
-        if !initialized && first_voter == Some(config.node_id) {
+        if !initialized && config.is_voter() && first_voter == Some(config.node_id) {
             let members: BTreeMap<NodeId, BasicNode> = config
                 .voters
                 .iter()
@@ -575,16 +577,23 @@ impl Controller {
         let weak = Arc::downgrade(self);
         let cancel = self.cancel.clone();
         let period = self.config.node_heartbeat;
-        self.tasks.spawn(every(
-            period,
-            cancel.clone(),
-            weak.clone(),
-            |c| async move {
-                c.send_heartbeat().await;
-            },
-        ));
-        self.tasks
-            .spawn(register_loop(weak.clone(), cancel.clone()));
+        if self.config.roles.broker {
+            // Only brokers hold leases: a controller-only node hosts no partitions.
+            self.tasks.spawn(every(
+                period,
+                cancel.clone(),
+                weak.clone(),
+                |c| async move {
+                    c.send_heartbeat().await;
+                },
+            ));
+            self.tasks
+                .spawn(register_loop(weak.clone(), cancel.clone()));
+        }
+        if !self.config.is_voter() {
+            self.tasks
+                .spawn(learners::join_loop(weak.clone(), cancel.clone()));
+        }
         let mut was_leader = false;
         // Group members' sessions are checked more often than node leases: a dead member's
         // partitions wait for this check after its session timeout.
@@ -807,11 +816,7 @@ async fn register_loop(weak: Weak<Controller>, cancel: CancellationToken) {
             c.config.node_heartbeat,
             c.config.node_id,
             c.config.address.clone(),
-            c.config
-                .voters
-                .get(&c.config.node_id)
-                .cloned()
-                .unwrap_or_default(),
+            c.config.own_cluster_address(),
         ),
         None => return,
     };

@@ -42,6 +42,10 @@ pub enum ControllerError {
     /// group heartbeats).
     #[error("{0}")]
     Rejected(crate::state::Rejection),
+    /// A request no controller could grant (a voter asking to be added as a learner, a bad
+    /// address).
+    #[error("{0}")]
+    InvalidRequest(String),
     /// Bytes from another voter could not be decoded.
     #[error("bad controller message: {0}")]
     Decode(#[source] serde_json::Error),
@@ -56,6 +60,7 @@ impl ControllerError {
             ControllerError::ShuttingDown => Reason::ShuttingDown,
             ControllerError::Storage(_) => Reason::StorageError,
             ControllerError::InvalidConfig(_) => Reason::InvalidConfig,
+            ControllerError::InvalidRequest(_) => Reason::InvalidRequest,
             ControllerError::Rejected(r) => r.reason(),
             ControllerError::Raft { .. }
             | ControllerError::Remote { .. }

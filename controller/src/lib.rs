@@ -31,8 +31,8 @@ pub mod state;
 mod store;
 
 pub use assign::{Strategy, Tp};
-pub use config::ControllerConfig;
-pub use controller::{Controller, GroupHeartbeat, GroupHeartbeatAnswer, Leave};
+pub use config::{ControllerConfig, Roles};
+pub use controller::{check_learner, Controller, GroupHeartbeat, GroupHeartbeatAnswer, Leave};
 pub use error::{ControllerError, StoreError};
 pub use groups::{
     Committed, GroupMeta, JoinRequest, Joined, Member, OffsetCommit, ProducerIdentity,

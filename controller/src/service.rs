@@ -3,12 +3,14 @@
 //! - `Raft`: decodes openraft's requests from JSON and hands them to the local Raft; the
 //!   answer is the JSON of openraft's `Result`, errors included (see [`crate::network`]).
 //! - `Controller`: `Write` commits a command on the leader and answers its JSON result;
-//!   `Heartbeat` renews a node's lease. A non-leader answers `NOT_LEADER` with the leader's
+//!   `Heartbeat` renews a node's lease; `AddLearner` adds a broker-only node to the Raft
+//!   membership as a learner (see `controller::learners`). A non-leader answers `NOT_LEADER` with the leader's
 //!   address in the `leader` metadata (when it knows it) and never forwards itself: the caller
 //!   retries at the leader, so a request cannot loop between voters during an election.
 //! - When the cluster listener proved the caller's identity ([`PeerNode`], mutual TLS), no
 //!   node may speak for another: a Raft request must come from the voter it names as
-//!   candidate or leader, a heartbeat, registration or ISR change from the node it is about,
+//!   candidate or leader, a heartbeat, registration, learner join or ISR change from the node
+//!   it is about,
 //!   and fencing is never accepted over the wire (only the Raft leader's own lease checker
 //!   fences).
 
@@ -16,7 +18,9 @@ use std::sync::Arc;
 
 use pyralog_proto::internal::controller_server::Controller as ControllerRpc;
 use pyralog_proto::internal::raft_server::Raft as RaftRpc;
-use pyralog_proto::internal::{HeartbeatRequest, HeartbeatResponse, RaftPayload};
+use pyralog_proto::internal::{
+    AddLearnerRequest, AddLearnerResponse, HeartbeatRequest, HeartbeatResponse, RaftPayload,
+};
 use pyralog_proto::status::status;
 use pyralog_types::{NodeId, Reason};
 use serde::de::DeserializeOwned;
@@ -201,6 +205,26 @@ impl ControllerRpc for ControllerService {
             Ok(answer) => encode(&Ok::<_, Rejection>(answer)),
             // A refusal is an answer (the member must rejoin), not a transport error.
             Err(ControllerError::Rejected(r)) => encode(&Err::<GroupHeartbeatAnswer, _>(r)),
+            Err(e) => Err(to_status(&e)),
+        }
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<AddLearnerRequest>,
+    ) -> Result<Response<AddLearnerResponse>, Status> {
+        check_claim(
+            peer_of(&request),
+            request.get_ref().node_id,
+            "join the controller",
+        )?;
+        let req = request.into_inner();
+        match self
+            .controller
+            .add_learner_as_leader(req.node_id, req.cluster_address)
+            .await
+        {
+            Ok(leader_id) => Ok(Response::new(AddLearnerResponse { leader_id })),
             Err(e) => Err(to_status(&e)),
         }
     }

@@ -115,6 +115,14 @@ plain_requests!(
     cluster::EpochEndOffsetRequest,
 );
 
+impl Request for cluster::AddLearnerRequest {
+    fn check(self) {
+        // The leader's checks before it touches the membership: never a panic.
+        let voters = std::collections::BTreeMap::from([(1, "127.0.0.1:7412".to_owned())]);
+        let _ = pyralog_controller::check_learner(self.node_id, &self.cluster_address, &voters);
+    }
+}
+
 impl Request for v1::ProduceRequest {
     fn check(self) {
         produce(self)
@@ -277,6 +285,7 @@ pub const ARMS: &[Arm] = &[
     raft_arm::<Vote>(&["pyralog.internal.v1.Raft/Vote"]),
     raft_arm::<InstallSnapshot>(&["pyralog.internal.v1.Raft/InstallSnapshot"]),
     raft_arm::<GroupHeartbeat>(&["pyralog.internal.v1.Controller/GroupHeartbeat"]),
+    arm::<cluster::AddLearnerRequest>(&["pyralog.internal.v1.Controller/AddLearner"]),
 ];
 
 /// Number of message types the first input byte chooses from.

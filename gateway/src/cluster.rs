@@ -89,6 +89,14 @@ impl Cluster {
         cc.node_lease = settings.node_lease;
         cc.node_heartbeat = settings.node_heartbeat;
         cc.leader_balance_interval = settings.leader_balance_interval;
+        cc.roles = pyralog_controller::Roles {
+            controller: settings.is_controller(),
+            broker: settings.is_broker(),
+        };
+        cc.cluster_address = settings
+            .advertise_cluster
+            .clone()
+            .or_else(|| (!settings.is_controller()).then(|| settings.listen.to_string()));
         let controller = Controller::start_with(cc, channels.clone())
             .await
             .map_err(|e| NodeError::Controller(e.to_string()))?;

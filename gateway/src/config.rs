@@ -63,9 +63,18 @@ pub struct ClusterSettings {
     /// the node (the top-level one).
     pub advertise: Option<String>,
     /// The controller's voters as `id=host:port` pairs of their *cluster* listeners,
-    /// comma-separated (1, 3 or 5 of them, this node among them):
-    /// `"1=10.0.0.1:7412,2=10.0.0.2:7412,3=10.0.0.3:7412"`.
+    /// comma-separated (1, 3 or 5 of them; this node among them if it has the controller
+    /// role): `"1=10.0.0.1:7412,2=10.0.0.2:7412,3=10.0.0.3:7412"`.
     pub voters: String,
+    /// What this node does: `["controller", "broker"]` (the default: a voter that hosts
+    /// partitions), `["controller"]` (a voter only, no partitions) or `["broker"]` (hosts
+    /// partitions and follows the controller as a Raft learner, never voting). A list, or
+    /// the same comma-separated (`PYRALOG_CLUSTER__ROLES=broker`).
+    #[serde(deserialize_with = "roles_list")]
+    pub roles: Vec<NodeRole>,
+    /// Where other nodes reach this node's cluster listener; default: its `voters` entry,
+    /// or `listen` (the cluster one) for a broker-only node.
+    pub advertise_cluster: Option<String>,
     /// A follower that has not caught up for this long leaves the ISR.
     #[serde(with = "humantime_serde")]
     pub replica_lag_max: Duration,
@@ -103,6 +112,8 @@ impl Default for ClusterSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 7412)),
             advertise: None,
             voters: String::new(),
+            roles: vec![NodeRole::Controller, NodeRole::Broker],
+            advertise_cluster: None,
             replica_lag_max: Duration::from_secs(10),
             replica_fetch_wait: Duration::from_millis(500),
             replica_fetch_max_bytes: 8 << 20,
@@ -117,7 +128,52 @@ impl Default for ClusterSettings {
     }
 }
 
+/// One of a node's `cluster.roles`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// A controller voter.
+    Controller,
+    /// Hosts partitions.
+    Broker,
+}
+
+/// `roles` as a list or a comma-separated string (what an environment variable holds).
+fn roles_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<NodeRole>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Roles {
+        List(Vec<NodeRole>),
+        Text(String),
+    }
+    match Roles::deserialize(d)? {
+        Roles::List(l) => Ok(l),
+        Roles::Text(t) => t
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(|r| match r {
+                "controller" => Ok(NodeRole::Controller),
+                "broker" => Ok(NodeRole::Broker),
+                other => Err(serde::de::Error::custom(format!(
+                    "unknown role {other:?}: expected \"controller\" or \"broker\""
+                ))),
+            })
+            .collect(),
+    }
+}
+
 impl ClusterSettings {
+    /// Whether this node votes in the controller.
+    pub fn is_controller(&self) -> bool {
+        self.roles.contains(&NodeRole::Controller)
+    }
+
+    /// Whether this node hosts partitions.
+    pub fn is_broker(&self) -> bool {
+        self.roles.contains(&NodeRole::Broker)
+    }
+
     /// The parsed `voters` list.
     pub fn voter_map(&self) -> Result<std::collections::BTreeMap<u64, String>, NodeConfigError> {
         let mut out = std::collections::BTreeMap::new();
@@ -405,10 +461,33 @@ impl NodeConfig {
         }
         if let Some(c) = &self.cluster {
             let voters = c.voter_map()?;
-            if !voters.contains_key(&self.node_id) {
-                return Err(NodeConfigError(format!(
-                    "node_id {} is not among cluster.voters (every node runs a voter)",
+            if c.roles.is_empty() {
+                return Err(NodeConfigError(
+                    "cluster.roles is empty: a node is a \"controller\", a \"broker\" or both"
+                        .into(),
+                ));
+            }
+            match (c.is_controller(), voters.contains_key(&self.node_id)) {
+                (true, false) => {
+                    return Err(NodeConfigError(format!(
+                        "node_id {} has the controller role but is not among cluster.voters",
+                        self.node_id
+                    )))
+                }
+                (false, true) => {
+                    return Err(NodeConfigError(format!(
+                    "node_id {} is among cluster.voters but cluster.roles has no \"controller\"",
                     self.node_id
+                )))
+                }
+                _ => {}
+            }
+            if !c.is_controller() && c.advertise_cluster.is_none() && c.listen.ip().is_unspecified()
+            {
+                return Err(NodeConfigError(format!(
+                    "cluster.listen is {}: a broker-only node needs cluster.advertise_cluster, \
+                     the address the controller leader reaches it at",
+                    c.listen
                 )));
             }
             if c.listen == self.listen && c.listen.port() != 0 {
@@ -537,6 +616,53 @@ mod tests {
             let text = format!("[cold_tier]\n{bad}\n[cold_tier.store]\nurl = \"s3://b\"");
             assert!(toml::from_str::<NodeConfig>(&text).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn roles_decide_voter_learner_or_both_and_must_match_the_voter_list() {
+        let node = |id: u64, roles: &str, extra: &str| -> Result<NodeConfig, String> {
+            let text = format!(
+                "node_id = {id}\nlisten = \"127.0.0.1:7410\"\n[cluster]\nlisten = \"127.0.0.1:7412\"\n\
+                 voters = \"1=127.0.0.1:7412,2=127.0.0.1:7422,3=127.0.0.1:7432\"\n{roles}\n{extra}"
+            );
+            let c: NodeConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
+            c.validate().map(|()| c).map_err(|e| e.to_string())
+        };
+        // Default: both roles.
+        let both = node(1, "", "").expect("a voter and broker");
+        let c = both.cluster.as_ref().expect("cluster");
+        assert!(c.is_controller() && c.is_broker());
+        // A list or the comma-separated text of an environment variable.
+        let voter = node(2, "roles = [\"controller\"]", "").expect("voter only");
+        assert!(!voter
+            .cluster
+            .as_ref()
+            .is_some_and(ClusterSettings::is_broker));
+        let broker = node(7, "roles = \"broker\"", "").expect("broker only");
+        assert!(!broker
+            .cluster
+            .as_ref()
+            .is_some_and(ClusterSettings::is_controller));
+        // The voter list and the controller role agree.
+        let e = node(7, "roles = [\"controller\", \"broker\"]", "").expect_err("not a voter");
+        assert!(e.contains("not among cluster.voters"), "{e}");
+        let e = node(1, "roles = [\"broker\"]", "").expect_err("a voter without the role");
+        assert!(e.contains("has no \"controller\""), "{e}");
+        let e = node(7, "roles = []", "").expect_err("no role");
+        assert!(e.contains("roles is empty"), "{e}");
+        let e = node(7, "roles = \"broker,chef\"", "").expect_err("unknown role");
+        assert!(e.contains("chef"), "{e}");
+        // A broker-only node on a wildcard address says where it is reached.
+        let text =
+            "node_id = 7\nlisten = \"127.0.0.1:7410\"\n[cluster]\nlisten = \"0.0.0.0:7412\"\n\
+                    voters = \"1=127.0.0.1:7412\"\nroles = \"broker\"\n";
+        let wild: NodeConfig = toml::from_str(text).expect("parses");
+        let e = wild.validate().expect_err("no advertised cluster address");
+        assert!(e.to_string().contains("advertise_cluster"), "{e}");
+        let reached: NodeConfig =
+            toml::from_str(&format!("{text}advertise_cluster = \"broker-7:7412\"\n"))
+                .expect("parses");
+        reached.validate().expect("valid");
     }
 
     #[test]

@@ -210,7 +210,10 @@ impl Node {
             node.spawn_reconciler(cluster.clone());
             node.spawn_alive_ticker(cluster.clone());
             node.spawn_replication_ticker(cluster.clone());
-            if cluster.controller.config().voters.len() == 1 {
+            if cluster.controller.config().voters.len() == 1
+                && cluster.controller.config().is_voter()
+                && cluster.settings.is_broker()
+            {
                 // A one-voter controller (`pyralog dev`) is up at once: serve only once this
                 // node is registered and the bucket's logs are back, as a standalone node would.
                 if !node
@@ -228,13 +231,22 @@ impl Node {
                 }
             } else {
                 node.wait_reconciled(1, false).await;
-                let weak = Arc::downgrade(&node);
-                node.tasks.spawn(async move {
-                    let Some(n) = weak.upgrade() else { return };
-                    if n.wait_registered(&cluster, Duration::from_secs(600)).await {
-                        n.restore_from_registry(&cluster).await;
-                    }
-                });
+                if cluster.settings.is_broker() {
+                    // Brokers bring back the bucket's logs the controller lost (a
+                    // controller-only node never registers, so it leaves that to them).
+                    let weak = Arc::downgrade(&node);
+                    let stop = node.shutdown.clone();
+                    node.tasks.spawn(async move {
+                        let Some(n) = weak.upgrade() else { return };
+                        let registered = tokio::select! {
+                            _ = stop.cancelled() => false,
+                            r = n.wait_registered(&cluster, Duration::from_secs(600)) => r,
+                        };
+                        if registered {
+                            n.restore_from_registry(&cluster).await;
+                        }
+                    });
+                }
             }
         } else {
             node.open_known_logs().await?;
@@ -638,6 +650,10 @@ impl Node {
         let Some(cluster) = &self.cluster else {
             return;
         };
+        if !cluster.settings.is_broker() {
+            // A controller-only node hosts no partitions: nothing to hand off.
+            return;
+        }
         let timeout = cluster.settings.controlled_shutdown_timeout;
         if timeout.is_zero() {
             return;

@@ -60,7 +60,8 @@ pub struct TlsFiles {
 
 /// The cluster listener's mutual TLS: this node's certificate, and the CA that signs every
 /// node's certificate. A peer is accepted only with a certificate of that CA whose name is
-/// the identity of a configured node (`node_identity` with the node's id).
+/// a node's identity (`node_identity` with the node's id): the CA decides who is a node, so
+/// brokers can be added without changing the other nodes' configs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterTls {
@@ -80,6 +81,18 @@ impl ClusterTls {
     /// The identity node `id` must present.
     pub fn identity_of(&self, id: u64) -> String {
         self.node_identity.replace("{id}", &id.to_string())
+    }
+
+    /// The node whose identity `name` is: `node_identity` with a node id (decimal, no
+    /// leading zero, not 0) in place of `{id}`. Any node the cluster CA certified is a peer,
+    /// voter or broker: brokers join and leave without a config change on the others.
+    pub fn id_of(&self, name: &str) -> Option<u64> {
+        let (prefix, suffix) = self.node_identity.split_once("{id}")?;
+        let digits = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
+        let canonical = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        canonical.then(|| digits.parse().ok()).flatten()
     }
 }
 
@@ -159,5 +172,35 @@ impl SecuritySettings {
             return bad("security.reload_interval and handshake_timeout must be positive");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn a_node_identity_names_exactly_one_node_id() {
+        let tls = ClusterTls {
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            ca: PathBuf::new(),
+            node_identity: "node-{id}.pyralog".to_owned(),
+        };
+        assert_eq!(tls.id_of(&tls.identity_of(7)), Some(7));
+        assert_eq!(tls.id_of("node-12.pyralog"), Some(12));
+        for not_a_node in [
+            "node-.pyralog",
+            "node-0.pyralog",
+            "node-07.pyralog",
+            "node-7",
+            "node-7.pyralog.evil",
+            "xnode-7.pyralog",
+            "node-+7.pyralog",
+            "node-99999999999999999999999.pyralog",
+            "client-admin",
+        ] {
+            assert_eq!(tls.id_of(not_a_node), None, "{not_a_node}");
+        }
     }
 }

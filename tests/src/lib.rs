@@ -355,7 +355,9 @@ impl TestNode {
             if Instant::now() > deadline {
                 let _ = c.kill();
                 let _ = c.wait();
-                panic!("node did not stop within 60s after SIGTERM");
+                let log = self.log();
+                let tail = &log[log.len().saturating_sub(6000)..];
+                panic!("node did not stop within 60s after SIGTERM; its log ends:\n{tail}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -425,6 +427,9 @@ pub struct TestCluster {
     pub cluster_addresses: Vec<String>,
     /// The certificates, when the cluster is secure.
     pub secure: Option<Secure>,
+    /// How many nodes host partitions (the last ones; all of them unless the controller
+    /// runs apart, [`TestCluster::start_split`]).
+    pub brokers: usize,
 }
 
 /// Whether this test run asks for secure clusters (`PYRALOG_E2E_SECURE=1`).
@@ -447,13 +452,43 @@ impl TestCluster {
         env: &[(K, V)],
         secure: Option<Secure>,
     ) -> TestCluster {
+        Self::start_topology(n, 0, env, secure)
+    }
+
+    /// The controller apart from the brokers: nodes `1..=controllers` are controller voters
+    /// only (no partitions), the next `brokers` nodes host partitions and follow the
+    /// controller as Raft learners. Secure when the run asks for it ([`secure_run`]).
+    pub fn start_split<K: AsRef<str>, V: AsRef<str>>(
+        controllers: usize,
+        brokers: usize,
+        env: &[(K, V)],
+    ) -> TestCluster {
+        assert!(brokers > 0, "a split cluster needs brokers");
+        let secure = secure_run().then(|| Secure::new((controllers + brokers) as u64));
+        Self::start_topology(controllers, brokers, env, secure)
+    }
+
+    /// `voters` nodes that are voters (and brokers too when there are no broker-only nodes),
+    /// then `brokers` broker-only nodes.
+    fn start_topology<K: AsRef<str>, V: AsRef<str>>(
+        voters: usize,
+        brokers: usize,
+        env: &[(K, V)],
+        secure: Option<Secure>,
+    ) -> TestCluster {
+        let n = voters + brokers;
         let addresses: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
         let cluster_addresses: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
-        let voters = cluster_addresses
+        let role = |i: usize| match (brokers, i < voters) {
+            (0, _) => "controller,broker",
+            (_, true) => "controller",
+            (_, false) => "broker",
+        };
+        let voters = cluster_addresses[..voters]
             .iter()
             .enumerate()
             .map(|(i, a)| format!("{}={a}", i + 1))
@@ -467,6 +502,7 @@ impl TestCluster {
                 let mut vars: Vec<(String, String)> = vec![
                     ("PYRALOG_NODE_ID".into(), (i + 1).to_string()),
                     ("PYRALOG_CLUSTER__VOTERS".into(), voters.clone()),
+                    ("PYRALOG_CLUSTER__ROLES".into(), role(i).into()),
                     (
                         "PYRALOG_CLUSTER__LISTEN".into(),
                         cluster_addresses[i].clone(),
@@ -516,7 +552,14 @@ impl TestCluster {
             addresses,
             cluster_addresses,
             secure,
+            brokers: if brokers == 0 { n } else { brokers },
         }
+    }
+
+    /// The ids of the nodes that host partitions.
+    pub fn broker_ids(&self) -> Vec<u64> {
+        let n = self.nodes.len() as u64;
+        (n - self.brokers as u64 + 1..=n).collect()
     }
 
     /// The node with id `id` (1-based).
@@ -588,7 +631,7 @@ impl TestCluster {
             .map(|i| i as u64 + 1)
     }
 
-    /// Waits (up to 30 s) until node 1 answers and every node has registered with the
+    /// Waits (up to 30 s) until node 1 answers and every broker has registered with the
     /// controller unfenced: before that, creating a log with replicas on all nodes is refused
     /// with `NOT_ENOUGH_REPLICAS`, as it should be. Returns a client of node 1.
     pub async fn wait_registered(&self) -> pyralog_client::Client {
@@ -602,7 +645,7 @@ impl TestCluster {
             if let Ok(Ok((c, d))) =
                 tokio::time::timeout(std::time::Duration::from_secs(2), attempt).await
             {
-                if d.nodes.iter().filter(|n| !n.fenced).count() == self.nodes.len() {
+                if d.nodes.iter().filter(|n| !n.fenced).count() == self.brokers {
                     return c;
                 }
             }

@@ -1,6 +1,6 @@
-//! Moving replicas with real processes: `ReassignPartitions` and `DecommissionNode` on a
-//! three-node cluster (every node a controller voter and a broker) under `acks = quorum`
-//! load.
+//! Moving replicas with real processes: `ReassignPartitions` and `DecommissionNode` under
+//! `acks = quorum` load, on three nodes that are each a controller voter and a broker, and on
+//! three controller-only voters plus three broker-only nodes (Raft learners).
 //!
 //! What must hold: a partition moved to a new replica set (its leader among the replicas
 //! that leave) loses no acknowledged record and its new replicas hold the data; a
@@ -67,7 +67,7 @@ async fn produce(
 }
 
 async fn describe(cluster: &TestCluster, skip: u64) -> Option<LogInfo> {
-    for id in (1..=3).filter(|id| *id != skip) {
+    for id in (1..=cluster.nodes.len() as u64).filter(|id| *id != skip) {
         let got = async { cluster.client(id).await?.describe_log(LOG).await };
         if let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(2), got).await {
             return Some(info);
@@ -125,8 +125,8 @@ async fn read(cluster: &TestCluster, id: u64, partition: u32, hw: u64) -> BTreeM
 /// Partition moves as the client takes them: (log, partition, new replicas).
 type Moves = Vec<(String, u32, Vec<u64>)>;
 
-async fn bad_requests_are_refused_with_a_reason(c: &Client) {
-    let cases: Vec<(Moves, Reason)> = vec![
+async fn bad_requests_are_refused_with_a_reason(c: &Client, brokers: &[u64]) {
+    let mut cases: Vec<(Moves, Reason)> = vec![
         (
             vec![("no-such-log".into(), 0, vec![1])],
             Reason::LogNotFound,
@@ -137,6 +137,10 @@ async fn bad_requests_are_refused_with_a_reason(c: &Client) {
         (vec![(LOG.into(), 0, vec![42])], Reason::InvalidRequest),
         (vec![], Reason::InvalidRequest),
     ];
+    if !brokers.contains(&1) {
+        // Node 1 runs only the controller: it hosts no partitions.
+        cases.push((vec![(LOG.into(), 0, vec![1])], Reason::InvalidRequest));
+    }
     for (moves, reason) in cases {
         let e = c
             .reassign_partitions(moves.clone())
@@ -150,8 +154,22 @@ async fn bad_requests_are_refused_with_a_reason(c: &Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn moved_and_drained_replicas_lose_nothing_and_a_drained_node_can_die() {
-    let mut cluster = TestCluster::start::<&str, &str>(3, &[]);
+    moves(TestCluster::start::<&str, &str>(3, &[]), "3 nodes").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_controllers_and_three_brokers_move_and_drain_replicas_losing_nothing() {
+    moves(
+        TestCluster::start_split::<&str, &str>(3, 3, &[]),
+        "3 controllers + 3 brokers",
+    )
+    .await;
+}
+
+async fn moves(mut cluster: TestCluster, topology: &str) {
     let admin = cluster.wait_registered().await;
+    let brokers = cluster.broker_ids();
+    // Admin requests go to node 1 and 2: controller-only nodes in the split topology.
     let config = v1::LogConfig {
         partition_count: Some(PARTITIONS),
         replication_factor: Some(2),
@@ -163,9 +181,9 @@ async fn moved_and_drained_replicas_lose_nothing_and_a_drained_node_can_die() {
         i.partitions.iter().all(|p| p.isr.len() == 2)
     })
     .await;
-    bad_requests_are_refused_with_a_reason(&admin).await;
+    bad_requests_are_refused_with_a_reason(&admin, &brokers).await;
 
-    let urls: Vec<String> = (1..=3).map(|id| cluster.url(id)).collect();
+    let urls: Vec<String> = brokers.iter().map(|id| cluster.url(*id)).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let producers: Vec<_> = (0..PARTITIONS)
         .map(|p| {
@@ -188,7 +206,9 @@ async fn moved_and_drained_replicas_lose_nothing_and_a_drained_node_can_die() {
         .copied()
         .find(|r| *r != leader)
         .expect("a follower");
-    let third = (1..=3)
+    let third = brokers
+        .iter()
+        .copied()
         .find(|n| !p0.replicas.contains(n))
         .expect("a third node");
     let target = vec![third, follower];
@@ -220,29 +240,33 @@ async fn moved_and_drained_replicas_lose_nothing_and_a_drained_node_can_die() {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // Decommission node 1, wait until no partition lists it, then kill it.
-    let out = cluster.cli(2, &["cluster", "decommission", "1"], None);
+    // Decommission the first broker, wait until no partition lists it, then kill it.
+    let gone = brokers[0];
+    let out = cluster.cli(2, &["cluster", "decommission", &gone.to_string()], None);
     assert_eq!(out.code, Some(0), "{out:?}");
-    let drained = wait_for(&cluster, 0, "node 1 in no replica set", |i| {
+    let drained = wait_for(&cluster, 0, "the drained node in no replica set", |i| {
         i.partitions
             .iter()
-            .all(|p| p.target.is_empty() && !p.replicas.contains(&1) && p.isr.len() == 2)
+            .all(|p| p.target.is_empty() && !p.replicas.contains(&gone) && p.isr.len() == 2)
     })
     .await;
     assert!(drained
         .partitions
         .iter()
-        .all(|p| p.leader.as_ref().is_some_and(|l| l.0 != 1)));
+        .all(|p| p.leader.as_ref().is_some_and(|l| l.0 != gone)));
     let described = admin_at(&cluster, 2)
         .await
         .describe_cluster()
         .await
         .expect("cluster");
     assert!(
-        described.nodes.iter().any(|n| n.node_id == 1 && n.draining),
+        described
+            .nodes
+            .iter()
+            .any(|n| n.node_id == gone && n.draining),
         "{described:?}"
     );
-    cluster.node(1).kill9();
+    cluster.node(gone).kill9();
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::SeqCst);
     let mut acked = Vec::new();
@@ -250,7 +274,7 @@ async fn moved_and_drained_replicas_lose_nothing_and_a_drained_node_can_die() {
         acked.push(p.await.expect("producer"));
     }
 
-    // Every partition still takes quorum writes with node 1 gone.
+    // Every partition still takes quorum writes with the drained node gone.
     let c = admin_at(&cluster, 2).await;
     for p in 0..PARTITIONS {
         c.produce_raw(record(p, format!("after-kill-{p}")))
@@ -259,7 +283,7 @@ async fn moved_and_drained_replicas_lose_nothing_and_a_drained_node_can_die() {
     }
 
     // Nothing acknowledged lost or moved, on the leader and on the other replica.
-    let info = wait_for(&cluster, 1, "final view", |i| {
+    let info = wait_for(&cluster, gone, "final view", |i| {
         i.partitions.iter().all(|p| p.leader.is_some())
     })
     .await;
@@ -291,7 +315,7 @@ async fn moved_and_drained_replicas_lose_nothing_and_a_drained_node_can_die() {
     );
     let during = p99(&acked[0].latencies, moved_at, move_done);
     println!(
-        "FIGURES reassignment of a partition (RF 2, acks quorum, moving its leader off): \
+        "FIGURES reassignment of a partition ({topology}, RF 2, acks quorum, moving its leader off): \
          took {:?}; produce p99 before {before:?}, during {during:?}",
         move_done - moved_at
     );

@@ -1,6 +1,8 @@
-//! Controlled shutdown and leader balancing with real processes: a rolling restart of a
-//! three-node cluster (every node a controller voter and a broker) under `acks = quorum`
-//! load, one node at a time with SIGTERM, then one `kill -9` for comparison in the same run.
+//! Controlled shutdown and leader balancing with real processes: a rolling restart under
+//! `acks = quorum` load, one process at a time with SIGTERM, then one `kill -9` of a broker
+//! for comparison in the same run. Two topologies: three nodes that are each a controller
+//! voter and a broker, and three controller-only voters plus three broker-only nodes (Raft
+//! learners), all six restarted.
 //!
 //! What must hold: no acknowledged record is lost or moved; every SIGTERM hands the node's
 //! leaderships off before it stops (its log says so); after each restart the partitions go
@@ -148,8 +150,40 @@ async fn leader_hw(cluster: &TestCluster, node: u64, partition: usize) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_restart_with_sigterm_loses_nothing_and_hands_leadership_off_first() {
-    let mut cluster = TestCluster::start(3, &[("PYRALOG_CLUSTER__LEADER_BALANCE_INTERVAL", "1s")]);
+    let env = [("PYRALOG_CLUSTER__LEADER_BALANCE_INTERVAL", "1s")];
+    rolling_restart(TestCluster::start(3, &env), "3 nodes").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_of_three_controllers_and_three_brokers_loses_nothing() {
+    let env = [("PYRALOG_CLUSTER__LEADER_BALANCE_INTERVAL", "1s")];
+    rolling_restart(
+        TestCluster::start_split(3, 3, &env),
+        "3 controllers + 3 brokers",
+    )
+    .await;
+}
+
+/// Waits until node `id` answers again and has applied the log's creation.
+async fn wait_answers(cluster: &TestCluster, id: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let describe = async { cluster.client(id).await?.describe_log(LOG).await };
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), describe).await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} does not answer after its restart\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn rolling_restart(mut cluster: TestCluster, topology: &str) {
     let admin = cluster.wait_registered().await;
+    let brokers = cluster.broker_ids();
     let config = v1::LogConfig {
         partition_count: Some(PARTITIONS),
         replication_factor: Some(3),
@@ -168,8 +202,12 @@ async fn a_rolling_restart_with_sigterm_loses_nothing_and_hands_leadership_off_f
         3,
         "every partition has a leader: {leaders:?}"
     );
+    assert!(
+        leaders.iter().all(|l| brokers.contains(l)),
+        "only brokers lead: {leaders:?}"
+    );
 
-    let urls: Vec<String> = (1..=3).map(|id| cluster.url(id)).collect();
+    let urls: Vec<String> = brokers.iter().map(|id| cluster.url(*id)).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let producers: Vec<_> = (0..PARTITIONS)
         .map(|p| {
@@ -186,12 +224,13 @@ async fn a_rolling_restart_with_sigterm_loses_nothing_and_hands_leadership_off_f
     // One node after another: SIGTERM, wait for its exit, start it again, wait until it is
     // back in every ISR and leads its preferred partitions again.
     let mut sigterm_phases = Vec::new();
-    for id in 1..=3u64 {
+    for id in 1..=cluster.nodes.len() as u64 {
         let begun = Instant::now();
         let code = cluster.node(id).stop();
         let stopped = begun.elapsed();
         assert_eq!(code, Some(0), "node {id} exits cleanly after SIGTERM");
         cluster.node(id).restart();
+        wait_answers(&cluster, id).await;
         wait_settled(
             &cluster,
             true,
@@ -240,7 +279,7 @@ async fn a_rolling_restart_with_sigterm_loses_nothing_and_hands_leadership_off_f
 
     // Every SIGTERM handed off before the node stopped: one line per node, which only a
     // completed hand-off writes (the kill -9 writes none).
-    for id in 1..=3u64 {
+    for id in brokers.iter().copied() {
         let log = cluster.node(id).log();
         assert_eq!(
             log.matches(HANDED_OFF).count(),
@@ -320,7 +359,7 @@ async fn a_rolling_restart_with_sigterm_loses_nothing_and_hands_leadership_off_f
         lines.join("\n  ")
     );
     println!(
-        "FIGURES rolling restart (3 nodes, {PARTITIONS} partitions, RF 3, acks quorum): \
+        "FIGURES rolling restart ({topology}, {PARTITIONS} partitions, RF 3, acks quorum): \
          longest gap between acknowledgements of a partition: SIGTERM {worst_sigterm:?}, \
          kill -9 {worst_kill:?}; {total} acknowledged, {failures} failed attempts\n  {}",
         lines.join("\n  ")

@@ -50,6 +50,8 @@ pub(crate) struct Cluster {
     _tmp: TempDir,
     root: PathBuf,
     pub(crate) voters: BTreeMap<NodeId, String>,
+    /// Every member's address: the voters, then the learners (broker-only nodes).
+    pub(crate) addresses: BTreeMap<NodeId, String>,
     nodes: BTreeMap<NodeId, TestNode>,
     snapshot_every: u64,
 }
@@ -68,20 +70,31 @@ async fn bind(address: &str) -> TcpListener {
 impl Cluster {
     /// Starts `n` voters with ids 1..=n.
     pub(crate) async fn start(n: u64, snapshot_every: u64) -> Cluster {
+        Self::start_with_learners(n, 0, snapshot_every).await
+    }
+
+    /// Starts `n` voters with ids 1..=n and `learners` broker-only nodes after them.
+    pub(crate) async fn start_with_learners(n: u64, learners: u64, snapshot_every: u64) -> Cluster {
         init_tracing();
         let tmp = TempDir::new().expect("tempdir");
         let root = tmp.path().to_path_buf();
         let mut listeners = BTreeMap::new();
-        let mut voters = BTreeMap::new();
-        for id in 1..=n {
+        let mut addresses = BTreeMap::new();
+        for id in 1..=n + learners {
             let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            voters.insert(id, l.local_addr().expect("addr").to_string());
+            addresses.insert(id, l.local_addr().expect("addr").to_string());
             listeners.insert(id, l);
         }
+        let voters = addresses
+            .iter()
+            .filter(|(id, _)| **id <= n)
+            .map(|(id, a)| (*id, a.clone()))
+            .collect();
         let mut cluster = Cluster {
             _tmp: tmp,
             root,
             voters,
+            addresses,
             nodes: BTreeMap::new(),
             snapshot_every,
         };
@@ -94,10 +107,14 @@ impl Cluster {
     pub(crate) fn config(&self, id: NodeId) -> ControllerConfig {
         let mut config = ControllerConfig::new(
             id,
-            self.voters[&id].clone(),
+            self.addresses[&id].clone(),
             self.root.join(format!("node-{id}")).join("controller"),
             self.voters.clone(),
         );
+        if !self.voters.contains_key(&id) {
+            config.roles.controller = false;
+            config.cluster_address = Some(self.addresses[&id].clone());
+        }
         tune(&mut config);
         config.snapshot_every = self.snapshot_every;
         config
@@ -147,9 +164,9 @@ impl Cluster {
         }
     }
 
-    /// Starts a stopped voter again from its directory, at its address.
+    /// Starts a stopped member again from its directory, at its address.
     pub(crate) async fn restart(&mut self, id: NodeId) {
-        let address = self.voters[&id].clone();
+        let address = self.addresses[&id].clone();
         let listener = bind(&address).await;
         self.launch(id, listener).await;
     }
@@ -237,6 +254,7 @@ pub(crate) async fn eventually<T>(
 }
 
 /// Runs `f` and fails the test if it takes longer than `within`.
+#[allow(dead_code)] // not every test binary uses it
 pub(crate) async fn within<T>(within: Duration, what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(within, f)
         .await

@@ -15,7 +15,6 @@
 pub(crate) mod authn;
 pub mod authz;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,8 +42,6 @@ pub struct NodeSecurity {
     /// This node's certificate as a client of other nodes.
     peer_tls: Option<Arc<ClientTls>>,
     cluster: Option<ClusterTls>,
-    /// Identity name → node id, for every configured voter.
-    nodes: HashMap<String, NodeId>,
     pub(crate) tokens: Option<TokenAuthenticator>,
     /// SHA-256 (hex) of the metrics token.
     metrics_token: Option<Arc<Reloading<String>>>,
@@ -96,15 +93,6 @@ impl NodeSecurity {
             ),
             None => (None, None),
         };
-        let mut nodes = HashMap::new();
-        if let (Some(c), Some(cluster)) = (&s.cluster_tls, &config.cluster) {
-            let voters = cluster
-                .voter_map()
-                .map_err(|e| SecurityError::Config(e.to_string()))?;
-            for id in voters.keys() {
-                nodes.insert(c.identity_of(*id), *id);
-            }
-        }
         let tokens = if s.auth.enabled {
             Some(TokenAuthenticator::new(&s.auth)?)
         } else {
@@ -141,7 +129,6 @@ impl NodeSecurity {
             cluster_tls,
             peer_tls,
             cluster: s.cluster_tls.clone(),
-            nodes,
             tokens,
             metrics_token,
             reload: CancellationToken::new(),
@@ -181,7 +168,8 @@ impl NodeSecurity {
 
     /// The node a verified certificate identity belongs to.
     pub(crate) fn node_of(&self, names: &[String]) -> Option<NodeId> {
-        names.iter().find_map(|n| self.nodes.get(n).copied())
+        let cluster = self.cluster.as_ref()?;
+        names.iter().find_map(|n| cluster.id_of(n))
     }
 
     /// Whether the cluster listener requires mutual TLS.
