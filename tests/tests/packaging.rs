@@ -1,20 +1,29 @@
 //! The packaging files, checked without a container engine (issue 17): the `Dockerfile`, the
 //! Kubernetes manifests in `deploy/kubernetes/` and the Grafana dashboard in `deploy/grafana/`.
 //!
-//! They are parsed and held to the node they package: the ConfigMap's `pyralog.toml` parses as
-//! the node's own [`NodeConfig`] and validates for every pod of the StatefulSet (with what each
-//! pod's start command sets), the ports the container and the image expose are exactly the
+//! They are parsed and held to the node they package. Every pod of the two StatefulSets (the
+//! controller voters and the brokers) gets the ConfigMap's `pyralog.toml` as the node's own
+//! [`NodeConfig`] with what its environment and start script set (the script is run by `sh`,
+//! with a stand-in `pyralog` that reports what it was started with), and must validate: the
+//! controller pods are exactly the voters, the brokers learners with ids of their own that
+//! advertise their own pod. The ports the containers and the image expose are exactly the
 //! listeners that config opens, the probes ask gRPC health on the client listener, the
-//! selectors pick the StatefulSet's pods, every Secret is documented, and every metric the
-//! dashboard charts is one a running node exports.
+//! budgets and Services select the right pods, the README's commands (run against a stand-in
+//! `kubectl`) create every Secret key the pods read, and every metric the dashboard charts is
+//! one a running node exports.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use pyralog_e2e::TestNode;
 use pyralog_gateway::NodeConfig;
 use serde::Deserialize;
 use serde_json::Value;
+
+/// The namespace the pods are taken to run in.
+const NAMESPACE: &str = "ns";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -77,14 +86,29 @@ fn object<'a>(all: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
-fn statefulset(all: &[Value]) -> &Value {
-    let sets: Vec<&Value> = all.iter().filter(|o| o["kind"] == "StatefulSet").collect();
+fn of_kind<'a>(all: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    all.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+const COMPONENT: &str = "/spec/template/metadata/labels/app.kubernetes.io~1component";
+
+/// The StatefulSets by their pods' `app.kubernetes.io/component`: the controller voters and
+/// the brokers.
+fn statefulsets(all: &[Value]) -> BTreeMap<&str, &Value> {
+    let sets = of_kind(all, "StatefulSet");
+    let by: BTreeMap<&str, &Value> = sets.iter().map(|s| (str_at(s, COMPONENT), *s)).collect();
+    assert_eq!(sets.len(), 2, "a controller and a broker StatefulSet");
     assert_eq!(
-        sets.len(),
-        1,
-        "one StatefulSet: every node is controller and broker"
+        by.keys().copied().collect::<Vec<_>>(),
+        ["broker", "controller"]
     );
-    sets[0]
+    by
+}
+
+fn replicas(sts: &Value) -> u64 {
+    sts.pointer("/spec/replicas")
+        .and_then(Value::as_u64)
+        .expect("replicas")
 }
 
 fn container(sts: &Value) -> &Value {
@@ -139,25 +163,6 @@ fn start_script(c: &Value) -> &str {
     str_at(c, "/args/0")
 }
 
-/// `(config key path, value)` of each `export PYRALOG_...="..."` line of the start script,
-/// for the pod of `ordinal`.
-fn script_overrides(script: &str, ordinal: u64) -> Vec<(Vec<String>, String)> {
-    let node_id = (ordinal + 1).to_string();
-    script
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("export PYRALOG_"))
-        .map(|l| {
-            let (name, value) = l.split_once('=').expect("NAME=value");
-            let value = value
-                .trim_matches('"')
-                .replace("$((ordinal + 1))", &node_id)
-                .replace("${PYRALOG_NODE_ID}", &node_id);
-            assert!(!value.contains('$'), "unexpanded {value} in {l}");
-            (env_key_path(name), value)
-        })
-        .collect()
-}
-
 /// `CLUSTER__ADVERTISE` → `["cluster", "advertise"]`, as the node splits `PYRALOG_*`.
 fn env_key_path(name: &str) -> Vec<String> {
     name.split("__").map(str::to_ascii_lowercase).collect()
@@ -180,6 +185,7 @@ fn set_key(config: &mut Value, path: &[String], value: &str) {
     };
 }
 
+/// Mount path → volume name.
 fn mounts(c: &Value) -> BTreeMap<String, String> {
     c["volumeMounts"]
         .as_array()
@@ -194,13 +200,12 @@ fn mounts(c: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The volume mounted at `path` or at a directory above it.
-fn volume_of(c: &Value, path: &Path) -> Option<String> {
+/// The mount (path, volume) holding `path`: at it or at a directory above it.
+fn mount_of(c: &Value, path: &Path) -> Option<(String, String)> {
     mounts(c)
         .into_iter()
         .filter(|(at, _)| path.starts_with(at))
         .max_by_key(|(at, _)| at.len())
-        .map(|(_, name)| name)
 }
 
 fn pod_volume<'a>(sts: &'a Value, name: &str) -> &'a Value {
@@ -220,8 +225,121 @@ fn labels(v: Option<&Value>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+fn pod_labels(sts: &Value) -> BTreeMap<String, String> {
+    labels(sts.pointer("/spec/template/metadata/labels"))
+}
+
 fn selects(selector: &BTreeMap<String, String>, pod: &BTreeMap<String, String>) -> bool {
     !selector.is_empty() && selector.iter().all(|(k, v)| pod.get(k) == Some(v))
+}
+
+/// Writes an executable `sh` script `name` into `dir`.
+fn stand_in(dir: &Path, name: &str, body: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).expect("write stand-in");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// The container's environment in pod `pod`, as the kubelet sets it: `$(VAR)` names a
+/// variable defined above it; a value from a Secret is a stand-in.
+fn pod_env(c: &Value, pod: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for e in c["env"].as_array().expect("env") {
+        let value = if let Some(v) = e.get("value") {
+            let mut v = v.as_str().expect("a string value").to_owned();
+            for (name, value) in &env {
+                v = v.replace(&format!("$({name})"), value);
+            }
+            assert!(!v.contains("$("), "{e}: names no variable defined above it");
+            v
+        } else if let Some(field) = e.pointer("/valueFrom/fieldRef/fieldPath") {
+            match field.as_str() {
+                Some("metadata.name") => pod.to_owned(),
+                Some("metadata.namespace") => NAMESPACE.to_owned(),
+                _ => panic!("{e}"),
+            }
+        } else {
+            assert!(e.pointer("/valueFrom/secretKeyRef").is_some(), "{e}");
+            "from-a-secret".to_owned()
+        };
+        env.push((str_at(e, "/name").to_owned(), value));
+    }
+    env
+}
+
+/// One pod of a StatefulSet as it would start.
+struct Pod<'a> {
+    sts: &'a Value,
+    component: &'a str,
+    name: String,
+    /// What its start script runs `pyralog` with.
+    args: Vec<String>,
+    /// The ConfigMap's config with the pod's `PYRALOG_*` variables applied.
+    config: NodeConfig,
+}
+
+impl Pod<'_> {
+    /// The files its config reads from Secrets: certificate, key, CA, metrics token.
+    fn secret_files(&self) -> Vec<&PathBuf> {
+        let tls = self
+            .config
+            .security
+            .cluster_tls
+            .as_ref()
+            .expect("cluster_tls");
+        let token = self.config.security.metrics_token_file.as_ref();
+        [&tls.cert, &tls.key, &tls.ca]
+            .into_iter()
+            .chain(token)
+            .collect()
+    }
+}
+
+/// Every pod of both StatefulSets: each one's start script is run by `sh` in its environment
+/// with a stand-in `pyralog` that prints its arguments and environment.
+fn pods(all: &[Value]) -> Vec<Pod<'_>> {
+    let (_, config) = configmap_config(all);
+    let bin = tempfile::tempdir().expect("tempdir");
+    stand_in(bin.path(), "pyralog", "printf 'arg %s\\n' \"$@\"\nenv\n");
+    let mut pods = Vec::new();
+    for (component, sts) in statefulsets(all) {
+        let c = container(sts);
+        for ordinal in 0..replicas(sts) {
+            let name = format!("{}-{ordinal}", str_at(sts, "/metadata/name"));
+            let out = Command::new("/bin/sh")
+                .args(["-c", start_script(c)])
+                .env_clear()
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.path().display()))
+                .envs(pod_env(c, &name))
+                .output()
+                .expect("sh");
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success() && stdout.starts_with("arg "),
+                "{name}: {out:?}"
+            );
+            let mut value = serde_json::to_value(&config).expect("serialize");
+            let mut args = Vec::new();
+            for line in stdout.lines() {
+                if let Some(arg) = line.strip_prefix("arg ") {
+                    args.push(arg.to_owned());
+                } else if let Some((var, v)) = line.split_once('=') {
+                    if let Some(key) = var.strip_prefix("PYRALOG_") {
+                        set_key(&mut value, &env_key_path(key), v);
+                    }
+                }
+            }
+            let config = serde_json::from_value(value).unwrap_or_else(|e| panic!("{name}: {e}"));
+            pods.push(Pod {
+                sts,
+                component,
+                name,
+                args,
+                config,
+            });
+        }
+    }
+    pods
 }
 
 #[test]
@@ -236,6 +354,7 @@ fn the_kustomization_applies_every_manifest_and_each_names_its_api_kind_and_name
 
     let all = manifests();
     let mut kinds = BTreeSet::new();
+    let mut names = BTreeSet::new();
     for o in &all {
         for field in ["/apiVersion", "/kind", "/metadata/name"] {
             assert!(!str_at(o, field).is_empty(), "{field} empty in {o}");
@@ -244,11 +363,18 @@ fn the_kustomization_applies_every_manifest_and_each_names_its_api_kind_and_name
             o.pointer("/metadata/namespace").is_none(),
             "no fixed namespace (kubectl -n picks it): {o}"
         );
+        assert_eq!(
+            o.pointer("/metadata/labels/app.kubernetes.io~1name"),
+            Some(&Value::from("pyralog")),
+            "{o}"
+        );
         kinds.insert(format!(
             "{} {}",
             str_at(o, "/apiVersion"),
             str_at(o, "/kind")
         ));
+        let name = format!("{} {}", str_at(o, "/kind"), str_at(o, "/metadata/name"));
+        assert!(names.insert(name.clone()), "{name} twice");
     }
     let want: BTreeSet<String> = [
         "v1 ConfigMap",
@@ -262,136 +388,96 @@ fn the_kustomization_applies_every_manifest_and_each_names_its_api_kind_and_name
 }
 
 #[test]
-fn the_configmap_is_a_node_config_that_validates_for_every_pod() {
+fn every_pod_validates_with_its_own_id_roles_addresses_and_certificate() {
     let all = manifests();
-    let sts = statefulset(&all);
-    let c = container(sts);
     let (text, config) = configmap_config(&all);
-    let replicas = sts
-        .pointer("/spec/replicas")
-        .and_then(Value::as_u64)
-        .expect("replicas");
-    let service = str_at(sts, "/spec/serviceName");
-    let name = str_at(sts, "/metadata/name");
     let cluster = config.cluster.as_ref().expect("a [cluster] section");
-
-    // The voters are the StatefulSet's pods, by their names under the headless Service.
     let voters = cluster.voter_map().expect("voters");
-    let want: BTreeMap<u64, String> = (0..replicas)
-        .map(|i| {
-            (
-                i + 1,
-                format!("{name}-{i}.{service}:{}", cluster.listen.port()),
-            )
-        })
-        .collect();
-    assert_eq!(voters, want, "one voter per pod: {text}");
-
-    // What the start script and the environment set per pod names real settings, and the
-    // config validates for each pod with it.
-    let script = start_script(c);
-    assert!(
-        script.contains("export PYRALOG_NODE_ID=\"$((ordinal + 1))\""),
-        "{script}"
-    );
-    let serve = script
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("exec pyralog serve --config "))
-        .expect("exec pyralog serve --config FILE");
-    let env: Vec<&Value> = c["env"].as_array().expect("env").iter().collect();
-    let advertise = env
-        .iter()
-        .find(|e| e["name"] == "PYRALOG_CLUSTER__ADVERTISE")
-        .map(|e| str_at(e, "/value"))
-        .expect("PYRALOG_CLUSTER__ADVERTISE");
-    assert_eq!(
-        advertise,
-        format!(
-            "$(POD_NAME).{service}.$(POD_NAMESPACE).svc.cluster.local:{}",
-            config.listen.port()
-        )
-    );
-    for e in &env {
-        if let Some(var) = str_at(e, "/name").strip_prefix("PYRALOG_") {
-            let mut value = serde_json::to_value(&config).expect("serialize");
-            set_key(&mut value, &env_key_path(var), "x");
-        }
-    }
-    for ordinal in 0..replicas {
-        let mut value = serde_json::to_value(&config).expect("serialize");
-        set_key(
-            &mut value,
-            &env_key_path("CLUSTER__ADVERTISE"),
-            &format!("{name}-{ordinal}.{service}.ns.svc.cluster.local:7410"),
-        );
-        let overrides = script_overrides(script, ordinal);
-        assert!(overrides.len() >= 3, "{script}");
-        for (path, v) in &overrides {
-            set_key(&mut value, path, v);
-        }
-        let pod: NodeConfig = serde_json::from_value(value).expect("pod config");
-        pod.validate()
-            .unwrap_or_else(|e| panic!("pod {ordinal}: {e}"));
-        assert_eq!(pod.node_id, ordinal + 1);
-        let tls = pod.security.cluster_tls.as_ref().expect("cluster_tls");
+    let cluster_port = cluster.listen.port();
+    let pods = pods(&all);
+    let mut ids = BTreeSet::new();
+    let mut controllers = BTreeMap::new();
+    for pod in &pods {
+        let (name, c, id) = (&pod.name, container(pod.sts), pod.config.node_id);
+        pod.config
+            .validate()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(ids.insert(id), "{name}: node id {id} twice");
+        let settings = pod.config.cluster.as_ref().expect("[cluster]");
+        // The pod's own name under the headless Service, short or fully qualified.
+        let dns = format!("{name}.{}", str_at(pod.sts, "/spec/serviceName"));
+        let names_pod = |addr: &str, port: u16| {
+            addr.rsplit_once(':').is_some_and(|(host, p)| {
+                (host == dns || host == format!("{dns}.{NAMESPACE}.svc.cluster.local"))
+                    && p == port.to_string()
+            })
+        };
+        let advertise = settings.advertise.as_deref().unwrap_or_default();
         assert!(
-            tls.cert
-                .ends_with(format!("node-{}.pem", ordinal + 1).as_str()),
-            "pod {ordinal} presents its own certificate: {}",
-            tls.cert.display()
+            names_pod(advertise, pod.config.listen.port()),
+            "{name}: clients are redirected to {advertise:?}"
         );
-        // Every file the pod's config names is in a mounted Secret or ConfigMap volume.
-        let files = [&tls.cert, &tls.key, &tls.ca]
-            .into_iter()
-            .chain(pod.security.metrics_token_file.as_ref());
-        for file in files {
-            let volume = volume_of(c, file).unwrap_or_else(|| panic!("{file:?} not mounted"));
+        if pod.component == "controller" {
+            assert!(settings.is_controller() && !settings.is_broker(), "{name}");
+            controllers.insert(id, format!("{dns}:{cluster_port}"));
+        } else {
+            assert!(settings.is_broker() && !settings.is_controller(), "{name}");
+            assert!(!voters.contains_key(&id), "{name}: node {id} is a voter");
+            let at = settings.advertise_cluster.as_deref().unwrap_or_default();
             assert!(
-                pod_volume(sts, &volume).get("secret").is_some(),
-                "{file:?} comes from a Secret"
+                names_pod(at, cluster_port),
+                "{name}: the other nodes reach it at {at:?}"
             );
         }
-    }
 
-    // The config file and the data directory are where the pod mounts them.
-    let mounted = mounts(c);
-    assert_eq!(mounted.get(serve).map(String::as_str), Some("config"));
+        // Its own certificate (every file from a Secret: see the README test below).
+        let files = pod.secret_files();
+        let (cert, key) = (files[0], files[1]);
+        assert!(
+            cert.ends_with(format!("node-{id}.pem")) && key.ends_with(format!("node-{id}-key.pem")),
+            "{name} presents node {id}'s certificate: {cert:?} {key:?}"
+        );
+
+        // `pyralog serve` reads the ConfigMap and keeps data_dir on a persistent volume.
+        assert_eq!(pod.args[..2], ["serve", "--config"], "{name}");
+        let mounted = mounts(c);
+        assert_eq!(
+            mounted.get(&pod.args[2]).map(String::as_str),
+            Some("config")
+        );
+        assert_eq!(
+            str_at(pod_volume(pod.sts, "config"), "/configMap/name"),
+            "pyralog-config"
+        );
+        let data = pod.config.data_dir.to_str().expect("utf-8 path");
+        let claim = mounted.get(data).expect("data_dir mounted");
+        let claims = pod
+            .sts
+            .pointer("/spec/volumeClaimTemplates")
+            .and_then(Value::as_array)
+            .expect("volumeClaimTemplates");
+        assert!(
+            claims
+                .iter()
+                .any(|t| t["metadata"]["name"] == claim.as_str()),
+            "{name}: data_dir {data} is a persistent volume"
+        );
+    }
     assert_eq!(
-        str_at(pod_volume(sts, "config"), "/configMap/name"),
-        "pyralog-config"
+        controllers, voters,
+        "the controller pods are the voters: {text}"
     );
-    let data = config.data_dir.to_str().expect("utf-8 path");
-    let claim = mounted.get(data).expect("data_dir mounted");
-    let claims = sts
-        .pointer("/spec/volumeClaimTemplates")
-        .and_then(Value::as_array)
-        .expect("volumeClaimTemplates");
+    let brokers = pods.iter().filter(|p| p.component == "broker").count();
     assert!(
-        claims
-            .iter()
-            .any(|t| t["metadata"]["name"] == claim.as_str()),
-        "data_dir {data} is a persistent volume"
+        brokers >= usize::from(config.log_defaults.replication_factor),
+        "{brokers} brokers hold every replica of a partition"
     );
 }
 
 #[test]
-fn the_container_exposes_exactly_the_listeners_of_its_config() {
+fn the_containers_expose_exactly_the_listeners_of_their_config() {
     let all = manifests();
-    let sts = statefulset(&all);
-    let c = container(sts);
     let (_, config) = configmap_config(&all);
-    let ports = container_ports(c);
-    let exposed: BTreeSet<u16> = ports.values().copied().collect();
-    assert_eq!(exposed, listener_ports(&config), "{ports:?}");
-    assert_eq!(ports.get("client"), Some(&config.listen.port()));
-    assert_eq!(
-        ports.get("cluster"),
-        config.cluster.as_ref().map(|c| c.listen.port()).as_ref()
-    );
-    assert_eq!(
-        ports.get("metrics"),
-        config.metrics_listen.map(|a| a.port()).as_ref()
-    );
     for addr in listener_ports(&config) {
         assert_ne!(addr, 0, "fixed ports");
     }
@@ -399,21 +485,37 @@ fn the_container_exposes_exactly_the_listeners_of_its_config() {
         config.listen.ip().is_unspecified(),
         "the client listener binds every interface"
     );
-
-    // Every Service port targets a container port by name, on the same number.
-    for o in all.iter().filter(|o| o["kind"] == "Service") {
-        for p in o
-            .pointer("/spec/ports")
-            .and_then(Value::as_array)
-            .expect("ports")
-        {
-            let target = str_at(p, "/targetPort");
-            assert_eq!(
-                ports.get(target),
-                Some(&port_at(p, "/port")),
-                "{} port {p}",
-                o["metadata"]["name"]
-            );
+    for (component, sts) in statefulsets(&all) {
+        let ports = container_ports(container(sts));
+        let exposed: BTreeSet<u16> = ports.values().copied().collect();
+        assert_eq!(exposed, listener_ports(&config), "{component}: {ports:?}");
+        assert_eq!(ports.get("client"), Some(&config.listen.port()));
+        assert_eq!(
+            ports.get("cluster"),
+            config.cluster.as_ref().map(|c| c.listen.port()).as_ref()
+        );
+        assert_eq!(
+            ports.get("metrics"),
+            config.metrics_listen.map(|a| a.port()).as_ref()
+        );
+        // Every port of a Service selecting these pods targets one of them by name.
+        for svc in of_kind(&all, "Service") {
+            if !selects(&labels(svc.pointer("/spec/selector")), &pod_labels(sts)) {
+                continue;
+            }
+            for p in svc
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .expect("ports")
+            {
+                let target = str_at(p, "/targetPort");
+                assert_eq!(
+                    ports.get(target),
+                    Some(&port_at(p, "/port")),
+                    "{} port {p}",
+                    svc["metadata"]["name"]
+                );
+            }
         }
     }
 }
@@ -421,21 +523,35 @@ fn the_container_exposes_exactly_the_listeners_of_its_config() {
 #[test]
 fn probes_ask_grpc_health_on_the_client_listener() {
     let all = manifests();
-    let c = container(statefulset(&all));
     let (_, config) = configmap_config(&all);
-    for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
-        let p = c
-            .get(probe)
-            .unwrap_or_else(|| panic!("{probe} missing: {c}"));
-        assert_eq!(
-            port_at(p, "/grpc/port"),
-            config.listen.port(),
-            "{probe} asks grpc.health.v1 on the client listener"
-        );
-        assert!(
-            p.get("grpc").and_then(|g| g.get("service")).is_none(),
-            "{probe}: the overall health, not one service"
-        );
+    for (component, sts) in statefulsets(&all) {
+        let c = container(sts);
+        for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+            let p = c
+                .get(probe)
+                .unwrap_or_else(|| panic!("{component} {probe} missing: {c}"));
+            assert_eq!(
+                port_at(p, "/grpc/port"),
+                config.listen.port(),
+                "{component} {probe} asks grpc.health.v1 on the client listener"
+            );
+            assert!(
+                p.get("grpc").and_then(|g| g.get("service")).is_none(),
+                "{component} {probe}: the overall health, not one service"
+            );
+        }
+        // SIGTERM is a controlled shutdown (a broker hands its leaderships off first): the
+        // grace period leaves it time.
+        let grace = sts
+            .pointer("/spec/template/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_u64)
+            .expect("terminationGracePeriodSeconds");
+        let timeout = config
+            .cluster
+            .as_ref()
+            .expect("cluster")
+            .controlled_shutdown_timeout;
+        assert!(grace > 2 * timeout.as_secs(), "{component}: {grace}s");
     }
     // The kubelet's gRPC probe speaks no TLS: a TLS client listener would fail every probe.
     assert!(
@@ -445,117 +561,178 @@ fn probes_ask_grpc_health_on_the_client_listener() {
 }
 
 #[test]
-fn the_budget_and_both_services_select_the_statefulset_pods() {
+fn the_budgets_and_services_select_their_statefulsets_pods() {
     let all = manifests();
-    let sts = statefulset(&all);
-    let pod = labels(sts.pointer("/spec/template/metadata/labels"));
-    let own = labels(sts.pointer("/spec/selector/matchLabels"));
-    assert!(selects(&own, &pod), "the StatefulSet selects its pods");
-
-    let pdbs: Vec<&Value> = all
-        .iter()
-        .filter(|o| o["kind"] == "PodDisruptionBudget")
-        .collect();
-    assert_eq!(pdbs.len(), 1);
+    let (_, config) = configmap_config(&all);
+    let sets = statefulsets(&all);
+    let pdbs = of_kind(&all, "PodDisruptionBudget");
+    assert_eq!(pdbs.len(), sets.len(), "one budget per StatefulSet");
+    for (component, sts) in &sets {
+        let pod = pod_labels(sts);
+        let own = labels(sts.pointer("/spec/selector/matchLabels"));
+        for (other, o) in &sets {
+            assert_eq!(
+                selects(&own, &pod_labels(o)),
+                other == component,
+                "StatefulSet {component} selects the pods of {other}"
+            );
+        }
+        assert_eq!(str_at(sts, "/spec/serviceName"), "pyralog-headless");
+        let budgets: Vec<_> = pdbs
+            .iter()
+            .filter(|b| selects(&labels(b.pointer("/spec/selector/matchLabels")), &pod))
+            .collect();
+        assert_eq!(budgets.len(), 1, "one budget covers the {component} pods");
+        let budget = budgets[0];
+        assert_eq!(
+            labels(budget.pointer("/spec/selector/matchLabels")),
+            own,
+            "the budget covers exactly the {component} StatefulSet's pods"
+        );
+        let down = budget
+            .pointer("/spec/maxUnavailable")
+            .and_then(Value::as_u64)
+            .expect("maxUnavailable");
+        assert_eq!(down, 1, "{component}");
+        // What stays up keeps working: a voter quorum, min_in_sync_replicas brokers.
+        let up = replicas(sts) - down;
+        let need = if *component == "controller" {
+            replicas(sts) / 2 + 1
+        } else {
+            u64::from(config.log_defaults.min_in_sync_replicas)
+        };
+        assert!(up >= need, "{component}: {up} of {} up", replicas(sts));
+    }
     assert_eq!(
-        pdbs[0].pointer("/spec/maxUnavailable"),
-        Some(&Value::from(1))
-    );
-    assert_eq!(
-        labels(pdbs[0].pointer("/spec/selector/matchLabels")),
-        own,
-        "the budget covers exactly the StatefulSet's pods"
+        sets["controller"].pointer("/spec/podManagementPolicy"),
+        Some(&Value::from("Parallel")),
+        "the voters start together"
     );
 
-    let headless = object(&all, "Service", str_at(sts, "/spec/serviceName"));
+    let headless = object(&all, "Service", "pyralog-headless");
     assert_eq!(str_at(headless, "/spec/clusterIP"), "None");
     assert_eq!(
         headless.pointer("/spec/publishNotReadyAddresses"),
         Some(&Value::Bool(true)),
         "voters resolve each other before they are ready"
     );
-    assert!(selects(&labels(headless.pointer("/spec/selector")), &pod));
     let client = object(&all, "Service", "pyralog");
-    assert!(selects(&labels(client.pointer("/spec/selector")), &pod));
-    assert_eq!(
-        sts.pointer("/spec/podManagementPolicy"),
-        Some(&Value::from("Parallel")),
-        "the voters start together"
-    );
+    for (component, sts) in &sets {
+        let pod = pod_labels(sts);
+        assert!(selects(&labels(headless.pointer("/spec/selector")), &pod));
+        assert_eq!(
+            selects(&labels(client.pointer("/spec/selector")), &pod),
+            *component == "broker",
+            "clients start from the brokers"
+        );
+    }
+}
+
+/// The README's first `sh` block run in a scratch directory, with the real `pyralog` and a
+/// stand-in `kubectl`: the keys of each Secret it creates (`--from-file` file names, or a
+/// directory's files; `--from-literal` keys).
+fn readme_secrets() -> BTreeMap<String, BTreeSet<String>> {
+    let readme = read("deploy/kubernetes/README.md");
+    let block = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("an sh block in deploy/kubernetes/README.md");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+    stand_in(&bin, "kubectl", "echo \"$@\" >> kubectl.log\n");
+    std::os::unix::fs::symlink(pyralog_e2e::pyralog_bin(), bin.join("pyralog")).expect("link");
+    let out = Command::new("/bin/sh")
+        .args(["-ec", block])
+        .current_dir(dir.path())
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .output()
+        .expect("sh");
+    assert!(out.status.success(), "{block}: {out:?}");
+    let log = std::fs::read_to_string(dir.path().join("kubectl.log")).expect("kubectl ran");
+    let mut secrets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in log.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some([name, args @ ..]) = words.strip_prefix(&["create", "secret", "generic"][..])
+        else {
+            panic!("kubectl {line}");
+        };
+        let keys = secrets.entry((*name).to_owned()).or_default();
+        for arg in args {
+            if let Some(literal) = arg.strip_prefix("--from-literal=") {
+                keys.insert(literal.split('=').next().unwrap_or_default().to_owned());
+            } else if let Some(path) = arg.strip_prefix("--from-file=") {
+                let path = dir.path().join(path);
+                let files: Vec<PathBuf> = match std::fs::read_dir(&path) {
+                    Ok(entries) => entries.map(|e| e.expect("entry").path()).collect(),
+                    Err(_) => vec![path],
+                };
+                for f in files {
+                    assert!(f.is_file(), "{line}: {f:?}");
+                    keys.insert(
+                        f.file_name()
+                            .expect("a name")
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
+                }
+            } else {
+                panic!("kubectl {line}: {arg}");
+            }
+        }
+    }
+    secrets
 }
 
 #[test]
-fn every_secret_the_pods_use_is_documented_with_its_keys_and_files() {
+fn the_readme_creates_every_secret_key_the_pods_read() {
     let all = manifests();
-    let sts = statefulset(&all);
-    let c = container(sts);
-    let (_, config) = configmap_config(&all);
-    let readme = read("deploy/kubernetes/README.md");
-    let creates = |name: &str| {
-        readme
-            .lines()
-            .find(|l| l.contains(&format!("kubectl create secret generic {name} ")))
-            .is_some()
-    };
-    let mut secrets = BTreeSet::new();
-    for v in sts
-        .pointer("/spec/template/spec/volumes")
-        .and_then(Value::as_array)
-        .expect("volumes")
-    {
-        if let Some(name) = v.pointer("/secret/secretName").and_then(Value::as_str) {
-            secrets.insert(name.to_owned());
+    // Secret → the keys pods read of it, by environment variable or as a mounted file.
+    let mut read_keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let pods = pods(&all);
+    for pod in &pods {
+        let c = container(pod.sts);
+        assert!(c.get("envFrom").is_none(), "secrets by key only");
+        for e in c["env"].as_array().expect("env") {
+            if let Some(r) = e.pointer("/valueFrom/secretKeyRef") {
+                let keys = read_keys.entry(str_at(r, "/name").to_owned()).or_default();
+                keys.insert(str_at(r, "/key").to_owned());
+            }
+        }
+        for file in pod.secret_files() {
+            let (at, volume) = mount_of(c, file).unwrap_or_else(|| panic!("{file:?} not mounted"));
+            let name = str_at(pod_volume(pod.sts, &volume), "/secret/secretName");
+            let key = file.strip_prefix(&at).expect("under the mount");
+            let keys = read_keys.entry(name.to_owned()).or_default();
+            keys.insert(key.to_str().expect("utf-8").to_owned());
         }
     }
-    for e in c["env"].as_array().expect("env") {
-        if let Some(r) = e.pointer("/valueFrom/secretKeyRef") {
-            let (name, key) = (str_at(r, "/name"), str_at(r, "/key"));
-            secrets.insert(name.to_owned());
-            assert!(
-                readme.contains(&format!("--from-literal={key}=")),
-                "key {key} of {name} documented"
-            );
-        }
-    }
-    assert!(c.get("envFrom").is_none(), "secrets by key only");
-    assert!(secrets.len() >= 3, "{secrets:?}");
-    for name in &secrets {
-        assert!(creates(name), "README.md shows how to create Secret {name}");
+    assert!(read_keys.len() >= 3, "{read_keys:?}");
+    assert!(
+        read_keys["pyralog-tls"].len() == 2 * pods.len() + 1,
+        "every pod's certificate and key, and the CA"
+    );
+
+    let created = readme_secrets();
+    for (name, keys) in &read_keys {
+        let have = created
+            .get(name)
+            .unwrap_or_else(|| panic!("README.md shows no way to create Secret {name}"));
+        let missing: Vec<_> = keys.difference(have).collect();
+        assert!(missing.is_empty(), "Secret {name} lacks {missing:?}");
         assert!(
             !all.iter()
                 .any(|o| o["kind"] == "Secret" && o["metadata"]["name"] == name.as_str()),
             "no Secret values in the repository: {name}"
         );
     }
-    // The TLS Secret holds the CA and every node's certificate and key, by the file names
-    // the config asks for.
-    let tls = config.security.cluster_tls.as_ref().expect("cluster_tls");
-    let replicas = sts
-        .pointer("/spec/replicas")
-        .and_then(Value::as_u64)
-        .expect("replicas");
-    let mut files = vec![tls.ca.clone()];
-    for id in 1..=replicas {
-        files.push(PathBuf::from(format!("node-{id}.pem")));
-        files.push(PathBuf::from(format!("node-{id}-key.pem")));
-    }
-    let tls_line: String = readme
-        .split("kubectl create secret generic pyralog-tls")
-        .nth(1)
-        .and_then(|rest| rest.split("\n\n").next())
-        .expect("pyralog-tls command")
-        .to_owned();
-    for f in files {
-        let file = f.file_name().and_then(|n| n.to_str()).expect("file name");
+    for (name, keys) in &created {
         assert!(
-            tls_line.contains(&format!("/{file}")),
-            "{file} goes into pyralog-tls"
+            !keys.contains("ca-key.pem"),
+            "the CA key stays out of {name}"
         );
     }
-    assert!(!tls_line.contains("ca-key.pem"), "the CA key stays out");
-    let token = config.security.metrics_token_file.as_ref().expect("token");
-    let token = token.file_name().and_then(|n| n.to_str()).expect("name");
-    assert!(readme.contains(&format!("pyralog-metrics-token --from-file={token}")));
 }
 
 #[test]
@@ -600,15 +777,17 @@ fn the_dockerfile_builds_in_stages_and_runs_unprivileged_on_the_listener_ports()
     );
 
     let all = manifests();
-    let sts = statefulset(&all);
-    assert_eq!(
-        sts.pointer("/spec/template/spec/securityContext/runAsUser")
-            .and_then(Value::as_u64)
-            .map(|u| u.to_string())
-            .as_deref(),
-        Some(uid),
-        "the pods run as the image's user"
-    );
+    let sets = statefulsets(&all);
+    for sts in sets.values() {
+        assert_eq!(
+            sts.pointer("/spec/template/spec/securityContext/runAsUser")
+                .and_then(Value::as_u64)
+                .map(|u| u.to_string())
+                .as_deref(),
+            Some(uid),
+            "the pods run as the image's user"
+        );
+    }
     let (_, config) = configmap_config(&all);
     let exposed: BTreeSet<u16> = words("EXPOSE ")
         .concat()
@@ -642,14 +821,16 @@ fn the_dockerfile_builds_in_stages_and_runs_unprivileged_on_the_listener_ports()
         image_config.data_dir
     );
     assert_eq!(image_config.data_dir, config.data_dir);
-    assert_eq!(
-        start_script(container(sts))
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("exec "))
-            .map(|cmd| cmd.split(' ').map(str::to_owned).collect::<Vec<_>>()),
-        Some(entrypoint),
-        "the pods run the image's entrypoint"
-    );
+    for sts in sets.values() {
+        assert_eq!(
+            start_script(container(sts))
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("exec "))
+                .map(|cmd| cmd.split(' ').map(str::to_owned).collect::<Vec<_>>()),
+            Some(entrypoint.clone()),
+            "the pods run the image's entrypoint"
+        );
+    }
 
     let ignore = read(".dockerignore");
     assert!(ignore.lines().any(|l| l.trim() == "target/"), "{ignore}");
