@@ -259,8 +259,8 @@ pub(crate) async fn cluster(server: &Target, args: ClusterArgs) -> CliResult {
                 d.answered_by
             );
             println!(
-                "{:>6}  {:<22} {:<6} {:<8}",
-                "node", "address", "voter", "state"
+                "{:>6}  {:<22} {:<6} {:<8} {:<12}",
+                "node", "address", "voter", "state", "rack"
             );
             for n in &d.nodes {
                 let state = match (n.fenced, n.draining) {
@@ -269,11 +269,12 @@ pub(crate) async fn cluster(server: &Target, args: ClusterArgs) -> CliResult {
                     (false, false) => "live",
                 };
                 println!(
-                    "{:>6}  {:<22} {:<6} {:<8}",
+                    "{:>6}  {:<22} {:<6} {:<8} {:<12}",
                     n.node_id,
                     n.address,
                     if n.voter { "yes" } else { "no" },
-                    state
+                    state,
+                    n.rack.as_deref().unwrap_or("-")
                 );
             }
             Ok(())

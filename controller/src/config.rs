@@ -51,6 +51,9 @@ pub struct ControllerConfig {
     /// Where other nodes reach this node's cluster listener. `None` = its `voters` entry (a
     /// learner must set it: the leader replicates to it there).
     pub cluster_address: Option<String>,
+    /// This node's failure domain (a rack, a zone), registered with the node: replicas of a
+    /// partition go to distinct racks first.
+    pub rack: Option<String>,
     /// Raft leader heartbeat interval.
     pub raft_heartbeat: Duration,
     pub election_timeout_min: Duration,
@@ -87,6 +90,7 @@ impl ControllerConfig {
             voters,
             roles: Roles::default(),
             cluster_address: None,
+            rack: None,
             raft_heartbeat: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(400),
             election_timeout_max: Duration::from_millis(800),
@@ -145,6 +149,9 @@ impl ControllerConfig {
                  its cluster listener at",
                 self.node_id
             ));
+        }
+        if let Some(rack) = &self.rack {
+            crate::state::placement::validate_rack(rack).map_err(ControllerError::InvalidConfig)?;
         }
         if self.raft_heartbeat.is_zero() || self.raft_heartbeat >= self.election_timeout_min {
             return invalid(format!(

@@ -710,10 +710,9 @@ impl Controller {
     /// Whether the applied state lists this node registered at its address and unfenced.
     fn registered(&self) -> bool {
         let state = self.state.borrow();
-        state
-            .nodes
-            .get(&self.config.node_id)
-            .is_some_and(|n| !n.fenced && n.address == self.config.address)
+        state.nodes.get(&self.config.node_id).is_some_and(|n| {
+            !n.fenced && n.address == self.config.address && n.rack == self.config.rack
+        })
     }
 
     /// On the leader: fence every node whose lease ran out. `became_leader` starts the leases
@@ -841,6 +840,7 @@ async fn register_loop(weak: Weak<Controller>, cancel: CancellationToken) {
             id,
             address: address.clone(),
             cluster_address: cluster_address.clone(),
+            rack: controller.config.rack.clone(),
         };
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -134,6 +134,7 @@ mod tests {
                 id,
                 address: "n:1".into(),
                 cluster_address: String::new(),
+                rack: None,
             });
         }
         let mut leases = Leases::new(lease, t0);
@@ -173,6 +174,7 @@ mod tests {
             id: 1,
             address: "n:1".into(),
             cluster_address: String::new(),
+            rack: None,
         });
         let orders = LogId::new("orders").expect("log");
         state.apply(&Command::CreateLog {

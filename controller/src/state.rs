@@ -43,6 +43,9 @@ pub struct NodeInfo {
     /// Decommissioned: its replicas are moving elsewhere and nothing new is placed on it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
+    /// Its failure domain, as it registered it (`cluster.rack`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
 }
 
 /// Replica placement and leadership of one partition.
@@ -109,6 +112,10 @@ pub enum Command {
         address: String,
         #[serde(default)]
         cluster_address: String,
+        /// Its failure domain (a rack, a zone): replicas of a partition go to distinct
+        /// racks first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rack: Option<String>,
     },
     /// A node lost its lease: it loses its leaderships and ISR memberships.
     FenceNode {
@@ -314,7 +321,8 @@ impl ClusterState {
                 id,
                 address,
                 cluster_address,
-            } => self.register_node(*id, address, cluster_address),
+                rack,
+            } => self.register_node(*id, address, cluster_address, rack.as_deref()),
             Command::FenceNode { id } | Command::LeaveCluster { id } => self.fence_node(*id),
             Command::BalanceLeaders => self.balance_leaders(),
             Command::ReassignPartitions { moves } => self.reassign(moves),
@@ -443,6 +451,11 @@ impl ClusterState {
             .collect()
     }
 
+    /// The rack `node` registered with.
+    pub fn rack_of(&self, node: NodeId) -> Option<&str> {
+        self.nodes.get(&node).and_then(|n| n.rack.as_deref())
+    }
+
     pub fn is_live(&self, node: NodeId) -> bool {
         self.nodes.get(&node).is_some_and(|n| !n.fenced)
     }
@@ -465,7 +478,13 @@ impl ClusterState {
             .and_then(|l| l.partitions.get(partition as usize))
     }
 
-    fn register_node(&mut self, id: NodeId, address: &str, cluster_address: &str) -> CommandResult {
+    fn register_node(
+        &mut self,
+        id: NodeId,
+        address: &str,
+        cluster_address: &str,
+        rack: Option<&str>,
+    ) -> CommandResult {
         let draining = self.nodes.get(&id).is_some_and(|n| n.draining);
         self.nodes.insert(
             id,
@@ -474,6 +493,7 @@ impl ClusterState {
                 cluster_address: cluster_address.to_owned(),
                 fenced: false,
                 draining,
+                rack: rack.map(str::to_owned),
             },
         );
         let nodes = &self.nodes;
@@ -542,17 +562,19 @@ impl ClusterState {
     }
 
     /// Places `count` new partitions of `rf` replicas each over the live nodes (at least `rf`
-    /// of them), round-robin from where the last placement ended; each starts in epoch 1, led
-    /// by its first replica, with every replica in sync (all empty).
+    /// of them), round-robin from where the last placement ended, on distinct racks first
+    /// ([`placement`]); each starts in epoch 1, led by its first replica, with every replica
+    /// in sync (all empty).
     fn place(&mut self, count: u32, rf: usize) -> Vec<PartitionMeta> {
-        let live = self.placeable_nodes();
-        let n = live.len().max(1) as u64;
+        let order = placement::rack_alternating(
+            self.placeable_nodes()
+                .into_iter()
+                .map(|id| (id, self.rack_of(id))),
+        );
         let start = self.next_placement;
         let partitions = (0..u64::from(count))
             .map(|p| {
-                let replicas: Vec<NodeId> = (0..rf as u64)
-                    .filter_map(|i| live.get(((start + p + i) % n) as usize).copied())
-                    .collect();
+                let replicas = placement::replicas(&order, start.wrapping_add(p), rf);
                 PartitionMeta {
                     leader: replicas.first().copied(),
                     epoch: Epoch(1),
@@ -703,12 +725,17 @@ fn validate(cmd: &Command) -> Result<(), String> {
             id,
             address: a,
             cluster_address,
+            rack,
         } => {
             if *id == 0 {
                 return Err("node id 0 is reserved".into());
             }
             address("address", a, true)?;
-            address("cluster address", cluster_address, false)
+            address("cluster address", cluster_address, false)?;
+            match rack {
+                Some(r) => placement::validate_rack(r),
+                None => Ok(()),
+            }
         }
         Command::CreateLog { config, .. } => config.validate().map_err(|e| e.to_string()),
         Command::AdvanceEpoch { above, .. } if above.0 >= MAX_EPOCH => Err(format!(
@@ -771,6 +798,7 @@ fn elect(p: &mut PartitionMeta, nodes: &BTreeMap<NodeId, NodeInfo>, unclean: boo
 mod leaders;
 mod moves;
 mod partitions;
+pub mod placement;
 pub use moves::PartitionMove;
 
 #[cfg(test)]

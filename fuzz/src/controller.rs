@@ -34,11 +34,13 @@ pub fn commands() -> Vec<Command> {
             id: 1,
             address: "127.0.0.1:9092".into(),
             cluster_address: "127.0.0.1:9093".into(),
+            rack: None,
         },
         Command::RegisterNode {
             id: 2,
             address: "127.0.0.1:9192".into(),
             cluster_address: String::new(),
+            rack: None,
         },
         Command::CreateLog {
             log: orders.clone(),
@@ -154,6 +156,9 @@ fn structured(input: &[u8]) -> Vec<u8> {
                 id: n.u64(),
                 address: "127.0.0.1:1".into(),
                 cluster_address: String::new(),
+                rack: ["a", "b", "c"]
+                    .get(small(n.u64()) as usize)
+                    .map(|r| (*r).to_owned()),
             },
             3 => Command::FenceNode { id: n.u64() },
             4 => Command::CreateLog {

@@ -93,6 +93,7 @@ impl Cluster {
             controller: settings.is_controller(),
             broker: settings.is_broker(),
         };
+        cc.rack = settings.rack.clone();
         cc.cluster_address = settings
             .advertise_cluster
             .clone()

@@ -75,6 +75,9 @@ pub struct ClusterSettings {
     /// Where other nodes reach this node's cluster listener; default: its `voters` entry,
     /// or `listen` (the cluster one) for a broker-only node.
     pub advertise_cluster: Option<String>,
+    /// This node's failure domain (a rack, an availability zone): the controller places a
+    /// partition's replicas on distinct racks first. Unset = no rack.
+    pub rack: Option<String>,
     /// A follower that has not caught up for this long leaves the ISR.
     #[serde(with = "humantime_serde")]
     pub replica_lag_max: Duration,
@@ -114,6 +117,7 @@ impl Default for ClusterSettings {
             voters: String::new(),
             roles: vec![NodeRole::Controller, NodeRole::Broker],
             advertise_cluster: None,
+            rack: None,
             replica_lag_max: Duration::from_secs(10),
             replica_fetch_wait: Duration::from_millis(500),
             replica_fetch_max_bytes: 8 << 20,

@@ -350,6 +350,7 @@ impl Admin for Services {
                     fenced: false,
                     voter: true,
                     draining: false,
+                    rack: None,
                 }],
             }));
         };
@@ -368,6 +369,7 @@ impl Admin for Services {
                     fenced: n.fenced,
                     voter: voters.contains_key(id),
                     draining: n.draining,
+                    rack: n.rack.clone(),
                 })
                 .collect(),
         }))

@@ -452,7 +452,7 @@ impl TestCluster {
         env: &[(K, V)],
         secure: Option<Secure>,
     ) -> TestCluster {
-        Self::start_topology(n, 0, env, secure)
+        Self::start_topology(n, 0, env, &|_| Vec::new(), secure)
     }
 
     /// The controller apart from the brokers: nodes `1..=controllers` are controller voters
@@ -463,9 +463,20 @@ impl TestCluster {
         brokers: usize,
         env: &[(K, V)],
     ) -> TestCluster {
+        Self::start_split_with(controllers, brokers, env, &|_| Vec::new())
+    }
+
+    /// [`TestCluster::start_split`] with settings of each node's own: `node_env(id)` adds
+    /// to (and overrides) `env` for node `id`.
+    pub fn start_split_with<K: AsRef<str>, V: AsRef<str>>(
+        controllers: usize,
+        brokers: usize,
+        env: &[(K, V)],
+        node_env: &dyn Fn(u64) -> Vec<(String, String)>,
+    ) -> TestCluster {
         assert!(brokers > 0, "a split cluster needs brokers");
         let secure = secure_run().then(|| Secure::new((controllers + brokers) as u64));
-        Self::start_topology(controllers, brokers, env, secure)
+        Self::start_topology(controllers, brokers, env, node_env, secure)
     }
 
     /// `voters` nodes that are voters (and brokers too when there are no broker-only nodes),
@@ -474,6 +485,7 @@ impl TestCluster {
         voters: usize,
         brokers: usize,
         env: &[(K, V)],
+        node_env: &dyn Fn(u64) -> Vec<(String, String)>,
         secure: Option<Secure>,
     ) -> TestCluster {
         let n = voters + brokers;
@@ -522,6 +534,7 @@ impl TestCluster {
                     env.iter()
                         .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned())),
                 );
+                vars.extend(node_env(i as u64 + 1));
                 let (extra_args, client_options) = match &secure {
                     Some(s) => {
                         let config = root.path().join("security.toml");

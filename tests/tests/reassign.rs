@@ -343,3 +343,66 @@ async fn replica_hw(cluster: &TestCluster, id: u64, p: usize, at_least: u64) -> 
 async fn admin_at(cluster: &TestCluster, id: u64) -> Client {
     cluster.client(id).await.expect("client")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_s_replicas_go_to_distinct_racks_and_a_drained_one_stays_in_its_rack() {
+    // One controller; brokers 2 and 3 in rack a, 4 and 5 in rack b.
+    let rack = |id: u64| match id {
+        1 => Vec::new(),
+        2 | 3 => vec![("PYRALOG_CLUSTER__RACK".to_owned(), "rack-a".to_owned())],
+        _ => vec![("PYRALOG_CLUSTER__RACK".to_owned(), "rack-b".to_owned())],
+    };
+    let cluster = TestCluster::start_split_with::<&str, &str>(1, 4, &[], &rack);
+    let admin = cluster.wait_registered().await;
+    let described = admin.describe_cluster().await.expect("cluster");
+    let racks: BTreeMap<u64, String> = described
+        .nodes
+        .iter()
+        .map(|n| (n.node_id, n.rack.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(racks[&2], "rack-a", "{described:?}");
+    assert_eq!(racks[&5], "rack-b", "{described:?}");
+    let out = cluster.cli(1, &["cluster", "describe"], None);
+    assert!(out.stdout.contains("rack-b"), "{out:?}");
+
+    let config = v1::LogConfig {
+        partition_count: Some(8),
+        replication_factor: Some(2),
+        min_in_sync_replicas: Some(1),
+        ..Default::default()
+    };
+    create_log_when_ready(&admin, LOG, config, &cluster.logs()).await;
+    let info = admin.describe_log(LOG).await.expect("describe");
+    let mut leaders = std::collections::BTreeSet::new();
+    for p in &info.partitions {
+        let spanned: std::collections::BTreeSet<&str> =
+            p.replicas.iter().map(|r| racks[r].as_str()).collect();
+        assert_eq!(
+            spanned.len(),
+            2,
+            "partition {}: {:?}",
+            p.partition,
+            p.replicas
+        );
+        leaders.extend(p.leader.as_ref().map(|l| l.0));
+    }
+    assert_eq!(leaders.len(), 4, "every broker leads some partition");
+
+    // Draining node 2 moves each of its replicas to node 3, the other node of rack a.
+    let out = cluster.cli(1, &["cluster", "decommission", "2"], None);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let drained = wait_for(&cluster, 0, "node 2 in no replica set", |i| {
+        i.partitions
+            .iter()
+            .all(|p| p.target.is_empty() && !p.replicas.contains(&2))
+    })
+    .await;
+    for (before, after) in info.partitions.iter().zip(&drained.partitions) {
+        if before.replicas.contains(&2) {
+            assert!(after.replicas.contains(&3), "{:?}", after.replicas);
+        }
+        let spanned: std::collections::BTreeSet<&str> =
+            after.replicas.iter().map(|r| racks[r].as_str()).collect();
+        assert_eq!(spanned.len(), 2, "{:?}", after.replicas);
+    }
+}

@@ -18,6 +18,7 @@ fn state(partitions: u32) -> ClusterState {
         id: 1,
         address: "127.0.0.1:9001".into(),
         cluster_address: String::new(),
+        rack: None,
     });
     s.apply(&Command::CreateLog {
         log: log("orders"),

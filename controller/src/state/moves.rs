@@ -121,10 +121,20 @@ impl ClusterState {
                 if !set.contains(&id) {
                     continue;
                 }
+                // A rack the staying replicas do not cover yet first, then the least loaded.
+                let staying: Vec<Option<&str>> = set
+                    .iter()
+                    .filter(|r| **r != id)
+                    .map(|r| self.rack_of(*r))
+                    .collect();
+                let clashes = |n: NodeId| {
+                    self.rack_of(n)
+                        .is_some_and(|rack| staying.contains(&Some(rack)))
+                };
                 let Some(to) = load
                     .iter()
                     .filter(|(n, _)| !set.contains(n))
-                    .min_by_key(|(n, c)| (**c, **n))
+                    .min_by_key(|(n, c)| (clashes(**n), **c, **n))
                     .map(|(n, _)| *n)
                 else {
                     return CommandResult::Rejected(Rejection::Invalid(format!(

@@ -22,6 +22,7 @@ pub(super) fn cluster(nodes: u64) -> ClusterState {
             id,
             address: format!("127.0.0.1:{}", 9000 + id),
             cluster_address: String::new(),
+            rack: None,
         });
     }
     s
@@ -35,6 +36,67 @@ fn created(s: &mut ClusterState, name: &str, partitions: u32, rf: u16) -> LogMet
     }) {
         CommandResult::LogCreated(meta) => *meta,
         other => panic!("create failed: {other:?}"),
+    }
+}
+
+/// Six nodes in three racks (1, 2: rack a; 3, 4: b; 5, 6: c).
+fn racked_cluster() -> ClusterState {
+    let mut s = ClusterState::default();
+    for id in 1..=6u64 {
+        let rack = ["a", "b", "c"][((id - 1) / 2) as usize];
+        s.apply(&Command::RegisterNode {
+            id,
+            address: format!("127.0.0.1:{}", 9000 + id),
+            cluster_address: String::new(),
+            rack: Some(rack.to_owned()),
+        });
+    }
+    s
+}
+
+#[test]
+fn a_partition_s_replicas_go_to_distinct_racks_and_leaders_to_every_node() {
+    let mut s = racked_cluster();
+    assert_eq!(s.rack_of(4), Some("b"));
+    for (rf, racks) in [(2u16, 2usize), (3, 3)] {
+        let meta = created(&mut s, &format!("rf{rf}"), 12, rf);
+        let mut leaders = BTreeMap::<NodeId, usize>::new();
+        for p in &meta.partitions {
+            let spanned: BTreeSet<&str> = p.replicas.iter().filter_map(|r| s.rack_of(*r)).collect();
+            assert_eq!(spanned.len(), racks, "{:?}", p.replicas);
+            *leaders.entry(p.replicas[0]).or_default() += 1;
+        }
+        assert_eq!(leaders.len(), 6, "every node leads some: {leaders:?}");
+    }
+    // A bad rack name is refused before it reaches the state.
+    let bad = Command::RegisterNode {
+        id: 7,
+        address: "127.0.0.1:9007".into(),
+        cluster_address: String::new(),
+        rack: Some("two words".into()),
+    };
+    assert!(validate(&bad).is_err());
+}
+
+#[test]
+fn decommissioning_moves_a_replica_to_a_rack_the_partition_lacks() {
+    let mut s = racked_cluster();
+    let meta = created(&mut s, "orders", 6, 3);
+    assert!(matches!(
+        s.apply(&Command::DecommissionNode { id: 1 }),
+        CommandResult::Done
+    ));
+    let after = &s.logs[&log("orders")];
+    for (before, now) in meta.partitions.iter().zip(&after.partitions) {
+        if !before.replicas.contains(&1) {
+            continue;
+        }
+        let target = now.target.as_ref().expect("moving");
+        assert!(!target.contains(&1));
+        // Node 1's place goes to node 2, the other node of rack a.
+        assert!(target.contains(&2), "{target:?}");
+        let spanned: BTreeSet<&str> = target.iter().filter_map(|r| s.rack_of(*r)).collect();
+        assert_eq!(spanned.len(), 3, "{target:?}");
     }
 }
 
@@ -101,6 +163,7 @@ fn a_fenced_leader_is_replaced_from_the_isr_in_a_new_epoch() {
         id: leader,
         address: "x:1".into(),
         cluster_address: String::new(),
+        rack: None,
     });
     let p = s.partition(&log("a"), 0).expect("partition").clone();
     assert_eq!(
@@ -209,6 +272,7 @@ fn leadership_goes_back_to_the_preferred_replica_only_when_it_is_live_and_in_syn
         id: preferred,
         address: "x:1".into(),
         cluster_address: String::new(),
+        rack: None,
     });
     assert!(
         s.preferred_leader_moves().is_empty(),
@@ -349,6 +413,7 @@ fn the_last_isr_member_stays_in_the_isr_and_leads_again_when_it_returns() {
         id: r[0],
         address: "x:1".into(),
         cluster_address: String::new(),
+        rack: None,
     });
     let p = s.partition(&log("a"), 0).expect("partition");
     assert_eq!(p.leader, Some(r[0]));
@@ -464,6 +529,7 @@ fn isr_changes_from_a_stale_leader_or_with_strangers_are_rejected() {
         id: p.replicas[2],
         address: "back:1".into(),
         cluster_address: String::new(),
+        rack: None,
     });
     assert_eq!(
         s.apply(&alter(leader, Epoch(1), p.replicas.clone())),
@@ -549,6 +615,7 @@ fn any_command() -> impl Strategy<Value = Command> {
             id,
             address: format!("n{id}:1"),
             cluster_address: String::new(),
+            rack: None,
         }),
         node.clone().prop_map(|id| Command::FenceNode { id }),
         node.clone().prop_map(|id| Command::LeaveCluster { id }),

@@ -51,6 +51,7 @@ fn entry(term: u64, index: u64) -> Entry {
             id: index,
             address: format!("10.0.0.{index}:7001"),
             cluster_address: String::new(),
+            rack: None,
         }),
     }
 }

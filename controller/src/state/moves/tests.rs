@@ -155,6 +155,7 @@ fn a_decommissioned_node_loses_every_replica_and_gets_no_new_ones() {
         id: 1,
         address: "x:1".into(),
         cluster_address: String::new(),
+        rack: None,
     });
     assert!(s.nodes[&1].draining);
     let r = s.apply(&Command::CreateLog {
@@ -193,6 +194,7 @@ fn balancing_leaves_a_moving_partition_and_a_draining_node_alone() {
         id: a,
         address: "x:1".into(),
         cluster_address: String::new(),
+        rack: None,
     });
     assert_eq!(in_sync(&mut s, 0, vec![a, b]), CommandResult::Done);
     assert_eq!(s.preferred_leader_moves().len(), 1);
@@ -208,6 +210,7 @@ fn balancing_leaves_a_moving_partition_and_a_draining_node_alone() {
         id: p.replicas[0],
         address: "x:1".into(),
         cluster_address: String::new(),
+        rack: None,
     });
     assert_eq!(in_sync(&mut s2, 0, p.replicas.clone()), CommandResult::Done);
     if let Some(n) = s2.nodes.get_mut(&p.replicas[0]) {
