@@ -38,6 +38,7 @@ use tonic::transport::Channel;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{ClusterSettings, NodeConfig};
+use crate::copy_throttle::CopyThrottle;
 use crate::error::GatewayError;
 use crate::metadata::{Acls, LogMeta, MetadataError, MetadataStore};
 use crate::node::NodeError;
@@ -62,6 +63,8 @@ pub struct Cluster {
     started: Instant,
     alive_ms: AtomicU64,
     suspect: AtomicBool,
+    /// The rate limit of the copies this node serves to replicas a move adds.
+    pub(crate) move_throttle: CopyThrottle,
 }
 
 impl Cluster {
@@ -101,6 +104,7 @@ impl Cluster {
         let controller = Controller::start_with(cc, channels.clone())
             .await
             .map_err(|e| NodeError::Controller(e.to_string()))?;
+        let settings_rate = settings.move_copy_rate;
         Ok(Some(Arc::new(Cluster {
             me: config.node_id,
             address,
@@ -112,6 +116,7 @@ impl Cluster {
             started: Instant::now(),
             alive_ms: AtomicU64::new(0),
             suspect: AtomicBool::new(false),
+            move_throttle: CopyThrottle::new(settings_rate, Instant::now()),
         })))
     }
 

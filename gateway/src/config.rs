@@ -85,6 +85,11 @@ pub struct ClusterSettings {
     #[serde(with = "humantime_serde")]
     pub replica_fetch_wait: Duration,
     pub replica_fetch_max_bytes: u32,
+    /// The copy throttle of partition moves: as leader, this node serves the replicas that
+    /// catch up for a reassignment or a decommission (not yet in sync) at most this many
+    /// bytes per second, all of them together; in-sync followers and replicas catching up
+    /// after a restart are never throttled. `0` = no limit.
+    pub move_copy_rate: u64,
     /// A node not heard from for this long is fenced: it loses its leaderships.
     #[serde(with = "humantime_serde")]
     pub node_lease: Duration,
@@ -121,6 +126,7 @@ impl Default for ClusterSettings {
             replica_lag_max: Duration::from_secs(10),
             replica_fetch_wait: Duration::from_millis(500),
             replica_fetch_max_bytes: 8 << 20,
+            move_copy_rate: 100 << 20,
             node_lease: Duration::from_secs(3),
             node_heartbeat: Duration::from_millis(500),
             raft_heartbeat: Duration::from_millis(100),

@@ -11,6 +11,7 @@ pub mod catalog;
 mod cluster;
 mod cold;
 pub mod config;
+mod copy_throttle;
 pub mod error;
 mod error_count;
 mod fetch;

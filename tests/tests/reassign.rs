@@ -5,8 +5,9 @@
 //! What must hold: a partition moved to a new replica set (its leader among the replicas
 //! that leave) loses no acknowledged record and its new replicas hold the data; a
 //! decommissioned node ends in no replica set, and once it is killed every partition still
-//! takes quorum writes; bad requests get a reason. Reported (FIGURES): produce p99 before and
-//! during the move.
+//! takes quorum writes; bad requests get a reason; a move's copy runs no faster than the
+//! leader's `move_copy_rate`. Reported (FIGURES): produce p99 before and during the move, and
+//! the throttled copy's rate.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -405,4 +406,100 @@ async fn a_partition_s_replicas_go_to_distinct_racks_and_a_drained_one_stays_in_
             after.replicas.iter().map(|r| racks[r].as_str()).collect();
         assert_eq!(spanned.len(), 2, "{:?}", after.replicas);
     }
+}
+
+/// A value of about `len` bytes that no codec shrinks (hex of a xorshift stream), unique by
+/// its `tag` prefix.
+fn incompressible(tag: &str, seed: u64, len: usize) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = format!("{tag}-");
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(&format!("{x:016x}"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_copies_at_the_throttled_rate_and_the_new_replica_holds_everything() {
+    // 1 MiB/s on every node; the partition holds about 6 MiB when the move starts.
+    const RATE: u64 = 1 << 20;
+    const RECORDS: u64 = 96;
+    const VALUE: usize = 64 << 10;
+    let cluster = TestCluster::start(3, &[("PYRALOG_CLUSTER__MOVE_COPY_RATE", RATE.to_string())]);
+    let admin = cluster.wait_registered().await;
+    let config = v1::LogConfig {
+        partition_count: Some(1),
+        replication_factor: Some(1),
+        min_in_sync_replicas: Some(1),
+        ..Default::default()
+    };
+    create_log_when_ready(&admin, LOG, config, &cluster.logs()).await;
+    let info = admin.describe_log(LOG).await.expect("describe");
+    let leader = info.partitions[0]
+        .leader
+        .as_ref()
+        .map(|l| l.0)
+        .expect("a leader");
+    let c = cluster.client(leader).await.expect("client");
+    let mut bytes = 0u64;
+    for i in 0..RECORDS {
+        let value = incompressible(&format!("r{i}"), i, VALUE);
+        bytes += value.len() as u64;
+        c.produce_raw(one_record(LOG, 0, value, v1::AckPolicy::Leader, 5000))
+            .await
+            .unwrap_or_else(|e| panic!("record {i}: {e}\n{}", cluster.logs()));
+    }
+
+    // Add a replica; the leader stays. The copy runs at the node's move_copy_rate.
+    let new = (1..=3).find(|n| *n != leader).expect("another node");
+    let out = cluster.cli(
+        1,
+        &[
+            "cluster",
+            "reassign",
+            LOG,
+            "--partition",
+            "0",
+            "--replicas",
+            &format!("{leader},{new}"),
+        ],
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let midway = admin.describe_log(LOG).await.expect("describe");
+    assert_eq!(
+        midway.partitions[0].target,
+        vec![leader, new],
+        "still moving after 2 s: {:?}",
+        midway.partitions[0]
+    );
+    wait_for(&cluster, 0, "the new replica in sync", |i| {
+        let p = &i.partitions[0];
+        p.target.is_empty() && p.isr.len() == 2
+    })
+    .await;
+    let took = started.elapsed();
+    // The bucket starts with one second of the rate; the rest cannot go faster than the rate.
+    let floor = Duration::from_secs_f64((bytes - RATE) as f64 / RATE as f64 * 0.9);
+    assert!(
+        took >= floor,
+        "{bytes} bytes moved in {took:?}, under {floor:?}"
+    );
+
+    let hw = replica_hw(&cluster, new, 0, RECORDS).await;
+    let held = read(&cluster, new, 0, hw).await;
+    for i in 0..RECORDS {
+        let value = Bytes::from(incompressible(&format!("r{i}"), i, VALUE));
+        assert_eq!(held.get(&value), Some(&i), "record {i} on the new replica");
+    }
+    println!(
+        "FIGURES throttled move: {bytes} bytes at move_copy_rate {RATE} B/s took {took:?} \
+         ({:.2} MB/s)",
+        bytes as f64 / took.as_secs_f64() / 1e6
+    );
 }

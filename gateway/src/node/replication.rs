@@ -303,6 +303,7 @@ impl Node {
         let asked = Epoch(req.leader_epoch);
         let from = LogOffset(req.fetch_offset);
         let holds = from;
+        let throttled;
         let (epoch, hw) = {
             let mut r = p.role();
             let epoch = r.epoch;
@@ -346,6 +347,12 @@ impl Node {
             // again; proposing it anyway would keep a pending growth, and the HW waiting for
             // it, alive proposal after proposal.
             let controller_state = cluster.state();
+            throttled = cluster.move_throttle.limits()
+                && controller_state
+                    .logs
+                    .get(&log.id)
+                    .and_then(|l| l.partitions.get(req.partition as usize))
+                    .is_some_and(|m| is_move_copy(m, req.replica_id));
             if progress
                 .propose_isr
                 .as_ref()
@@ -386,7 +393,10 @@ impl Node {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        let max = usize::try_from(req.max_bytes.max(1)).unwrap_or(usize::MAX);
+        let mut max = usize::try_from(req.max_bytes.max(1)).unwrap_or(usize::MAX);
+        if throttled {
+            max = cluster.move_throttle.max_bytes(max);
+        }
         let (read, (chain_before, chain_after)) = tokio::task::spawn_blocking(move || {
             let read = hot.read(from, max, LogOffset::MAX)?;
             let claims = replica_chain::leader_claims(
@@ -399,6 +409,13 @@ impl Node {
         })
         .await
         .map_err(|e| GatewayError::Internal(e.to_string()))??;
+        if throttled {
+            let bytes = read.batches.len();
+            let wait = cluster.move_throttle.take(Instant::now(), bytes);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
         Ok(ReplicaFetchResponse {
             batches: read.batches,
             high_watermark: p.high_watermark().0,
@@ -502,4 +519,13 @@ impl Replication for ReplicationService {
             .map(Response::new)
             .map_err(GatewayError::into_status)
     }
+}
+
+/// Whether `replica` copies `partition` for a move: a member of the target set it moves to
+/// that is not in sync yet (the copy throttle applies to it, `cluster.move_copy_rate`).
+fn is_move_copy(partition: &pyralog_controller::PartitionMeta, replica: NodeId) -> bool {
+    partition
+        .target
+        .as_ref()
+        .is_some_and(|t| t.contains(&replica) && !partition.isr.contains(&replica))
 }
