@@ -109,6 +109,8 @@ pub mod meta_keys {
     pub const LEDGER_CHAIN_START: &str = "pyralog.ledger.chain_start";
     pub const LEDGER_CHAIN_END: &str = "pyralog.ledger.chain_end";
     pub const LEDGER_MERKLE_ROOT: &str = "pyralog.ledger.merkle_root";
+    /// The chain definition's number (`pyralog_ledger::ChainVersion`); absent: 2.
+    pub const LEDGER_CHAIN_VERSION: &str = "pyralog.ledger.chain_version";
 }
 
 /// Column positions of the schema (stable: part of the format).

@@ -282,7 +282,9 @@ async fn stream_segment(
     let read_chunk = opts.encode.row_group_bytes.clamp(64 * 1024, 16 << 20);
     let encoder = tokio::task::spawn_blocking(move || {
         let mut writer = match chain_start {
-            Some(start) => SegmentWriter::with_ledger(sink, &encode, start)?,
+            Some(start) => {
+                SegmentWriter::with_ledger_version(sink, &encode, start, hot.ledger_chain())?
+            }
             None => SegmentWriter::new(sink, &encode)?,
         };
         for_each_record(&hot, from, last, read_chunk, |record| {

@@ -81,6 +81,7 @@ async fn tiering_a_large_segment_holds_a_few_row_groups_not_the_segment() {
         fsync: FsyncPolicy::Never,
         producer_expiration: Duration::from_secs(3600),
         ledger_genesis: None,
+        ledger_chain: pyralog_ledger::ChainVersion::CURRENT,
     };
     let hot = Arc::new(
         PartitionLog::open(dir.path().join("hot"), opts, ManualClock::new(1_000)).expect("open"),

@@ -83,6 +83,7 @@ pub fn options() -> PartitionOptions {
         fsync: FsyncPolicy::Never,
         producer_expiration: DEFAULT_PRODUCER_EXPIRATION,
         ledger_genesis: None,
+        ledger_chain: pyralog_ledger::ChainVersion::CURRENT,
     }
 }
 

@@ -432,6 +432,12 @@ impl Node {
         let mut options = PartitionOptions::from_config(&meta.config);
         if meta.config.integrity == pyralog_types::Integrity::Ledger {
             options.ledger_genesis = Some(pyralog_ledger::genesis(id.as_str(), p));
+            options.ledger_chain =
+                pyralog_ledger::ChainVersion::from_number(meta.config.ledger_chain_version())
+                    .map_err(|e| NodeError::DataDir {
+                        path: pdir.clone(),
+                        detail: format!("log {id}: {e}"),
+                    })?;
         }
         let clock = self.clock.clone();
         let files = self.files.clone();
@@ -533,6 +539,13 @@ impl Node {
         config: LogConfig,
     ) -> Result<LogStatus, GatewayError> {
         let id = GatewayError::log_name(name)?;
+        let mut config = config;
+        if config.integrity == pyralog_types::Integrity::Ledger {
+            // A new ledger keeps the chain definition it starts with (see the field docs).
+            config
+                .ledger_chain
+                .get_or_insert(pyralog_types::config::LEDGER_CHAIN_CURRENT);
+        }
         config
             .validate()
             .map_err(|e| GatewayError::InvalidConfig(e.to_string()))?;
@@ -783,7 +796,7 @@ fn seed_chain_from_archive(
     log: &PartitionLog,
     cold: &pyralog_cold_tier::ColdPartition,
 ) -> Result<(), pyralog_hot_tier::HotError> {
-    if !log.is_ledger() || log.chain_end().is_some() {
+    if !log.is_ledger() || log.chain_end()?.is_some() {
         return Ok(());
     }
     let manifest = cold.manifest();

@@ -56,10 +56,10 @@ pub(crate) fn check_before(hot: &PartitionLog, leader_before: &[u8]) -> Result<(
         return Ok(());
     };
     let end = hot.end_offset();
-    if hot.chain_end().is_none() {
+    if hot.chain_end()?.is_none() {
         hot.seed_chain(end, &theirs)?;
     }
-    match hot.chain_end() {
+    match hot.chain_end()? {
         Some((at, mine)) if at == end && mine != theirs => Err(GatewayError::CorruptData(format!(
             "ledger chain: this replica's head after offset {end} is {}, the leader's is {}; \
              the copies hold different records (`pyralog ledger` tools and `logs repair` \
@@ -83,7 +83,7 @@ pub(crate) fn check_after(
         return Ok(());
     };
     let end = hot.end_offset();
-    match hot.chain_end() {
+    match hot.chain_end()? {
         Some((at, mine)) if at == end && mine == theirs => Ok(()),
         // A chain this replica does not know (its log restarted where the leader's journal
         // holds no head): nothing to compare.

@@ -42,6 +42,7 @@ fn open() -> (tempfile::TempDir, Arc<PartitionLog>) {
         fsync: FsyncPolicy::EveryBatch,
         producer_expiration: pyralog_hot_tier::DEFAULT_PRODUCER_EXPIRATION,
         ledger_genesis: None,
+        ledger_chain: pyralog_ledger::ChainVersion::CURRENT,
     };
     let log = PartitionLog::open(dir.path(), opts, ManualClock::new(T0)).expect("open");
     (dir, Arc::new(log))

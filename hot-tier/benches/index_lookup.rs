@@ -22,6 +22,7 @@ fn lookup(c: &mut Criterion) {
         fsync: FsyncPolicy::Never,
         producer_expiration: pyralog_hot_tier::DEFAULT_PRODUCER_EXPIRATION,
         ledger_genesis: None,
+        ledger_chain: pyralog_ledger::ChainVersion::CURRENT,
     };
     let log = PartitionLog::open(dir.path(), opts, ManualClock::new(T0)).expect("open");
     // 200k records of ~100 B in batches of 10: ~24 MB, one closed segment.

@@ -1,9 +1,10 @@
 //! The ledger chain journal: the hash-chain head after every batch of a ledger partition.
 //!
 //! A ledger log (`integrity = "ledger"`) chains its records as they are written, not only
-//! when they are archived: the leader computes the chain head after each batch under the
-//! append lock (record offsets and epochs are only final there), and a follower computes its
-//! own over what it copies and compares it with the leader's (see the gateway's replication).
+//! when they are archived: the leader computes the chain head after each batch from the
+//! batch as stored (offsets and epoch assigned under the append lock; the hashing itself runs
+//! after the lock is released, before the append returns, see `log::ledger`), and a follower computes its own over what it
+//! copies and compares it with the leader's (see the gateway's replication).
 //! The heads are kept in `ledger.chain` beside the segments, one fixed-size entry per batch:
 //!
 //! ```text
@@ -19,10 +20,12 @@
 //! Why a journal of its own: the chain is the replica's claim of what it wrote. The archiver
 //! recomputes the chain of each segment it archives and compares it with this claim, so a
 //! record altered on disk after it was written (even with its batch CRC recomputed) is caught
-//! before it reaches the bucket, at the batch that changed. The journal is written before the
-//! batch (an entry ahead of the data is cut on open) and not fsynced on its own: after a crash
-//! its tail is recomputed from the data the recovery scan kept, which is also what a replica
-//! trusts after a crash (the batch CRCs). An attacker who rewrites both a segment and the
+//! before it reaches the bucket, at the batch that changed. The chain is computed from the
+//! in-memory bytes that were written, never from the file, so the claim predates anything
+//! done to the disk afterwards. The journal is written just after the batch and not fsynced
+//! on its own (an entry ahead of the data, as a journal of an older version could hold, is
+//! cut on open): after a crash its tail is recomputed from the data the recovery scan kept,
+//! which is also what a replica trusts after a crash (the batch CRCs). An attacker who rewrites both a segment and the
 //! journal consistently is caught by the replicas (followers compare heads with their leader)
 //! and by the signed checkpoints once the data is archived; README "Ledgers" says which
 //! threat each layer covers.
@@ -31,7 +34,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use pyralog_ledger::{Hash, RecordHasher};
+use pyralog_ledger::{ChainVersion, Hash, RecordHasher};
 use pyralog_types::batch::Batch;
 use pyralog_types::{Epoch, LogOffset};
 
@@ -52,6 +55,8 @@ pub(crate) struct ChainJournal {
     /// The last entry: `(end offset, head)`; `None` while the chain is unknown (a log that
     /// starts past offset 0 with no journal yet, until it is seeded).
     last: Option<(u64, Hash)>,
+    /// The log's chain definition.
+    version: ChainVersion,
     /// Scratch space for entries written at once.
     buf: Vec<u8>,
 }
@@ -85,7 +90,14 @@ impl ChainJournal {
     /// out-of-order tail are cut. A journal with no entry is seeded with `genesis` when the
     /// log starts at 0; otherwise the chain stays unknown until [`ChainJournal::seed`]. The
     /// caller then recomputes what the journal misses up to `end` ([`ChainJournal::end`]).
-    pub(crate) fn open(dir: &Path, genesis: Hash, start: u64, end: u64) -> Result<Self, HotError> {
+    /// Batches are chained with the step of `version`.
+    pub(crate) fn open(
+        dir: &Path,
+        genesis: Hash,
+        version: ChainVersion,
+        start: u64,
+        end: u64,
+    ) -> Result<Self, HotError> {
         let path = dir.join(CHAIN_FILE);
         let file = OpenOptions::new()
             .read(true)
@@ -100,6 +112,7 @@ impl ChainJournal {
             file,
             count: len / ENTRY,
             last: None,
+            version,
             buf: Vec::with_capacity(ENTRY as usize),
         };
         // Keep the longest prefix of increasing entries that ends at or below `end`.
@@ -167,16 +180,15 @@ impl ChainJournal {
     }
 
     /// Chains `batch` (its stored bytes: final offsets, `epoch`) onto the head and writes the
-    /// entry. Returns the entry's index, for [`ChainJournal::undo`] if the batch then fails to
-    /// reach the segment. Does nothing while the chain is unknown.
+    /// entry. Does nothing while the chain is unknown.
     pub(crate) fn append(
         &mut self,
         batch: &Batch,
         base: u64,
         epoch: Epoch,
-    ) -> Result<Option<u64>, HotError> {
+    ) -> Result<(), HotError> {
         let Some((end, head)) = self.last else {
-            return Ok(None);
+            return Ok(());
         };
         if end != base {
             return Err(HotError::Corrupt {
@@ -187,14 +199,8 @@ impl ChainJournal {
                 ),
             });
         }
-        let (new_end, head) = chain_batch(head, batch, base, epoch)?;
-        self.push(new_end, &head)?;
-        Ok(Some(self.count - 1))
-    }
-
-    /// Takes back the entry `index` (and any after it).
-    pub(crate) fn undo(&mut self, index: u64) -> Result<(), HotError> {
-        self.cut(index.min(self.count))
+        let (new_end, head) = chain_batch(head, batch, base, epoch, self.version)?;
+        self.push(new_end, &head)
     }
 
     /// Forgets every entry past `offset` (the log was cut there). The head at `offset` is
@@ -331,16 +337,17 @@ impl ChainJournal {
     }
 }
 
-/// Chains the records of `batch`, stored at `base` under `epoch`, onto `head`: returns the
-/// batch's end offset and the head after its last record.
+/// Chains the records of `batch`, stored at `base` under `epoch`, onto `head` with the step of
+/// `version`: returns the batch's end offset and the head after its last record.
 pub(crate) fn chain_batch(
     head: Hash,
     batch: &Batch,
     base: u64,
     epoch: Epoch,
+    version: ChainVersion,
 ) -> Result<(u64, Hash), HotError> {
     let stored_base = batch.header().base_offset;
-    let mut hasher = RecordHasher::new(head);
+    let mut hasher = RecordHasher::with_version(head, version);
     batch.for_each_view(|mut record| {
         // The records as stored: offsets from `base`, the batch's epoch.
         record.offset = LogOffset(base + record.offset.0.saturating_sub(stored_base));

@@ -58,6 +58,8 @@ pub struct PartitionOptions {
     /// A ledger log's genesis hash (`pyralog_ledger::genesis(log, partition)`): the log keeps
     /// a chain journal (see `crate::chain`). `None` for every other log.
     pub ledger_genesis: Option<pyralog_ledger::Hash>,
+    /// The chain definition of a ledger log (its config's `ledger_chain`).
+    pub ledger_chain: pyralog_ledger::ChainVersion,
 }
 
 impl PartitionOptions {
@@ -71,6 +73,7 @@ impl PartitionOptions {
             // Not in `LogConfig` (yet).
             producer_expiration: DEFAULT_PRODUCER_EXPIRATION,
             ledger_genesis: None,
+            ledger_chain: pyralog_ledger::ChainVersion::CURRENT,
         }
     }
 }
@@ -146,9 +149,11 @@ pub struct PartitionLog {
     producers: Mutex<ProducerStateTable>,
     /// Recent records' dedup ids (see `crate::dedup`).
     dedup: Mutex<DedupWindow>,
-    /// A ledger log's chain journal (see `crate::chain`); `None` for other logs. Changed
-    /// only with the append lock held.
+    /// A ledger log's chain journal (see `crate::chain`); `None` for other logs. Its range
+    /// changes only with the append lock held; appends reach it through `chain_pending`.
     chain: Mutex<Option<crate::chain::ChainJournal>>,
+    /// A ledger log's appended batches not yet chained, in log order (see `log::ledger`).
+    chain_pending: Mutex<ledger::PendingChain>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -209,6 +214,7 @@ impl PartitionLog {
             producers: Mutex::new(opened.producers),
             dedup: Mutex::new(DedupWindow::new(DedupSettings::default())),
             chain: Mutex::new(None),
+            chain_pending: Mutex::new(ledger::PendingChain::default()),
         };
         log.open_chain(&log.options.clone())?;
         Ok(log)
@@ -336,7 +342,6 @@ impl PartitionLog {
                 epochs.persist()?;
             }
         }
-        let chained = self.chain_append(&parsed, end, epoch)?;
         let has_dedup_ids = parsed.has_dedup_ids();
         let mut bytes = match parsed.into_bytes().try_into_mut() {
             Ok(b) => b,
@@ -346,11 +351,10 @@ impl PartitionLog {
             assign(&mut bytes, LogOffset(end), epoch);
         }
         let active = guard.as_mut().ok_or(HotError::Closed)?;
-        if let Err(e) = active.append(&bytes, &h, now) {
-            self.chain_undo(chained);
-            return Err(e);
-        }
+        active.append(&bytes, &h, now)?;
         let new_end = active.next_offset();
+        let bytes = bytes.freeze();
+        let chained = self.chain_enqueue(&bytes, end, epoch);
         if let Some(p) = &producer {
             self.producers.lock().record(p, end, h.last_offset());
         }
@@ -361,13 +365,18 @@ impl PartitionLog {
                     Some(records) => window.note(&records, now),
                     // A follower's copy (or an idempotent batch): the stored bytes carry the
                     // assigned offsets.
-                    None => window.note(&Batch::parse(bytes.freeze())?.records()?, now),
+                    None => window.note(&Batch::parse(bytes)?.records()?, now),
                 }
             }
         }
         self.end.store(new_end, Ordering::Release);
         drop(guard);
         self.end_tx.send_replace(LogOffset(new_end));
+        if chained {
+            // Hashed here, off the append lock: other writers of the log go on meanwhile, and
+            // the batch is chained before its append returns (so before it is acknowledged).
+            self.settle_chain()?;
+        }
         Ok(AppendInfo {
             base_offset: LogOffset(end),
             last_offset: LogOffset(h.last_offset()),

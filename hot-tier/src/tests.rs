@@ -28,6 +28,7 @@ fn options(segment_bytes: u64, index_interval_bytes: u32) -> PartitionOptions {
         fsync: FsyncPolicy::EveryBatch,
         producer_expiration: DEFAULT_PRODUCER_EXPIRATION,
         ledger_genesis: None,
+        ledger_chain: pyralog_ledger::ChainVersion::CURRENT,
     }
 }
 

@@ -20,8 +20,8 @@ use pyralog_cold_tier::{
     for_each_ledger_row, ColdError, ColdSegment, Layout, LogRegistry, ManifestStore,
 };
 use pyralog_ledger::{
-    genesis, Checkpoint, Hash, MerkleBuilder, ObjectSummary, RecordHasher, SignedCheckpoint,
-    VerifyingKey,
+    genesis, ChainVersion, Checkpoint, Hash, MerkleBuilder, ObjectSummary, RecordHasher,
+    SignedCheckpoint, VerifyingKey,
 };
 use pyralog_types::{Integrity, LogConfig, LogId, PartitionId};
 use serde::Serialize;
@@ -311,9 +311,9 @@ impl Partition<'_> {
             };
             self.report.bytes += bytes.len() as u64;
             let (start, base, name) = (seal.chain_start, s.base_offset.0, object.clone());
-            let last = s.last_offset.0;
+            let (last, version) = (s.last_offset.0, seal.chain_version);
             let replayed = tokio::task::spawn_blocking(move || {
-                replay(bytes, partition, &name, start, base, last)
+                replay(bytes, partition, &name, (start, version), base, last)
             })
             .await
             .map_err(|e| AuditError::Unprovable(format!("verification task failed: {e}")))?;
@@ -483,11 +483,17 @@ fn replay(
     bytes: bytes::Bytes,
     partition: PartitionId,
     object: &str,
-    chain_start: Hash,
+    (chain_start, chain_version): (Hash, u8),
     base: u64,
     last: u64,
 ) -> Result<Replay, ColdError> {
-    let mut hasher = RecordHasher::new(chain_start);
+    // The seal names how its rows were chained; a number this build does not know is an
+    // object it cannot check.
+    let version = ChainVersion::from_number(chain_version).map_err(|e| ColdError::Corrupt {
+        what: "ledger object".into(),
+        reason: e.to_string(),
+    })?;
+    let mut hasher = RecordHasher::with_version(chain_start, version);
     let mut tree = MerkleBuilder::new();
     let mut records = 0u64;
     let mut finding = None;

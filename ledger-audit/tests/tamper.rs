@@ -18,7 +18,7 @@ use pyralog_cold_tier::{
     ColdSegment, EncodeOptions, Layout, LogRegistry, Manifest, ManifestStore, ManifestVersion,
     SegmentWriter,
 };
-use pyralog_ledger::{genesis, ConsistencyProof, SigningKey, VerifyingKey};
+use pyralog_ledger::{genesis, ChainVersion, ConsistencyProof, SigningKey, VerifyingKey};
 use pyralog_ledger_audit::{
     consistency_proof, inclusion_proof, verify_log, CheckpointStore, Checkpointer, Finding,
     VerifyOptions,
@@ -84,6 +84,11 @@ impl Bucket {
     /// Archives `count` records after the archived ones as one object, commits the manifest
     /// and writes the checkpoint, as the node does.
     async fn archive(&mut self, count: u64) {
+        self.archive_with(count, ChainVersion::CURRENT).await;
+    }
+
+    /// [`Bucket::archive`] with the chain step of `version`.
+    async fn archive_with(&mut self, count: u64, version: ChainVersion) {
         let base = self.manifest.end_offset().map_or(0, |o| o.0);
         let start = self
             .manifest
@@ -95,7 +100,8 @@ impl Bucket {
             row_group_bytes: 512,
             ..EncodeOptions::default()
         };
-        let mut w = SegmentWriter::with_ledger(Vec::new(), &opts, start).expect("writer");
+        let mut w =
+            SegmentWriter::with_ledger_version(Vec::new(), &opts, start, version).expect("writer");
         for o in base..base + count {
             w.push(record(o)).expect("push");
         }
@@ -218,6 +224,41 @@ async fn an_untouched_ledger_verifies_clean_with_every_checkpoint() {
     assert_eq!((p.objects, p.records, p.last_offset), (3, 125, Some(124)));
     assert_eq!(p.valid_checkpoints, 3);
     assert_eq!(p.newest_checkpoint.as_ref().map(|c| c.tree_size), Some(3));
+}
+
+/// A ledger created before chain version 3 keeps its version-2 objects; the verifier replays
+/// each object with the version its seal names, so the old objects verify and still name
+/// tampering, and objects chained after them with version 3 continue their chain.
+#[tokio::test]
+async fn objects_of_an_older_chain_version_verify_and_still_name_tampering() {
+    let mut b = Bucket::new().await;
+    b.archive_with(40, ChainVersion::V2).await;
+    b.archive_with(35, ChainVersion::V2).await;
+    b.archive(50).await;
+    let versions: Vec<u8> = b
+        .manifest
+        .segments
+        .iter()
+        .map(|s| s.ledger.expect("sealed").chain_version)
+        .collect();
+    assert_eq!(versions, vec![2, 2, 3]);
+    let report = verify_log(b.store.clone(), &b.layout, &b.log, &b.trusting())
+        .await
+        .expect("verify");
+    assert_eq!(report.findings, vec![]);
+    assert_eq!(report.partitions[0].records, 125);
+
+    let path = b.object(1);
+    let tampered = with_value_changed(b.get(&path).await, 3, b"{\"amount\":1}");
+    b.store.put(&path, tampered.into()).await.expect("put");
+    assert_eq!(
+        b.findings().await,
+        vec![Finding::RecordAltered {
+            partition: P,
+            object: path.to_string(),
+            offset: 40 + 3,
+        }]
+    );
 }
 
 #[tokio::test]

@@ -6,11 +6,13 @@
 //! dependency on the batch format, its compression or its checksums). Its RFC 6962 leaf hash
 //! is `SHA-256(0x00 ‖ canonical)`, the input of the per-object Merkle tree ([`crate::merkle`])
 //! that makes single-record proofs short, and the chain head after the record is
-//! `SHA-256(0x02 ‖ previous head ‖ leaf hash)`, starting from a genesis hash that names the
+//! `SHA-256(0x02 ‖ previous head ‖ canonical)`, starting from a genesis hash that names the
 //! log and partition: changing, reordering, inserting or deleting any record changes every
-//! later head, so one trusted head vouches for the whole history before it. Chaining the leaf
-//! hash rather than the record hashes each record's bytes once, not twice (the archiver's
-//! cost is the record's bytes through SHA-256 once plus two 65-byte compressions). The domain bytes 0x00 (leaf), 0x01 (Merkle node) and 0x02
+//! later head, so one trusted head vouches for the whole history before it. The chain hashes
+//! the canonical bytes, not the leaf hash, because every replica chains every record as it
+//! writes it (the produce path) while only the archiver needs the leaves: a 100-byte record
+//! then costs three SHA-256 blocks on the produce path instead of five (a leaf of three and a
+//! 65-byte step of two); the archiver hashes the canonical bytes twice. The domain bytes 0x00 (leaf), 0x01 (Merkle node) and 0x02
 //! (chain step) keep the three kinds of hash apart, so no value of one kind can be passed off
 //! as another.
 
@@ -22,7 +24,8 @@ use sha2::{Digest, Sha256};
 
 use crate::hash::{to_hex, Hash};
 
-/// The prefix of the genesis hash; the version changes if the chain's definition does.
+/// The prefix of the genesis hash (shared by every [`ChainVersion`]: the genesis only names
+/// the partition).
 pub const GENESIS_DOMAIN: &[u8] = b"pyralog-ledger-genesis-v2";
 
 /// Domain byte of a chain step (0x00 and 0x01 are RFC 6962's leaf and node).
@@ -119,8 +122,55 @@ pub fn genesis(log: &str, partition: u32) -> Hash {
     h.finalize().into()
 }
 
-/// The chain head after a record whose leaf hash is `leaf`: `SHA-256(0x02 ‖ prev ‖ leaf)`.
-pub fn chain_step(prev: &Hash, leaf: &Hash) -> Hash {
+/// Which definition of the chain step a log uses. Fixed per log at creation (its config) and
+/// named by every archived object's seal, so an archive written under an older definition
+/// still verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChainVersion {
+    /// `SHA-256(0x02 ‖ prev ‖ leaf hash)`: ledgers created before version 3.
+    V2,
+    /// `SHA-256(0x02 ‖ prev ‖ canonical)`: a record costs its canonical bytes once on the
+    /// produce path, no leaf (see the module docs).
+    #[default]
+    V3,
+}
+
+impl ChainVersion {
+    /// The version new ledgers get.
+    pub const CURRENT: ChainVersion = ChainVersion::V3;
+
+    /// The number stored in configs and seals.
+    pub fn number(self) -> u8 {
+        match self {
+            ChainVersion::V2 => 2,
+            ChainVersion::V3 => 3,
+        }
+    }
+
+    /// The version a stored number names.
+    pub fn from_number(n: u8) -> Result<ChainVersion, crate::LedgerError> {
+        match n {
+            2 => Ok(ChainVersion::V2),
+            3 => Ok(ChainVersion::V3),
+            other => Err(crate::LedgerError::UnknownChainVersion(other)),
+        }
+    }
+}
+
+/// The chain head after a record whose canonical bytes are `canonical`
+/// ([`ChainVersion::V3`]): `SHA-256(0x02 ‖ prev ‖ canonical)`.
+pub fn chain_step(prev: &Hash, canonical: &[u8]) -> Hash {
+    Sha256::new()
+        .chain_update([CHAIN_STEP])
+        .chain_update(prev)
+        .chain_update(canonical)
+        .finalize()
+        .into()
+}
+
+/// The chain head after a record whose leaf hash is `leaf` ([`ChainVersion::V2`]):
+/// `SHA-256(0x02 ‖ prev ‖ leaf)`.
+pub fn chain_step_v2(prev: &Hash, leaf: &Hash) -> Hash {
     let mut input = [0u8; 65];
     input[0] = CHAIN_STEP;
     input[1..33].copy_from_slice(prev);
@@ -137,19 +187,27 @@ pub fn leaf_hash(canonical: &[u8]) -> Hash {
         .into()
 }
 
-/// Hashes records one after another, in offset order: the chain head and each record's leaf
-/// hash. One buffer is reused for the canonical bytes, so hashing allocates only when a record
+/// Hashes records one after another, in offset order: the chain head and, for the archiver,
+/// each record's leaf hash. One buffer is reused for the canonical bytes, so hashing allocates only when a record
 /// is larger than every one before it.
 pub struct RecordHasher {
     chain: Hash,
+    version: ChainVersion,
     buf: Vec<u8>,
 }
 
 impl RecordHasher {
-    /// Continues the chain from `prev_chain` (the [`genesis`] hash for a new partition).
+    /// Continues the chain from `prev_chain` (the [`genesis`] hash for a new partition) with
+    /// the current definition.
     pub fn new(prev_chain: Hash) -> Self {
+        Self::with_version(prev_chain, ChainVersion::CURRENT)
+    }
+
+    /// Continues the chain from `prev_chain` with the step of `version`.
+    pub fn with_version(prev_chain: Hash, version: ChainVersion) -> Self {
         RecordHasher {
             chain: prev_chain,
+            version,
             buf: Vec::with_capacity(256),
         }
     }
@@ -159,19 +217,25 @@ impl RecordHasher {
         self.buf.clear();
         canonical_record(record, &mut self.buf);
         let leaf = leaf_hash(&self.buf);
-        self.chain = chain_step(&self.chain, &leaf);
+        self.chain = match self.version {
+            ChainVersion::V2 => chain_step_v2(&self.chain, &leaf),
+            ChainVersion::V3 => chain_step(&self.chain, &self.buf),
+        };
         (self.chain, leaf)
     }
 
-    /// [`RecordHasher::push`] for a record borrowed from its batch; returns the chain head.
+    /// [`RecordHasher::push`] for a record borrowed from its batch, chain only (what replicas
+    /// compute as they append; under [`ChainVersion::V3`] no leaf); returns the chain head.
     pub fn push_view(
         &mut self,
         record: &RecordView<'_>,
     ) -> Result<Hash, pyralog_types::batch::BatchError> {
         self.buf.clear();
         canonical_view(record, &mut self.buf)?;
-        let leaf = leaf_hash(&self.buf);
-        self.chain = chain_step(&self.chain, &leaf);
+        self.chain = match self.version {
+            ChainVersion::V2 => chain_step_v2(&self.chain, &leaf_hash(&self.buf)),
+            ChainVersion::V3 => chain_step(&self.chain, &self.buf),
+        };
         Ok(self.chain)
     }
 
@@ -185,6 +249,7 @@ impl fmt::Debug for RecordHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecordHasher")
             .field("chain", &to_hex(&self.chain))
+            .field("version", &self.version)
             .finish()
     }
 }
@@ -287,12 +352,11 @@ mod tests {
     #[test]
     fn chain_step_and_leaf_hash_use_their_domain_bytes() {
         let prev = [9u8; 32];
-        let leaf = [7u8; 32];
         let mut step = vec![0x02];
         step.extend(prev);
-        step.extend(leaf);
+        step.extend(b"abc");
         assert_eq!(
-            chain_step(&prev, &leaf),
+            chain_step(&prev, b"abc"),
             <Hash>::from(Sha256::digest(&step))
         );
         assert_eq!(leaf_hash(b"abc"), <Hash>::from(Sha256::digest(b"\x00abc")));
@@ -306,10 +370,45 @@ mod tests {
         let (head0, leaf0) = hasher.push(&record(0));
         let (head1, leaf1) = hasher.push(&record(1));
         assert_eq!(leaf0, leaf_hash(&canonical(&record(0))));
-        assert_eq!(head0, chain_step(&g, &leaf0));
-        assert_eq!(head1, chain_step(&head0, &leaf1));
+        assert_eq!(head0, chain_step(&g, &canonical(&record(0))));
+        assert_eq!(head1, chain_step(&head0, &canonical(&record(1))));
         assert_eq!(leaf1, leaf_hash(&canonical(&record(1))));
         assert_eq!(hasher.chain(), head1);
+    }
+
+    #[test]
+    fn a_version_2_hasher_chains_leaf_hashes_as_ledgers_before_version_3_did() {
+        let g = genesis("orders", 0);
+        let mut v2 = RecordHasher::with_version(g, ChainVersion::V2);
+        let (head0, leaf0) = v2.push(&record(0));
+        assert_eq!(head0, chain_step_v2(&g, &leaf0));
+        let mut v3 = RecordHasher::new(g);
+        let (head0_v3, leaf0_v3) = v3.push(&record(0));
+        assert_eq!(leaf0, leaf0_v3, "the leaf does not depend on the version");
+        assert_ne!(head0, head0_v3);
+        // The borrowed form follows the version too.
+        use pyralog_types::batch::{Batch, BatchBuilder, Compression, NewRecord};
+        let mut b = BatchBuilder::new(Compression::None);
+        b.push(&NewRecord {
+            timestamp: 5,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: Vec::new(),
+        });
+        let batch = Batch::parse(b.build().expect("batch")).expect("parse");
+        let decoded = batch.records().expect("records").remove(0);
+        for version in [ChainVersion::V2, ChainVersion::V3] {
+            let mut owned = RecordHasher::with_version(g, version);
+            let mut borrowed = RecordHasher::with_version(g, version);
+            owned.push(&decoded);
+            batch
+                .for_each_view(|view| borrowed.push_view(&view).map(|_| ()))
+                .expect("view");
+            assert_eq!(owned.chain(), borrowed.chain(), "{version:?}");
+        }
+        assert_eq!(ChainVersion::from_number(2).expect("v2"), ChainVersion::V2);
+        assert_eq!(ChainVersion::from_number(3).expect("v3"), ChainVersion::V3);
+        assert!(ChainVersion::from_number(9).is_err());
     }
 
     #[test]

@@ -6,6 +6,11 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LedgerError {
+    /// A log config or an object's seal names a chain definition this build does not know
+    /// (written by a newer version).
+    #[error("ledger chain version {0} is not known to this build (it knows 2 and 3): upgrade the verifier")]
+    UnknownChainVersion(u8),
+
     /// A hex field (hash, key, seed, signature) is not hex or has the wrong length.
     #[error("{what} is not valid hex of the expected length: {reason}")]
     BadHex { what: &'static str, reason: String },

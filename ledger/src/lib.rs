@@ -30,7 +30,10 @@ pub mod merkle;
 pub mod object;
 pub mod proof;
 
-pub use chain::{canonical_record, canonical_view, chain_step, genesis, leaf_hash, RecordHasher};
+pub use chain::{
+    canonical_record, canonical_view, chain_step, chain_step_v2, genesis, leaf_hash, ChainVersion,
+    RecordHasher,
+};
 pub use checkpoint::{Checkpoint, SignedCheckpoint, SigningKey, VerifyingKey, MAX_CHECKPOINT_JSON};
 pub use error::LedgerError;
 pub use hash::{from_hex, hex_hash, hex_hashes, to_hex, Hash};

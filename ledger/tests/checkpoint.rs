@@ -5,7 +5,7 @@ mod common;
 
 use common::{key, Archive, PUBLIC, SEED};
 use pyralog_ledger::{
-    LedgerError, SignedCheckpoint, SigningKey, VerifyingKey, MAX_CHECKPOINT_JSON,
+    ChainVersion, LedgerError, SignedCheckpoint, SigningKey, VerifyingKey, MAX_CHECKPOINT_JSON,
 };
 
 #[test]
@@ -88,9 +88,12 @@ fn a_signed_checkpoint_verifies_and_survives_json() {
 /// A golden document: the record encoding, the chain, both Merkle trees, the object leaf,
 /// the signed bytes and the JSON layout all feed into it, so a change to any of them (which
 /// would orphan every proof users hold) fails here. Ed25519 signatures are deterministic.
+/// Version 2 of the chain: ledgers created before version 3 keep verifying, so their golden
+/// document stays as it was.
 #[test]
 fn the_json_document_is_stable() {
-    let json = String::from_utf8(Archive::new(&[vec![0]]).signed(1).to_json()).expect("utf-8");
+    let archive = Archive::with_version(&[vec![0]], ChainVersion::V2);
+    let json = String::from_utf8(archive.signed(1).to_json()).expect("utf-8");
     let expected = concat!(
         r#"{"checkpoint":{"log":"orders","partition":3,"tree_size":1,"last_offset":0,"#,
         r#""root":"cfd3dda659bb15f419c9fbbd2fce26dd3b5bb921b531dfa9a66fb81c3e0a6c51","#,
@@ -98,6 +101,22 @@ fn the_json_document_is_stable() {
         r#""manifest_version":11,"time_us":1700000000000001},"key_id":"21fe31dfa154a261","#,
         r#""signature":"72394ce73873d711b68e4aa672ee89a73ef3a8e4c47b114d8fb56e786576daf2"#,
         r#"6038ae105da7ea3925a985f849a638a7b6ccff2ceb602fc70128560e9395e509"}"#,
+    );
+    assert_eq!(json, expected);
+}
+
+/// The same golden document for the current chain (version 3): only the chain head and what
+/// covers it (the archive root, the signature) differ.
+#[test]
+fn the_json_document_of_a_version_3_chain_is_stable() {
+    let json = String::from_utf8(Archive::new(&[vec![0]]).signed(1).to_json()).expect("utf-8");
+    let expected = concat!(
+        r#"{"checkpoint":{"log":"orders","partition":3,"tree_size":1,"last_offset":0,"#,
+        r#""root":"0cd26345a34ee641ad5d2a2b5905c5f8016fa106d84604a0cbfb47f8a7fb10c9","#,
+        r#""chain_head":"2ae9d4ef5ef5e811bfcc3f3378593616e01d65b52d9bcc23df7d67f0477d08b8","#,
+        r#""manifest_version":11,"time_us":1700000000000001},"key_id":"21fe31dfa154a261","#,
+        r#""signature":"1f6ec5c45570e7c2c9efdf8904aba13cd492fa12c83a7536eff8bec653b7a632"#,
+        r#"3eead0147da0c18d21c764f930ce76955469d5bb61556ad7562ba822d201c709"}"#,
     );
     assert_eq!(json, expected);
 }

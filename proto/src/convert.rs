@@ -279,6 +279,7 @@ impl v1::LogConfig {
                 }),
             },
             integrity,
+            ledger_chain: d.ledger_chain,
         };
         c.validate()?;
         Ok(c)

@@ -269,6 +269,23 @@ pub struct LogConfig {
     /// `ledger` makes the log tamper-evident (see [`Integrity`]).
     #[serde(skip_serializing_if = "is_default_integrity")]
     pub integrity: Integrity,
+    /// A ledger's hash-chain definition (`pyralog_ledger::ChainVersion`), stamped when the log
+    /// is created and never changed: `None` is a ledger created before version 3 existed, so
+    /// it keeps the version-2 chain its archive and journals hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_chain: Option<u8>,
+}
+
+/// The ledger chain version new ledgers are created with.
+pub const LEDGER_CHAIN_CURRENT: u8 = 3;
+/// The ledger chain version of ledgers whose config names none.
+pub const LEDGER_CHAIN_LEGACY: u8 = 2;
+
+impl LogConfig {
+    /// The number of the hash-chain definition this log uses (meaningful for ledgers).
+    pub fn ledger_chain_version(&self) -> u8 {
+        self.ledger_chain.unwrap_or(LEDGER_CHAIN_LEGACY)
+    }
 }
 
 fn is_default_integrity(i: &Integrity) -> bool {
@@ -297,6 +314,7 @@ impl Default for LogConfig {
             unclean_leader_election: false,
             time_series: None,
             integrity: Integrity::None,
+            ledger_chain: None,
         }
     }
 }

@@ -314,6 +314,12 @@ pub fn segment_meta_from_parquet(meta: &ParquetMetaData) -> Result<SegmentMeta, 
             chain_start,
             chain_end,
             merkle_root,
+            chain_version: match kv(meta, meta_keys::LEDGER_CHAIN_VERSION) {
+                None => pyralog_ledger::ChainVersion::V2.number(),
+                Some(v) => v.parse().map_err(|e| {
+                    ColdError::corrupt(what, format!("{}: {e}", meta_keys::LEDGER_CHAIN_VERSION))
+                })?,
+            },
         }),
         (None, None, None) => None,
         _ => return Err(ColdError::corrupt(what, "a partial ledger seal")),

@@ -2,7 +2,7 @@
 //!
 //! A log created with `integrity = "ledger"` archives its records with one more column,
 //! `chain` (32 bytes, field id [`super::field_ids::CHAIN`]): the SHA-256 chain head after
-//! the row's record (`pyralog_ledger::chain_step` over the record's leaf hash). The
+//! the row's record (`pyralog_ledger::chain_step` over the record's canonical bytes). The
 //! chain runs across objects: an object's chain starts where the previous object of the
 //! partition ended (at the partition's genesis for the first), so a changed, removed or
 //! reordered record breaks every later chain value, and a verifier names the first row whose
@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, FixedSizeBinaryArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use pyralog_ledger::{Hash, MerkleBuilder, ObjectSummary, RecordHasher};
+use pyralog_ledger::{ChainVersion, Hash, MerkleBuilder, ObjectSummary, RecordHasher};
 use pyralog_types::Record;
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +55,14 @@ pub struct LedgerSeal {
     /// RFC 6962 root over the leaf hashes of its records, in offset order.
     #[serde(with = "pyralog_ledger::hex_hash")]
     pub merkle_root: Hash,
+    /// The chain definition its rows were chained with ([`ChainVersion::number`]); objects
+    /// archived before seals named one are version 2.
+    #[serde(default = "legacy_chain_version")]
+    pub chain_version: u8,
+}
+
+fn legacy_chain_version() -> u8 {
+    ChainVersion::V2.number()
 }
 
 impl LedgerSeal {
@@ -74,6 +82,7 @@ impl LedgerSeal {
 /// The chain and tree of a ledger object being written.
 pub(crate) struct LedgerState {
     start: Hash,
+    version: ChainVersion,
     hasher: RecordHasher,
     tree: MerkleBuilder,
     /// Chain values of the rows not yet written, in order.
@@ -81,10 +90,11 @@ pub(crate) struct LedgerState {
 }
 
 impl LedgerState {
-    pub(crate) fn new(chain_start: Hash) -> Self {
+    pub(crate) fn new(chain_start: Hash, version: ChainVersion) -> Self {
         LedgerState {
             start: chain_start,
-            hasher: RecordHasher::new(chain_start),
+            version,
+            hasher: RecordHasher::with_version(chain_start, version),
             tree: MerkleBuilder::new(),
             pending: Vec::new(),
         }
@@ -118,6 +128,7 @@ impl LedgerState {
             chain_start: self.start,
             chain_end: self.hasher.chain(),
             merkle_root: self.tree.root(),
+            chain_version: self.version.number(),
         }
     }
 }

@@ -486,4 +486,22 @@ mod ledger {
             "cutting a partition into objects does not change its chain"
         );
     }
+
+    #[test]
+    fn a_seal_names_its_chain_version_and_an_unnamed_one_is_version_2() {
+        let (_, meta) = ledger_file(&[record(0, 1, 0, b"x")], genesis("ledger", 0));
+        let seal = meta.ledger.expect("seal");
+        assert_eq!(seal.chain_version, 3, "new objects use the current chain");
+        // A manifest entry written before seals named a version reads as version 2.
+        let mut json = serde_json::to_value(seal).expect("json");
+        json.as_object_mut()
+            .expect("object")
+            .remove("chain_version");
+        let old: LedgerSeal = serde_json::from_value(json).expect("old seal");
+        assert_eq!(old.chain_version, 2);
+        assert_eq!(
+            (old.chain_start, old.chain_end),
+            (seal.chain_start, seal.chain_end)
+        );
+    }
 }

@@ -85,7 +85,28 @@ impl<W: Write + Send> SegmentWriter<W> {
         opts: &EncodeOptions,
         chain_start: pyralog_ledger::Hash,
     ) -> Result<Self, ColdError> {
-        Self::build(sink, opts, false, Some(LedgerState::new(chain_start)))
+        Self::with_ledger_version(
+            sink,
+            opts,
+            chain_start,
+            pyralog_ledger::ChainVersion::CURRENT,
+        )
+    }
+
+    /// [`SegmentWriter::with_ledger`] for a log whose chain has the definition `version`
+    /// (named in the seal, so verifiers replay it the same way).
+    pub fn with_ledger_version(
+        sink: W,
+        opts: &EncodeOptions,
+        chain_start: pyralog_ledger::Hash,
+        version: pyralog_ledger::ChainVersion,
+    ) -> Result<Self, ColdError> {
+        Self::build(
+            sink,
+            opts,
+            false,
+            Some(LedgerState::new(chain_start, version)),
+        )
     }
 
     /// A writer of downsampled segments ([`metrics_schema`]); rows go in with
@@ -282,6 +303,10 @@ fn footer_metadata(meta: &SegmentMeta) -> Result<Vec<KeyValue>, ColdError> {
             kv(meta_keys::LEDGER_CHAIN_START, to_hex(&seal.chain_start)),
             kv(meta_keys::LEDGER_CHAIN_END, to_hex(&seal.chain_end)),
             kv(meta_keys::LEDGER_MERKLE_ROOT, to_hex(&seal.merkle_root)),
+            kv(
+                meta_keys::LEDGER_CHAIN_VERSION,
+                seal.chain_version.to_string(),
+            ),
         ]);
     }
     Ok(entries)

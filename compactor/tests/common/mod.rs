@@ -26,6 +26,7 @@ pub(crate) fn hot_log(dir: &Path, now: TimestampMicros) -> Arc<PartitionLog> {
         fsync: FsyncPolicy::Never,
         producer_expiration: Duration::from_secs(7 * 24 * 3600),
         ledger_genesis: None,
+        ledger_chain: pyralog_ledger::ChainVersion::CURRENT,
     };
     Arc::new(PartitionLog::open(dir, opts, ManualClock::new(now)).expect("open"))
 }

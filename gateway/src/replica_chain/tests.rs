@@ -14,6 +14,7 @@ use super::*;
 fn open(dir: &Path, ledger: bool) -> PartitionLog {
     let options = PartitionOptions {
         ledger_genesis: ledger.then(|| pyralog_ledger::genesis("payments", 0)),
+        ledger_chain: pyralog_ledger::ChainVersion::CURRENT,
         ..PartitionOptions::from_config(&LogConfig::default())
     };
     PartitionLog::open(dir, options, pyralog_types::clock::system()).expect("open")
@@ -82,7 +83,10 @@ fn a_faithful_copy_passes_both_checks_and_ends_at_the_leaders_head() {
     p.leader.append(batch("c"), Epoch(1)).expect("append");
     replicate(&p, false).expect("the next round too");
     assert_eq!(p.follower.end_offset(), LogOffset(9));
-    assert_eq!(p.follower.chain_end(), p.leader.chain_end());
+    assert_eq!(
+        p.follower.chain_end().expect("follower chain"),
+        p.leader.chain_end().expect("leader chain")
+    );
 }
 
 #[test]
@@ -102,7 +106,10 @@ fn copied_batches_that_miss_the_leaders_claim_are_cut_off_and_named() {
         "the batches that missed the claim are not kept"
     );
     replicate(&p, false).expect("a faithful round afterwards copies them");
-    assert_eq!(p.follower.chain_end(), p.leader.chain_end());
+    assert_eq!(
+        p.follower.chain_end().expect("follower chain"),
+        p.leader.chain_end().expect("leader chain")
+    );
 }
 
 #[test]

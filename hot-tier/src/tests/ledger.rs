@@ -10,6 +10,7 @@ use super::*;
 fn ledger_options(segment_bytes: u64) -> PartitionOptions {
     PartitionOptions {
         ledger_genesis: Some(genesis("orders", 0)),
+        ledger_chain: pyralog_ledger::ChainVersion::CURRENT,
         ..options(segment_bytes, 256)
     }
 }
@@ -90,11 +91,88 @@ fn a_ledger_log_keeps_the_chain_head_after_every_batch() {
         "inside a batch"
     );
     assert_eq!(
-        log.chain_end(),
+        log.chain_end().expect("journal"),
         Some((LogOffset(60), expected_head(&log, 60)))
     );
     assert_eq!(
         log.verify_chain(LogOffset(0), LogOffset(60))
+            .expect("verify"),
+        None
+    );
+}
+
+/// The hashing is off the append lock but before the append returns: each append comes back
+/// with its batch in the journal, and appends racing from several threads are chained in the
+/// order the log stored them.
+#[test]
+fn concurrent_appends_are_chained_in_log_order_before_they_return() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let log = open(dir.path(), ledger_options(1 << 20), &clock);
+    let journal_entries = || {
+        std::fs::metadata(dir.path().join(crate::chain::CHAIN_FILE))
+            .expect("journal")
+            .len()
+            / 40
+    };
+    assert_eq!(journal_entries(), 1, "the genesis seed");
+    fill(&log, 3);
+    assert_eq!(journal_entries(), 4, "each append returns chained");
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let log = &log;
+            s.spawn(move || {
+                for i in 0..25 {
+                    log.append(batch(&format!("t{t}-{i:02}"), 3, T0 + i), Epoch(1))
+                        .expect("append");
+                }
+            });
+        }
+    });
+    assert_eq!(journal_entries(), 4 + 100);
+    let end = log.end_offset().0;
+    assert_eq!(end, 3 * 103);
+    for at in (0..=end).step_by(3) {
+        assert_eq!(
+            log.chain_head_at(LogOffset(at)).expect("head"),
+            Some(expected_head(&log, at)),
+            "head after offset {at}"
+        );
+    }
+}
+
+#[test]
+fn a_version_2_ledger_keeps_chaining_with_the_version_2_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let v2 = PartitionOptions {
+        ledger_chain: pyralog_ledger::ChainVersion::V2,
+        ..ledger_options(1024)
+    };
+    let log = open(dir.path(), v2.clone(), &clock);
+    let ends = fill(&log, 6);
+    let end = *ends.last().expect("appended");
+    let mut hasher =
+        RecordHasher::with_version(genesis("orders", 0), pyralog_ledger::ChainVersion::V2);
+    for r in read_all(&log, 0) {
+        hasher.push(&r);
+    }
+    assert_eq!(
+        log.chain_end().expect("journal"),
+        Some((LogOffset(end), hasher.chain()))
+    );
+    assert_ne!(hasher.chain(), expected_head(&log, end), "v3 differs");
+    log.close().expect("close");
+    drop(log);
+    // Recomputed from the data on open (journal lost) with the same step.
+    std::fs::remove_file(dir.path().join(crate::chain::CHAIN_FILE)).expect("rm journal");
+    let log = open(dir.path(), v2, &clock);
+    assert_eq!(
+        log.chain_end().expect("journal"),
+        Some((LogOffset(end), hasher.chain()))
+    );
+    assert_eq!(
+        log.verify_chain(LogOffset(0), LogOffset(end))
             .expect("verify"),
         None
     );
@@ -107,7 +185,7 @@ fn a_log_that_is_not_a_ledger_has_no_chain() {
     let log = open(dir.path(), options(1024, 256), &clock);
     fill(&log, 3);
     assert!(!log.is_ledger());
-    assert_eq!(log.chain_end(), None);
+    assert_eq!(log.chain_end().expect("journal"), None);
     assert!(!dir.path().join("ledger.chain").exists());
 }
 
@@ -123,7 +201,7 @@ fn the_chain_survives_a_clean_restart_and_a_crash_that_lost_the_journal_tail() {
     {
         let log = open(dir.path(), ledger_options(1024), &clock);
         assert_eq!(
-            log.chain_end(),
+            log.chain_end().expect("journal"),
             Some((LogOffset(30), expected_head(&log, 30)))
         );
         fill(&log, 5);
@@ -139,7 +217,7 @@ fn the_chain_survives_a_clean_restart_and_a_crash_that_lost_the_journal_tail() {
     drop(f);
     let log = open(dir.path(), ledger_options(1024), &clock);
     assert_eq!(
-        log.chain_end(),
+        log.chain_end().expect("journal"),
         Some((LogOffset(45), expected_head(&log, 45))),
         "recomputed from the data"
     );
@@ -172,7 +250,7 @@ fn a_journal_entry_ahead_of_the_data_is_cut_on_open() {
     std::fs::write(&journal, bytes).expect("write");
     let log = open(dir.path(), ledger_options(1 << 20), &clock);
     assert_eq!(
-        log.chain_end(),
+        log.chain_end().expect("journal"),
         Some((LogOffset(12), expected_head(&log, 12)))
     );
 }
@@ -187,7 +265,7 @@ fn truncation_cuts_the_chain_and_appends_continue_it() {
         .expect("truncate inside a batch");
     assert_eq!(log.end_offset(), LogOffset(18));
     assert_eq!(
-        log.chain_end(),
+        log.chain_end().expect("journal"),
         Some((LogOffset(18), expected_head(&log, 18)))
     );
     assert_eq!(log.chain_head_at(LogOffset(21)).expect("head"), None, "cut");
@@ -243,7 +321,7 @@ fn a_reset_log_has_an_unknown_chain_until_it_is_seeded() {
     let log = open(dir.path(), ledger_options(1024), &clock);
     fill(&log, 2);
     log.reset_to(LogOffset(100)).expect("reset");
-    assert_eq!(log.chain_end(), None);
+    assert_eq!(log.chain_end().expect("journal"), None);
     assert!(
         !log.seed_chain(LogOffset(99), &[1; 32]).expect("seed"),
         "not the log end"
@@ -258,7 +336,10 @@ fn a_reset_log_has_an_unknown_chain_until_it_is_seeded() {
     for r in read_all(&log, 100) {
         hasher.push(&r);
     }
-    assert_eq!(log.chain_end(), Some((next.end_offset, hasher.chain())));
+    assert_eq!(
+        log.chain_end().expect("journal"),
+        Some((next.end_offset, hasher.chain()))
+    );
 }
 
 #[test]
@@ -310,7 +391,7 @@ fn a_journal_ending_inside_a_batch_is_cut_back_and_recomputed_on_open() {
     std::fs::write(&journal, bytes).expect("write");
     let log = open(dir.path(), ledger_options(1 << 20), &clock);
     assert_eq!(
-        log.chain_end(),
+        log.chain_end().expect("journal"),
         Some((LogOffset(12), expected_head(&log, 12)))
     );
     assert_eq!(log.chain_head_at(LogOffset(7)).expect("head"), None);

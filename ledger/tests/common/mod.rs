@@ -6,8 +6,8 @@
 
 use bytes::Bytes;
 use pyralog_ledger::{
-    genesis, inclusion_proof, merkle, Checkpoint, Hash, InclusionProof, MerkleBuilder,
-    ObjectSummary, RecordHasher, SignedCheckpoint, SigningKey,
+    genesis, inclusion_proof, merkle, ChainVersion, Checkpoint, Hash, InclusionProof,
+    MerkleBuilder, ObjectSummary, RecordHasher, SignedCheckpoint, SigningKey,
 };
 use pyralog_types::{Epoch, Header, LogOffset, Record};
 
@@ -62,7 +62,12 @@ impl Archive {
     }
 
     pub(crate) fn new(objects: &[Vec<u64>]) -> Archive {
-        let mut hasher = RecordHasher::new(genesis(LOG, PARTITION));
+        Archive::with_version(objects, ChainVersion::CURRENT)
+    }
+
+    /// [`Archive::new`] chained with the step of `version`.
+    pub(crate) fn with_version(objects: &[Vec<u64>], version: ChainVersion) -> Archive {
+        let mut hasher = RecordHasher::with_version(genesis(LOG, PARTITION), version);
         let objects = objects
             .iter()
             .map(|offsets| {
