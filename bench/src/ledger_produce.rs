@@ -1,8 +1,8 @@
 //! W1 on a ledger log next to W1 on a plain log, in the same run on the same node.
 //!
 //! A ledger's replicas chain every record as they append it (one SHA-256 over each record's
-//! canonical bytes, under the partition's append lock), so produce is where ledger mode costs
-//! something. The two logs are produced alternately, `rounds` times each, with the same
+//! canonical bytes, right after the append lock is released and before the write is
+//! answered), so produce is where ledger mode costs something. The two logs are produced alternately, `rounds` times each, with the same
 //! records, batches and fsync policy; the figure is the median of the per-round ratios
 //! (goal: ledger ≥ 0.9 × plain, i.e. at most 10 % cost).
 

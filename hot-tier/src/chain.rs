@@ -1,10 +1,10 @@
 //! The ledger chain journal: the hash-chain head after every batch of a ledger partition.
 //!
-//! A ledger log (`integrity = "ledger"`) chains its records as they are written, not only
-//! when they are archived: the leader computes the chain head after each batch from the
-//! batch as stored (offsets and epoch assigned under the append lock; the hashing itself runs
-//! after the lock is released, before the append returns, see `log::ledger`), and a follower computes its own over what it
-//! copies and compares it with the leader's (see the gateway's replication).
+//! A ledger log (`integrity = "ledger"`) chains its records as they are written, not only when they
+//! are archived: the leader computes the chain head after each batch from the batch as stored
+//! (offsets and epoch assigned under the append lock; the hashing itself runs after the lock is
+//! released, before the append returns, see `log::ledger`), and a follower computes its own over
+//! what it copies and compares it with the leader's (see the gateway's replication).
 //! The heads are kept in `ledger.chain` beside the segments, one fixed-size entry per batch:
 //!
 //! ```text
@@ -18,17 +18,17 @@
 //! memory but the last entry).
 //!
 //! Why a journal of its own: the chain is the replica's claim of what it wrote. The archiver
-//! recomputes the chain of each segment it archives and compares it with this claim, so a
-//! record altered on disk after it was written (even with its batch CRC recomputed) is caught
-//! before it reaches the bucket, at the batch that changed. The chain is computed from the
-//! in-memory bytes that were written, never from the file, so the claim predates anything
-//! done to the disk afterwards. The journal is written just after the batch and not fsynced
-//! on its own (an entry ahead of the data, as a journal of an older version could hold, is
-//! cut on open): after a crash its tail is recomputed from the data the recovery scan kept,
-//! which is also what a replica trusts after a crash (the batch CRCs). An attacker who rewrites both a segment and the
-//! journal consistently is caught by the replicas (followers compare heads with their leader)
-//! and by the signed checkpoints once the data is archived; README "Ledgers" says which
-//! threat each layer covers.
+//! recomputes the chain of each segment it archives and compares it with this claim, so a record
+//! altered on disk after it was written (even with its batch CRC recomputed) is caught before it
+//! reaches the bucket, at the batch that changed. The chain is computed from the in-memory bytes
+//! that were written, never from the file, so the claim predates anything done to the disk
+//! afterwards. The journal is written just after the batch and not fsynced on its own (an entry
+//! ahead of the data, as a journal of an older version could hold, is cut on open): after a crash
+//! its tail is recomputed from the data the recovery scan kept, which is also what a replica trusts
+//! after a crash (the batch CRCs). An attacker who rewrites both a segment and the journal
+//! consistently is caught by the replicas (followers compare heads with their leader) and by the
+//! signed checkpoints once the data is archived; README "Ledgers" says which threat each layer
+//! covers.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

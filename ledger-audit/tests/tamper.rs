@@ -248,15 +248,27 @@ async fn objects_of_an_older_chain_version_verify_and_still_name_tampering() {
     assert_eq!(report.findings, vec![]);
     assert_eq!(report.partitions[0].records, 125);
 
-    let path = b.object(1);
-    let tampered = with_value_changed(b.get(&path).await, 3, b"{\"amount\":1}");
+    assert_a_changed_value_is_named(&b, 1, 40, 3, b"{\"amount\":1}").await;
+}
+
+/// Re-encodes object `object` (first offset `base`) with row `row`'s value replaced, and
+/// checks that `verify` names exactly that record.
+async fn assert_a_changed_value_is_named(
+    b: &Bucket,
+    object: usize,
+    base: u64,
+    row: usize,
+    value: &[u8],
+) {
+    let path = b.object(object);
+    let tampered = with_value_changed(b.get(&path).await, row, value);
     b.store.put(&path, tampered.into()).await.expect("put");
     assert_eq!(
         b.findings().await,
         vec![Finding::RecordAltered {
             partition: P,
             object: path.to_string(),
-            offset: 40 + 3,
+            offset: base + row as u64,
         }]
     );
 }
@@ -264,17 +276,7 @@ async fn objects_of_an_older_chain_version_verify_and_still_name_tampering() {
 #[tokio::test]
 async fn a_value_changed_in_a_reencoded_object_is_named_by_offset() {
     let b = three_objects().await;
-    let path = b.object(1);
-    let tampered = with_value_changed(b.get(&path).await, 7, b"{\"amount\":1000000}");
-    b.store.put(&path, tampered.into()).await.expect("put");
-    assert_eq!(
-        b.findings().await,
-        vec![Finding::RecordAltered {
-            partition: P,
-            object: path.to_string(),
-            offset: 40 + 7,
-        }]
-    );
+    assert_a_changed_value_is_named(&b, 1, 40, 7, b"{\"amount\":1000000}").await;
 }
 
 #[tokio::test]
