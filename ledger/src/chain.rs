@@ -3,17 +3,18 @@
 //! Each record is reduced to one canonical byte string ([`canonical_record`]): fixed-width
 //! big-endian integers and length-prefixed byte strings, so two different records never share an
 //! encoding and a verifier in any language can rebuild it from the record alone (no dependency on
-//! the batch format, its compression or its checksums). Its RFC 6962 leaf hash is `SHA-256(0x00 ‖
-//! canonical)`, the input of the per-object Merkle tree ([`crate::merkle`]) that makes
-//! single-record proofs short, and the chain head after the record is `SHA-256(0x02 ‖ previous head
-//! ‖ canonical)`, starting from a genesis hash that names the log and partition: changing,
-//! reordering, inserting or deleting any record changes every later head, so one trusted head
-//! vouches for the whole history before it. The chain hashes the canonical bytes, not the leaf
-//! hash, because every replica chains every record as it writes it (the produce path) while only
-//! the archiver needs the leaves: a 100-byte record then costs three SHA-256 blocks on the produce
-//! path instead of five (a leaf of three and a 65-byte step of two); the archiver hashes the
-//! canonical bytes twice. The domain bytes 0x00 (leaf), 0x01 (Merkle node) and 0x02 (chain step)
-//! keep the three kinds of hash apart, so no value of one kind can be passed off as another.
+//! the batch format, its compression or its checksums). Its RFC 6962 leaf hash is
+//! `SHA-256(0x00 ‖ canonical)`, the input of the per-object Merkle tree ([`crate::merkle`]) that
+//! makes single-record proofs short, and the chain head after the record is
+//! `SHA-256(0x02 ‖ previous head ‖ canonical)`, starting from a genesis hash that names the log
+//! and partition: changing, reordering, inserting or deleting any record changes every later
+//! head, so one trusted head vouches for the whole history before it. The chain hashes the
+//! canonical bytes, not the leaf hash, because every replica chains every record as it writes it
+//! (the produce path) while only the archiver needs the leaves: a 100-byte record then costs
+//! three SHA-256 blocks on the produce path instead of five (a leaf of three and a 65-byte step
+//! of two); the archiver hashes the canonical bytes twice. The domain bytes 0x00 (leaf), 0x01
+//! (Merkle node) and 0x02 (chain step) keep the three kinds of hash apart, so no value of one
+//! kind can be passed off as another.
 
 use std::fmt;
 
