@@ -126,19 +126,64 @@ fn producer(client: &Client, spec: &ProduceSpec, idempotent: bool) -> Producer {
     )
 }
 
-fn record(i: u64, spec: &ProduceSpec, payloads: &[Bytes]) -> ProduceRecord {
-    ProduceRecord {
-        key: Some(Bytes::from(format!("k{:08}", i % 100_000))),
-        value: Some(payloads[(i % payloads.len() as u64) as usize].clone()),
-        partition: Some((i % u64::from(spec.partitions)) as u32),
-        ..Default::default()
+/// The records a produce workload sends, made before the clock starts: record `i` has key
+/// `k{i % KEYS:08}` and one of 64 payloads, so the loop measures the producer, not the
+/// formatting of keys.
+struct RecordSource {
+    keys: Vec<Bytes>,
+    payloads: Vec<Bytes>,
+    partitions: u64,
+}
+
+/// Distinct keys of a produce workload.
+const KEYS: u64 = 100_000;
+
+impl RecordSource {
+    fn new(spec: &ProduceSpec) -> Self {
+        RecordSource {
+            keys: (0..KEYS).map(|k| Bytes::from(format!("k{k:08}"))).collect(),
+            payloads: (0..64)
+                .map(|i| Bytes::from(crate::payload(i, spec.record_bytes)))
+                .collect(),
+            partitions: u64::from(spec.partitions.max(1)),
+        }
+    }
+
+    fn record(&self, i: u64) -> ProduceRecord {
+        ProduceRecord {
+            key: Some(self.keys[(i % KEYS) as usize].clone()),
+            value: Some(self.payloads[(i % self.payloads.len() as u64) as usize].clone()),
+            partition: Some((i % self.partitions) as u32),
+            ..Default::default()
+        }
     }
 }
 
-fn payloads(spec: &ProduceSpec) -> Vec<Bytes> {
-    (0..64)
-        .map(|i| Bytes::from(crate::payload(i, spec.record_bytes)))
-        .collect()
+/// Counts acknowledged records and moves the progress bar every 4096 of them (the bar reads
+/// the clock on every move).
+struct Ticker<'a> {
+    bar: &'a ProgressBar,
+    unshown: u64,
+}
+
+impl<'a> Ticker<'a> {
+    fn new(bar: &'a ProgressBar) -> Self {
+        Ticker { bar, unshown: 0 }
+    }
+
+    fn tick(&mut self) {
+        self.unshown += 1;
+        if self.unshown == 4096 {
+            self.bar.inc(self.unshown);
+            self.unshown = 0;
+        }
+    }
+}
+
+impl Drop for Ticker<'_> {
+    fn drop(&mut self) {
+        self.bar.inc(self.unshown);
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,29 +210,31 @@ pub async fn produce_peak_with(
     idempotent: bool,
 ) -> Result<ProduceResult, BenchError> {
     let producer = producer(client, spec, idempotent);
-    let payloads = payloads(spec);
+    let source = RecordSource::new(spec);
     let pb = bar(spec.records, progress, "produce");
+    let mut ticker = Ticker::new(&pb);
     let mut h = hist()?;
     let mut pending = FuturesUnordered::new();
     let t = Instant::now();
     for i in 0..spec.records {
         let sent = Instant::now();
-        let fut = producer.send(&spec.log, record(i, spec, &payloads)).await?;
+        let fut = producer.send(&spec.log, source.record(i)).await?;
         pending.push(async move { (sent, fut.await) });
         while pending.len() > 100_000 {
             if let Some((sent, r)) = pending.next().await {
                 r?;
                 let _ = h.record(sent.elapsed().as_micros() as u64);
-                pb.inc(1);
+                ticker.tick();
             }
         }
     }
     while let Some((sent, r)) = pending.next().await {
         r?;
         let _ = h.record(sent.elapsed().as_micros() as u64);
-        pb.inc(1);
+        ticker.tick();
     }
     let secs = t.elapsed().as_secs_f64();
+    drop(ticker);
     pb.finish_and_clear();
     producer.close().await?;
     Ok(ProduceResult {
@@ -250,7 +297,7 @@ pub async fn produce_open_loop(
         }));
     }
     let producer = producer(client, spec, false);
-    let payloads = payloads(spec);
+    let source = RecordSource::new(spec);
     let pb = bar(total, progress, "open-loop");
     let mut h = hist()?;
     let mut pending = FuturesUnordered::new();
@@ -273,7 +320,7 @@ pub async fn produce_open_loop(
                 _ = tokio::time::sleep_until(scheduled.into()) => break,
             }
         }
-        let mut rec = record(i, spec, &payloads);
+        let mut rec = source.record(i);
         rec.timestamp = Some(wall_at_epoch + scheduled.duration_since(epoch).as_micros() as i64);
         let fut = producer.send(&spec.log, rec).await?;
         pending.push(async move { (scheduled, fut.await) });

@@ -14,25 +14,26 @@
 //! retry of a batch already in the log is answered with the original offsets. Without it, a
 //! retry after a lost answer may store the batch twice.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use pyralog_types::batch::{BatchBuilder, Compression, NewRecord};
-use pyralog_types::partitioner::partition_for_key;
-use pyralog_types::{AckPolicy, Clock, Header, LogOffset, PartitionId, TimestampMicros};
+use parking_lot::Mutex;
+use pyralog_types::batch::Compression;
+use pyralog_types::{AckPolicy, Header, LogOffset, PartitionId, TimestampMicros};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::error::ClientError;
 
+mod accumulator;
 mod sender;
+
+use accumulator::Accumulator;
 
 /// Producer settings.
 #[derive(Debug, Clone)]
@@ -145,7 +146,8 @@ type Waiter = oneshot::Sender<Result<Delivered, ClientError>>;
 
 enum Msg {
     Send {
-        log: String,
+        /// Interned by the producer: consecutive records of one log share one allocation.
+        log: Arc<str>,
         record: ProduceRecord,
         done: Waiter,
     },
@@ -157,13 +159,19 @@ enum Msg {
 pub struct Producer {
     tx: mpsc::Sender<Msg>,
     task: JoinHandle<()>,
+    /// The log name of the last `send`, reused while records go to the same log.
+    last_log: Mutex<Option<Arc<str>>>,
 }
 
 impl Producer {
     pub fn new(client: Client, config: ProducerConfig) -> Producer {
         let (tx, rx) = mpsc::channel(config.buffer_records.max(1));
         let task = tokio::spawn(Accumulator::new(client, config).run(rx));
-        Producer { tx, task }
+        Producer {
+            tx,
+            task,
+            last_log: Mutex::new(None),
+        }
     }
 
     /// Queues a record; waits only when the buffer is full. Await the returned future for the
@@ -174,12 +182,15 @@ impl Producer {
         record: ProduceRecord,
     ) -> Result<DeliveryFuture, ClientError> {
         let (done, rx) = oneshot::channel();
+        let log = {
+            let mut last = self.last_log.lock();
+            match &*last {
+                Some(name) if **name == *log => name.clone(),
+                _ => last.insert(Arc::from(log)).clone(),
+            }
+        };
         self.tx
-            .send(Msg::Send {
-                log: log.to_owned(),
-                record,
-                done,
-            })
+            .send(Msg::Send { log, record, done })
             .await
             .map_err(|_| ClientError::Closed)?;
         Ok(DeliveryFuture(rx))
@@ -205,12 +216,6 @@ impl Producer {
     }
 }
 
-struct Open {
-    builder: BatchBuilder,
-    waiters: Vec<Waiter>,
-    deadline: Instant,
-}
-
 pub(crate) struct Sealed {
     batch: Bytes,
     waiters: Vec<Waiter>,
@@ -219,244 +224,6 @@ pub(crate) struct Sealed {
 pub(crate) enum Work {
     Batch(Sealed),
     Barrier(oneshot::Sender<()>),
-}
-
-struct Accumulator {
-    client: Client,
-    clock: Arc<dyn Clock>,
-    config: ProducerConfig,
-    /// Each log's partition count and when it was asked.
-    partition_counts: HashMap<String, (u32, std::time::Instant)>,
-    /// Partition that keyless records of a log go to until its batch seals.
-    sticky: HashMap<String, PartitionId>,
-    open: HashMap<(String, PartitionId), Open>,
-    senders: HashMap<(String, PartitionId), mpsc::Sender<Work>>,
-    /// The idempotent producer's id and epoch, once the cluster handed them out.
-    identity: Option<(i64, i16)>,
-    /// The next sequence number per partition (idempotent producer).
-    sequences: HashMap<(String, PartitionId), i32>,
-}
-
-impl Accumulator {
-    fn new(client: Client, config: ProducerConfig) -> Self {
-        Accumulator {
-            client,
-            clock: pyralog_types::clock::system(),
-            config,
-            partition_counts: HashMap::new(),
-            sticky: HashMap::new(),
-            open: HashMap::new(),
-            senders: HashMap::new(),
-            identity: None,
-            sequences: HashMap::new(),
-        }
-    }
-
-    /// The producer identity, asked for on first use.
-    async fn identity(&mut self) -> Result<(i64, i16), ClientError> {
-        if let Some(id) = self.identity {
-            return Ok(id);
-        }
-        let id = self
-            .client
-            .init_producer(self.config.producer_name.as_deref())
-            .await?;
-        self.identity = Some(id);
-        Ok(id)
-    }
-
-    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        loop {
-            let next_deadline = self.open.values().map(|o| o.deadline).min();
-            let msg = match next_deadline {
-                Some(d) => tokio::select! {
-                    m = rx.recv() => m,
-                    _ = tokio::time::sleep_until(d) => { self.seal_expired().await; continue; }
-                },
-                None => rx.recv().await,
-            };
-            match msg {
-                Some(Msg::Send { log, record, done }) => self.add(log, record, done).await,
-                Some(Msg::Flush(done)) => self.flush(done).await,
-                None => break,
-            }
-        }
-        let (tx, rx) = oneshot::channel();
-        self.flush(tx).await;
-        let _ = rx.await;
-    }
-
-    async fn partition_count(&mut self, log: &str) -> Result<u32, ClientError> {
-        let cached = self.partition_counts.get(log).copied();
-        if let Some((n, at)) = cached {
-            if at.elapsed() < self.config.metadata_max_age {
-                return Ok(n);
-            }
-        }
-        match self.client.describe_log(log).await {
-            Ok(info) => {
-                let n = info.config.partition_count;
-                self.partition_counts
-                    .insert(log.to_owned(), (n, std::time::Instant::now()));
-                Ok(n)
-            }
-            // A refresh that fails keeps the count it had (sends go on); the next record
-            // asks again.
-            Err(_) if cached.is_some() => Ok(cached.map_or(1, |(n, _)| n)),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn add(&mut self, log: String, record: ProduceRecord, done: Waiter) {
-        let count = match self.partition_count(&log).await {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = done.send(Err(e));
-                return;
-            }
-        };
-        let partition = match (record.partition, &record.key) {
-            (Some(p), _) if p < count => p,
-            (Some(p), _) => {
-                let _ = done.send(Err(ClientError::InvalidArgument(format!(
-                    "log {log} has {count} partitions; partition {p} does not exist"
-                ))));
-                return;
-            }
-            (None, Some(key)) => partition_for_key(key, count),
-            (None, None) => *self.sticky.entry(log.clone()).or_insert(0) % count,
-        };
-        let timestamp = record.timestamp.unwrap_or_else(|| self.clock.now_micros());
-        let mut headers = record.headers;
-        if let Some(id) = record.dedup_id {
-            headers.push(Header::dedup_id(id));
-        }
-        let new = NewRecord {
-            timestamp,
-            key: record.key,
-            value: record.value,
-            headers,
-        };
-        let key = (log, partition);
-        // Seal first if this record would push the open batch past `batch_bytes`, so batches
-        // stay within the limit (and the log's `max_batch_bytes`) unless one record alone is
-        // larger.
-        let grow = BatchBuilder::record_size_bound(&new);
-        let full = self.open.get(&key).is_some_and(|o| {
-            !o.builder.is_empty() && o.builder.estimated_size() + grow > self.config.batch_bytes
-        });
-        if full {
-            self.seal(key.clone()).await;
-        }
-        let linger = self.config.linger;
-        let compression = self.config.compression;
-        let open = self.open.entry(key.clone()).or_insert_with(|| Open {
-            builder: BatchBuilder::new(compression),
-            waiters: Vec::new(),
-            deadline: Instant::now() + linger,
-        });
-        open.builder.push(&new);
-        open.waiters.push(done);
-        if open.builder.estimated_size() >= self.config.batch_bytes {
-            self.seal(key).await;
-        }
-    }
-
-    async fn seal_expired(&mut self) {
-        let now = Instant::now();
-        let expired: Vec<_> = self
-            .open
-            .iter()
-            .filter(|(_, o)| o.deadline <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in expired {
-            self.seal(key).await;
-        }
-    }
-
-    async fn seal(&mut self, key: (String, PartitionId)) {
-        let Some(open) = self.open.remove(&key) else {
-            return;
-        };
-        if let Some((count, _)) = self.partition_counts.get(&key.0).copied() {
-            let sticky = self.sticky.entry(key.0.clone()).or_insert(0);
-            if *sticky == key.1 {
-                *sticky = (key.1 + 1) % count.max(1);
-            }
-        }
-        let mut builder = open.builder;
-        if self.config.enable_idempotence {
-            match self.identity().await {
-                Ok((id, epoch)) => {
-                    let seq = self.sequences.entry(key.clone()).or_insert(0);
-                    builder = builder.with_producer(id, epoch, *seq);
-                    *seq = next_sequence(*seq, builder.record_count());
-                }
-                Err(e) => {
-                    for w in open.waiters {
-                        let _ = w.send(Err(e.clone()));
-                    }
-                    return;
-                }
-            }
-        }
-        let sealed = match builder.build() {
-            Ok(batch) => Sealed {
-                batch,
-                waiters: open.waiters,
-            },
-            Err(e) => {
-                for w in open.waiters {
-                    let _ = w.send(Err(ClientError::InvalidArgument(e.to_string())));
-                }
-                return;
-            }
-        };
-        let sender = self.sender(&key);
-        if let Err(mpsc::error::SendError(Work::Batch(s))) = sender.send(Work::Batch(sealed)).await
-        {
-            for w in s.waiters {
-                let _ = w.send(Err(ClientError::Closed));
-            }
-        }
-    }
-
-    fn sender(&mut self, key: &(String, PartitionId)) -> mpsc::Sender<Work> {
-        if let Some(s) = self.senders.get(key) {
-            return s.clone();
-        }
-        let (tx, rx) = mpsc::channel(self.config.queued_batches_per_partition.max(1));
-        let sender = sender::PartitionSender::new(
-            self.client.clone(),
-            self.config.clone(),
-            key.0.clone(),
-            key.1,
-        );
-        tokio::spawn(sender.run(rx));
-        self.senders.insert(key.clone(), tx.clone());
-        tx
-    }
-
-    async fn flush(&mut self, done: oneshot::Sender<()>) {
-        let keys: Vec<_> = self.open.keys().cloned().collect();
-        for key in keys {
-            self.seal(key).await;
-        }
-        let mut barriers = Vec::new();
-        for s in self.senders.values() {
-            let (tx, rx) = oneshot::channel();
-            if s.send(Work::Barrier(tx)).await.is_ok() {
-                barriers.push(rx);
-            }
-        }
-        tokio::spawn(async move {
-            for b in barriers {
-                let _ = b.await;
-            }
-            let _ = done.send(());
-        });
-    }
 }
 
 /// The sequence after a batch of `count` records starting at `seq` (wraps to 0 past

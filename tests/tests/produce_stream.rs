@@ -2,7 +2,9 @@
 //! sent and answered in that order; a bad request is answered with its reason and the stream
 //! goes on; a node with one request in flight per stream still serves every request; an open
 //! stream does not hold up shutdown; the client library's producer keeps several batches in
-//! flight per partition and delivers every record at the offset of its send order.
+//! flight per partition and delivers every record at the offset of its send order, keeps
+//! the records of logs it interleaves apart (each in its log and key's partition, in send
+//! order), and sends a lone record when its linger ends.
 
 use std::time::{Duration, Instant};
 
@@ -276,4 +278,126 @@ async fn the_producer_keeps_batches_in_flight_and_every_record_lands_in_send_ord
         next[d.partition as usize] += 1;
     }
     assert_eq!(next, [10_000, 10_000]);
+}
+
+/// Every value of `log`'s `partition`, from offset 0, in offset order.
+async fn values_of(node: &TestNode, log: &str, partition: u32) -> Vec<String> {
+    let client = node.client().await;
+    let fetched = client
+        .fetch(v1::FetchRequest {
+            log: log.into(),
+            partition,
+            start: Some(v1::fetch_request::Start::Offset(0)),
+            format: v1::FetchFormat::Records as i32,
+            max_bytes: 32 << 20,
+            max_response_bytes: Some(32 << 20),
+            ..Default::default()
+        })
+        .await
+        .expect("fetch");
+    fetched
+        .records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_producer_interleaving_two_logs_stores_each_record_in_its_log_and_partition_in_send_order(
+) {
+    let node = TestNode::start();
+    let client = node.client().await;
+    for (log, partitions) in [("left", 1), ("right", 3)] {
+        client
+            .create_log(
+                log,
+                v1::LogConfig {
+                    partition_count: Some(partitions),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("create");
+    }
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            batch_bytes: 4096,
+            ..Default::default()
+        },
+    );
+    // Records alternate between the logs; "right" is keyed, so its records spread over its
+    // three partitions by key.
+    let mut expected: [Vec<Vec<String>>; 2] = [vec![Vec::new()], vec![Vec::new(); 3]];
+    let mut deliveries = Vec::new();
+    for i in 0..6_000u32 {
+        let (log, which, key) = if i % 2 == 0 {
+            ("left", 0, None)
+        } else {
+            ("right", 1, Some(Bytes::from(format!("key-{}", i % 11))))
+        };
+        let value = format!("{log}-{i}");
+        let partition = key
+            .as_ref()
+            .map_or(0, |k| pyralog_types::partitioner::partition_for_key(k, 3));
+        expected[which][partition as usize].push(value.clone());
+        let record = pyralog_client::ProduceRecord::new(key, value);
+        deliveries.push((
+            which,
+            partition,
+            producer.send(log, record).await.expect("send"),
+        ));
+    }
+    producer.close().await.expect("close");
+    for (which, partition, d) in deliveries {
+        let d = d.await.expect("delivered");
+        assert_eq!(
+            (which, d.partition),
+            (which, partition),
+            "keyed to its partition"
+        );
+    }
+    for (which, log) in ["left", "right"].into_iter().enumerate() {
+        for (partition, values) in expected[which].iter().enumerate() {
+            assert_eq!(
+                &values_of(&node, log, partition as u32).await,
+                values,
+                "{log}/{partition} holds its records in send order"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_record_is_sent_when_its_linger_ends_without_a_flush() {
+    let node = TestNode::start();
+    let client = node.client().await;
+    client
+        .create_log(LOG, v1::LogConfig::default())
+        .await
+        .expect("create");
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            linger: Duration::from_millis(20),
+            ..Default::default()
+        },
+    );
+    // Twice: the linger timer is armed again for a batch opened after the first one sealed.
+    for (i, value) in ["first", "second"].into_iter().enumerate() {
+        let delivery = producer
+            .send(
+                LOG,
+                pyralog_client::ProduceRecord::new(None::<Bytes>, value),
+            )
+            .await
+            .expect("send");
+        let delivered = tokio::time::timeout(Duration::from_secs(10), delivery)
+            .await
+            .expect("delivered after the linger, with no flush")
+            .expect("stored");
+        assert_eq!(delivered.offset.0, i as u64);
+    }
+    assert_eq!(values_from_start(&node).await, ["first", "second"]);
+    producer.close().await.expect("close");
 }
