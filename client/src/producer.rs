@@ -1,11 +1,11 @@
 //! The batching producer.
 //!
-//! `send` hands a record to an accumulator task (a bounded channel gives backpressure). The
-//! accumulator appends it to the open batch of its partition and seals the batch when it
-//! reaches `batch_bytes` or has waited `linger`. Each partition has one sender task
-//! (`sender`) that sends sealed batches in order over one `ProduceStream`, up to
-//! `max_in_flight` unanswered, retrying retriable errors with backoff, so records of a
-//! partition are stored in the order they were sent (across retries: see `sender`).
+//! `send` appends a record to the open batch of its partition in the caller's task (see
+//! `accumulator`); a batch is sealed when it reaches `batch_bytes` or has waited `linger`.
+//! Each partition has one sender task (`sender`) that sends sealed batches in order over one
+//! `ProduceStream`, up to `max_in_flight` unanswered, retrying retriable errors with backoff,
+//! so records of a partition are stored in the order they were sent (across retries: see
+//! `sender`).
 //!
 //! With `enable_idempotence` the producer first gets a producer id and epoch from the cluster
 //! and stamps every batch with them and the partition's next sequence number. A batch whose
@@ -20,11 +20,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use pyralog_types::batch::Compression;
 use pyralog_types::{AckPolicy, Header, LogOffset, PartitionId, TimestampMicros};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::client::Client;
@@ -48,9 +47,11 @@ pub struct ProducerConfig {
     /// Attempts after the first for retriable errors.
     pub retries: u32,
     pub retry_backoff: Duration,
-    /// Records buffered before `send` waits.
-    pub buffer_records: usize,
-    /// Sealed batches queued per partition before the accumulator waits.
+    /// Bytes of records (their encoded size bound) accepted by `send` and not yet handed to
+    /// their partition's sender; `send` waits for room, after sealing the open batches at
+    /// once. A record larger than this goes alone.
+    pub buffer_bytes: usize,
+    /// Sealed batches queued per partition before the `send` that sealed one waits.
     pub queued_batches_per_partition: usize,
     /// Produce requests of a partition sent and not yet answered (over one `ProduceStream`,
     /// which keeps them in order; see the module doc for order across retries).
@@ -83,7 +84,7 @@ impl Default for ProducerConfig {
             retries: 10,
             retry_backoff: Duration::from_millis(100),
             metadata_max_age: Duration::from_secs(60),
-            buffer_records: 10_000,
+            buffer_bytes: 32 * 1024 * 1024,
             queued_batches_per_partition: 4,
             max_in_flight: 5,
             enable_idempotence: false,
@@ -144,74 +145,59 @@ impl Future for DeliveryFuture {
 
 type Waiter = oneshot::Sender<Result<Delivered, ClientError>>;
 
-enum Msg {
-    Send {
-        /// Interned by the producer: consecutive records of one log share one allocation.
-        log: Arc<str>,
-        record: ProduceRecord,
-        done: Waiter,
-    },
-    Flush(oneshot::Sender<()>),
+/// A batching, retrying producer. Dropping it without `close` abandons buffered records.
+pub struct Producer {
+    accumulator: Arc<Accumulator>,
+    /// Dropped (or sent) to stop the linger task.
+    stop_linger: Option<oneshot::Sender<()>>,
+    linger: JoinHandle<()>,
 }
 
-/// A batching, retrying producer. Dropping it without `close` abandons buffered records.
-#[derive(Debug)]
-pub struct Producer {
-    tx: mpsc::Sender<Msg>,
-    task: JoinHandle<()>,
-    /// The log name of the last `send`, reused while records go to the same log.
-    last_log: Mutex<Option<Arc<str>>>,
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").finish_non_exhaustive()
+    }
 }
 
 impl Producer {
     pub fn new(client: Client, config: ProducerConfig) -> Producer {
-        let (tx, rx) = mpsc::channel(config.buffer_records.max(1));
-        let task = tokio::spawn(Accumulator::new(client, config).run(rx));
+        let accumulator = Arc::new(Accumulator::new(client, config));
+        let (stop_linger, stop) = oneshot::channel();
+        let linger = tokio::spawn(accumulator.clone().linger(stop));
         Producer {
-            tx,
-            task,
-            last_log: Mutex::new(None),
+            accumulator,
+            stop_linger: Some(stop_linger),
+            linger,
         }
     }
 
-    /// Queues a record; waits only when the buffer is full. Await the returned future for the
-    /// acknowledgement.
+    /// Adds a record to its partition's batch; waits only for room in `buffer_bytes` or
+    /// for the partition's sender when this record fills a batch. Await the returned future
+    /// for the acknowledgement (or the record's failure).
     pub async fn send(
         &self,
         log: &str,
         record: ProduceRecord,
     ) -> Result<DeliveryFuture, ClientError> {
         let (done, rx) = oneshot::channel();
-        let log = {
-            let mut last = self.last_log.lock();
-            match &*last {
-                Some(name) if **name == *log => name.clone(),
-                _ => last.insert(Arc::from(log)).clone(),
-            }
-        };
-        self.tx
-            .send(Msg::Send { log, record, done })
-            .await
-            .map_err(|_| ClientError::Closed)?;
+        self.accumulator.add(log, record, done).await;
         Ok(DeliveryFuture(rx))
     }
 
     /// Sends everything buffered and waits until every record sent so far is acknowledged
     /// or failed.
     pub async fn flush(&self) -> Result<(), ClientError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Flush(tx))
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)
+        self.accumulator.flush().await;
+        Ok(())
     }
 
     /// Flushes and stops the background tasks.
-    pub async fn close(self) -> Result<(), ClientError> {
+    pub async fn close(mut self) -> Result<(), ClientError> {
         self.flush().await?;
-        drop(self.tx);
-        let _ = self.task.await;
+        if let Some(stop) = self.stop_linger.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.linger).await;
         Ok(())
     }
 }

@@ -4,7 +4,8 @@
 //! stream does not hold up shutdown; the client library's producer keeps several batches in
 //! flight per partition and delivers every record at the offset of its send order, keeps
 //! the records of logs it interleaves apart (each in its log and key's partition, in send
-//! order), and sends a lone record when its linger ends.
+//! order), sends a lone record when its linger ends, keeps each task's send order when tasks
+//! share a partition, and sends open batches at once when its byte budget is full.
 
 use std::time::{Duration, Instant};
 
@@ -399,5 +400,108 @@ async fn a_lone_record_is_sent_when_its_linger_ends_without_a_flush() {
         assert_eq!(delivered.offset.0, i as u64);
     }
     assert_eq!(values_from_start(&node).await, ["first", "second"]);
+    producer.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_sharing_a_producer_and_a_partition_each_keep_their_send_order() {
+    let node = TestNode::start();
+    let client = node.client().await;
+    client
+        .create_log(LOG, v1::LogConfig::default())
+        .await
+        .expect("create");
+    // Small batches, so batches are sealed and handed over while other tasks add records.
+    let producer = std::sync::Arc::new(Producer::new(
+        client.clone(),
+        ProducerConfig {
+            batch_bytes: 1024,
+            queued_batches_per_partition: 1,
+            ..Default::default()
+        },
+    ));
+    let mut tasks = Vec::new();
+    for t in 0..8u32 {
+        let producer = producer.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut deliveries = Vec::new();
+            for i in 0..1_000u32 {
+                let record = pyralog_client::ProduceRecord::new(None::<Bytes>, format!("{t}-{i}"));
+                deliveries.push(producer.send(LOG, record).await.expect("send"));
+            }
+            let mut offsets = Vec::new();
+            for d in deliveries {
+                offsets.push(d.await.expect("delivered").offset.0);
+            }
+            offsets
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        let offsets = task.await.expect("task");
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "a task's records are stored in its send order"
+        );
+        all.extend(offsets);
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..8_000).collect::<Vec<u64>>(),
+        "each record once, offsets dense"
+    );
+    std::sync::Arc::into_inner(producer)
+        .expect("the only handle")
+        .close()
+        .await
+        .expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_byte_budget_sends_open_batches_at_once_instead_of_at_their_linger() {
+    let node = TestNode::start();
+    let client = node.client().await;
+    client
+        .create_log(
+            LOG,
+            v1::LogConfig {
+                partition_count: Some(3),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    // Room for a few dozen records, batches that never fill, and a linger far beyond the
+    // test's patience: only sealing on a full budget delivers these in time.
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            buffer_bytes: 8 * 1024,
+            batch_bytes: 1 << 20,
+            linger: Duration::from_secs(600),
+            ..Default::default()
+        },
+    );
+    let started = Instant::now();
+    let mut deliveries = Vec::new();
+    for i in 0..2_000u32 {
+        let record = pyralog_client::ProduceRecord {
+            partition: Some(i % 3),
+            ..pyralog_client::ProduceRecord::new(None::<Bytes>, vec![b'x'; 100])
+        };
+        deliveries.push(
+            tokio::time::timeout(Duration::from_secs(30), producer.send(LOG, record))
+                .await
+                .expect("send finds room without waiting for the linger")
+                .expect("send"),
+        );
+    }
+    // Everything but the last batches went out on a full budget; these go with the flush.
+    producer.flush().await.expect("flush");
+    for d in deliveries {
+        d.await.expect("delivered");
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
     producer.close().await.expect("close");
 }
