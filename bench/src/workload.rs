@@ -8,8 +8,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use pyralog_client::{
-    AckPolicy, Client, Compression, ConsumerConfig, LogOffset, PartitionConsumer, ProduceRecord,
-    Producer, ProducerConfig,
+    AckPolicy, Client, Compression, ConsumerConfig, DeliveryFuture, LogOffset, PartitionConsumer,
+    ProduceRecord, Producer, ProducerConfig,
 };
 use pyralog_proto::v1;
 use serde::Serialize;
@@ -299,37 +299,28 @@ pub async fn produce_open_loop(
     let producer = producer(client, spec, false);
     let source = RecordSource::new(spec);
     let pb = bar(total, progress, "open-loop");
-    let mut h = hist()?;
-    let mut pending = FuturesUnordered::new();
+    // Acknowledgements are timed by a task of their own, as they arrive: the sending loop
+    // may run behind its schedule (then it sends without pause), and an acknowledgement
+    // noticed only when the loop gets round to it would be timed late.
+    let (acks_tx, acks) = tokio::sync::mpsc::unbounded_channel();
+    let collector = tokio::spawn(time_acknowledgements(acks, pb.clone()));
     let interval = Duration::from_secs_f64(1.0 / rate);
     for i in 0..total {
         let scheduled = epoch + interval.mul_f64(i as f64);
-        // Drain acknowledgements while waiting for the next slot.
-        loop {
-            let now = Instant::now();
-            if now >= scheduled {
-                break;
-            }
-            tokio::select! {
-                Some((s, r)) = pending.next(), if !pending.is_empty() => {
-                    let r: Result<_, pyralog_client::ClientError> = r;
-                    r?;
-                    let _ = h.record(Instant::now().duration_since(s).as_micros() as u64);
-                    pb.inc(1);
-                }
-                _ = tokio::time::sleep_until(scheduled.into()) => break,
-            }
+        if Instant::now() < scheduled {
+            tokio::time::sleep_until(scheduled.into()).await;
         }
         let mut rec = source.record(i);
         rec.timestamp = Some(wall_at_epoch + scheduled.duration_since(epoch).as_micros() as i64);
         let fut = producer.send(&spec.log, rec).await?;
-        pending.push(async move { (scheduled, fut.await) });
+        if acks_tx.send((scheduled, fut)).is_err() {
+            break;
+        }
     }
-    while let Some((s, r)) = pending.next().await {
-        r?;
-        let _ = h.record(Instant::now().duration_since(s).as_micros() as u64);
-        pb.inc(1);
-    }
+    drop(acks_tx);
+    let h = collector
+        .await
+        .map_err(|e| BenchError::Invalid(e.to_string()))??;
     let secs = epoch.elapsed().as_secs_f64();
     pb.finish_and_clear();
     producer.close().await?;
@@ -397,6 +388,33 @@ pub async fn consume_drain(
     }
     pb.finish_and_clear();
     Ok(Throughput::new(n, bytes, t.elapsed().as_secs_f64()))
+}
+
+/// Times each acknowledgement from its scheduled send as soon as it resolves, until the
+/// sending loop is done and every acknowledgement is in.
+async fn time_acknowledgements(
+    mut acks: tokio::sync::mpsc::UnboundedReceiver<(Instant, DeliveryFuture)>,
+    pb: ProgressBar,
+) -> Result<Histogram<u64>, BenchError> {
+    let mut h = hist()?;
+    let mut ticker = Ticker::new(&pb);
+    let mut pending = FuturesUnordered::new();
+    let mut open = true;
+    while open || !pending.is_empty() {
+        tokio::select! {
+            Some((scheduled, r)) = pending.next(), if !pending.is_empty() => {
+                let r: Result<_, pyralog_client::ClientError> = r;
+                r?;
+                let _ = h.record(Instant::now().duration_since(scheduled).as_micros() as u64);
+                ticker.tick();
+            }
+            next = acks.recv(), if open => match next {
+                Some((scheduled, fut)) => pending.push(async move { (scheduled, fut.await) }),
+                None => open = false,
+            },
+        }
+    }
+    Ok(h)
 }
 
 fn now_micros() -> i64 {
