@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use pyralog_client::{
-    AckPolicy, Client, Compression, ConsumerConfig, DeliveryFuture, LogOffset, PartitionConsumer,
-    ProduceRecord, Producer, ProducerConfig,
+    AckPolicy, Client, Compression, ConsumerConfig, LogOffset, PartitionConsumer, ProduceRecord,
+    Producer, ProducerConfig,
 };
 use pyralog_proto::v1;
 use serde::Serialize;
@@ -299,28 +300,44 @@ pub async fn produce_open_loop(
     let producer = producer(client, spec, false);
     let source = RecordSource::new(spec);
     let pb = bar(total, progress, "open-loop");
-    // Acknowledgements are timed by a task of their own, as they arrive: the sending loop
-    // may run behind its schedule (then it sends without pause), and an acknowledgement
-    // noticed only when the loop gets round to it would be timed late.
-    let (acks_tx, acks) = tokio::sync::mpsc::unbounded_channel();
-    let collector = tokio::spawn(time_acknowledgements(acks, pb.clone()));
+    let mut ticker = Ticker::new(&pb);
+    let mut h = hist()?;
+    let mut pending = FuturesUnordered::new();
     let interval = Duration::from_secs_f64(1.0 / rate);
     for i in 0..total {
         let scheduled = epoch + interval.mul_f64(i as f64);
-        if Instant::now() < scheduled {
-            tokio::time::sleep_until(scheduled.into()).await;
+        // Acknowledgements that resolved since the last send are timed now, before this
+        // send: behind schedule the loop sends without pause, and an acknowledgement noticed
+        // only at the end would be timed late (FuturesUnordered polls only the woken ones).
+        while let Some(Some((s, r))) = pending.next().now_or_never() {
+            let r: Result<_, pyralog_client::ClientError> = r;
+            r?;
+            let _ = h.record(Instant::now().duration_since(s).as_micros() as u64);
+            ticker.tick();
+        }
+        // Drain acknowledgements while waiting for the next slot.
+        while Instant::now() < scheduled {
+            tokio::select! {
+                Some((s, r)) = pending.next(), if !pending.is_empty() => {
+                    let r: Result<_, pyralog_client::ClientError> = r;
+                    r?;
+                    let _ = h.record(Instant::now().duration_since(s).as_micros() as u64);
+                    ticker.tick();
+                }
+                _ = tokio::time::sleep_until(scheduled.into()) => break,
+            }
         }
         let mut rec = source.record(i);
         rec.timestamp = Some(wall_at_epoch + scheduled.duration_since(epoch).as_micros() as i64);
         let fut = producer.send(&spec.log, rec).await?;
-        if acks_tx.send((scheduled, fut)).is_err() {
-            break;
-        }
+        pending.push(async move { (scheduled, fut.await) });
     }
-    drop(acks_tx);
-    let h = collector
-        .await
-        .map_err(|e| BenchError::Invalid(e.to_string()))??;
+    while let Some((s, r)) = pending.next().await {
+        r?;
+        let _ = h.record(Instant::now().duration_since(s).as_micros() as u64);
+        ticker.tick();
+    }
+    drop(ticker);
     let secs = epoch.elapsed().as_secs_f64();
     pb.finish_and_clear();
     producer.close().await?;
@@ -388,33 +405,6 @@ pub async fn consume_drain(
     }
     pb.finish_and_clear();
     Ok(Throughput::new(n, bytes, t.elapsed().as_secs_f64()))
-}
-
-/// Times each acknowledgement from its scheduled send as soon as it resolves, until the
-/// sending loop is done and every acknowledgement is in.
-async fn time_acknowledgements(
-    mut acks: tokio::sync::mpsc::UnboundedReceiver<(Instant, DeliveryFuture)>,
-    pb: ProgressBar,
-) -> Result<Histogram<u64>, BenchError> {
-    let mut h = hist()?;
-    let mut ticker = Ticker::new(&pb);
-    let mut pending = FuturesUnordered::new();
-    let mut open = true;
-    while open || !pending.is_empty() {
-        tokio::select! {
-            Some((scheduled, r)) = pending.next(), if !pending.is_empty() => {
-                let r: Result<_, pyralog_client::ClientError> = r;
-                r?;
-                let _ = h.record(Instant::now().duration_since(scheduled).as_micros() as u64);
-                ticker.tick();
-            }
-            next = acks.recv(), if open => match next {
-                Some((scheduled, fut)) => pending.push(async move { (scheduled, fut.await) }),
-                None => open = false,
-            },
-        }
-    }
-    Ok(h)
 }
 
 fn now_micros() -> i64 {
