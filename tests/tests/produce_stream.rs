@@ -70,34 +70,28 @@ fn reason(status: &Status) -> Option<Reason> {
 }
 
 async fn values_from_start(node: &TestNode) -> Vec<String> {
-    let client = node.client().await;
-    let fetched = client
-        .fetch(v1::FetchRequest {
-            log: LOG.into(),
-            partition: 0,
-            start: Some(v1::fetch_request::Start::Offset(0)),
-            format: v1::FetchFormat::Records as i32,
-            max_bytes: 32 << 20,
-            max_response_bytes: Some(32 << 20),
-            ..Default::default()
-        })
+    values_of(node, LOG, 0).await
+}
+
+/// Creates `log` with `partitions` partitions.
+async fn create(client: &pyralog_client::Client, log: &str, partitions: u32) {
+    client
+        .create_log(
+            log,
+            v1::LogConfig {
+                partition_count: Some(partitions),
+                ..Default::default()
+            },
+        )
         .await
-        .expect("fetch");
-    fetched
-        .records
-        .iter()
-        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
-        .collect()
+        .expect("create");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_stores_its_batches_in_send_order_and_answers_in_that_order() {
     let node = TestNode::start();
     let client = node.client().await;
-    client
-        .create_log(LOG, v1::LogConfig::default())
-        .await
-        .expect("create");
+    create(&client, LOG, 1).await;
     let requests: Vec<_> = (0..60).map(|b| request(&format!("b{b}"), 10)).collect();
     let answers = stream_all(&node, requests).await;
     assert_eq!(answers.len(), 60);
@@ -116,10 +110,7 @@ async fn a_stream_stores_its_batches_in_send_order_and_answers_in_that_order() {
 async fn a_bad_request_is_answered_with_its_reason_and_the_stream_goes_on() {
     let node = TestNode::start();
     let client = node.client().await;
-    client
-        .create_log(LOG, v1::LogConfig::default())
-        .await
-        .expect("create");
+    create(&client, LOG, 1).await;
     let corrupt = {
         let mut bytes =
             pyralog_types::batch::BatchBuilder::new(pyralog_types::batch::Compression::None);
@@ -187,10 +178,7 @@ async fn a_bad_request_is_answered_with_its_reason_and_the_stream_goes_on() {
 async fn one_request_in_flight_per_stream_still_serves_them_all_in_order() {
     let node = TestNode::start_with_env(&[("PYRALOG_PRODUCE__MAX_IN_FLIGHT_PER_STREAM", "1")]);
     let client = node.client().await;
-    client
-        .create_log(LOG, v1::LogConfig::default())
-        .await
-        .expect("create");
+    create(&client, LOG, 1).await;
     let answers = stream_all(
         &node,
         (0..20).map(|b| request(&format!("b{b}"), 5)).collect(),
@@ -207,10 +195,7 @@ async fn one_request_in_flight_per_stream_still_serves_them_all_in_order() {
 async fn an_open_stream_does_not_hold_up_shutdown() {
     let mut node = TestNode::start();
     let client = node.client().await;
-    client
-        .create_log(LOG, v1::LogConfig::default())
-        .await
-        .expect("create");
+    create(&client, LOG, 1).await;
     let channel = tonic::transport::Channel::from_shared(node.url().to_owned())
         .expect("url")
         .connect()
@@ -240,16 +225,7 @@ async fn an_open_stream_does_not_hold_up_shutdown() {
 async fn the_producer_keeps_batches_in_flight_and_every_record_lands_in_send_order() {
     let node = TestNode::start();
     let client = node.client().await;
-    client
-        .create_log(
-            LOG,
-            v1::LogConfig {
-                partition_count: Some(2),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("create");
+    create(&client, LOG, 2).await;
     // Small batches so that many are in flight at once.
     let producer = Producer::new(
         client.clone(),
@@ -309,16 +285,7 @@ async fn one_producer_interleaving_two_logs_stores_each_record_in_its_log_and_pa
     let node = TestNode::start();
     let client = node.client().await;
     for (log, partitions) in [("left", 1), ("right", 3)] {
-        client
-            .create_log(
-                log,
-                v1::LogConfig {
-                    partition_count: Some(partitions),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("create");
+        create(&client, log, partitions).await;
     }
     let producer = Producer::new(
         client.clone(),
@@ -373,10 +340,7 @@ async fn one_producer_interleaving_two_logs_stores_each_record_in_its_log_and_pa
 async fn a_lone_record_is_sent_when_its_linger_ends_without_a_flush() {
     let node = TestNode::start();
     let client = node.client().await;
-    client
-        .create_log(LOG, v1::LogConfig::default())
-        .await
-        .expect("create");
+    create(&client, LOG, 1).await;
     let producer = Producer::new(
         client.clone(),
         ProducerConfig {
@@ -407,10 +371,7 @@ async fn a_lone_record_is_sent_when_its_linger_ends_without_a_flush() {
 async fn tasks_sharing_a_producer_and_a_partition_each_keep_their_send_order() {
     let node = TestNode::start();
     let client = node.client().await;
-    client
-        .create_log(LOG, v1::LogConfig::default())
-        .await
-        .expect("create");
+    create(&client, LOG, 1).await;
     // Small batches, so batches are sealed and handed over while other tasks add records.
     let producer = std::sync::Arc::new(Producer::new(
         client.clone(),
@@ -462,16 +423,7 @@ async fn tasks_sharing_a_producer_and_a_partition_each_keep_their_send_order() {
 async fn a_full_byte_budget_sends_open_batches_at_once_instead_of_at_their_linger() {
     let node = TestNode::start();
     let client = node.client().await;
-    client
-        .create_log(
-            LOG,
-            v1::LogConfig {
-                partition_count: Some(3),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("create");
+    create(&client, LOG, 3).await;
     // Room for a few dozen records, batches that never fill, and a linger far beyond the
     // test's patience: only sealing on a full budget delivers these in time.
     let producer = Producer::new(
