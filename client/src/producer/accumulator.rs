@@ -159,10 +159,10 @@ impl Accumulator {
         }
     }
 
-    /// Room a record takes in the byte budget (a record larger than the whole budget takes
-    /// all of it, so it still goes, alone).
-    fn room_for(&self, record: &NewRecord) -> usize {
-        BatchBuilder::record_size_bound(record).clamp(1, self.config.buffer_bytes.max(1))
+    /// Room a record of encoded size bound `size` takes in the byte budget (a record larger
+    /// than the whole budget takes all of it, so it still goes, alone).
+    fn room_for(&self, size: usize) -> usize {
+        size.clamp(1, self.config.buffer_bytes.max(1))
     }
 
     /// Takes `n` bytes of room; when there is not enough, the open batches are sealed and
@@ -217,7 +217,8 @@ impl Accumulator {
                 return;
             }
         };
-        let held = self.room_for(&new);
+        let size = BatchBuilder::record_size_bound(&new);
+        let held = self.room_for(size);
         if let Err(e) = self.take_room(held).await {
             let _ = done.send(Err(e));
             return;
@@ -239,7 +240,7 @@ impl Accumulator {
                 (None, Some(key)) => partition_for_key(key, count),
                 (None, None) => log_state.sticky % count.max(1),
             };
-            let (opened, sealed) = self.push_locked(log_state, partition, &new, done, held);
+            let (opened, sealed) = self.push_locked(log_state, partition, &new, size, done, held);
             (partition, opened, sealed)
         };
         if opened {
@@ -250,13 +251,14 @@ impl Accumulator {
         }
     }
 
-    /// Appends `new` to the partition's open batch, sealing before (if it would not fit) and
-    /// after (if it filled the batch). Returns whether a batch was opened and sealed.
+    /// Appends `new` (encoded size bound `size`) to the partition's open batch, sealing
+    /// before (if it would not fit) and after (if it filled the batch). Returns whether a batch was opened and sealed.
     fn push_locked(
         &self,
         log: &mut LogState,
         partition: PartitionId,
         new: &NewRecord,
+        size: usize,
         done: Waiter,
         held: usize,
     ) -> (bool, bool) {
@@ -264,11 +266,10 @@ impl Accumulator {
         // stay within the limit (and the log's `max_batch_bytes`) unless one record alone is
         // larger.
         let limit = self.config.batch_bytes;
-        let grow = BatchBuilder::record_size_bound(new);
         let mut sealed = false;
         let full =
             log.partition(partition).open.as_ref().is_some_and(|o| {
-                !o.builder.is_empty() && o.builder.estimated_size() + grow > limit
+                !o.builder.is_empty() && o.builder.estimated_size() + size > limit
             });
         if full {
             sealed |= self.seal_locked(log, partition);
