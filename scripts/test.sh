@@ -73,6 +73,6 @@ FUZZ_SECONDS=5 scripts/fuzz.sh
 
 # The benchmarks must not rot: the criterion micro-benchmarks once each (test mode), then the
 # whole suite at smoke size against a real node (seconds; figures are printed, not checked).
-cargo test --locked --workspace --bench batch_codec --bench index_lookup --bench group_commit --bench parquet_codec
+cargo test --locked --workspace --bench batch_codec --bench index_lookup --bench group_commit --bench read_path --bench parquet_codec
 BENCH_SMOKE=1 BENCH_PROFILE=debug bench/run.sh >/dev/null
 test -s bench/results/report.md
