@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use pyralog_types::batch::{peek_size, Batch, LOG_OVERHEAD};
+use bytes::Bytes;
+use pyralog_types::batch::{check_stored, peek_size, Batch, BatchHeader, LOG_OVERHEAD};
 use pyralog_types::{Epoch, LogOffset, TimestampMicros};
 
 use crate::error::HotError;
@@ -28,7 +28,9 @@ pub(crate) fn read(
     max_bytes: usize,
     limit: u64,
 ) -> Result<ReadResult, HotError> {
-    let mut chunks: Vec<Bytes> = Vec::new();
+    // Every batch served, in order, in one buffer: the response is this buffer as it is,
+    // also when the read crosses into the next segment (no join of per-segment reads).
+    let mut out: Vec<u8> = Vec::new();
     let mut total: u64 = 0;
     let budget = u64::try_from(max_bytes).unwrap_or(u64::MAX);
     let mut next_offset = from;
@@ -64,20 +66,32 @@ pub(crate) fn read(
                 break;
             }
             let to_end = want == size - start;
-            let buf = Bytes::from(s.read_at(start, usize::try_from(want).unwrap_or(usize::MAX))?);
+            // Only whole batches read so far are kept: the buffer ends at `total`.
+            let at = usize::try_from(total).unwrap_or(usize::MAX);
+            out.truncate(at);
+            let want = usize::try_from(want).unwrap_or(usize::MAX);
+            if at == 0 {
+                // Zeroed memory straight from the allocator (fresh pages need no clearing).
+                out = vec![0u8; want];
+            } else {
+                out.reserve_exact(want);
+                out.resize(at + want, 0);
+            }
+            s.read_into(start, &mut out[at..])?;
+            let buf = &out[at..];
             let mut used = 0usize;
             let mut at_limit = false;
             let mut damaged = false;
             while used < buf.len() {
                 let pos = start + used as u64;
-                match check_batch(&s, &buf, used, pos, to_end, from, expect, &epoch_at) {
-                    Ok(Step::Batch(batch, batch_size)) => {
-                        if batch.base_offset().0 >= limit {
+                match check_batch(&s, buf, used, pos, to_end, from, expect, &epoch_at) {
+                    Ok(Step::Batch(header, batch_size)) => {
+                        if header.base_offset >= limit {
                             at_limit = true;
                             break;
                         }
                         used += batch_size;
-                        next_offset = batch.last_offset().0.saturating_add(1);
+                        next_offset = header.next_offset();
                         expect = Some(next_offset);
                     }
                     Ok(Step::Partial) => break,
@@ -92,10 +106,7 @@ pub(crate) fn read(
                     Err(e) => return Err(name_offset(e, next_offset)),
                 }
             }
-            if used > 0 {
-                chunks.push(buf.slice(..used));
-                total += used as u64;
-            }
+            total += used as u64;
             if damaged || at_limit || start + (used as u64) < size {
                 break;
             }
@@ -116,27 +127,17 @@ pub(crate) fn read(
         }
         seg = next(s.base());
     }
-    let batches = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut out = BytesMut::with_capacity(usize::try_from(total).unwrap_or(0));
-            for c in &chunks {
-                out.extend_from_slice(c);
-            }
-            out.freeze()
-        }
-    };
+    out.truncate(usize::try_from(total).unwrap_or(usize::MAX));
     Ok(ReadResult {
-        batches,
+        batches: Bytes::from(out),
         next_offset: LogOffset(next_offset),
     })
 }
 
 /// What the next bytes of a read buffer hold.
 enum Step {
-    /// A whole, verified batch of this many bytes.
-    Batch(Batch, usize),
+    /// A whole, verified batch (its header) of this many bytes.
+    Batch(BatchHeader, usize),
     /// Only the start of a batch: the read stopped inside it (by `max_bytes`).
     Partial,
 }
@@ -146,7 +147,7 @@ enum Step {
 #[allow(clippy::too_many_arguments)]
 fn check_batch(
     s: &Segment,
-    buf: &Bytes,
+    buf: &[u8],
     used: usize,
     pos: u64,
     to_end: bool,
@@ -168,9 +169,9 @@ fn check_batch(
         }
         return Ok(Step::Partial);
     }
-    let batch = Batch::parse_verified(buf.slice(used..used + batch_size))
-        .map_err(|e| s.corrupt(pos, e.to_string()))?;
-    let base = batch.base_offset().0;
+    let header =
+        check_stored(&buf[used..used + batch_size]).map_err(|e| s.corrupt(pos, e.to_string()))?;
+    let base = header.base_offset;
     // Compacted segments have gaps between batches, never overlaps; any other segment is
     // dense, and the batch the index found for `from` holds it.
     if expect.is_some_and(|e| e > base || (e != base && !gaps_allowed))
@@ -178,17 +179,17 @@ fn check_batch(
     {
         return Err(s.corrupt(pos, format!("batch at offset {base}, expected {expect:?}")));
     }
-    if epoch_at(base).is_some_and(|e| e != batch.epoch()) {
+    if epoch_at(base).is_some_and(|e| e != Epoch(header.epoch)) {
         return Err(s.corrupt(
             pos,
             format!(
                 "batch at offset {base} says epoch {}, the epoch cache {:?}",
-                batch.epoch().0,
+                header.epoch,
                 epoch_at(base).map(|e| e.0)
             ),
         ));
     }
-    Ok(Step::Batch(batch, batch_size))
+    Ok(Step::Batch(header, batch_size))
 }
 
 /// Adds the offset the read wanted to a corruption error, so the caller learns where the

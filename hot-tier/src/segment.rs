@@ -195,10 +195,15 @@ impl Segment {
 
     pub(crate) fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>, HotError> {
         let mut buf = vec![0u8; len];
-        self.file()?
-            .read_exact_at(&mut buf, pos)
-            .map_err(io_err("read", &self.log_path))?;
+        self.read_into(pos, &mut buf)?;
         Ok(buf)
+    }
+
+    /// Fills `buf` from position `pos` (the bytes must exist).
+    pub(crate) fn read_into(&self, pos: u64, buf: &mut [u8]) -> Result<(), HotError> {
+        self.file()?
+            .read_exact_at(buf, pos)
+            .map_err(io_err("read", &self.log_path))
     }
 
     /// The header of the batch at `pos`, which must end by `limit`.

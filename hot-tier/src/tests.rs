@@ -152,6 +152,60 @@ fn segments_roll_by_size_and_reads_cross_them() {
 }
 
 #[test]
+fn one_read_spans_segments_into_one_buffer_and_stops_at_damage_or_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let segs = {
+        let log = open(dir.path(), options(600, 128), &clock);
+        for i in 0..50 {
+            log.append(batch("s", 5, T0 + i), Epoch(1)).expect("append");
+        }
+        log.roll().expect("roll");
+        log.close().expect("close");
+        log.segments()
+    };
+    assert!(segs.len() > 5, "rolled into {} segments", segs.len());
+    let log = open(dir.path(), options(600, 128), &clock);
+    // Room for everything: every segment's bytes, as stored, one after the other.
+    let whole = log
+        .read(LogOffset(0), 1 << 20, LogOffset::MAX)
+        .expect("read");
+    let stored: Vec<u8> = segs
+        .iter()
+        .flat_map(|s| std::fs::read(&s.log_path).expect("segment file"))
+        .collect();
+    assert_eq!(&whole.batches[..], &stored[..]);
+    assert_eq!(whole.next_offset, LogOffset(250));
+    // A limit inside the third segment: the batches below it, across two boundaries.
+    let limit = segs[2].base_offset.0 + 5;
+    let r = log
+        .read(LogOffset(3), 1 << 20, LogOffset(limit))
+        .expect("read");
+    let offsets: Vec<u64> = records(r.batches).iter().map(|r| r.offset.0).collect();
+    assert_eq!(offsets, (0..limit).collect::<Vec<_>>());
+    assert_eq!(r.next_offset, LogOffset(limit));
+    drop(log);
+
+    // Damage inside the first batch of the second segment: a read from the first segment
+    // serves all of it and stops there; a read at the damage fails, naming the offset.
+    flip_byte(&segs[1].log_path, 100);
+    let log = open(dir.path(), options(600, 128), &clock);
+    let r = log
+        .read(LogOffset(0), 1 << 20, LogOffset::MAX)
+        .expect("prefix");
+    let served = records(r.batches);
+    assert_eq!(served.len() as u64, segs[1].base_offset.0);
+    assert_eq!(r.next_offset, segs[1].base_offset);
+    let at = segs[1].base_offset.0;
+    match log.read(LogOffset(at), 1 << 20, LogOffset::MAX) {
+        Err(e @ HotError::Corrupt { .. }) => {
+            assert!(e.to_string().contains(&format!("offset {at}")), "{e}")
+        }
+        other => panic!("expected Corrupt at {at}, got {other:?}"),
+    }
+}
+
+#[test]
 fn segments_roll_by_age_and_on_request() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(T0);

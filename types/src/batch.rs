@@ -202,6 +202,62 @@ impl BatchHeader {
     }
 }
 
+/// Checks exactly one stored batch where it lies (framing, as [`Batch::parse`], and its CRC)
+/// and returns its header: for readers that serve stored bytes as they are and never need a
+/// [`Batch`] of their own, e.g. a fetch reading several batches into one buffer.
+pub fn check_stored(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    check_framing(buf)?;
+    verify_crc(buf)?;
+    BatchHeader::decode(buf)
+}
+
+/// [`Batch::parse`]'s checks, on a slice.
+fn check_framing(bytes: &[u8]) -> Result<(), BatchError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(BatchError::Truncated {
+            needed: HEADER_LEN,
+            available: bytes.len(),
+        });
+    }
+    let size = peek_size(bytes)?;
+    if size != bytes.len() {
+        return Err(BatchError::Truncated {
+            needed: size,
+            available: bytes.len(),
+        });
+    }
+    let magic = bytes[OFF_MAGIC];
+    if magic != MAGIC {
+        return Err(BatchError::BadMagic(magic));
+    }
+    let attributes = u16::from_le_bytes([bytes[OFF_ATTRIBUTES], bytes[OFF_ATTRIBUTES + 1]]);
+    let codec = attributes & ATTR_COMPRESSION_MASK;
+    if codec > 1 {
+        return Err(BatchError::UnknownCompression(codec));
+    }
+    let record_count = u32_at(bytes, OFF_RECORD_COUNT);
+    if record_count == 0 {
+        return Err(BatchError::Empty);
+    }
+    if record_count > u32_at(bytes, OFF_LAST_OFFSET_DELTA).saturating_add(1) {
+        return Err(BatchError::Malformed(
+            "record_count exceeds the offset range",
+        ));
+    }
+    Ok(())
+}
+
+/// The CRC check of a whole batch (its framing already checked).
+fn verify_crc(bytes: &[u8]) -> Result<(), BatchError> {
+    let expected = u32_at(bytes, OFF_CRC);
+    let actual = crc32c::crc32c(&bytes[CRC_START..]);
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(BatchError::CrcMismatch { expected, actual })
+    }
+}
+
 /// A batch whose framing (size, version, codec) has been checked. Cheap to clone.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Batch {
@@ -224,37 +280,8 @@ impl Batch {
     /// Checks the framing of exactly one batch. Does not verify the CRC (see
     /// [`Batch::verify_crc`]): callers choose when to pay for it.
     pub fn parse(bytes: Bytes) -> Result<Batch, BatchError> {
-        if bytes.len() < HEADER_LEN {
-            return Err(BatchError::Truncated {
-                needed: HEADER_LEN,
-                available: bytes.len(),
-            });
-        }
-        let size = peek_size(&bytes)?;
-        if size != bytes.len() {
-            return Err(BatchError::Truncated {
-                needed: size,
-                available: bytes.len(),
-            });
-        }
-        let magic = bytes[OFF_MAGIC];
-        if magic != MAGIC {
-            return Err(BatchError::BadMagic(magic));
-        }
-        let b = Batch { bytes };
-        let codec = b.attributes() & ATTR_COMPRESSION_MASK;
-        if codec > 1 {
-            return Err(BatchError::UnknownCompression(codec));
-        }
-        if b.record_count() == 0 {
-            return Err(BatchError::Empty);
-        }
-        if b.record_count() > b.last_offset_delta().saturating_add(1) {
-            return Err(BatchError::Malformed(
-                "record_count exceeds the offset range",
-            ));
-        }
-        Ok(b)
+        check_framing(&bytes)?;
+        Ok(Batch { bytes })
     }
 
     /// Parses and verifies the CRC.
@@ -265,13 +292,7 @@ impl Batch {
     }
 
     pub fn verify_crc(&self) -> Result<(), BatchError> {
-        let expected = u32_at(&self.bytes, OFF_CRC);
-        let actual = crc32c::crc32c(&self.bytes[CRC_START..]);
-        if expected == actual {
-            Ok(())
-        } else {
-            Err(BatchError::CrcMismatch { expected, actual })
-        }
+        verify_crc(&self.bytes)
     }
 
     /// The header fields as [`BatchHeader`] (the framing was checked by `parse`).
