@@ -2,7 +2,8 @@
 //! replication stream and fetch answer is made of.
 //!
 //! Contract: for any bytes, `peek_size`, `BatchHeader::decode`, `Batch::parse`,
-//! `split_batches`, `verify_crc`, `validate_records` and `records` return a value or a
+//! `check_stored` (which accepts exactly what `Batch::parse_verified` accepts, with the same
+//! header), `split_batches`, `verify_crc`, `validate_records` and `records` return a value or a
 //! `BatchError`, never panic; decoded records are bounded by the bytes (never more records
 //! than bytes in the records region, never more payload than the region holds); and a batch
 //! that decodes re-encodes (through `BatchBuilder`, as the cold tier and compaction do) to a
@@ -10,8 +11,8 @@
 
 use bytes::Bytes;
 use pyralog_types::batch::{
-    assign, peek_size, split_batches, Batch, BatchBuilder, BatchHeader, BatchRules, Compression,
-    NewRecord, HEADER_LEN, MAX_UNCOMPRESSED_BYTES,
+    assign, check_stored, peek_size, split_batches, Batch, BatchBuilder, BatchHeader, BatchRules,
+    Compression, NewRecord, HEADER_LEN, MAX_UNCOMPRESSED_BYTES,
 };
 use pyralog_types::Record;
 
@@ -53,6 +54,11 @@ pub fn check_bytes(buf: &[u8]) {
             "split_batches returned more bytes than given"
         );
         check_batch(&batch);
+    }
+    match (check_stored(buf), Batch::parse_verified(bytes.clone())) {
+        (Ok(h), Ok(b)) => assert_eq!(h, b.header(), "check_stored and parse disagree"),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("check_stored {a:?} but parse_verified {b:?}"),
     }
     if let Ok(batch) = Batch::parse(bytes) {
         assert_eq!(batch.size(), buf.len());
