@@ -283,6 +283,7 @@ pub async fn produce_open_loop(
                 wait: Duration::from_millis(200),
                 verify_crc: true,
                 max_bytes: 0,
+                prefetch: true,
             },
         );
         let stop = stop.clone();
@@ -378,6 +379,7 @@ pub async fn consume_drain(
                 wait: Duration::ZERO,
                 max_bytes: 8 << 20,
                 verify_crc: true,
+                prefetch: true,
             },
         );
         let pb = pb.clone();
