@@ -5,12 +5,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
-use futures::FutureExt;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use pyralog_client::{
-    AckPolicy, Client, Compression, ConsumerConfig, LogOffset, PartitionConsumer, ProduceRecord,
-    Producer, ProducerConfig,
+    AckPolicy, Client, Compression, ConsumerConfig, DeliveryFuture, LogOffset, PartitionConsumer,
+    ProduceRecord, Producer, ProducerConfig,
 };
 use pyralog_proto::v1;
 use serde::Serialize;
@@ -301,44 +300,66 @@ pub async fn produce_open_loop(
     let producer = producer(client, spec, false);
     let source = RecordSource::new(spec);
     let pb = bar(total, progress, "open-loop");
-    let mut ticker = Ticker::new(&pb);
-    let mut h = hist()?;
-    let mut pending = FuturesUnordered::new();
+    // Acknowledgements are timed by a task of their own as they resolve, not by this loop:
+    // a `send` that waits for buffer room would otherwise time every acknowledgement that
+    // resolved meanwhile late by that wait. They reach it in chunks, so the hop costs little
+    // per record; a record waits in a chunk at most `ACK_CHUNK` sends or one pause.
+    const ACK_CHUNK: usize = 256;
+    let (acks, mut to_time) =
+        tokio::sync::mpsc::unbounded_channel::<Vec<(Instant, DeliveryFuture)>>();
+    let timer = {
+        let pb = pb.clone();
+        tokio::spawn(async move {
+            let mut ticker = Ticker::new(&pb);
+            let mut h = hist()?;
+            let mut pending = FuturesUnordered::new();
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    chunk = to_time.recv(), if open => match chunk {
+                        Some(chunk) => {
+                            for (s, fut) in chunk {
+                                pending.push(async move { (s, fut.await) });
+                            }
+                        }
+                        None => open = false,
+                    },
+                    Some((s, r)) = pending.next(), if !pending.is_empty() => {
+                        let r: Result<_, pyralog_client::ClientError> = r;
+                        r?;
+                        let _ = h.record(Instant::now().duration_since(s).as_micros() as u64);
+                        ticker.tick();
+                    }
+                    else => break,
+                }
+            }
+            Ok::<_, BenchError>(h)
+        })
+    };
+    let mut chunk = Vec::with_capacity(ACK_CHUNK);
     let interval = Duration::from_secs_f64(1.0 / rate);
     for i in 0..total {
         let scheduled = epoch + interval.mul_f64(i as f64);
-        // Acknowledgements that resolved since the last send are timed now, before this
-        // send: behind schedule the loop sends without pause, and an acknowledgement noticed
-        // only at the end would be timed late (FuturesUnordered polls only the woken ones).
-        while let Some(Some((s, r))) = pending.next().now_or_never() {
-            let r: Result<_, pyralog_client::ClientError> = r;
-            r?;
-            let _ = h.record(Instant::now().duration_since(s).as_micros() as u64);
-            ticker.tick();
-        }
-        // Drain acknowledgements while waiting for the next slot.
-        while Instant::now() < scheduled {
-            tokio::select! {
-                Some((s, r)) = pending.next(), if !pending.is_empty() => {
-                    let r: Result<_, pyralog_client::ClientError> = r;
-                    r?;
-                    let _ = h.record(Instant::now().duration_since(s).as_micros() as u64);
-                    ticker.tick();
-                }
-                _ = tokio::time::sleep_until(scheduled.into()) => break,
+        if Instant::now() < scheduled {
+            // Ahead of schedule: hand over what waits for timing, then pause.
+            if !chunk.is_empty() {
+                let _ = acks.send(std::mem::replace(&mut chunk, Vec::with_capacity(ACK_CHUNK)));
             }
+            tokio::time::sleep_until(scheduled.into()).await;
         }
         let mut rec = source.record(i);
         rec.timestamp = Some(wall_at_epoch + scheduled.duration_since(epoch).as_micros() as i64);
         let fut = producer.send(&spec.log, rec).await?;
-        pending.push(async move { (scheduled, fut.await) });
+        chunk.push((scheduled, fut));
+        if chunk.len() == ACK_CHUNK {
+            let _ = acks.send(std::mem::replace(&mut chunk, Vec::with_capacity(ACK_CHUNK)));
+        }
     }
-    while let Some((s, r)) = pending.next().await {
-        r?;
-        let _ = h.record(Instant::now().duration_since(s).as_micros() as u64);
-        ticker.tick();
-    }
-    drop(ticker);
+    let _ = acks.send(chunk);
+    drop(acks);
+    let h = timer
+        .await
+        .map_err(|e| BenchError::Invalid(e.to_string()))??;
     let secs = epoch.elapsed().as_secs_f64();
     pb.finish_and_clear();
     producer.close().await?;
