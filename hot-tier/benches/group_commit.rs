@@ -4,11 +4,13 @@
 //! covers every batch written before it started, so overlapping writers share fsyncs. The
 //! files live in a temporary directory (the disk under the system temp dir).
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pyralog_hot_tier::{PartitionLog, PartitionOptions};
+use pyralog_hot_tier::PartitionLog;
 use pyralog_types::batch::{BatchBuilder, Compression, NewRecord};
 use pyralog_types::{Epoch, FsyncPolicy, ManualClock};
 
@@ -34,16 +36,7 @@ fn batch() -> Bytes {
 
 fn open() -> (tempfile::TempDir, Arc<PartitionLog>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = PartitionOptions {
-        segment_bytes: 1 << 30,
-        segment_ms: std::time::Duration::from_secs(3600),
-        index_interval_bytes: 4096,
-        max_index_bytes: 1 << 20,
-        fsync: FsyncPolicy::EveryBatch,
-        producer_expiration: pyralog_hot_tier::DEFAULT_PRODUCER_EXPIRATION,
-        ledger_genesis: None,
-        ledger_chain: pyralog_ledger::ChainVersion::CURRENT,
-    };
+    let opts = common::options(1 << 30, FsyncPolicy::EveryBatch);
     let log = PartitionLog::open(dir.path(), opts, ManualClock::new(T0)).expect("open");
     (dir, Arc::new(log))
 }

@@ -2,11 +2,13 @@
 //! mmap'd entries) plus the short scan of batch headers after the entry, as every fetch at
 //! an arbitrary offset does; and the timestamp lookup through the time index.
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use pyralog_hot_tier::{PartitionLog, PartitionOptions};
+use pyralog_hot_tier::PartitionLog;
 use pyralog_types::batch::{BatchBuilder, Compression, NewRecord};
 use pyralog_types::{Epoch, FsyncPolicy, LogOffset, ManualClock};
 
@@ -14,16 +16,7 @@ const T0: i64 = 1_700_000_000_000_000;
 
 fn lookup(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = PartitionOptions {
-        segment_bytes: 64 << 20,
-        segment_ms: std::time::Duration::from_secs(3600),
-        index_interval_bytes: 4096,
-        max_index_bytes: 1 << 20,
-        fsync: FsyncPolicy::Never,
-        producer_expiration: pyralog_hot_tier::DEFAULT_PRODUCER_EXPIRATION,
-        ledger_genesis: None,
-        ledger_chain: pyralog_ledger::ChainVersion::CURRENT,
-    };
+    let opts = common::options(64 << 20, FsyncPolicy::Never);
     let log = PartitionLog::open(dir.path(), opts, ManualClock::new(T0)).expect("open");
     // 200k records of ~100 B in batches of 10: ~24 MB, one closed segment.
     let value = Bytes::from(vec![7u8; 100]);

@@ -1,14 +1,17 @@
 //! The catch-up read path: what a fetch of 8 MiB costs the hot tier. Stored batches go out as
 //! they are: one positional read through the page cache into one buffer, a CRC check per batch
-//! and no re-encode; the response's batches are slices of that buffer. A read that crosses a
-//! segment boundary joins the two segments' buffers (one copy), which the third case shows.
+//! and no re-encode; the response is that buffer. A read that crosses a segment boundary
+//! reads the second segment's part into the same buffer (the third case; it used to read
+//! each part into a buffer of its own and join them, 8x the cost of the others).
 //!
 //! The files live in a temporary directory and are read back hot (page cache), as a consumer
 //! tailing or catching up on recent data reads them.
 
+mod common;
+
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pyralog_hot_tier::{PartitionLog, PartitionOptions};
+use pyralog_hot_tier::PartitionLog;
 use pyralog_types::batch::{BatchBuilder, Compression, NewRecord};
 use pyralog_types::{Epoch, FsyncPolicy, LogOffset, ManualClock};
 
@@ -39,16 +42,7 @@ fn fill(log: &PartitionLog, batches: i64, first: i64) {
 
 fn read_path(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = PartitionOptions {
-        segment_bytes: 1 << 30,
-        segment_ms: std::time::Duration::from_secs(3600),
-        index_interval_bytes: 4096,
-        max_index_bytes: 1 << 20,
-        fsync: FsyncPolicy::Never,
-        producer_expiration: pyralog_hot_tier::DEFAULT_PRODUCER_EXPIRATION,
-        ledger_genesis: None,
-        ledger_chain: pyralog_ledger::ChainVersion::CURRENT,
-    };
+    let opts = common::options(1 << 30, FsyncPolicy::Never);
     let log = PartitionLog::open(dir.path(), opts, ManualClock::new(T0)).expect("open");
     // Two closed segments, then an active one of the same size.
     fill(&log, SEGMENT_BATCHES, 0);
