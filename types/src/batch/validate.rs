@@ -106,7 +106,9 @@ impl Batch {
         let mut max_ts: Option<i64> = None;
         let (mut tombstones, mut dedup_ids) = (false, false);
         let mut index = 0u64;
-        self.for_each_record(rules.max_uncompressed_bytes, |meta: RecordMeta, r| {
+        // Records are checked where they lie: no `Record`, no reference count, no allocation
+        // per record (this runs for every batch a leader stores).
+        self.visit_records(rules.max_uncompressed_bytes, |meta: RecordMeta, r, _| {
             if meta.attributes != 0 {
                 return Err(invalid(
                     "record attributes",
@@ -134,7 +136,14 @@ impl Batch {
                     ),
                 ));
             }
-            let size = r.payload_len();
+            let mut size = r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
+            if r.header_count > 0 {
+                for h in r.headers() {
+                    let (key, value) = h?;
+                    size += key.len() + value.len();
+                    dedup_ids |= key == DEDUP_ID_HEADER;
+                }
+            }
             if size > rules.max_record_bytes {
                 return Err(BatchError::RecordTooLarge {
                     size,
@@ -143,7 +152,6 @@ impl Batch {
             }
             max_ts = Some(max_ts.map_or(r.timestamp, |m| m.max(r.timestamp)));
             tombstones |= r.value.is_none();
-            dedup_ids |= r.headers.iter().any(|h| h.key == DEDUP_ID_HEADER);
             index += 1;
             Ok(())
         })?;

@@ -471,3 +471,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn header_bytes_count_toward_the_record_size_and_a_dedup_id_must_be_announced() {
+    let with_headers = |value: &'static [u8], key: &str| NewRecord {
+        headers: vec![Header {
+            key: key.into(),
+            value: Bytes::from_static(value),
+        }],
+        ..rec(1, Some(b"v"))
+    };
+    // Key (1) + value (1) + header key and value: over a 64-byte limit only with the header.
+    let small = BatchRules {
+        max_record_bytes: 64,
+        ..PRODUCE
+    };
+    let fits = Batch::parse_verified(built(Compression::None, &[with_headers(&[7; 40], "h")]))
+        .expect("valid");
+    fits.validate_records(&small).expect("43 bytes fit");
+    let over = Batch::parse_verified(built(Compression::None, &[with_headers(&[7; 70], "h")]))
+        .expect("valid");
+    assert!(matches!(
+        over.validate_records(&small),
+        Err(BatchError::RecordTooLarge {
+            size: 73,
+            limit: 64
+        })
+    ));
+    // A dedup-id header in a batch whose attributes do not say so.
+    let dedup = built(
+        Compression::None,
+        &[with_headers(b"id-1", super::super::DEDUP_ID_HEADER)],
+    );
+    let unannounced = forged(&dedup, OFF_ATTRIBUTES, &0u16.to_le_bytes());
+    let e = refused(unannounced, &PRODUCE, "attributes");
+    assert!(e.to_string().contains("dedup-id"), "{e}");
+}
