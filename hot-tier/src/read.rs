@@ -127,7 +127,16 @@ pub(crate) fn read(
         }
         seg = next(s.base());
     }
-    out.truncate(usize::try_from(total).unwrap_or(usize::MAX));
+    // The answer holds what it serves, not what was read: a read stopped early (at the limit,
+    // a partial batch, damage) must not keep the rest of its buffer alive while the answer
+    // waits to be sent.
+    let served = usize::try_from(total).unwrap_or(usize::MAX);
+    out.truncate(served);
+    if served == 0 {
+        out = Vec::new();
+    } else if out.capacity() - served > served / 8 {
+        out.shrink_to_fit();
+    }
     Ok(ReadResult {
         batches: Bytes::from(out),
         next_offset: LogOffset(next_offset),
